@@ -1,0 +1,1 @@
+"""The runcast client library (see client.__main__ for `python -m client`)."""

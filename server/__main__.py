@@ -1,0 +1,112 @@
+"""Command line: `python -m server [--host] [--port] [--db] [--workflows ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import uvicorn
+
+from .app import create_app
+from .engine import DEFAULT_MAX_RUNNING
+from .store import StoreLocked
+from .workflow import Workflow
+
+log = logging.getLogger("runcast")
+
+MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the socket with 1009
+
+
+def load_workflows(spec: str) -> list[Workflow]:
+    """Every Workflow defined at the top level of a module (`pkg.mod`) or file (`flows.py`)."""
+    module: ModuleType
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec).resolve()
+        if not path.is_file():
+            raise SystemExit(f"--workflows {spec}: no such file")
+        loader = importlib.util.spec_from_file_location(f"runcast_user_{path.stem}", path)
+        if loader is None or loader.loader is None:
+            raise SystemExit(f"--workflows {spec}: cannot load this file")
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[loader.name] = module
+        loader.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(spec)
+        except ImportError as exc:
+            raise SystemExit(f"--workflows {spec}: {exc}") from exc
+    found = [value for value in vars(module).values() if isinstance(value, Workflow)]
+    if not found:
+        raise SystemExit(f"--workflows {spec}: defines no Workflow at its top level")
+    return found
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Serve runcast on /ws and /api.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--db", default="./data/runcast.db", help="SQLite file, or sqlite:///path")
+    parser.add_argument(
+        "--workflows", action="append", default=[], metavar="MODULE_OR_FILE", help="register workflows (repeatable)"
+    )
+    parser.add_argument(
+        "--max-running", type=int, default=DEFAULT_MAX_RUNNING, help="runs executing at once; more wait pending"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but sockets are closed with 1001 (going away) before it shuts down."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.loaded_app
+        close = getattr(getattr(app, "state", None), "close_connections", None)
+        if close is None:  # loaded_app may be wrapped by uvicorn's middleware
+            close = getattr(getattr(getattr(app, "app", None), "state", None), "close_connections", None)
+        if close is not None:
+            await close(1001)
+        await super().shutdown(sockets)
+        # uvicorn re-raises the stop signal after a graceful stop; the contract wants exit 0.
+        self._captured_signals.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
+    app = create_app(args.db, workflows, max_running=args.max_running)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_max_size=MAX_FRAME_BYTES,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = _Server(config)
+    log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
+    try:
+        asyncio.run(server.serve())
+    except StoreLocked as exc:
+        log.error("%s", exc)
+        return 1
+    if not server.started:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

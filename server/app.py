@@ -1,0 +1,171 @@
+"""create_app(): the Starlette application: /ws, the HTTP API, /healthz and the dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from .connection import Connection
+from .engine import DEFAULT_MAX_RUNNING
+from .examples import BUILT_IN
+from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
+from .runtime import Runtime
+from .workflow import Workflow
+
+log = logging.getLogger("runcast.app")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+EVENTS_PAGE_MAX = 10_000
+
+HTTP_STATUS = {
+    ErrorCode.BAD_JSON: 400,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNKNOWN_TYPE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.UNKNOWN_WORKFLOW: 404,
+    ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.INVALID_INPUT: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else dumps(content).encode()
+
+
+def _error(exc: RuncastError) -> Response:
+    return JSON({"error": {"code": str(exc.code), "message": exc.message}}, HTTP_STATUS[exc.code])
+
+
+def create_app(
+    db: str = "./data/runcast.db",
+    workflows: Iterable[Workflow] = (),
+    *,
+    max_running: int = DEFAULT_MAX_RUNNING,
+) -> Starlette:
+    """The runcast app on the store named by `db`, serving the built-ins and `workflows`."""
+    runtime = Runtime(db, [*BUILT_IN, *workflows], max_running=max_running)
+    connections: set[Connection] = set()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.open()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await close_connections(1001)
+            await runtime.close()
+
+    async def close_connections(code: int) -> None:
+        for conn in list(connections):
+            await conn.close(code)
+
+    async def ws_endpoint(websocket: WebSocket) -> None:
+        conn = Connection(websocket, runtime)
+        connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            connections.discard(conn)
+
+    async def healthz(request: Request) -> Response:
+        if not getattr(request.app.state, "ready", False):
+            return JSON({"status": "starting"}, 503)
+        return JSON({"status": "ok"})
+
+    async def list_workflows(request: Request) -> Response:
+        return JSON({"workflows": [wf.describe() for wf in runtime.engine.workflows.values()]})
+
+    async def start_run(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
+        if not isinstance(body, dict) or not isinstance(body.get("workflow"), str):
+            return _error(RuncastError("body must be a JSON object with a string 'workflow'", ErrorCode.BAD_REQUEST))
+        run_id = body.get("run_id")
+        if run_id is not None and not isinstance(run_id, str):
+            return _error(RuncastError("'run_id' must be a string", ErrorCode.BAD_REQUEST))
+        try:
+            run, existing = await runtime.engine.start(body["workflow"], body.get("input"), run_id)
+        except RuncastError as exc:
+            return _error(exc)
+        return JSON({**run, "existing": existing}, 202)
+
+    async def list_runs(request: Request) -> Response:
+        query: dict[str, Any] = {k: v for k, v in request.query_params.items() if v != ""}
+        try:
+            if "limit" in query:
+                if not query["limit"].isdigit():
+                    raise RuncastError("'limit' must be a whole number", ErrorCode.BAD_REQUEST)
+                query["limit"] = int(query["limit"])
+            workflow, status, limit, before = parse_list_runs_filters(query)
+            runs, cursor = await runtime.store.list_runs(workflow, status, limit, before)
+        except RuncastError as exc:
+            return _error(exc)
+        except ValueError as exc:
+            return _error(RuncastError(str(exc), ErrorCode.BAD_REQUEST))
+        return JSON({"runs": runs, "next": cursor})
+
+    async def get_run(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        run = await runtime.store.get_run(run_id)
+        if run is None:
+            return _error(RunNotFound(f"no run with id {run_id!r}"))
+        return JSON(run)
+
+    async def run_events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        after, limit = request.query_params.get("after", "0"), request.query_params.get("limit", str(EVENTS_PAGE_MAX))
+        if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= EVENTS_PAGE_MAX:
+            return _error(
+                RuncastError(
+                    f"'after' must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}", ErrorCode.BAD_REQUEST
+                )
+            )
+        if await runtime.store.get_run(run_id, steps=False) is None:
+            return _error(RunNotFound(f"no run with id {run_id!r}"))
+        events = await runtime.store.read_events(run_id, int(after), int(limit))
+        return JSON(b'{"events":[' + ",".join(e.frame for e in events).encode() + b"]}")
+
+    async def cancel_run(request: Request) -> Response:
+        try:
+            run = await runtime.engine.cancel(request.path_params["run_id"])
+        except RuncastError as exc:
+            return _error(exc)
+        return JSON(run, 202)
+
+    routes: list[Any] = [
+        WebSocketRoute("/ws", ws_endpoint),
+        Route("/healthz", healthz),
+        Route("/api/workflows", list_workflows),
+        Route("/api/runs", start_run, methods=["POST"]),
+        Route("/api/runs", list_runs, methods=["GET"]),
+        Route("/api/runs/{run_id}", get_run),
+        Route("/api/runs/{run_id}/events", run_events),
+        Route("/api/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+        Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.close_connections = close_connections
+    return app

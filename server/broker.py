@@ -1,0 +1,146 @@
+"""Live fan-out of committed events to subscribers.
+
+Each subscription keeps a small bounded buffer of live events and a cursor, `next_seq`.
+It delivers strictly in seq order: from the buffer while the buffer continues the cursor,
+from the store whenever it does not (a fresh subscription, a gap, or an overflow because
+the client reads slowly). So the hand-over from stored to live events can neither drop
+nor repeat an event, and a slow client costs a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from .protocol import events_frame
+from .store import RunStore, StoredEvent
+
+log = logging.getLogger("runcast.broker")
+
+LIVE_BUFFER = 1024  # live events held per subscription before it falls back to the store
+REFILL_PAGE = 2000  # events read from the store at a time
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class Subscription:
+    """One client's view of one run, from `after` to the terminal event."""
+
+    def __init__(self, broker: Broker, run_id: str, after: int, send: Send, *, batch: bool = False) -> None:
+        self.broker = broker
+        self.run_id = run_id
+        self.next_seq = after + 1
+        self.batch = batch
+        self._send = send
+        self._live: deque[StoredEvent] = deque()
+        self._from_store = True  # read the store before trusting the live buffer
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, event: StoredEvent) -> None:
+        """Take a committed live event; never blocks (called for every subscriber)."""
+        if event.seq < self.next_seq:
+            return
+        if len(self._live) >= LIVE_BUFFER:
+            self._live.clear()
+            self._from_store = True
+        else:
+            self._live.append(event)
+        self._wake.set()
+
+    def start(self, on_end: Callable[[Subscription], None]) -> None:
+        self._task = asyncio.create_task(self._pump(on_end), name=f"runcast-sub-{self.run_id}")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _pump(self, on_end: Callable[[Subscription], None]) -> None:
+        try:
+            while True:
+                events = await self._take()
+                if events:
+                    if await self._deliver(events):
+                        return
+                elif not self._from_store:
+                    await self._wake.wait()
+                    self._wake.clear()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a dead socket ends the subscription; anything else is a bug to see
+            log.exception("subscription to %s ended by an error", self.run_id)
+        finally:
+            self.broker.remove(self)
+            on_end(self)
+
+    async def _take(self) -> list[StoredEvent]:
+        if self._from_store:
+            self._from_store = False
+            events = await self.broker.store.read_events(self.run_id, self.next_seq - 1, REFILL_PAGE)
+            if len(events) == REFILL_PAGE:
+                self._from_store = True
+            return events
+        events = []
+        expected = self.next_seq
+        while self._live:
+            event = self._live.popleft()
+            if event.seq < expected:
+                continue
+            if event.seq > expected:  # missed some: the store has them
+                self._from_store = True
+                break
+            events.append(event)
+            expected += 1
+        return events
+
+    async def _deliver(self, events: list[StoredEvent]) -> bool:
+        """Send events in order; True once the terminal event is out."""
+        end = len(events)
+        for i, event in enumerate(events):
+            if event.terminal:
+                end = i + 1
+                break
+        events = events[:end]
+        self.next_seq = events[-1].seq + 1
+        if self.batch:
+            await self._send(events_frame(self.run_id, [e.frame for e in events]))
+        else:
+            for event in events:
+                await self._send(event.frame)
+        return events[-1].terminal
+
+
+class Broker:
+    """Which subscriptions follow which run; fed by the store after each commit."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._subs: dict[str, set[Subscription]] = {}
+        store.add_listener(self.publish)
+
+    def subscribe(self, sub: Subscription, on_end: Callable[[Subscription], None]) -> None:
+        """Register first, then read the store: nothing committed in between is missed."""
+        self._subs.setdefault(sub.run_id, set()).add(sub)
+        sub.start(on_end)
+
+    def remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.run_id]
+
+    def publish(self, events: list[StoredEvent]) -> None:
+        subs_of = self._subs.get
+        for event in events:
+            subs = subs_of(event.run_id)
+            if subs:
+                for sub in subs:
+                    sub.offer(event)
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())

@@ -1,0 +1,465 @@
+"""The engine runs workflows in the background and is the one place a run changes state.
+
+Every change is recorded through the store (which numbers the events and commits them
+in batches); nothing here talks to sockets. On start it continues the runs a crash left
+unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .protocol import (
+    RUN_ID_PATTERN,
+    BadRequest,
+    Conflict,
+    InvalidInput,
+    RunNotFound,
+    UnknownWorkflow,
+    to_json_value,
+    utc_now,
+)
+from .store import RunStore
+from .workflow import Step, StepContext, StepInput, StepOutput, Workflow
+
+log = logging.getLogger("runcast.engine")
+
+DEFAULT_MAX_RUNNING = 256
+DEFAULT_STEP_THREADS = 64
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+_TERMINAL_EVENT = {
+    RunStatus.COMPLETED: "run_completed",
+    RunStatus.FAILED: "run_failed",
+    RunStatus.CANCELLED: "run_cancelled",
+}
+
+
+@dataclass
+class RunOutput:
+    """A run as the Python API returns it (the snapshot of the contract, as an object)."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    input: Any = None
+    content: Any = None
+    error: Any = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    last_seq: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_snapshot(cls, run: dict[str, Any]) -> RunOutput:
+        return cls(
+            run_id=run["run_id"],
+            workflow=run["workflow"],
+            status=RunStatus(run["status"]),
+            input=run.get("input"),
+            content=run.get("output"),
+            error=run.get("error"),
+            created_at=run.get("created_at"),
+            started_at=run.get("started_at"),
+            finished_at=run.get("finished_at"),
+            last_seq=run.get("last_seq", 0),
+            steps=run.get("steps") or [],
+        )
+
+    def has_completed(self) -> bool:
+        """True once the run has ended: completed, failed or cancelled."""
+        return self.status in FINISHED
+
+
+_id_clock = {"ms": 0, "n": 0}
+
+
+def new_run_id() -> str:
+    """A unique id that sorts by creation time (milliseconds, a counter, then randomness)."""
+    ms = time.time_ns() // 1_000_000
+    if ms <= _id_clock["ms"]:
+        ms = _id_clock["ms"]
+        _id_clock["n"] += 1
+    else:
+        _id_clock["ms"], _id_clock["n"] = ms, 0
+    return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
+
+
+def _new_run(run_id: str, workflow: Workflow, input: Any, steps: list[Step]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "workflow": workflow.name,
+        "status": RunStatus.PENDING.value,
+        "input": input,
+        "output": None,
+        "error": None,
+        "created_at": utc_now(),
+        "started_at": None,
+        "finished_at": None,
+        "last_seq": 0,
+        "steps": [_new_step(s.name) for s in steps],
+    }
+
+
+def _new_step(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "status": StepStatus.PENDING.value,
+        "output": None,
+        "error": None,
+        "attempts": 0,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class StepFailed(Exception):
+    """A step returned StepOutput(success=False)."""
+
+
+@dataclass
+class _ActiveRun:
+    workflow: Workflow
+    row: dict[str, Any]
+    resumed: bool
+    task: asyncio.Task[None] | None = None
+    context: StepContext | None = None
+    cancel_requested: bool = False
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Engine:
+    """Starts, runs, cancels and resumes runs; records every change through the store."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        workflows: Iterable[Workflow] = (),
+        *,
+        max_running: int = DEFAULT_MAX_RUNNING,
+        step_threads: int = DEFAULT_STEP_THREADS,
+    ) -> None:
+        self.store = store
+        self.workflows: dict[str, Workflow] = {}
+        for wf in workflows:
+            self.register(wf)
+        self.max_running = max_running
+        self._slots = asyncio.Semaphore(max_running)
+        self._threads = ThreadPoolExecutor(max_workers=step_threads, thread_name_prefix="runcast-step")
+        self._active: dict[str, _ActiveRun] = {}
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._stopping = False
+
+    def register(self, workflow: Workflow) -> None:
+        """Make a workflow startable by name; a second one with the same name replaces it."""
+        self.workflows[workflow.name] = workflow
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # ---- starting --------------------------------------------------------------------
+
+    async def start(self, name: str, input: Any = None, run_id: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Create a run and start it in the background once it is stored.
+
+        Returns (snapshot, existing): with a caller-given run_id that already names the
+        same workflow and input, the existing run and True, and nothing is started.
+        """
+        if self._stopping:
+            raise RuntimeError("the engine is shutting down")
+        workflow = self.workflows.get(name)
+        if workflow is None:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise UnknownWorkflow(f"no workflow named {name!r}; known workflows: {known}")
+        steps = workflow.steps_for(workflow.checked_input(input))
+        input = to_json_value(input)
+        if run_id is None:
+            run_id = new_run_id()
+        elif not RUN_ID_PATTERN.fullmatch(run_id):
+            raise BadRequest("run_id must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
+        while run_id in self._creating:  # the same id in flight: wait, then compare
+            await asyncio.shield(self._creating[run_id])
+        creating: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating[run_id] = creating
+        try:
+            existing = await self.store.get_run(run_id)
+            if existing is not None:
+                if existing["workflow"] == name and existing["input"] == input:
+                    return existing, True
+                raise Conflict(f"run {run_id!r} exists with a different workflow or input")
+            row = _new_run(run_id, workflow, input, steps)
+            await self.store.create_run(row)
+        finally:
+            del self._creating[run_id]
+            creating.set_result(None)
+        self._launch(workflow, row, resumed=False)
+        return dict(row), False
+
+    def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool) -> None:
+        run = _ActiveRun(workflow, row, resumed)
+        self._active[row["run_id"]] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"runcast-run-{row['run_id']}")
+
+    async def recover(self, only: set[str] | None = None) -> int:
+        """Continue every run a crash left pending or running (of the `only` workflows,
+        if given); returns how many."""
+        count = 0
+        for row in await self.store.unfinished_runs():
+            if row["run_id"] in self._active or (only is not None and row["workflow"] not in only):
+                continue
+            count += 1
+            workflow = self.workflows.get(row["workflow"])
+            if workflow is None:
+                await self._end_unresumable(row, f"interrupted: workflow {row['workflow']!r} is not registered")
+            elif workflow.on_crash == "fail":
+                await self._end_unresumable(row, "interrupted")
+            else:
+                self._launch(workflow, row, resumed=row["last_seq"] > 0)
+        if count:
+            log.info("recovered %d unfinished run(s)", count)
+        return count
+
+    async def _end_unresumable(self, row: dict[str, Any], error: str) -> None:
+        for st in row["steps"]:
+            if st["status"] == StepStatus.RUNNING:
+                st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
+        run = _ActiveRun(Workflow(row["workflow"], []), row, resumed=True)
+        await self._finish(run, RunStatus.FAILED, error=error)
+
+    # ---- running ---------------------------------------------------------------------
+
+    async def _execute(self, run: _ActiveRun) -> None:
+        run_id = run.row["run_id"]
+        try:
+            async with self._slots:
+                await self._run_steps(run)
+        except asyncio.CancelledError:
+            if not run.cancel_requested:
+                raise  # shutting down: the run stays unfinished and resumes on restart
+            await self._finish(run, RunStatus.CANCELLED)
+        except Exception as exc:  # a bug in the engine must still end the run, visibly
+            log.exception("run %s failed inside the engine", run_id)
+            await self._finish(run, RunStatus.FAILED, error=f"internal error: {_error_text(exc)}")
+        finally:
+            self._active.pop(run_id, None)
+            if not run.done.done():
+                run.done.set_result(None)
+
+    def _state(self, run: _ActiveRun) -> dict[str, Any]:
+        # A copy: the writer encodes it later, and the run moves on meanwhile.
+        state = dict(run.row)
+        state["steps"] = [dict(s) for s in run.row["steps"]]
+        return state
+
+    async def _record(
+        self, run: _ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True
+    ) -> asyncio.Future[int]:
+        return await self.store.append(run.row["run_id"], event, step, data, self._state(run) if changed else None)
+
+    def _emit_from_step(self, run: _ActiveRun, step: str, event: str, data: dict[str, Any]) -> None:
+        if run.row["status"] == RunStatus.RUNNING:  # a late thread message after the end is dropped
+            self.store.append_nowait(run.row["run_id"], event, step, data)
+
+    async def _run_steps(self, run: _ActiveRun) -> None:
+        row, workflow = run.row, run.workflow
+        try:
+            checked = workflow.checked_input(row["input"])
+        except InvalidInput as exc:
+            await self._finish(run, RunStatus.FAILED, error=exc.message)
+            return
+        plan = workflow.steps_for(checked)
+        steps = row["steps"] = _align_steps(plan, row["steps"])
+        first = next((i for i, st in enumerate(steps) if st["status"] != StepStatus.COMPLETED), len(steps))
+        row["status"] = RunStatus.RUNNING.value
+        if run.resumed:
+            from_step = steps[first]["name"] if first < len(steps) else None
+            await self._record(run, "run_resumed", None, {"reason": "restart", "from_step": from_step})
+        else:
+            row["started_at"] = utc_now()
+            await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
+        outputs = {st["name"]: st["output"] for st in steps if st["status"] == StepStatus.COMPLETED}
+        previous = steps[first - 1]["output"] if first else None
+        for index in range(first, len(plan)):
+            step, st = plan[index], steps[index]
+            st.update(
+                status=StepStatus.RUNNING.value,
+                attempts=st["attempts"] + 1,
+                started_at=utc_now(),
+                finished_at=None,
+                error=None,
+            )
+            await self._record(run, "step_started", step.name, {"index": index, "attempt": st["attempts"]})
+            context = StepContext(
+                row["run_id"],
+                step.name,
+                st["attempts"],
+                functools.partial(self._emit_from_step, run, step.name),
+                asyncio.get_running_loop(),
+            )
+            run.context = context
+            step_input = StepInput(checked, previous, dict(outputs))
+            try:
+                result = await self._call(step, step_input, context)
+                if isinstance(result, StepOutput) and not result.success:
+                    raise StepFailed(result.error or "step reported failure")
+            except Exception as exc:
+                error = str(exc) if isinstance(exc, StepFailed) else _error_text(exc)
+                st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
+                await self._record(
+                    run, "step_failed", step.name, {"error": error, "attempt": st["attempts"], "will_retry": False}
+                )
+                await self._finish(run, RunStatus.FAILED, error=f"step {step.name!r} failed: {error}")
+                return
+            finally:
+                run.context = None
+            content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
+            content = to_json_value(content)
+            st.update(status=StepStatus.COMPLETED.value, output=content, finished_at=utc_now())
+            await self._record(run, "step_completed", step.name, {"output": content})
+            outputs[step.name] = previous = content
+            if stop:
+                break
+        await self._finish(run, RunStatus.COMPLETED, output=previous)
+
+    async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
+        args: tuple[Any, ...] = (step_input, context) if step.wants_context else (step_input,)
+        if step.kind == "async":
+            return await step.executor(*args)
+        if step.kind == "async_gen":
+            return await self._stream(step.executor(*args), context)
+        loop = asyncio.get_running_loop()
+        if step.kind == "sync_gen":
+            return await loop.run_in_executor(self._threads, _drain_generator, step.executor, args, context)
+        return await loop.run_in_executor(self._threads, functools.partial(step.executor, *args))
+
+    async def _stream(self, items: Any, context: StepContext) -> Any:
+        pieces: list[str] = []
+        final: Any = None
+        async for item in items:
+            if isinstance(item, str):
+                pieces.append(item)
+                await self.store.append(context.run_id, "step_output", context.step, {"delta": item})
+            else:
+                final = item
+        return final if final is not None else "".join(pieces)
+
+    async def _finish(
+        self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
+    ) -> None:
+        """End a run: its final state and its one terminal event, committed together."""
+        row = run.row
+        if row["status"] in FINISHED:  # already ended (e.g. a cancel that came too late)
+            return
+        now = utc_now()
+        for st in row["steps"]:
+            if st["status"] == StepStatus.RUNNING:
+                st.update(status=StepStatus.FAILED.value, error=error or status.value, finished_at=now)
+            elif st["status"] == StepStatus.PENDING:
+                st["status"] = StepStatus.SKIPPED.value
+        row.update(status=status.value, output=output, error=error, finished_at=now)
+        data: dict[str, Any] = {}
+        if status == RunStatus.COMPLETED:
+            data = {"output": output}
+        elif status == RunStatus.FAILED:
+            data = {"error": error}
+        # Queued in the same breath as the state change, so a cancel cannot split them.
+        committed = self.store.append_nowait(row["run_id"], _TERMINAL_EVENT[status], None, data, self._state(run))
+        await asyncio.shield(committed)
+
+    # ---- control ---------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        """Ask a run to stop; it then ends with run_cancelled. Returns the snapshot."""
+        run = self._active.get(run_id)
+        if run is not None and run.row["status"] in FINISHED:
+            raise Conflict(f"run {run_id!r} has already {run.row['status']}; nothing to cancel")
+        if run is None or run.cancel_requested:
+            snapshot = await self.store.get_run(run_id)
+            if snapshot is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            if snapshot["status"] in FINISHED:
+                raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
+            return snapshot
+        run.cancel_requested = True
+        if run.context is not None:
+            run.context._cancel()
+        if run.task is not None:
+            run.task.cancel()
+        snapshot = await self.store.get_run(run_id)
+        assert snapshot is not None
+        return snapshot
+
+    async def wait(self, run_id: str) -> dict[str, Any]:
+        """Wait for a run to finish; returns its final snapshot."""
+        run = self._active.get(run_id)
+        if run is not None:
+            await asyncio.shield(run.done)
+        snapshot = await self.store.get_run(run_id)
+        if snapshot is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return snapshot
+
+    async def shutdown(self) -> None:
+        """Stop every run where it is, writing nothing: they resume on the next start."""
+        self._stopping = True
+        runs = list(self._active.values())
+        for run in runs:
+            if run.context is not None:
+                run.context._cancel()
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _align_steps(plan: list[Step], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored step states in the plan's order (a step added since starts fresh)."""
+    by_name = {st["name"]: st for st in stored}
+    return [by_name.get(s.name) or _new_step(s.name) for s in plan]
+
+
+def _drain_generator(fn: Any, args: tuple[Any, ...], context: StepContext) -> Any:
+    """Run a sync generator step in a worker thread, streaming the strings it yields."""
+    pieces: list[str] = []
+    final: Any = None
+    for item in itertools.takewhile(lambda _: not context.cancelled, fn(*args)):
+        if isinstance(item, str):
+            pieces.append(item)
+            context.output(item)
+        else:
+            final = item
+    return final if final is not None else "".join(pieces)

@@ -1,0 +1,327 @@
+"""Wire messages of PROTOCOL.md: parse and validate client frames, build server frames.
+
+Pure functions, no I/O: bytes and strings in, dataclasses and strings out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+PROTOCOL_VERSION = 1
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
+MAX_LIST_LIMIT = 500
+DEFAULT_LIST_LIMIT = 50
+TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
+
+MessageId = str | int | None
+
+
+class ErrorCode(StrEnum):
+    """The error codes of the contract; one per kind of failure a client can act on."""
+
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_WORKFLOW = "unknown_workflow"
+    RUN_NOT_FOUND = "run_not_found"
+    CONFLICT = "conflict"
+    INVALID_INPUT = "invalid_input"
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    INTERNAL = "internal"
+
+
+class RuncastError(Exception):
+    """Root of runcast's exceptions: an error with a contract code, sent to clients as is."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(RuncastError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class UnknownWorkflow(RuncastError):
+    code = ErrorCode.UNKNOWN_WORKFLOW
+
+
+class RunNotFound(RuncastError):
+    code = ErrorCode.RUN_NOT_FOUND
+
+
+class Conflict(RuncastError):
+    code = ErrorCode.CONFLICT
+
+
+class InvalidInput(RuncastError):
+    code = ErrorCode.INVALID_INPUT
+
+
+# ---- client messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    id: MessageId
+    workflow: str
+    input: Any = None
+    run_id: str | None = None
+    subscribe: bool = True
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: MessageId
+    run_id: str
+    after: int = 0
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: MessageId
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    id: MessageId
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: MessageId
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListWorkflows:
+    id: MessageId
+
+
+@dataclass(frozen=True, slots=True)
+class ListRuns:
+    id: MessageId
+    workflow: str | None = None
+    status: str | None = None
+    limit: int = DEFAULT_LIST_LIMIT
+    before: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: MessageId
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    id: MessageId
+    token: str
+
+
+ClientMessage = Start | Subscribe | Unsubscribe | Poll | Cancel | ListWorkflows | ListRuns | Ping | Auth
+
+
+@dataclass(frozen=True, slots=True)
+class ParseError:
+    """A frame that could not be turned into a message; `id` is echoed when it was readable."""
+
+    code: ErrorCode
+    message: str
+    id: MessageId = None
+
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        need = "a non-empty string"
+        raise BadRequest(f"field '{key}' must be {need}" if key in obj else f"field '{key}' is required")
+    return value
+
+
+def _run_id(obj: dict[str, Any], *, required: bool = True) -> str | None:
+    value = _string(obj, "run_id", required=required)
+    if value is not None and not RUN_ID_PATTERN.fullmatch(value):
+        raise BadRequest("field 'run_id' must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
+    return value
+
+
+def _bool(obj: dict[str, Any], key: str, default: bool) -> bool:
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"field '{key}' must be true or false")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, default: int, *, low: int, high: int | None = None) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field '{key}' must be an integer")
+    if value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"field '{key}' must be {span}")
+    return value
+
+
+def _message_id(obj: dict[str, Any]) -> MessageId:
+    value = obj.get("id")
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise BadRequest("field 'id' must be a string or an integer")
+
+
+def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, int, str | None]:
+    """The filters of `list_runs` (also used by `GET /api/runs`)."""
+    workflow = _string(obj, "workflow", required=False)
+    status = _string(obj, "status", required=False)
+    if status is not None and status not in RUN_STATUSES:
+        raise BadRequest(f"field 'status' must be one of {', '.join(RUN_STATUSES)}")
+    limit = _int(obj, "limit", DEFAULT_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT)
+    before = _string(obj, "before", required=False)
+    return workflow, status, limit, before
+
+
+def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
+    match kind:
+        case "start":
+            workflow = _string(obj, "workflow")
+            assert workflow is not None
+            return Start(
+                mid,
+                workflow,
+                obj.get("input"),
+                _run_id(obj, required=False),
+                _bool(obj, "subscribe", True),
+                _bool(obj, "batch", False),
+            )
+        case "subscribe":
+            run_id = _run_id(obj)
+            assert run_id is not None
+            return Subscribe(mid, run_id, _int(obj, "after", 0, low=0), _bool(obj, "batch", False))
+        case "unsubscribe" | "poll" | "cancel":
+            run_id = _run_id(obj)
+            assert run_id is not None
+            if kind == "poll":
+                return Poll(mid, run_id)
+            return Cancel(mid, run_id) if kind == "cancel" else Unsubscribe(mid, run_id)
+        case "list_workflows":
+            return ListWorkflows(mid)
+        case "list_runs":
+            return ListRuns(mid, *parse_list_runs_filters(obj))
+        case "ping":
+            return Ping(mid)
+        case "auth":
+            token = obj.get("token")
+            if not isinstance(token, str):
+                raise BadRequest("field 'token' must be a string")
+            return Auth(mid, token)
+    raise RuncastError(f"unknown message type '{kind}'", ErrorCode.UNKNOWN_TYPE)
+
+
+def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
+    """Turn one received frame into a message, or into the error to send back."""
+    if not isinstance(frame, str):
+        return ParseError(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text frames")
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        return ParseError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return ParseError(ErrorCode.BAD_REQUEST, "a message must be a JSON object with a string 'type'")
+    try:
+        mid = _message_id(obj)
+    except BadRequest as exc:
+        return ParseError(exc.code, exc.message)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        return ParseError(ErrorCode.BAD_REQUEST, "field 'type' is required and must be a string", mid)
+    try:
+        return _build(kind, obj, mid)
+    except RuncastError as exc:
+        return ParseError(exc.code, exc.message, mid)
+
+
+# ---- server frames -----------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    # Step outputs are user data: anything orjson cannot encode is shown by its text.
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON text of a value; never fails on user data (unknown objects become strings)."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def to_json_value(value: Any) -> Any:
+    """The value as it will look to clients once it has crossed the wire."""
+    return orjson.loads(orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS))
+
+
+def reply(kind: str, mid: MessageId, **fields: Any) -> str:
+    """A reply frame; it carries the id of the message it answers."""
+    body: dict[str, Any] = {"type": kind}
+    if mid is not None:
+        body["id"] = mid
+    body.update(fields)
+    return dumps(body)
+
+
+def error_frame(code: ErrorCode | str, message: str, mid: MessageId = None) -> str:
+    body: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if mid is not None:
+        body["id"] = mid
+    return dumps(body)
+
+
+def welcome_frame(version: str) -> str:
+    return dumps({"type": "welcome", "protocol": PROTOCOL_VERSION, "server": f"runcast/{version}"})
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with milliseconds, as every time on the wire."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, data: Any) -> str:
+    return dumps(
+        {
+            "type": "event",
+            "run_id": run_id,
+            "seq": seq,
+            "event": event,
+            "step": step,
+            "ts": ts,
+            "data": data,
+        }
+    )
+
+
+def events_frame(run_id: str, frames: list[str]) -> str:
+    """Several consecutive events of one run in one frame (`"batch": true` subscriptions)."""
+    return '{"type":"events","run_id":' + dumps(run_id) + ',"events":[' + ",".join(frames) + "]}"

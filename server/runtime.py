@@ -1,0 +1,79 @@
+"""What one process runs: a store, the engine on top of it, and the broker that fans out.
+
+`Runtime` is the server's; `SqliteDb` gives a `Workflow` the same machinery for use
+straight from Python (`await wf.arun(..., background=True)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from .broker import Broker
+from .engine import DEFAULT_MAX_RUNNING, Engine, RunOutput
+from .store import open_store, read_run_sync
+from .workflow import Workflow
+
+
+class Runtime:
+    """Store + engine + broker, opened and closed together."""
+
+    def __init__(self, db: str, workflows: Iterable[Workflow] = (), *, max_running: int = DEFAULT_MAX_RUNNING) -> None:
+        self.store = open_store(db)
+        self.broker = Broker(self.store)
+        self.engine = Engine(self.store, workflows, max_running=max_running)
+
+    async def open(self, *, recover: bool = True) -> None:
+        await self.store.open()
+        if recover:
+            await self.engine.recover()
+
+    async def close(self) -> None:
+        """Stop runs where they are (they resume on the next start), then flush the store."""
+        await self.engine.shutdown()
+        await self.store.close()
+
+
+class SqliteDb:
+    """Where a workflow's runs are kept when it is used straight from Python."""
+
+    def __init__(self, db_file: str = "tmp/runcast.db") -> None:
+        self.db_file = db_file
+        self._runtime: Runtime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def engine_for(self, workflow: Workflow) -> Engine:
+        """The engine on this database, opened on first use in the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._runtime, self._loop, self._opening = None, loop, asyncio.Lock()
+        assert self._opening is not None
+        async with self._opening:
+            if self._runtime is None:
+                runtime = Runtime(self.db_file)
+                await runtime.open(recover=False)
+                self._runtime = runtime
+            engine = self._runtime.engine
+            if engine.workflows.get(workflow.name) is not workflow:
+                engine.register(workflow)
+                await engine.recover(only={workflow.name})
+        return engine
+
+    def get_run(self, run_id: str) -> RunOutput | None:
+        snapshot = read_run_sync(self.db_file, run_id)
+        return RunOutput.from_snapshot(snapshot) if snapshot is not None else None
+
+    async def aget_run(self, run_id: str) -> RunOutput | None:
+        if self._runtime is not None and self._loop is asyncio.get_running_loop():
+            snapshot: dict[str, Any] | None = await self._runtime.store.get_run(run_id)
+        else:
+            snapshot = await asyncio.to_thread(read_run_sync, self.db_file, run_id)
+        return RunOutput.from_snapshot(snapshot) if snapshot is not None else None
+
+    async def close(self) -> None:
+        """Stop this database's runs (they resume next time) and close it."""
+        if self._runtime is not None:
+            await self._runtime.close()
+            self._runtime = None

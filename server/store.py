@@ -1,0 +1,501 @@
+"""RunStore: runs and events in SQLite (aiosqlite), written by one group-committing writer.
+
+Every event gets its seq here, in the batch transaction that writes it, and is handed to
+`on_commit` listeners only after that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+import aiosqlite
+import orjson
+
+from .protocol import TERMINAL_EVENTS, dumps, event_frame, utc_now
+
+log = logging.getLogger("runcast.store")
+
+MAX_BATCH = 4096  # ops per transaction; bounds one commit's latency
+HIGH_WATER = 20_000  # queued ops past which producers wait for the writer
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """One committed event: its seq and its frame, encoded once and sent as is to everyone."""
+
+    run_id: str
+    seq: int
+    event: str
+    frame: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What the writer has done, for benchmarks and metrics."""
+
+    batches: int = 0
+    ops: int = 0
+    events: int = 0
+    commit_seconds: float = 0.0
+    largest_batch: int = 0
+
+
+RUN_COLUMNS = (
+    "run_id",
+    "workflow",
+    "status",
+    "input",
+    "output",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "last_seq",
+    "steps",
+)
+JSON_COLUMNS = ("input", "output", "error", "steps")
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        workflow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT,
+        output TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        steps TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX runs_by_workflow ON runs (workflow, n);
+    CREATE INDEX runs_by_status ON runs (status, n);
+    CREATE INDEX runs_by_workflow_status ON runs (workflow, status, n);
+    CREATE TABLE events (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        frame TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+class RunStore(Protocol):
+    """What the engine and the endpoints need from storage; SQLite is the one backend today."""
+
+    stats: BatchStats
+
+    def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None: ...
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create_run(self, row: dict[str, Any]) -> None: ...
+    async def append(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> asyncio.Future[int]: ...
+    def append_nowait(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> asyncio.Future[int]: ...
+    async def flush(self) -> None: ...
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    async def unfinished_runs(self) -> list[dict[str, Any]]: ...
+
+
+def open_store(url: str) -> SqliteStore:
+    """The store named by a `--db` value: a file path, or `sqlite:///path`."""
+    if url.startswith("sqlite:///"):
+        return SqliteStore(url.removeprefix("sqlite://"))
+    if url.startswith("sqlite://"):
+        return SqliteStore(url.removeprefix("sqlite://"))
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(f"unsupported store '{scheme}://': use a file path or sqlite:///path")
+    return SqliteStore(url)
+
+
+def row_to_run(row: sqlite3.Row | tuple[Any, ...], *, steps: bool = True) -> dict[str, Any]:
+    """A stored row as the run snapshot of the contract."""
+    run = dict(zip(RUN_COLUMNS, row, strict=True))
+    for key in JSON_COLUMNS:
+        value = run[key]
+        run[key] = orjson.loads(value) if value is not None else None
+    if not steps:
+        del run["steps"]
+    return run
+
+
+def _run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
+    values: list[Any] = []
+    for key in RUN_COLUMNS:
+        if key == "last_seq":
+            values.append(last_seq)
+        elif key in JSON_COLUMNS:
+            value = state.get(key)
+            values.append(dumps(value) if value is not None or key == "steps" else None)
+        else:
+            values.append(state.get(key))
+    return tuple(values)
+
+
+_SELECT_RUN = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
+_UPSERT_RUN = (
+    "INSERT INTO runs ("
+    + ", ".join(RUN_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" * len(RUN_COLUMNS))
+    + ") ON CONFLICT(run_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
+)
+
+
+@dataclass(slots=True)
+class _Op:
+    run_id: str
+    event: str | None  # None: create the run only
+    step: str | None = None
+    data: Any = None
+    state: dict[str, Any] | None = None
+    future: asyncio.Future[int] | None = None
+
+
+@dataclass
+class _Batch:
+    events: list[tuple[str, int, str, str]] = field(default_factory=list)
+    stored: list[StoredEvent] = field(default_factory=list)
+    runs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)
+    futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
+
+
+class SqliteStore:
+    """Runs and events in one SQLite file, WAL mode; one writer connection, one reader."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stats = BatchStats()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._ops: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_seq: dict[str, int] = {}
+        self._listeners: list[Callable[[list[StoredEvent]], None]] = []
+        self._closing = False
+        self._lock: IO[str] | None = None
+
+    def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
+        """Call `listener` with each committed batch of events, in seq order per run."""
+        self._listeners.append(listener)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._lock = _take_lock(self.path + ".lock")
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commits.
+        await self._writer.execute("PRAGMA synchronous=NORMAL")
+        await self._writer.execute("PRAGMA busy_timeout=5000")
+        await self._migrate(self._writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._reader.execute("PRAGMA busy_timeout=5000")
+        self._task = asyncio.create_task(self._write_loop(), name="runcast-store-writer")
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this runcast knows "
+                f"({len(MIGRATIONS)}); upgrade runcast"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+            log.info("store %s migrated to schema version %d", self.path, number)
+
+    async def close(self) -> None:
+        """Write what is queued, then close both connections."""
+        if self._task is not None:
+            await self.flush()
+            self._closing = True
+            self._wake.set()
+            await self._task
+            self._task = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def create_run(self, row: dict[str, Any]) -> None:
+        """Store a new run; returns once it is committed."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._push(_Op(row["run_id"], None, state=row, future=future))
+        await future
+
+    async def append(
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue an event (and the run's new state, if it changed) for the next batch.
+
+        Returns a future of the event's seq, done once the batch has committed. Waits only
+        when the writer is far behind, so that a fast run cannot fill memory.
+        """
+        if len(self._ops) >= HIGH_WATER:
+            self._drained.clear()
+            await self._drained.wait()
+        return self.append_nowait(run_id, event, step, data, state)
+
+    def append_nowait(
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+    ) -> asyncio.Future[int]:
+        """`append` without the wait: for callbacks that cannot await."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._push(_Op(run_id, event, step, data, state, future))
+        return future
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        if self._ops:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._push(_Op("", None, future=future))
+            await future
+
+    def _push(self, op: _Op) -> None:
+        if self._task is None or self._closing:
+            raise RuntimeError("the store is not open")
+        self._ops.append(op)
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ops:
+                ops = [self._ops.popleft() for _ in range(min(len(self._ops), MAX_BATCH))]
+                if len(self._ops) < HIGH_WATER // 2:
+                    self._drained.set()
+                await self._write_batch(ops)
+            self._drained.set()
+            if self._closing:
+                return
+
+    async def _write_batch(self, ops: list[_Op]) -> None:
+        started = time.perf_counter()
+        try:
+            batch = await self._build(ops)
+            await self._commit(batch)
+        except Exception as exc:  # a failed batch fails its callers; the writer carries on
+            log.exception("store batch of %d ops failed", len(ops))
+            for lost in [op.run_id for op in ops if op.event is not None]:
+                self._last_seq.pop(lost, None)  # reload from disk next time
+            for op in ops:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(exc)
+            return
+        self.stats.batches += 1
+        self.stats.ops += len(ops)
+        self.stats.events += len(batch.stored)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
+        self.stats.commit_seconds += time.perf_counter() - started
+        for future, seq in batch.futures:
+            if not future.done():
+                future.set_result(seq)
+        if batch.stored:
+            for listener in self._listeners:
+                listener(batch.stored)
+
+    async def _build(self, ops: list[_Op]) -> _Batch:
+        batch = _Batch()
+        for op in ops:
+            if op.event is None:
+                if op.state is not None:
+                    batch.runs[op.run_id] = _run_params(op.state, 0)
+                    self._last_seq[op.run_id] = 0
+                if op.future is not None:
+                    batch.futures.append((op.future, 0))
+                continue
+            seq = self._last_seq.get(op.run_id)
+            if seq is None:
+                try:
+                    seq = await self._load_last_seq(op.run_id)
+                except KeyError as exc:  # a bug in the caller; fail that event alone
+                    if op.future is not None:
+                        op.future.set_exception(exc)
+                    continue
+            seq += 1
+            self._last_seq[op.run_id] = seq
+            batch.seqs[op.run_id] = seq
+            frame = event_frame(op.run_id, seq, op.event, op.step, utc_now(), op.data)
+            batch.events.append((op.run_id, seq, op.event, frame))
+            batch.stored.append(StoredEvent(op.run_id, seq, op.event, frame))
+            if op.state is not None:
+                batch.runs[op.run_id] = _run_params(op.state, seq)
+            if op.event in TERMINAL_EVENTS:
+                del self._last_seq[op.run_id]
+            if op.future is not None:
+                batch.futures.append((op.future, seq))
+        return batch
+
+    async def _load_last_seq(self, run_id: str) -> int:
+        assert self._writer is not None
+        async with self._writer.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(f"event for unknown run {run_id}")
+        return int(row[0])
+
+    async def _commit(self, batch: _Batch) -> None:
+        db = self._writer
+        assert db is not None
+        # Runs whose state did not change in this batch only move their last_seq forward.
+        seq_only = [(seq, run_id) for run_id, seq in batch.seqs.items() if run_id not in batch.runs]
+        if not (batch.events or batch.runs):
+            return
+        await db.execute("BEGIN")
+        try:
+            if batch.runs:
+                await db.executemany(_UPSERT_RUN, list(batch.runs.values()))
+            if batch.events:
+                await db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
+            if seq_only:
+                await db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            raise
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
+        """The committed snapshot of a run, or None."""
+        assert self._reader is not None
+        async with self._reader.execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)) as cur:
+            row = await cur.fetchone()
+        return row_to_run(tuple(row), steps=steps) if row is not None else None
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        """Committed events with seq > after, in seq order, at most `limit`."""
+        assert self._reader is not None
+        async with self._reader.execute(
+            "SELECT seq, event, frame FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
+
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Runs newest first, without steps; `next` is the cursor for the following page."""
+        assert self._reader is not None
+        where: list[str] = []
+        params: list[Any] = []
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if before is not None:
+            if not before.isdigit():
+                raise ValueError("cursor 'before' is not one this server gave")
+            where.append("n < ?")
+            params.append(int(before))
+        sql = "SELECT n, " + ", ".join(RUN_COLUMNS) + " FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY n DESC LIMIT ?"
+        params.append(limit + 1)
+        async with self._reader.execute(sql, params) as cur:
+            rows = list(await cur.fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        runs = [row_to_run(tuple(row)[1:], steps=False) for row in rows]
+        return runs, (str(rows[-1][0]) if more and rows else None)
+
+    async def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Runs left pending or running, oldest first: what a restart must continue."""
+        assert self._reader is not None
+        async with self._reader.execute(_SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n") as cur:
+            rows = await cur.fetchall()
+        return [row_to_run(tuple(row)) for row in rows]
+
+
+class StoreLocked(RuntimeError):
+    """Another process already runs this database's runs."""
+
+
+def _take_lock(path: str) -> IO[str]:
+    # One process runs a database's runs: a second would run the same runs twice.
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreLocked(
+            f"{path[:-5]} is in use by another runcast process (pid {holder}); "
+            "stop it first, or give this one another --db"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:
+    """A run's committed snapshot with a short-lived connection: safe from any thread."""
+    if not os.path.exists(path):
+        return None
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        try:
+            row = conn.execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:  # no schema yet: nothing was ever stored
+            return None
+    finally:
+        conn.close()
+    return row_to_run(row) if row is not None else None

@@ -1,0 +1,218 @@
+"""Workflow, Step and the values steps receive and return: the words users already know."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .protocol import InvalidInput
+
+if TYPE_CHECKING:
+    from .engine import RunOutput
+    from .runtime import SqliteDb
+
+
+@dataclass
+class StepInput:
+    """What a step's executor receives: the run's input and what earlier steps produced."""
+
+    input: Any = None
+    previous_step_content: Any = None
+    previous_step_outputs: dict[str, Any] = field(default_factory=dict)
+
+    def get_step_content(self, name: str) -> Any:
+        """The output of an earlier step, by name (None if it has not run)."""
+        return self.previous_step_outputs.get(name)
+
+
+@dataclass
+class StepOutput:
+    """What an executor may return. `stop=True` ends the run early, successfully."""
+
+    content: Any = None
+    success: bool = True
+    error: str | None = None
+    stop: bool = False
+
+
+class StepContext:
+    """Lets a running step report progress and stream output, from a coroutine or a thread.
+
+    An executor receives it as a second argument when it takes one:
+    `def fetch(step_input, ctx): ctx.progress(current=1, total=3)`.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        emit: Callable[[str, dict[str, Any]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self._emit = emit
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled: a thread step should return soon."""
+        return self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Sleep up to `timeout` seconds in a thread step, waking early on cancel."""
+        return self._cancelled.wait(timeout)
+
+    def progress(self, **fields: Any) -> None:
+        """Send a `progress` event with any fields, e.g. current, total, message."""
+        self._send("progress", fields)
+
+    def output(self, delta: str) -> None:
+        """Stream a piece of the step's output as a `step_output` event."""
+        self._send("step_output", {"delta": delta})
+
+    def _send(self, event: str, data: dict[str, Any]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._emit(event, data)
+        else:  # from a worker thread: hand over in order to the loop
+            self._loop.call_soon_threadsafe(self._emit, event, data)
+
+    def _cancel(self) -> None:
+        self._cancelled.set()
+
+
+Executor = Callable[..., Any]
+ExecutorKind = Literal["async", "async_gen", "sync", "sync_gen"]
+
+
+class Step:
+    """One named unit of work. The executor may be an async function, a plain function
+    (run in a worker thread), or a generator of either kind whose yielded strings are
+    streamed as `step_output` deltas. It takes a `StepInput`, and a `StepContext` too
+    if it accepts a second argument."""
+
+    def __init__(self, name: str, executor: Executor, *, description: str | None = None) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"step name {name!r} must be non-empty and contain no '/'")
+        self.name = name
+        self.executor = executor
+        self.description = description
+        self.kind: ExecutorKind = _kind_of(executor)
+        self.wants_context = _positional_count(executor) >= 2
+
+    def __repr__(self) -> str:
+        return f"Step({self.name!r})"
+
+
+def _kind_of(fn: Executor) -> ExecutorKind:
+    target: Any = fn if inspect.isroutine(fn) else getattr(fn, "__call__", fn)  # noqa: B004
+    if inspect.isasyncgenfunction(target):
+        return "async_gen"
+    if inspect.iscoroutinefunction(target):
+        return "async"
+    if inspect.isgeneratorfunction(target):
+        return "sync_gen"
+    return "sync"
+
+
+def _positional_count(fn: Executor) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+InputCheck = Callable[[Any], Any]
+OnCrash = Literal["resume", "fail"]
+
+
+class Workflow:
+    """A named sequence of steps that runs in the background and streams its events.
+
+    `validate_input`, if given, takes the run's input and returns it with defaults
+    filled in, or raises `InvalidInput`. `on_crash` says what a restart does with a run
+    that a crash interrupted: "resume" it from the first unfinished step, or "fail" it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        steps: list[Step],
+        *,
+        description: str = "",
+        db: SqliteDb | None = None,
+        validate_input: InputCheck | None = None,
+        on_crash: OnCrash = "resume",
+    ) -> None:
+        if not name:
+            raise ValueError("a workflow needs a name")
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workflow {name!r} has two steps with the same name: {names}")
+        if on_crash not in ("resume", "fail"):
+            raise ValueError("on_crash must be 'resume' or 'fail'")
+        self.name = name
+        self.description = description
+        self.steps = list(steps)
+        self.db = db
+        self.validate_input = validate_input
+        self.on_crash: OnCrash = on_crash
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, steps={[s.name for s in self.steps]})"
+
+    def steps_for(self, input: Any) -> list[Step]:
+        """The steps a run with this (checked) input goes through; fixed unless overridden."""
+        return self.steps
+
+    def describe(self) -> dict[str, Any]:
+        """The entry of `list_workflows`."""
+        return {"name": self.name, "description": self.description, "steps": [s.name for s in self.steps]}
+
+    def checked_input(self, value: Any) -> Any:
+        """The input with defaults filled in; raises InvalidInput when it has the wrong shape."""
+        if self.validate_input is None:
+            return value
+        try:
+            return self.validate_input(value)
+        except InvalidInput:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidInput(f"input for {self.name!r} is invalid: {exc}") from exc
+
+    # ---- the background-workflow API ----------------------------------------------
+
+    def _db(self) -> SqliteDb:
+        if self.db is None:
+            raise RuntimeError(f"workflow {self.name!r} has no db: pass db=SqliteDb(db_file=...)")
+        return self.db
+
+    async def arun(self, input: Any = None, *, background: bool = False, run_id: str | None = None) -> RunOutput:
+        """Start a run. With background=True return at once (run_id, status); otherwise
+        wait for the run to finish and return it."""
+        from .engine import RunOutput
+
+        engine = await self._db().engine_for(self)
+        snapshot, _ = await engine.start(self.name, input, run_id)
+        if not background:
+            snapshot = await engine.wait(snapshot["run_id"])
+        return RunOutput.from_snapshot(snapshot)
+
+    def get_run(self, run_id: str) -> RunOutput | None:
+        """The run as last stored, or None while unknown. Safe from any thread or loop."""
+        return self._db().get_run(run_id)
+
+    async def aget_run(self, run_id: str) -> RunOutput | None:
+        """The async twin of get_run."""
+        return await self._db().aget_run(run_id)

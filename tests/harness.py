@@ -1,0 +1,195 @@
+"""Real servers and real sockets for end-to-end tests: `python -m server` on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """A blocking HTTP call (run it with asyncio.to_thread from async tests)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+class ServerProcess:
+    """`python -m server` as a child process with its own SQLite file."""
+
+    def __init__(self, db: Path, *args: str) -> None:
+        self.db = db
+        self.args = list(args)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = db.with_suffix(".log")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> ServerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
+        cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--db", str(self.db), *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                status, _ = http("GET", self.http_url + "/healthz")
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("server did not become healthy: " + self.tail())
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def rss_kb(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+
+OPEN_CLIENTS: list[Client] = []
+
+
+class Client:
+    """A websockets client that keeps every message it receives, in order."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+        self.used: set[int] = set()
+        self._n = 0
+
+    @classmethod
+    async def connect(cls, url: str, **kw: Any) -> Client:
+        ws = await websockets.connect(url, max_size=None, open_timeout=10, ping_interval=None, **kw)
+        client = cls(ws)
+        OPEN_CLIENTS.append(client)
+        welcome = await client.next()
+        assert welcome["type"] == "welcome" and welcome["protocol"] == 1, welcome
+        return client
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def send(self, msg: Any) -> None:
+        await self.ws.send(msg if isinstance(msg, str | bytes) else json.dumps(msg))
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:
+        msg = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.inbox.append(msg)
+        return msg
+
+    async def wait(self, pred: Any, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.inbox):
+                if i not in self.used and pred(m):
+                    self.used.add(i)
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out; last messages: {self.inbox[-3:]}")
+            await self.next(left)
+
+    async def request(self, msg: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        self._n += 1
+        rid = f"r{self._n}"
+        await self.send({**msg, "id": rid})
+        return await self.wait(lambda m: m.get("id") == rid, timeout)
+
+    async def start(self, workflow: str, input: Any = None, **kw: Any) -> str:
+        reply = await self.request({"type": "start", "workflow": workflow, "input": input, **kw})
+        assert reply["type"] == "started", reply
+        return str(reply["run"]["run_id"])
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for m in self.inbox:
+            if m.get("type") == "event" and m.get("run_id") == run_id:
+                out.append(m)
+            elif m.get("type") == "events" and m.get("run_id") == run_id:
+                out.extend(m["events"])
+        return out
+
+    async def until_terminal(self, run_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        done = any(e["event"] in TERMINAL for e in self.events(run_id))
+        while not done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                kinds = [e["event"] for e in self.events(run_id)][-5:]
+                raise AssertionError(f"run {run_id} did not end; last events {kinds}")
+            msg = await self.next(left)
+            if msg.get("run_id") == run_id:
+                batch = msg["events"] if msg.get("type") == "events" else [msg] if msg.get("type") == "event" else []
+                done = any(e["event"] in TERMINAL for e in batch)
+        return self.events(run_id)
+
+
+def assert_log(events: list[dict[str, Any]], first: int = 1) -> None:
+    """Seq contiguous from `first`, exactly one terminal event, and it is last."""
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(first, first + len(seqs))), f"seq not contiguous from {first}: {seqs[:50]}"
+    kinds = [e["event"] for e in events]
+    assert sum(k in TERMINAL for k in kinds) == 1 and kinds[-1] in TERMINAL, kinds[-5:]

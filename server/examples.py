@@ -24,8 +24,8 @@ def _fields(workflow: str, value: Any, spec: dict[str, tuple[float, float, float
         wants_int = kind is int
         ok_type = isinstance(item, int) if wants_int else isinstance(item, int | float)
         if isinstance(item, bool) or not ok_type or (isinstance(item, float) and not math.isfinite(item)):
-            kind = "an integer" if wants_int else "a number"
-            raise InvalidInput(f"{workflow}: field '{key}' must be {kind}, got {item!r}")
+            what = "an integer" if wants_int else "a number"
+            raise InvalidInput(f"{workflow}: field '{key}' must be {what}, got {item!r}")
         if not low <= item <= high:
             raise InvalidInput(f"{workflow}: field '{key}' must be between {low:g} and {high:g}, got {item!r}")
         out[key] = item

@@ -1,0 +1,275 @@
+"""Client: the runcast protocol over one WebSocket that reconnects and resumes by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from .errors import ConnectionFailed, error_from_reply
+
+log = logging.getLogger("runcast.client")
+
+DEFAULT_URL = "ws://127.0.0.1:8000/ws"
+TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
+
+Event = dict[str, Any]
+
+
+def new_run_id() -> str:
+    """A client-made run id, so that a start retried after a reconnect stays one run."""
+    return f"c{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
+
+
+class _Follow:
+    """A subscription this client keeps alive across reconnects."""
+
+    def __init__(self, run_id: str, after: int) -> None:
+        self.run_id = run_id
+        self.last_seq = after
+        self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+
+class Client:
+    """`async with Client(url) as c:` then start, subscribe, run, poll, cancel, list.
+
+    When the connection drops, the client reconnects with exponential backoff and
+    jitter, sends again any request that had no answer, and resumes every
+    subscription from the last seq it yielded: an event is never yielded twice nor
+    skipped. `on_state` is called with "connected" or "reconnecting".
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+        give_up_after: float | None = None,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self.give_up_after = give_up_after
+        self.on_state = on_state
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._follows: dict[str, _Follow] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- connection ------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection (raises ConnectionFailed if the server cannot be reached)."""
+        await self._open()
+        self._reader = asyncio.create_task(self._read_loop(), name="runcast-client-reader")
+
+    async def _open(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            ws = await websockets.connect(
+                self.url, additional_headers=headers, max_size=None, open_timeout=10, ping_interval=20
+            )
+        except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
+            raise ConnectionFailed(f"cannot connect to {self.url}: {exc}") from exc
+        welcome = orjson.loads(await ws.recv())
+        if welcome.get("type") != "welcome":
+            await ws.close()
+            raise ConnectionFailed(f"{self.url} did not greet like a runcast server: {welcome}")
+        if self.token:
+            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+            reply = orjson.loads(await ws.recv())
+            if reply.get("type") == "error":
+                await ws.close()
+                raise error_from_reply(reply)
+        self._ws = ws
+        self._connected.set()
+        if self.on_state:
+            self.on_state("connected")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionFailed("client closed"))
+
+    async def _read_loop(self) -> None:
+        while not self._closed:
+            assert self._ws is not None
+            try:
+                async for raw in self._ws:
+                    self._dispatch(orjson.loads(raw))
+            except websockets.ConnectionClosed:
+                pass
+            self._connected.clear()
+            if self._closed:
+                return
+            if not self.reconnect:
+                self._fail(ConnectionFailed(f"connection to {self.url} closed"))
+                return
+            try:
+                await self._reconnect()
+            except ConnectionFailed as exc:
+                self._fail(exc)
+                return
+
+    async def _reconnect(self) -> None:
+        if self.on_state:
+            self.on_state("reconnecting")
+        delay, started = 0.1, time.monotonic()
+        while True:
+            try:
+                await self._open()
+                break
+            except ConnectionFailed:
+                if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
+                    raise
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, self.max_backoff)
+        for follow in self._follows.values():
+            await self._send({"type": "subscribe", "run_id": follow.run_id, "after": follow.last_seq})
+        for mid, (message, _) in list(self._pending.items()):
+            await self._send({**message, "id": mid})
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        for follow in self._follows.values():
+            follow.queue.put_nowait(exc)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "event":
+            self._deliver(msg)
+        elif kind == "events":
+            for event in msg.get("events", []):
+                self._deliver(event)
+        elif (mid := msg.get("id")) in self._pending:
+            _, future = self._pending.pop(mid)
+            if not future.done():
+                if kind == "error":
+                    future.set_exception(error_from_reply(msg))
+                else:
+                    future.set_result(msg)
+
+    def _deliver(self, event: Event) -> None:
+        follow = self._follows.get(event.get("run_id", ""))
+        if follow is None or event["seq"] <= follow.last_seq:
+            return  # a repeat after a resume, or a run we stopped following
+        follow.last_seq = event["seq"]
+        follow.queue.put_nowait(event)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self._ws.send(orjson.dumps(message).decode())
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a message and return its reply; error replies raise their typed exception."""
+        if self._failure is not None:
+            raise self._failure
+        mid = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[mid] = (message, future)
+        await self._connected.wait()
+        await self._send({**message, "id": mid})
+        return await future
+
+    # ---- the protocol ----------------------------------------------------------------
+
+    async def start(
+        self, workflow: str, input: Any = None, *, run_id: str | None = None, subscribe: bool = False
+    ) -> dict[str, Any]:
+        """Start a run; returns its snapshot. A client-made run_id keeps retries idempotent."""
+        message = {
+            "type": "start",
+            "workflow": workflow,
+            "input": input,
+            "run_id": run_id or new_run_id(),
+            "subscribe": subscribe,
+        }
+        return dict((await self.request(message))["run"])
+
+    async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Every event of the run with seq > after, in order, up to the terminal event."""
+        follow = _Follow(run_id, after)
+        self._follows[run_id] = follow
+        try:
+            await self.request({"type": "subscribe", "run_id": run_id, "after": after})
+            while True:
+                item = await follow.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item["event"] in TERMINAL_EVENTS:
+                    return
+        finally:
+            if self._follows.get(run_id) is follow:
+                del self._follows[run_id]
+                if not self._closed and self._connected.is_set():
+                    await self._send({"type": "unsubscribe", "run_id": run_id})
+
+    async def run(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> AsyncIterator[Event]:
+        """Start a run and yield its events to the end."""
+        started = await self.start(workflow, input, run_id=run_id)
+        async for event in self.subscribe(started["run_id"]):
+            yield event
+
+    async def poll(self, run_id: str) -> dict[str, Any]:
+        return dict((await self.request({"type": "poll", "run_id": run_id}))["run"])
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        return dict((await self.request({"type": "cancel", "run_id": run_id}))["run"])
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        return list((await self.request({"type": "list_workflows"}))["workflows"])
+
+    async def list_runs(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of runs, newest first, and the cursor of the next page (or None)."""
+        message: dict[str, Any] = {"type": "list_runs", "limit": limit}
+        for key, value in (("workflow", workflow), ("status", status), ("before", before)):
+            if value is not None:
+                message[key] = value
+        reply = await self.request(message)
+        return list(reply["runs"]), reply.get("next")
+
+    async def ping(self) -> None:
+        await self.request({"type": "ping"})

@@ -1,0 +1,91 @@
+"""SyncClient: the same client for scripts that do not use asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .client import DEFAULT_URL, Client, Event
+
+_DONE = object()
+
+
+class SyncClient:
+    """Blocking calls on a Client that lives in a background thread.
+
+    with SyncClient("ws://127.0.0.1:8000/ws") as c:
+        for event in c.run("count", {"n": 3}):
+            print(event["seq"], event["event"])
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="runcast-sync-client", daemon=True)
+        self._thread.start()
+        self._client = Client(url, token, **options)
+        try:
+            self._call(self._client.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._client.close())
+        self._stop_loop()
+
+    def start(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> dict[str, Any]:
+        return dict(self._call(self._client.start(workflow, input, run_id=run_id)))
+
+    def subscribe(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        items: queue.Queue[Any] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in self._client.subscribe(run_id, after):
+                    items.put(event)
+            except BaseException as exc:  # handed to the caller's thread
+                items.put(exc)
+            finally:
+                items.put(_DONE)
+
+        asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        while (item := items.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def run(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> Iterator[Event]:
+        started = self.start(workflow, input, run_id=run_id)
+        yield from self.subscribe(started["run_id"])
+
+    def poll(self, run_id: str) -> dict[str, Any]:
+        return dict(self._call(self._client.poll(run_id)))
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return dict(self._call(self._client.cancel(run_id)))
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return list(self._call(self._client.list_workflows()))
+
+    def list_runs(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        runs, cursor = self._call(self._client.list_runs(**filters))
+        return list(runs), cursor

@@ -1,0 +1,128 @@
+"""How the command line shows runs: JSON lines for scripts, readable lines for people."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import orjson
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class View:
+    """What the command line reports; each method gets one thing to show."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def started(self, run: dict[str, Any]) -> None: ...
+    def event(self, event: dict[str, Any]) -> None: ...
+    def snapshot(self, run: dict[str, Any]) -> None: ...
+    def runs(self, runs: list[dict[str, Any]]) -> None: ...
+    def workflows(self, workflows: list[dict[str, Any]]) -> None: ...
+
+    def note(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def connection(self, state: str) -> None:
+        if state == "reconnecting":
+            self.note("connection lost; reconnecting (events will continue where they left off)...")
+
+
+class JsonView(View):
+    """One JSON object per line on stdout: events as the server sent them."""
+
+    def _line(self, value: Any) -> None:
+        print(_json(value), file=self.out, flush=True)
+
+    def event(self, event: dict[str, Any]) -> None:
+        self._line(event)
+
+    def snapshot(self, run: dict[str, Any]) -> None:
+        self._line(run)
+
+    def runs(self, runs: list[dict[str, Any]]) -> None:
+        for run in runs:
+            self._line(run)
+
+    def workflows(self, workflows: list[dict[str, Any]]) -> None:
+        for workflow in workflows:
+            self._line(workflow)
+
+
+class TextView(View):
+    """Readable lines for a person at a terminal."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        super().__init__(out, err)
+        self._streaming = False
+        self._streamed: set[str] = set()  # steps whose text was shown as it came
+
+    def _print(self, text: str) -> None:
+        if self._streaming:
+            print(file=self.out)
+            self._streaming = False
+        print(text, file=self.out, flush=True)
+
+    def started(self, run: dict[str, Any]) -> None:
+        self._print(f"run {run['run_id']} ({run['workflow']}) started")
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind, data, step = event["event"], event.get("data") or {}, event.get("step")
+        match kind:
+            case "step_output":
+                print(data.get("delta", ""), end="", file=self.out, flush=True)
+                self._streaming = True
+                self._streamed.add(step or "")
+            case "step_started":
+                attempt = data.get("attempt", 1)
+                self._print(f"> {step}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+            case "step_completed":
+                shown = "" if step in self._streamed else f": {_json(data.get('output'))[:200]}"
+                self._print(f"  {step} done{shown}")
+            case "step_failed":
+                self._print(f"  {step} failed: {data.get('error')}")
+            case "progress":
+                current, total = data.get("current"), data.get("total")
+                bar = ""
+                if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
+                    filled = int(20 * min(current / total, 1))
+                    bar = f"[{'#' * filled}{'.' * (20 - filled)}] {current}/{total} "
+                self._print(f"  {bar}{data.get('message', '')}".rstrip())
+            case "run_resumed":
+                self._print(f"run resumed after a {data.get('reason')} from step {data.get('from_step')}")
+            case "run_completed":
+                self._print(f"completed: {_json(data.get('output'))}")
+            case "run_failed":
+                self._print(f"failed: {data.get('error')}")
+            case "run_cancelled":
+                self._print("cancelled")
+            case "run_started":
+                pass
+            case _:
+                self._print(f"{kind}: {_json(data)}")
+
+    def snapshot(self, run: dict[str, Any]) -> None:
+        self._print(f"run {run['run_id']}  {run['workflow']}  {run['status']}  last seq {run['last_seq']}")
+        for step in run.get("steps") or []:
+            self._print(f"  {step['name']:<16} {step['status']:<10} attempts {step['attempts']}")
+        if run.get("output") is not None:
+            self._print(f"output: {_json(run['output'])}")
+        if run.get("error") is not None:
+            self._print(f"error: {run['error']}")
+
+    def runs(self, runs: list[dict[str, Any]]) -> None:
+        for run in runs:
+            self._print(f"{run['run_id']}  {run['workflow']:<12} {run['status']:<10} {run['created_at']}")
+        if not runs:
+            self._print("no runs")
+
+    def workflows(self, workflows: list[dict[str, Any]]) -> None:
+        for wf in workflows:
+            self._print(f"{wf['name']:<12} {' -> '.join(wf['steps'])}")
+            if wf.get("description"):
+                self._print(f"             {wf['description']}")

@@ -17,7 +17,7 @@ import uvicorn
 
 from .app import create_app
 from .engine import DEFAULT_MAX_RUNNING
-from .store import StoreLocked
+from .store import StoreLocked, ensure_free
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
+    try:
+        ensure_free(args.db)  # say so plainly now, rather than from inside the server's startup
+    except (StoreLocked, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
     app = create_app(args.db, workflows, max_running=args.max_running)
     config = uvicorn.Config(
         app,
@@ -98,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = _Server(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
-    try:
-        asyncio.run(server.serve())
-    except StoreLocked as exc:
-        log.error("%s", exc)
-        return 1
+    asyncio.run(server.serve())
     if not server.started:
         return 1
     return 0

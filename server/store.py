@@ -486,6 +486,13 @@ def _take_lock(path: str) -> IO[str]:
     return handle
 
 
+def ensure_free(url: str) -> None:
+    """Raise StoreLocked if another process holds the database named by `url`."""
+    store = open_store(url)
+    os.makedirs(os.path.dirname(os.path.abspath(store.path)), exist_ok=True)
+    _take_lock(store.path + ".lock").close()
+
+
 def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:
     """A run's committed snapshot with a short-lived connection: safe from any thread."""
     if not os.path.exists(path):

@@ -80,6 +80,11 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError("server did not become healthy: " + self.tail())
 
+    def restart(self) -> ServerProcess:
+        """Start again on the same port and database (after kill or stop)."""
+        assert self.proc is None or self.proc.poll() is not None, "stop or kill the server first"
+        return self.start()
+
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path.exists() else ""
 

@@ -11,16 +11,17 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from .connection import Connection
-from .engine import DEFAULT_MAX_RUNNING
+from .engine import DEFAULT_MAX_RUNNING, FINISHED
 from .examples import BUILT_IN
 from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
 from .runtime import Runtime
+from .sse import event_stream
 from .workflow import Workflow
 
 log = logging.getLogger("runcast.app")
@@ -135,15 +136,24 @@ def create_app(
 
     async def run_events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        after, limit = request.query_params.get("after", "0"), request.query_params.get("limit", str(EVENTS_PAGE_MAX))
+        query = request.query_params
+        wants_stream = "text/event-stream" in request.headers.get("accept", "")
+        after = query.get("after") or (request.headers.get("last-event-id") if wants_stream else None) or "0"
+        limit = query.get("limit", str(EVENTS_PAGE_MAX))
         if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= EVENTS_PAGE_MAX:
-            return _error(
-                RuncastError(
-                    f"'after' must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}", ErrorCode.BAD_REQUEST
-                )
-            )
-        if await runtime.store.get_run(run_id, steps=False) is None:
+            message = f"'after' (or Last-Event-ID) must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}"
+            return _error(RuncastError(message, ErrorCode.BAD_REQUEST))
+        run = await runtime.store.get_run(run_id, steps=False)
+        if run is None:
             return _error(RunNotFound(f"no run with id {run_id!r}"))
+        if wants_stream:
+            if run["status"] in FINISHED and int(after) >= run["last_seq"]:
+                return Response(status_code=204)  # nothing more will ever come: tells EventSource to stop
+            return StreamingResponse(
+                event_stream(runtime.broker, run_id, int(after)),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         events = await runtime.store.read_events(run_id, int(after), int(limit))
         return JSON(b'{"events":[' + ",".join(e.frame for e in events).encode() + b"]}")
 

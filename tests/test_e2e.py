@@ -7,6 +7,7 @@ import json
 import random
 import sqlite3
 
+import httpx
 import pytest
 import websockets
 
@@ -264,3 +265,36 @@ async def test_max_running_keeps_extra_runs_pending(tmp_path) -> None:
         assert first_log[-1]["ts"] <= second_log[0]["ts"]
     finally:
         server.stop()
+
+
+async def test_server_sent_events_resume_and_end(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("count", {"n": 30, "delay": 0.01})
+    live = await c.until_terminal(run_id)
+    url = f"{server.http_url}/api/runs/{run_id}/events"
+    async with httpx.AsyncClient(timeout=10) as http_client:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": "5"}
+        async with http_client.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            body = "".join([chunk async for chunk in response.aiter_text()])
+        messages = [m for m in body.split("\n\n") if m.startswith("id:")]
+        parsed = []
+        for message in messages:
+            fields = dict(line.split(": ", 1) for line in message.splitlines())
+            parsed.append(json.loads(fields["data"]))
+            assert fields["id"] == str(parsed[-1]["seq"]) and fields["event"] == parsed[-1]["event"]
+        assert parsed == live[5:]
+        finished = await http_client.get(url, headers={"Accept": "text/event-stream", "Last-Event-ID": "35"})
+        assert finished.status_code == 204
+
+
+async def test_server_sent_events_follow_a_live_run(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("count", {"n": 20, "delay": 0.02}, subscribe=False)
+    async with httpx.AsyncClient(timeout=10) as http_client:
+        url = f"{server.http_url}/api/runs/{run_id}/events?after=0"
+        async with http_client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
+            body = "".join([chunk async for chunk in response.aiter_text()])
+    ids = [int(line[4:]) for line in body.splitlines() if line.startswith("id: ")]
+    assert ids == list(range(1, 25))

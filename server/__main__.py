@@ -17,6 +17,7 @@ import uvicorn
 
 from .app import create_app
 from .engine import DEFAULT_MAX_RUNNING
+from .retention import DEFAULT_RETENTION_DAYS
 from .store import StoreLocked, ensure_free
 from .workflow import Workflow
 
@@ -61,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-running", type=int, default=DEFAULT_MAX_RUNNING, help="runs executing at once; more wait pending"
     )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=DEFAULT_RETENTION_DAYS,
+        help="delete finished runs older than this many days (default 7; 0 keeps them forever)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -89,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreLocked, ValueError) as exc:
         log.error("%s", exc)
         return 1
-    app = create_app(args.db, workflows, max_running=args.max_running)
+    if args.max_running < 1 or args.retention_days < 0:
+        log.error("--max-running must be at least 1 and --retention-days at least 0")
+        return 2
+    app = create_app(args.db, workflows, max_running=args.max_running, retention_days=args.retention_days)
     config = uvicorn.Config(
         app,
         host=args.host,

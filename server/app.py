@@ -20,6 +20,7 @@ from .connection import Connection
 from .engine import DEFAULT_MAX_RUNNING, FINISHED
 from .examples import BUILT_IN
 from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
+from .retention import DEFAULT_RETENTION_DAYS
 from .runtime import Runtime
 from .sse import event_stream
 from .workflow import Workflow
@@ -60,9 +61,12 @@ def create_app(
     workflows: Iterable[Workflow] = (),
     *,
     max_running: int = DEFAULT_MAX_RUNNING,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
 ) -> Starlette:
-    """The runcast app on the store named by `db`, serving the built-ins and `workflows`."""
-    runtime = Runtime(db, [*BUILT_IN, *workflows], max_running=max_running)
+    """The runcast app on the store named by `db`, serving the built-ins and `workflows`.
+
+    Finished runs older than `retention_days` are deleted (0 keeps them forever)."""
+    runtime = Runtime(db, [*BUILT_IN, *workflows], max_running=max_running, retention_days=retention_days)
     connections: set[Connection] = set()
 
     @contextlib.asynccontextmanager

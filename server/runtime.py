@@ -7,11 +7,13 @@ straight from Python (`await wf.arun(..., background=True)`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 from .broker import Broker
 from .engine import DEFAULT_MAX_RUNNING, Engine, RunOutput
+from .retention import keep_pruning
 from .store import open_store, read_run_sync
 from .workflow import Workflow
 
@@ -19,18 +21,33 @@ from .workflow import Workflow
 class Runtime:
     """Store + engine + broker, opened and closed together."""
 
-    def __init__(self, db: str, workflows: Iterable[Workflow] = (), *, max_running: int = DEFAULT_MAX_RUNNING) -> None:
+    def __init__(
+        self,
+        db: str,
+        workflows: Iterable[Workflow] = (),
+        *,
+        max_running: int = DEFAULT_MAX_RUNNING,
+        retention_days: float = 0,
+    ) -> None:
         self.store = open_store(db)
         self.broker = Broker(self.store)
         self.engine = Engine(self.store, workflows, max_running=max_running)
+        self.retention_days = retention_days
+        self._pruner: asyncio.Task[None] | None = None
 
     async def open(self, *, recover: bool = True) -> None:
         await self.store.open()
         if recover:
             await self.engine.recover()
+        if self.retention_days > 0:
+            self._pruner = asyncio.create_task(keep_pruning(self.store, self.retention_days), name="runcast-retention")
 
     async def close(self) -> None:
         """Stop runs where they are (they resume on the next start), then flush the store."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
         await self.engine.shutdown()
         await self.store.close()
 

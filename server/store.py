@@ -96,6 +96,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: retention finds old finished runs without scanning the rest.
+    """
+    CREATE INDEX runs_finished ON runs (finished_at)
+        WHERE status IN ('completed', 'failed', 'cancelled');
+    """,
 ]
 
 
@@ -115,6 +120,7 @@ class RunStore(Protocol):
         self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
     ) -> asyncio.Future[int]: ...
     async def flush(self) -> None: ...
+    async def prune(self, finished_before: str, limit: int) -> int: ...
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
     async def list_runs(
@@ -178,6 +184,7 @@ class _Op:
     data: Any = None
     state: dict[str, Any] | None = None
     future: asyncio.Future[int] | None = None
+    prune: tuple[str, int] | None = None  # (finished before, at most this many runs)
 
 
 @dataclass
@@ -187,6 +194,7 @@ class _Batch:
     runs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
+    prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
 
 
 class SqliteStore:
@@ -301,6 +309,15 @@ class SqliteStore:
             self._push(_Op("", None, future=future))
             await future
 
+    async def prune(self, finished_before: str, limit: int) -> int:
+        """Delete up to `limit` runs that finished before the given time, with their events.
+
+        Runs inside the writer's transactions, so it never competes with it; callers
+        prune in small batches so that no single commit is long."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._push(_Op("", None, future=future, prune=(finished_before, limit)))
+        return await future
+
     def _push(self, op: _Op) -> None:
         if self._task is None or self._closing:
             raise RuntimeError("the store is not open")
@@ -348,6 +365,9 @@ class SqliteStore:
     async def _build(self, ops: list[_Op]) -> _Batch:
         batch = _Batch()
         for op in ops:
+            if op.prune is not None:
+                batch.prunes.append((*op.prune, op.future))
+                continue
             if op.event is None:
                 if op.state is not None:
                     batch.runs[op.run_id] = _run_params(op.state, 0)
@@ -390,7 +410,7 @@ class SqliteStore:
         assert db is not None
         # Runs whose state did not change in this batch only move their last_seq forward.
         seq_only = [(seq, run_id) for run_id, seq in batch.seqs.items() if run_id not in batch.runs]
-        if not (batch.events or batch.runs):
+        if not (batch.events or batch.runs or batch.prunes):
             return
         await db.execute("BEGIN")
         try:
@@ -400,11 +420,28 @@ class SqliteStore:
                 await db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
             if seq_only:
                 await db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
+            for finished_before, limit, future in batch.prunes:
+                pruned = await self._prune(db, finished_before, limit)
+                if future is not None:
+                    batch.futures.append((future, pruned))
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 await db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    async def _prune(db: aiosqlite.Connection, finished_before: str, limit: int) -> int:
+        async with db.execute(
+            "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
+            " ORDER BY finished_at LIMIT ?",
+            (finished_before, limit),
+        ) as cur:
+            ids = [(row[0],) for row in await cur.fetchall()]
+        if ids:
+            await db.executemany("DELETE FROM events WHERE run_id = ?", ids)
+            await db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
+        return len(ids)
 
     # ---- reads -----------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,14 +15,15 @@ from types import ModuleType
 import uvicorn
 
 from .app import create_app
+from .auth import Tokens
 from .engine import DEFAULT_MAX_RUNNING
+from .limits import Limits
 from .retention import DEFAULT_RETENTION_DAYS
+from .serving import Server, WebSocketProtocol
 from .store import StoreLocked, ensure_free
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
-
-MAX_FRAME_BYTES = 1024 * 1024  # larger frames close the socket with 1009
 
 
 def load_workflows(spec: str) -> list[Workflow]:
@@ -68,23 +68,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_RETENTION_DAYS,
         help="delete finished runs older than this many days (default 7; 0 keeps them forever)",
     )
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated)",
+    )
+    defaults = Limits()
+    limits = parser.add_argument_group("limits (per client unless said otherwise)")
+    limits.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="close 1009 past it")
+    limits.add_argument(
+        "--max-connections", type=int, default=defaults.max_connections, help="server-wide; close 1013 past it"
+    )
+    limits.add_argument("--max-subscriptions", type=int, default=defaults.max_subscriptions, help="per connection")
+    limits.add_argument("--starts-per-second", type=float, default=defaults.starts_per_second, help="per connection")
+    limits.add_argument("--max-input-bytes", type=int, default=defaults.max_input_bytes, help="a run's input as JSON")
+    limits.add_argument(
+        "--stuck-seconds", type=float, default=defaults.stuck_seconds, help="close 1008 a client that reads nothing"
+    )
+    limits.add_argument("--auth-seconds", type=float, default=defaults.auth_seconds, help="time to authenticate")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, but sockets are closed with 1001 (going away) before it shuts down."""
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.loaded_app
-        close = getattr(getattr(app, "state", None), "close_connections", None)
-        if close is None:  # loaded_app may be wrapped by uvicorn's middleware
-            close = getattr(getattr(getattr(app, "app", None), "state", None), "close_connections", None)
-        if close is not None:
-            await close(1001)
-        await super().shutdown(sockets)
-        # uvicorn re-raises the stop signal after a graceful stop; the contract wants exit 0.
-        self._captured_signals.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,19 +103,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_running < 1 or args.retention_days < 0:
         log.error("--max-running must be at least 1 and --retention-days at least 0")
         return 2
-    app = create_app(args.db, workflows, max_running=args.max_running, retention_days=args.retention_days)
+    tokens = Tokens.from_sources(args.token)
+    limits = Limits(
+        max_frame_bytes=args.max_frame_bytes,
+        max_connections=args.max_connections,
+        max_subscriptions=args.max_subscriptions,
+        starts_per_second=args.starts_per_second,
+        max_input_bytes=args.max_input_bytes,
+        stuck_seconds=args.stuck_seconds,
+        auth_seconds=args.auth_seconds,
+    )
+    if tokens.enabled:
+        log.info("authentication on: %d token(s); clients must present one", len(tokens))
+    else:
+        log.warning(
+            "no --token: the server is open to anyone who can reach %s; it binds to 127.0.0.1 unless --host says "
+            "otherwise",
+            args.host,
+        )
+    app = create_app(
+        args.db,
+        workflows,
+        max_running=args.max_running,
+        retention_days=args.retention_days,
+        tokens=tokens,
+        limits=limits,
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        ws_max_size=MAX_FRAME_BYTES,
+        ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        ws=WebSocketProtocol,
     )
-    server = _Server(config)
+    server = Server(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
     asyncio.run(server.serve())
     if not server.started:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.status import WS_1013_TRY_AGAIN_LATER
 from starlette.websockets import WebSocket
 
+from .auth import Tokens
 from .connection import Connection
 from .engine import DEFAULT_MAX_RUNNING, FINISHED
 from .examples import BUILT_IN
+from .limits import Limits, check_input_size
 from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
 from .retention import DEFAULT_RETENTION_DAYS
 from .runtime import Runtime
@@ -26,6 +29,8 @@ from .sse import event_stream
 from .workflow import Workflow
 
 log = logging.getLogger("runcast.app")
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 EVENTS_PAGE_MAX = 10_000
@@ -62,12 +67,28 @@ def create_app(
     *,
     max_running: int = DEFAULT_MAX_RUNNING,
     retention_days: float = DEFAULT_RETENTION_DAYS,
+    tokens: Tokens | None = None,
+    limits: Limits | None = None,
 ) -> Starlette:
     """The runcast app on the store named by `db`, serving the built-ins and `workflows`.
 
-    Finished runs older than `retention_days` are deleted (0 keeps them forever)."""
+    Finished runs older than `retention_days` are deleted (0 keeps them forever). With
+    `tokens`, every client must present one; `limits` bounds what one client may use."""
     runtime = Runtime(db, [*BUILT_IN, *workflows], max_running=max_running, retention_days=retention_days)
+    tokens = tokens or Tokens()
+    limits = limits or Limits()
     connections: set[Connection] = set()
+
+    def guarded(handler: Handler) -> Handler:
+        """HTTP endpoints need the bearer token when tokens are configured."""
+
+        async def check(request: Request) -> Response:
+            if not tokens.check_header(request.headers.get("authorization")):
+                body = {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}}
+                return JSON(body, 401, headers={"WWW-Authenticate": "Bearer"})
+            return await handler(request)
+
+        return check
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,7 +106,11 @@ def create_app(
             await conn.close(code)
 
     async def ws_endpoint(websocket: WebSocket) -> None:
-        conn = Connection(websocket, runtime)
+        if len(connections) >= limits.max_connections:
+            await websocket.accept()
+            await websocket.close(WS_1013_TRY_AGAIN_LATER, "too many connections; try again later")
+            return
+        conn = Connection(websocket, runtime, tokens, limits)
         connections.add(conn)
         try:
             await conn.serve()
@@ -101,6 +126,9 @@ def create_app(
         return JSON({"workflows": [wf.describe() for wf in runtime.engine.workflows.values()]})
 
     async def start_run(request: Request) -> Response:
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > limits.max_frame_bytes:
+            return _error(RuncastError(f"body over {limits.max_frame_bytes} bytes", ErrorCode.BAD_REQUEST))
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
@@ -111,6 +139,7 @@ def create_app(
         if run_id is not None and not isinstance(run_id, str):
             return _error(RuncastError("'run_id' must be a string", ErrorCode.BAD_REQUEST))
         try:
+            check_input_size(body.get("input"), limits.max_input_bytes)
             run, existing = await runtime.engine.start(body["workflow"], body.get("input"), run_id)
         except RuncastError as exc:
             return _error(exc)
@@ -171,12 +200,12 @@ def create_app(
     routes: list[Any] = [
         WebSocketRoute("/ws", ws_endpoint),
         Route("/healthz", healthz),
-        Route("/api/workflows", list_workflows),
-        Route("/api/runs", start_run, methods=["POST"]),
-        Route("/api/runs", list_runs, methods=["GET"]),
-        Route("/api/runs/{run_id}", get_run),
-        Route("/api/runs/{run_id}/events", run_events),
-        Route("/api/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+        Route("/api/workflows", guarded(list_workflows)),
+        Route("/api/runs", guarded(start_run), methods=["POST"]),
+        Route("/api/runs", guarded(list_runs), methods=["GET"]),
+        Route("/api/runs/{run_id}", guarded(get_run)),
+        Route("/api/runs/{run_id}/events", guarded(run_events)),
+        Route("/api/runs/{run_id}/cancel", guarded(cancel_run), methods=["POST"]),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

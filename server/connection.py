@@ -7,11 +7,14 @@ import contextlib
 import logging
 from typing import Any
 
+from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__
+from .auth import Tokens, bearer
 from .broker import Subscription
 from .engine import FINISHED
+from .limits import Limits, RateLimiter, check_input_size
 from .protocol import (
     Auth,
     Cancel,
@@ -19,6 +22,7 @@ from .protocol import (
     ErrorCode,
     ListRuns,
     ListWorkflows,
+    MessageId,
     ParseError,
     Ping,
     Poll,
@@ -42,17 +46,31 @@ OUTBOX_SIZE = 256  # frames waiting for the socket; a full outbox makes this cli
 class Connection:
     """Serves one socket: reads messages in order, writes frames through one bounded queue."""
 
-    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+    def __init__(self, websocket: WebSocket, runtime: Runtime, tokens: Tokens, limits: Limits) -> None:
         self.websocket = websocket
         self.runtime = runtime
+        self.tokens = tokens
+        self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
+        self.authed = not tokens.enabled
+        self._auth_failures = 0
+        self._starts = RateLimiter(limits.starts_per_second)
         self._outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_SIZE)
-        self._writer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[Any] | None = None
+        self._closing = False
 
     async def serve(self) -> None:
         await self.websocket.accept()
-        self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
+        self._reader = asyncio.current_task()
+        self._tasks.append(asyncio.create_task(self._write_loop(), name="runcast-ws-writer"))
         await self.send(welcome_frame(__version__))
+        if not self.authed:
+            header = self.websocket.headers.get("authorization")
+            if header is not None:
+                await self._authenticate(bearer(header), None)
+            if not self.authed:
+                self._tasks.append(asyncio.create_task(self._auth_deadline(), name="runcast-ws-auth"))
         try:
             while True:
                 message = await self.websocket.receive()
@@ -60,15 +78,42 @@ class Connection:
                     break
                 text = message.get("text")
                 await self.handle(text if text is not None else message.get("bytes"))
-        except WebSocketDisconnect:
-            pass
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client went away, or we closed the socket
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
         finally:
             for sub in list(self.subscriptions.values()):
                 sub.stop()
             self.subscriptions.clear()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(self.limits.auth_seconds)
+        if not self.authed:
+            await self._close_now(WS_1008_POLICY_VIOLATION, "no valid token in time")
+
+    async def _authenticate(self, token: str | None, mid: MessageId) -> None:
+        if self.tokens.check(token):
+            self.authed = True
+            await self.send(reply("authed", mid))
+            return
+        self._auth_failures += 1
+        await self.send(error_frame(ErrorCode.UNAUTHORIZED, "wrong token", mid))
+        if self._auth_failures >= self.limits.auth_attempts:
+            await self._close_now(WS_1008_POLICY_VIOLATION, "too many wrong tokens")
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        """Close from inside (auth failure, stuck reader): say why, then stop serving."""
+        self._closing = True
+        log.info("closing a connection with %d: %s", code, reason)
+        with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+            await asyncio.wait_for(self.websocket.close(code, reason), 1.0)
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
 
     async def close(self, code: int) -> None:
         """Close the socket with a contract close code (e.g. 1001 on shutdown)."""
@@ -82,7 +127,10 @@ class Connection:
         try:
             while True:
                 frame = await self._outbox.get()
-                await self.websocket.send_text(frame)
+                # A send that does not finish means the client reads nothing while events wait.
+                await asyncio.wait_for(self.websocket.send_text(frame), self.limits.stuck_seconds)
+        except TimeoutError:
+            await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long")
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the socket is gone or closing; the reader ends the connection
 
@@ -93,6 +141,13 @@ class Connection:
         message = parse_client_frame(frame)
         if isinstance(message, ParseError):
             await self.send(error_frame(message.code, message.message, message.id))
+            return
+        if isinstance(message, Auth):
+            await self._authenticate(message.token, message.id)
+            return
+        if not self.authed and not isinstance(message, Ping):
+            hint = "send {'type': 'auth', 'token': ...} first, or connect with an Authorization: Bearer header"
+            await self.send(error_frame(ErrorCode.UNAUTHORIZED, f"not authenticated: {hint}", message.id))
             return
         try:
             await self._dispatch(message)
@@ -106,12 +161,19 @@ class Connection:
         engine, store = self.runtime.engine, self.runtime.store
         match message:
             case Start():
+                if not self._starts.allow():
+                    limit = self.limits.starts_per_second
+                    raise RuncastError(f"more than {limit:g} starts per second; slow down", ErrorCode.RATE_LIMITED)
+                check_input_size(message.input, self.limits.max_input_bytes)
+                if message.subscribe:
+                    self._check_room(message.run_id)
                 run, existing = await engine.start(message.workflow, message.input, message.run_id)
                 await self.send(reply("started", message.id, run=run, existing=existing))
                 if message.subscribe:
                     self._follow(run, 0, message.batch)
             case Subscribe():
                 run = await self._snapshot(message.run_id)
+                self._check_room(message.run_id)
                 await self.send(reply("subscribed", message.id, run=run))
                 self._follow(run, message.after, message.batch)
             case Unsubscribe():
@@ -136,8 +198,6 @@ class Connection:
                 await self.send(reply("runs", message.id, runs=runs, next=cursor))
             case Ping():
                 await self.send(reply("pong", message.id))
-            case Auth():
-                await self.send(reply("authed", message.id))
 
     async def _snapshot(self, run_id: str) -> dict[str, Any]:
         run = await self.runtime.store.get_run(run_id)
@@ -156,6 +216,13 @@ class Connection:
         sub = Subscription(self.runtime.broker, run_id, after, self.send, batch=batch)
         self.subscriptions[run_id] = sub
         self.runtime.broker.subscribe(sub, self._ended)
+
+    def _check_room(self, run_id: str | None) -> None:
+        if run_id not in self.subscriptions and len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise RuncastError(
+                f"this connection follows {len(self.subscriptions)} runs, the limit; unsubscribe from some first",
+                ErrorCode.OVERLOADED,
+            )
 
     def _ended(self, sub: Subscription) -> None:
         if self.subscriptions.get(sub.run_id) is sub:

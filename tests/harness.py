@@ -198,3 +198,81 @@ def assert_log(events: list[dict[str, Any]], first: int = 1) -> None:
     assert seqs == list(range(first, first + len(seqs))), f"seq not contiguous from {first}: {seqs[:50]}"
     kinds = [e["event"] for e in events]
     assert sum(k in TERMINAL for k in kinds) == 1 and kinds[-1] in TERMINAL, kinds[-5:]
+
+
+class StalledClient:
+    """A WebSocket client that reads only when told to: a small socket buffer, no eager library.
+
+    Built on the websockets sans-I/O protocol over a raw asyncio stream, so that when it
+    stops reading, the server really cannot write to it."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.url = url
+        self.messages: list[dict[str, Any]] = []
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self, port: int) -> StalledClient:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        self._reader, self._writer = await asyncio.open_connection(sock=sock, limit=4096)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        while not self.messages:  # the handshake, then the welcome
+            await self._read_some(10)
+        return self
+
+    def _flush(self) -> None:
+        assert self._writer is not None
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                self._writer.write(chunk)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(message).encode())
+        self._flush()
+
+    async def _read_some(self, timeout: float) -> bool:
+        assert self._reader is not None
+        data = await asyncio.wait_for(self._reader.read(65536), timeout)
+        if not data:
+            self.protocol.receive_eof()
+            return False
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if getattr(event, "opcode", None) is not None and event.opcode.name == "TEXT":
+                self.messages.append(json.loads(event.data))
+        self._flush()  # answers pings and the closing handshake
+        return True
+
+    async def read_until_closed(self, timeout: float = 30) -> int | None:
+        """Read everything; the close code the server sent (None if it sent none)."""
+        deadline = time.monotonic() + timeout
+        while self.protocol.close_rcvd is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self._read_some(left):
+                break
+        return self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+
+    async def read_until_terminal(self, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Read until the run's terminal event; its events, in the order received."""
+        deadline = time.monotonic() + timeout
+
+        def events() -> list[dict[str, Any]]:
+            return [m for m in self.messages if m.get("type") == "event" and m.get("run_id") == run_id]
+
+        while not any(e["event"] in TERMINAL for e in events()):
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self._read_some(left):
+                raise AssertionError(f"run {run_id} did not end for the stalled client")
+        return events()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

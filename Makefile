@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SMOKE  := ../shared/smoke.py
 
-.PHONY: install run test lint unit smoke bench clean
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
+
+.PHONY: install run test lint unit smoke bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +31,15 @@ unit: $(STAMP)
 smoke: $(STAMP)
 	@if [ -f $(SMOKE) ]; then $(BIN)/python $(SMOKE); else echo "no $(SMOKE): contract smoke skipped"; fi
 
-test: lint unit smoke
+# The dashboard tests drive Debian's Chromium (no browser download is possible); installed when root.
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then echo "browser: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "browser: installing Debian's chromium with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser: no chromium and not root: the dashboard tests will be skipped"; fi
+
+test: lint browser unit smoke
 
 bench: $(STAMP)
 	$(BIN)/python bench/runs.py

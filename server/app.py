@@ -22,6 +22,7 @@ from .connection import Connection
 from .engine import DEFAULT_MAX_RUNNING, FINISHED
 from .examples import BUILT_IN
 from .limits import Limits, check_input_size
+from .metrics import CONTENT_TYPE, Metrics
 from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
 from .retention import DEFAULT_RETENTION_DAYS
 from .runtime import Runtime
@@ -57,7 +58,7 @@ class JSON(Response):
         return content if isinstance(content, bytes) else dumps(content).encode()
 
 
-def _error(exc: RuncastError) -> Response:
+def _error_response(exc: RuncastError) -> Response:
     return JSON({"error": {"code": str(exc.code), "message": exc.message}}, HTTP_STATUS[exc.code])
 
 
@@ -78,12 +79,18 @@ def create_app(
     tokens = tokens or Tokens()
     limits = limits or Limits()
     connections: set[Connection] = set()
+    metrics = Metrics(runtime, lambda: list(connections))
+
+    def _error(exc: RuncastError) -> Response:
+        metrics.error(str(exc.code))
+        return _error_response(exc)
 
     def guarded(handler: Handler) -> Handler:
         """HTTP endpoints need the bearer token when tokens are configured."""
 
         async def check(request: Request) -> Response:
             if not tokens.check_header(request.headers.get("authorization")):
+                metrics.error("unauthorized")
                 body = {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}}
                 return JSON(body, 401, headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
@@ -110,7 +117,7 @@ def create_app(
             await websocket.accept()
             await websocket.close(WS_1013_TRY_AGAIN_LATER, "too many connections; try again later")
             return
-        conn = Connection(websocket, runtime, tokens, limits)
+        conn = Connection(websocket, runtime, tokens, limits, metrics.error)
         connections.add(conn)
         try:
             await conn.serve()
@@ -190,6 +197,9 @@ def create_app(
         events = await runtime.store.read_events(run_id, int(after), int(limit))
         return JSON(b'{"events":[' + ",".join(e.frame for e in events).encode() + b"]}")
 
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     async def cancel_run(request: Request) -> Response:
         try:
             run = await runtime.engine.cancel(request.path_params["run_id"])
@@ -206,6 +216,7 @@ def create_app(
         Route("/api/runs/{run_id}", guarded(get_run)),
         Route("/api/runs/{run_id}/events", guarded(run_events)),
         Route("/api/runs/{run_id}/cancel", guarded(cancel_run), methods=["POST"]),
+        Route("/metrics", guarded(metrics_endpoint)),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

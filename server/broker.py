@@ -105,6 +105,7 @@ class Subscription:
                 break
         events = events[:end]
         self.next_seq = events[-1].seq + 1
+        self.broker.delivered += len(events)
         if self.batch:
             await self._send(events_frame(self.run_id, [e.frame for e in events]))
         else:
@@ -119,6 +120,7 @@ class Broker:
     def __init__(self, store: RunStore) -> None:
         self.store = store
         self._subs: dict[str, set[Subscription]] = {}
+        self.delivered = 0  # events handed to subscribers' connections
         store.add_listener(self.publish)
 
     def subscribe(self, sub: Subscription, on_end: Callable[[Subscription], None]) -> None:

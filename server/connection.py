@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.status import WS_1008_POLICY_VIOLATION
@@ -46,8 +47,16 @@ OUTBOX_SIZE = 256  # frames waiting for the socket; a full outbox makes this cli
 class Connection:
     """Serves one socket: reads messages in order, writes frames through one bounded queue."""
 
-    def __init__(self, websocket: WebSocket, runtime: Runtime, tokens: Tokens, limits: Limits) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        runtime: Runtime,
+        tokens: Tokens,
+        limits: Limits,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.websocket = websocket
+        self._on_error = on_error
         self.runtime = runtime
         self.tokens = tokens
         self.limits = limits
@@ -102,7 +111,7 @@ class Connection:
             await self.send(reply("authed", mid))
             return
         self._auth_failures += 1
-        await self.send(error_frame(ErrorCode.UNAUTHORIZED, "wrong token", mid))
+        await self._error(ErrorCode.UNAUTHORIZED, "wrong token", mid)
         if self._auth_failures >= self.limits.auth_attempts:
             await self._close_now(WS_1008_POLICY_VIOLATION, "too many wrong tokens")
 
@@ -123,6 +132,16 @@ class Connection:
     async def send(self, frame: str) -> None:
         await self._outbox.put(frame)
 
+    async def _error(self, code: ErrorCode | str, message: str, mid: MessageId) -> None:
+        if self._on_error is not None:
+            self._on_error(str(code))
+        await self.send(error_frame(code, message, mid))
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be written to this socket."""
+        return self._outbox.qsize()
+
     async def _write_loop(self) -> None:
         try:
             while True:
@@ -140,22 +159,22 @@ class Connection:
         """Answer one received frame; errors go back to this client only."""
         message = parse_client_frame(frame)
         if isinstance(message, ParseError):
-            await self.send(error_frame(message.code, message.message, message.id))
+            await self._error(message.code, message.message, message.id)
             return
         if isinstance(message, Auth):
             await self._authenticate(message.token, message.id)
             return
         if not self.authed and not isinstance(message, Ping):
             hint = "send {'type': 'auth', 'token': ...} first, or connect with an Authorization: Bearer header"
-            await self.send(error_frame(ErrorCode.UNAUTHORIZED, f"not authenticated: {hint}", message.id))
+            await self._error(ErrorCode.UNAUTHORIZED, f"not authenticated: {hint}", message.id)
             return
         try:
             await self._dispatch(message)
         except RuncastError as exc:
-            await self.send(error_frame(exc.code, exc.message, message.id))
+            await self._error(exc.code, exc.message, message.id)
         except Exception:
             log.exception("error answering %s", type(message).__name__)
-            await self.send(error_frame(ErrorCode.INTERNAL, "the server failed to answer; see its log", message.id))
+            await self._error(ErrorCode.INTERNAL, "the server failed to answer; see its log", message.id)
 
     async def _dispatch(self, message: ClientMessage) -> None:
         engine, store = self.runtime.engine, self.runtime.store

@@ -191,6 +191,15 @@ class Engine:
     def active_count(self) -> int:
         return len(self._active)
 
+    def status_counts(self) -> dict[str, int]:
+        """How many runs in memory are pending and how many running."""
+        counts = {RunStatus.PENDING.value: 0, RunStatus.RUNNING.value: 0}
+        for run in self._active.values():
+            status = run.row["status"]
+            if status in counts:
+                counts[status] += 1
+        return counts
+
     # ---- starting --------------------------------------------------------------------
 
     async def start(self, name: str, input: Any = None, run_id: str | None = None) -> tuple[dict[str, Any], bool]:
@@ -227,6 +236,7 @@ class Engine:
             del self._creating[run_id]
             creating.set_result(None)
         self._launch(workflow, row, resumed=False)
+        log.debug("run_id=%s workflow=%s status=pending", run_id, name)
         return dict(row), False
 
     def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool) -> None:
@@ -396,6 +406,7 @@ class Engine:
             data = {"output": output}
         elif status == RunStatus.FAILED:
             data = {"error": error}
+        log.info("run_id=%s workflow=%s status=%s error=%s", row["run_id"], row["workflow"], status.value, error)
         # Queued in the same breath as the state change, so a cancel cannot split them.
         committed = self.store.append_nowait(row["run_id"], _TERMINAL_EVENT[status], None, data, self._state(run))
         await asyncio.shield(committed)

@@ -110,6 +110,9 @@ class RunStore(Protocol):
     stats: BatchStats
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None: ...
+    def add_batch_observer(self, observer: Callable[[int, float], None]) -> None: ...
+    @property
+    def queued(self) -> int: ...
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def create_run(self, row: dict[str, Any]) -> None: ...
@@ -211,12 +214,22 @@ class SqliteStore:
         self._task: asyncio.Task[None] | None = None
         self._last_seq: dict[str, int] = {}
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
+        self._batch_observers: list[Callable[[int, float], None]] = []
         self._closing = False
         self._lock: IO[str] | None = None
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
         """Call `listener` with each committed batch of events, in seq order per run."""
         self._listeners.append(listener)
+
+    def add_batch_observer(self, observer: Callable[[int, float], None]) -> None:
+        """Call `observer(ops, seconds)` after each committed batch (for metrics)."""
+        self._batch_observers.append(observer)
+
+    @property
+    def queued(self) -> int:
+        """Operations waiting for the writer."""
+        return len(self._ops)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -354,7 +367,10 @@ class SqliteStore:
         self.stats.ops += len(ops)
         self.stats.events += len(batch.stored)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ops))
-        self.stats.commit_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.commit_seconds += elapsed
+        for observer in self._batch_observers:
+            observer(len(ops), elapsed)
         for future, seq in batch.futures:
             if not future.done():
                 future.set_result(seq)

@@ -298,3 +298,24 @@ async def test_server_sent_events_follow_a_live_run(server: ServerProcess) -> No
             body = "".join([chunk async for chunk in response.aiter_text()])
     ids = [int(line[4:]) for line in body.splitlines() if line.startswith("id: ")]
     assert ids == list(range(1, 25))
+
+
+async def test_metrics_count_what_happens(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("count", {"n": 10, "delay": 0})
+    await c.until_terminal(run_id)
+    await c.send("{broken")
+    await c.next()
+    status, body = await asyncio.to_thread(http, "GET", server.http_url + "/metrics")
+    assert status == 200
+    text = body.decode()
+
+    def value(name: str) -> float:
+        line = next(line for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("runcast_connections") == 1
+    assert value("runcast_events_written_total") >= 14
+    assert value("runcast_events_delivered_total") >= 14
+    assert value('runcast_errors_total{code="bad_json"}') == 1
+    assert value("runcast_store_batch_ops_count") >= 1

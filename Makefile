@@ -20,9 +20,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m server --host 127.0.0.1 --port 8000 --db ./data/runcast.db
 
+CODE := $(wildcard server client tests bench examples)
+
 lint: $(STAMP)
-	$(BIN)/ruff check server client tests bench
-	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy server client
 
 unit: $(STAMP)

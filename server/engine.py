@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,8 +28,10 @@ from .protocol import (
     to_json_value,
     utc_now,
 )
+from .runner import StepFailure, StepRunner, error_text
+from .steps import Node, walk
 from .store import RunStore
-from .workflow import Step, StepContext, StepInput, StepOutput, Workflow
+from .workflow import Step, StepContext, Workflow
 
 log = logging.getLogger("runcast.engine")
 
@@ -113,7 +114,7 @@ def new_run_id() -> str:
     return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
 
 
-def _new_run(run_id: str, workflow: Workflow, input: Any, steps: list[Step]) -> dict[str, Any]:
+def _new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node]) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "workflow": workflow.name,
@@ -125,7 +126,7 @@ def _new_run(run_id: str, workflow: Workflow, input: Any, steps: list[Step]) -> 
         "started_at": None,
         "finished_at": None,
         "last_seq": 0,
-        "steps": [_new_step(s.name) for s in steps],
+        "steps": [_new_step(path) for path, _ in walk(steps)],
     }
 
 
@@ -141,22 +142,13 @@ def _new_step(name: str) -> dict[str, Any]:
     }
 
 
-def _error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class StepFailed(Exception):
-    """A step returned StepOutput(success=False)."""
-
-
 @dataclass
 class _ActiveRun:
     workflow: Workflow
     row: dict[str, Any]
     resumed: bool
     task: asyncio.Task[None] | None = None
-    context: StepContext | None = None
+    contexts: set[StepContext] = field(default_factory=set)  # of the steps running now
     cancel_requested: bool = False
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -283,7 +275,7 @@ class Engine:
             await self._finish(run, RunStatus.CANCELLED)
         except Exception as exc:  # a bug in the engine must still end the run, visibly
             log.exception("run %s failed inside the engine", run_id)
-            await self._finish(run, RunStatus.FAILED, error=f"internal error: {_error_text(exc)}")
+            await self._finish(run, RunStatus.FAILED, error=f"internal error: {error_text(exc)}")
         finally:
             self._active.pop(run_id, None)
             if not run.done.done():
@@ -312,80 +304,47 @@ class Engine:
             await self._finish(run, RunStatus.FAILED, error=exc.message)
             return
         plan = workflow.steps_for(checked)
-        steps = row["steps"] = _align_steps(plan, row["steps"])
-        first = next((i for i, st in enumerate(steps) if st["status"] != StepStatus.COMPLETED), len(steps))
+        nodes = list(walk(plan))
+        steps = row["steps"] = _align_steps([path for path, _ in nodes], row["steps"])
         row["status"] = RunStatus.RUNNING.value
         if run.resumed:
-            from_step = steps[first]["name"] if first < len(steps) else None
+            # The first step (not group) that had not completed is where the run goes on.
+            from_step = next(
+                (
+                    path
+                    for (path, node), st in zip(nodes, steps, strict=True)
+                    if isinstance(node, Step) and st["status"] != StepStatus.COMPLETED
+                ),
+                None,
+            )
             await self._record(run, "run_resumed", None, {"reason": "restart", "from_step": from_step})
         else:
             row["started_at"] = utc_now()
             await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
-        outputs = {st["name"]: st["output"] for st in steps if st["status"] == StepStatus.COMPLETED}
-        previous = steps[first - 1]["output"] if first else None
-        for index in range(first, len(plan)):
-            step, st = plan[index], steps[index]
-            st.update(
-                status=StepStatus.RUNNING.value,
-                attempts=st["attempts"] + 1,
-                started_at=utc_now(),
-                finished_at=None,
-                error=None,
-            )
-            await self._record(run, "step_started", step.name, {"index": index, "attempt": st["attempts"]})
-            context = StepContext(
-                row["run_id"],
-                step.name,
-                st["attempts"],
-                functools.partial(self._emit_from_step, run, step.name),
-                asyncio.get_running_loop(),
-            )
-            run.context = context
-            step_input = StepInput(checked, previous, dict(outputs))
-            try:
-                result = await self._call(step, step_input, context)
-                if isinstance(result, StepOutput) and not result.success:
-                    raise StepFailed(result.error or "step reported failure")
-            except Exception as exc:
-                error = str(exc) if isinstance(exc, StepFailed) else _error_text(exc)
-                st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
-                await self._record(
-                    run, "step_failed", step.name, {"error": error, "attempt": st["attempts"], "will_retry": False}
-                )
-                await self._finish(run, RunStatus.FAILED, error=f"step {step.name!r} failed: {error}")
-                return
-            finally:
-                run.context = None
-            content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
-            content = to_json_value(content)
-            st.update(status=StepStatus.COMPLETED.value, output=content, finished_at=utc_now())
-            await self._record(run, "step_completed", step.name, {"output": content})
-            outputs[step.name] = previous = content
-            if stop:
-                break
-        await self._finish(run, RunStatus.COMPLETED, output=previous)
 
-    async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
-        args: tuple[Any, ...] = (step_input, context) if step.wants_context else (step_input,)
-        if step.kind == "async":
-            return await step.executor(*args)
-        if step.kind == "async_gen":
-            return await self._stream(step.executor(*args), context)
-        loop = asyncio.get_running_loop()
-        if step.kind == "sync_gen":
-            return await loop.run_in_executor(self._threads, _drain_generator, step.executor, args, context)
-        return await loop.run_in_executor(self._threads, functools.partial(step.executor, *args))
+        async def record(event: str, step: str | None, data: Any) -> None:
+            await self._record(run, event, step, data)
 
-    async def _stream(self, items: Any, context: StepContext) -> Any:
-        pieces: list[str] = []
-        final: Any = None
-        async for item in items:
-            if isinstance(item, str):
-                pieces.append(item)
-                await self.store.append(context.run_id, "step_output", context.step, {"delta": item})
-            else:
-                final = item
-        return final if final is not None else "".join(pieces)
+        async def stream_delta(step: str, delta: str) -> None:
+            await self.store.append(row["run_id"], "step_output", step, {"delta": delta})
+
+        runner = StepRunner(
+            run_id=row["run_id"],
+            input=checked,
+            plan=plan,
+            states=steps,
+            record=record,
+            emit=functools.partial(self._emit_from_step, run),
+            stream_delta=stream_delta,
+            threads=self._threads,
+            contexts=run.contexts,
+        )
+        try:
+            outcome = await runner.run()
+        except StepFailure as failure:
+            await self._finish(run, RunStatus.FAILED, error=str(failure))
+            return
+        await self._finish(run, RunStatus.COMPLETED, output=outcome.content)
 
     async def _finish(
         self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
@@ -426,8 +385,8 @@ class Engine:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
             return snapshot
         run.cancel_requested = True
-        if run.context is not None:
-            run.context._cancel()
+        for context in run.contexts:
+            context._cancel()
         if run.task is not None:
             run.task.cancel()
         snapshot = await self.store.get_run(run_id)
@@ -449,28 +408,15 @@ class Engine:
         self._stopping = True
         runs = list(self._active.values())
         for run in runs:
-            if run.context is not None:
-                run.context._cancel()
+            for context in run.contexts:
+                context._cancel()
             if run.task is not None:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-def _align_steps(plan: list[Step], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The stored step states in the plan's order (a step added since starts fresh)."""
     by_name = {st["name"]: st for st in stored}
-    return [by_name.get(s.name) or _new_step(s.name) for s in plan]
-
-
-def _drain_generator(fn: Any, args: tuple[Any, ...], context: StepContext) -> Any:
-    """Run a sync generator step in a worker thread, streaming the strings it yields."""
-    pieces: list[str] = []
-    final: Any = None
-    for item in itertools.takewhile(lambda _: not context.cancelled, fn(*args)):
-        if isinstance(item, str):
-            pieces.append(item)
-            context.output(item)
-        else:
-            final = item
-    return final if final is not None else "".join(pieces)
+    return [by_name.get(path) or _new_step(path) for path in paths]

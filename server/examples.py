@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .protocol import InvalidInput
+from .steps import Node
 from .workflow import Step, StepContext, StepInput, Workflow
 
 
@@ -82,7 +83,7 @@ count = Workflow(
 class _Chain(Workflow):
     """N steps s1..sN; how many depends on the input, so the plan is made per run."""
 
-    def steps_for(self, input: Any) -> list[Step]:
+    def steps_for(self, input: Any) -> list[Node]:
         n = input["n"] if isinstance(input, dict) else 3
         return [
             Step(f"s{i}", _chain_step(i, input["delay"] if isinstance(input, dict) else 0.05)) for i in range(1, n + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +14,7 @@ from .protocol import InvalidInput
 if TYPE_CHECKING:
     from .engine import RunOutput
     from .runtime import SqliteDb
+    from .steps import Node
 
 
 @dataclass
@@ -97,14 +98,41 @@ class Step:
     """One named unit of work. The executor may be an async function, a plain function
     (run in a worker thread), or a generator of either kind whose yielded strings are
     streamed as `step_output` deltas. It takes a `StepInput`, and a `StepContext` too
-    if it accepts a second argument."""
+    if it accepts a second argument. Instead of an executor, give an `agent` or a `team`.
 
-    def __init__(self, name: str, executor: Executor, *, description: str | None = None) -> None:
+    A failing attempt is tried again up to `max_retries` times, waiting `retry_delay`
+    seconds, doubled each time; `timeout_seconds` fails an attempt that runs longer;
+    `skip_on_failure` marks the step skipped instead of failing the run."""
+
+    def __init__(
+        self,
+        name: str,
+        executor: Executor | None = None,
+        *,
+        agent: Any = None,
+        team: Any = None,
+        description: str | None = None,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        timeout_seconds: float | None = None,
+        skip_on_failure: bool = False,
+    ) -> None:
         if not name or "/" in name:
             raise ValueError(f"step name {name!r} must be non-empty and contain no '/'")
-        self.name = name
+        worker = agent if agent is not None else team
+        if executor is None and worker is not None:
+            executor = worker.stream
+        if executor is None or sum(x is not None for x in (agent, team)) > 1:
+            raise ValueError(f"step {name!r} needs exactly one of executor=, agent= or team=")
+        if max_retries < 0 or retry_delay < 0 or (timeout_seconds is not None and timeout_seconds <= 0):
+            raise ValueError(f"step {name!r}: max_retries and retry_delay must be >= 0, timeout_seconds > 0")
+        self.name: str = name
         self.executor = executor
         self.description = description
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.timeout_seconds = timeout_seconds
+        self.skip_on_failure = skip_on_failure
         self.kind: ExecutorKind = _kind_of(executor)
         self.wants_context = _positional_count(executor) >= 2
 
@@ -148,7 +176,7 @@ class Workflow:
     def __init__(
         self,
         name: str,
-        steps: list[Step],
+        steps: Sequence[Node],
         *,
         description: str = "",
         db: SqliteDb | None = None,
@@ -172,7 +200,7 @@ class Workflow:
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, steps={[s.name for s in self.steps]})"
 
-    def steps_for(self, input: Any) -> list[Step]:
+    def steps_for(self, input: Any) -> list[Node]:
         """The steps a run with this (checked) input goes through; fixed unless overridden."""
         return self.steps
 

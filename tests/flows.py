@@ -10,3 +10,101 @@ async def _wait_forever(step_input: StepInput) -> None:
 
 
 fragile = Workflow("fragile", [Step("hang", _wait_forever)], description="never resumes", on_crash="fail")
+
+
+# ---- composition (tests/test_composition.py) -------------------------------------------
+
+from server import StepContext, StepOutput  # noqa: E402
+from server.steps import Condition, Loop, Parallel, Router, Steps  # noqa: E402
+
+
+def _text(value: str):
+    def run(step_input: StepInput) -> str:
+        return value
+
+    return run
+
+
+def _words(*words: str):
+    async def run(step_input: StepInput):
+        for word in words:
+            await asyncio.sleep(0.01)
+            yield word
+
+    return run
+
+
+def _summarize(step_input: StepInput) -> dict:
+    return {"web": step_input.get_step_content("web"), "papers": step_input.get_step_content("papers")}
+
+
+review = Workflow(
+    "review",
+    [Steps("review", [Step("draft", _text("a draft")), Step("polish", lambda si: si.previous_step_content.upper())])],
+)
+
+research = Workflow(
+    "research",
+    [
+        Parallel(Step("web", _words("w1 ", "w2 ", "w3")), Step("papers", _words("p1 ", "p2")), name="gather"),
+        Step("summarize", _summarize),
+    ],
+)
+
+gate = Workflow(
+    "gate",
+    [
+        Condition(
+            "only_if_long", lambda si: len(si.input["text"]) > 5, [Step("shout", lambda si: si.input["text"].upper())]
+        ),
+        Step("end", lambda si: si.previous_step_content),
+    ],
+)
+
+
+def _improve(step_input: StepInput) -> int:
+    return (step_input.previous_step_content or 0) + 1
+
+
+refine = Workflow(
+    "refine",
+    [Loop("refine", [Step("improve", _improve)], end_condition=lambda outs: outs[-1].content >= 3, max_iterations=5)],
+)
+
+route = Workflow(
+    "route",
+    [Router("pick", lambda si: si.input["kind"], [Step("text", _text("T")), Step("image", _text("I"))])],
+)
+
+_tries: dict[str, int] = {}
+
+
+def _flaky(step_input: StepInput, ctx: StepContext) -> str:
+    _tries[ctx.run_id] = _tries.get(ctx.run_id, 0) + 1
+    if _tries[ctx.run_id] < 3:
+        raise ConnectionError(f"flaky failure {_tries[ctx.run_id]}")
+    return "third time lucky"
+
+
+flaky = Workflow("flaky", [Step("flaky", _flaky, max_retries=3, retry_delay=0.01)])
+
+
+async def _slow(step_input: StepInput) -> str:
+    await asyncio.sleep(5)
+    return "too late"
+
+
+def _broken(step_input: StepInput) -> None:
+    raise ValueError("optional step broke")
+
+
+timeouts = Workflow("timeouts", [Step("slow", _slow, timeout_seconds=0.2)])
+optional = Workflow(
+    "optional",
+    [
+        Step("first", _text("one")),
+        Step("optional", _broken, skip_on_failure=True),
+        Step("after", lambda si: si.previous_step_content),
+    ],
+)
+early = Workflow("early", [Step("first", lambda si: StepOutput(content="x", stop=True)), Step("never", _text("no"))])

@@ -1,0 +1,385 @@
+"""Models that agents talk to: an OpenAI-compatible chat client, and an offline stand-in.
+
+A model takes chat messages (``{"role": "system" | "user" | "assistant", "content": ...}``)
+and streams its answer as text deltas::
+
+    model = OpenAIChat("gpt-4o-mini")            # key from OPENAI_API_KEY
+    async for delta in model.stream([{"role": "user", "content": "Hi"}]):
+        print(delta, end="")
+
+`default_model()` picks `OpenAIChat` when OPENAI_API_KEY is set and `OfflineModel`
+otherwise, so the demo works with no account and no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import httpx
+
+log = logging.getLogger("runcast.models")
+
+Message = dict[str, str]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL_ID = "gpt-4o-mini"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0  # seconds: a server asking for longer is treated as an error rather than a stall
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that streams a chat answer: an `id` and `stream(messages)`.
+
+    Implementations write `stream` as an async generator (`async def ... yield`);
+    the protocol declares it as a plain method returning an async iterator because
+    that is the type such a generator function has.
+    """
+
+    id: str
+
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield the answer to `messages` as text deltas, in order."""
+        ...
+
+
+class ModelError(Exception):
+    """A model call failed. `status` is the HTTP status, or None when no answer came
+    (timeout, connection failure, broken stream); `message` says why."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}" if self.status is not None else self.message
+
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator on leaving the block, even when iteration stopped early,
+    so its connection or file is released now rather than whenever it is collected.
+    (`contextlib.aclosing` does this but its type does not accept a plain AsyncIterator.)"""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# ---- OpenAI-compatible chat completions ----------------------------------------------
+
+
+class OpenAIChat:
+    """A client for the OpenAI chat completions API, streaming, over httpx.
+
+    Works with any server that speaks the same wire format (set `base_url`). `api_key`
+    defaults to OPENAI_API_KEY and `base_url` to OPENAI_BASE_URL or the OpenAI API; with
+    no key at all no Authorization header is sent (local servers often need none).
+
+    `timeout` bounds connecting and each wait for more of the answer, not the whole answer,
+    so a long answer that keeps streaming is never cut off. A 429, a 5xx or a connection
+    failure is retried up to `max_retries` times, `backoff` * 2**n seconds apart (or as the
+    server's Retry-After says), but only while nothing has been streamed: once a delta has
+    gone out, retrying would repeat it. Timeouts are not retried.
+    """
+
+    def __init__(
+        self,
+        id: str = DEFAULT_MODEL_ID,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        *,
+        backoff: float = 0.5,
+    ) -> None:
+        self.id = id
+        # Private and left out of repr, so the key never ends up in logs or step errors.
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(id={self.id!r}, base_url={self.base_url!r})"
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield the answer's text deltas; raise ModelError when the call fails."""
+        url = f"{self.base_url}/chat/completions"
+        body = {"model": self.id, "messages": messages, "stream": True}
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout)) as client:
+            attempt = 0
+            while True:
+                streamed = False
+                try:
+                    async with client.stream("POST", url, json=body, headers=headers) as response:
+                        if response.is_success:
+                            async for delta in self._deltas(response):
+                                streamed = True
+                                yield delta
+                            return
+                        error = ModelError(response.status_code, self._redact(await _error_message(response)))
+                        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+                            raise error
+                        delay = _retry_after(response) or self.backoff * 2**attempt
+                        if delay > MAX_RETRY_AFTER:
+                            raise error
+                except httpx.TimeoutException as exc:  # before TransportError: it is one
+                    raise ModelError(
+                        None, f"model {self.id!r} timed out: {self.base_url} sent nothing for {self.timeout:g}s"
+                    ) from exc
+                except httpx.TransportError as exc:
+                    error = ModelError(None, f"could not reach model {self.id!r} at {self.base_url}: {_describe(exc)}")
+                    if streamed or attempt >= self.max_retries:
+                        raise error from exc
+                    delay = self.backoff * 2**attempt
+                attempt += 1
+                log.warning("model %s: %s; retry %d of %d in %.2fs", self.id, error, attempt, self.max_retries, delay)
+                await asyncio.sleep(delay)
+
+    async def _deltas(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The text deltas of a successful response, event by event."""
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            # Some compatible servers ignore "stream": true and answer with one JSON completion.
+            text = _completion_text(_loads(await response.aread()))
+            if text:
+                yield text
+            return
+        decoder = _EventDecoder()
+        finished = False
+        async with closing(response.aiter_lines()) as lines:
+            async for line in lines:
+                data = decoder.feed(line)
+                if data == "[DONE]":
+                    return
+                if data is not None:
+                    text, done = self._chunk(data)
+                    finished = finished or done
+                    if text:
+                        yield text
+        data = decoder.feed("")  # a last event with no blank line after it
+        if data == "[DONE]":
+            return
+        if data is not None:
+            text, done = self._chunk(data)
+            finished = finished or done
+            if text:
+                yield text
+        if not finished:
+            # The connection closed cleanly but the answer never said it was complete.
+            raise ModelError(None, f"model {self.id!r}: the stream ended before the answer was complete")
+
+    def _chunk(self, data: str) -> tuple[str, bool]:
+        """One `data:` payload: (its text, whether it carries a finish_reason)."""
+        chunk = _loads(data.encode())
+        if not isinstance(chunk, dict):
+            raise ModelError(None, f"model {self.id!r} sent an event that is not a JSON object: {data[:200]!r}")
+        if "error" in chunk:  # errors can arrive inside a 200 stream
+            raise ModelError(None, self._redact(_error_text(chunk) or "the stream reported an error"))
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return "", False  # e.g. the usage chunk, whose choices are empty
+        choice = choices[0]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        # Role-only and tool-call chunks have no (or null) content: nothing to stream.
+        return (content if isinstance(content, str) else ""), bool(choice.get("finish_reason"))
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class _EventDecoder:
+    """Turns `text/event-stream` lines into the data of each event (server-sent events:
+    `data:` lines accumulate, a blank line ends the event, `:` lines are comments)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """Take one line; return an event's data when the line completes one."""
+        if not line:
+            if not self._data:
+                return None
+            data, self._data = "\n".join(self._data), []
+            return data.strip()
+        if line.startswith(":"):  # keep-alive comments, e.g. ": PROCESSING"
+            return None
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data.append(value.removeprefix(" "))
+        return None  # event:, id:, retry: carry nothing a chat answer needs
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ModelError(None, f"the model server sent something that is not JSON: {raw[:200]!r}") from exc
+
+
+def _completion_text(payload: Any) -> str:
+    """The text of a non-streamed chat completion."""
+    try:
+        content = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ModelError(None, "the model server's answer has no choices[0].message.content") from exc
+    return content if isinstance(content, str) else ""
+
+
+def _error_text(payload: Any) -> str | None:
+    """The message of an OpenAI-style error body ({"error": {"message": ...}}), if any."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    for key in ("message", "detail"):
+        if isinstance(payload.get(key), str):
+            return str(payload[key])
+    return None
+
+
+async def _error_message(response: httpx.Response) -> str:
+    raw = await response.aread()
+    try:
+        message = _error_text(json.loads(raw))
+    except ValueError:
+        message = None
+    if message:
+        return message
+    text = raw.decode("utf-8", errors="replace").strip()
+    return text[:300] or response.reason_phrase or "request failed"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds when given as a number (the form APIs use)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+# ---- offline ---------------------------------------------------------------------------
+
+
+class OfflineModel:
+    """A stand-in that needs no network and no key: it composes a short, plausible answer
+    from the system instructions and the last user message, always the same for the same
+    messages, and streams it word by word `delay` seconds apart."""
+
+    def __init__(self, id: str = "offline-writer", delay: float = 0.03) -> None:
+        self.id = id
+        self.delay = delay
+
+    def __repr__(self) -> str:
+        return f"OfflineModel(id={self.id!r})"
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield `reply(messages)` word by word."""
+        for i, word in enumerate(self.reply(messages).split(" ")):
+            await asyncio.sleep(self.delay)  # sleep(0) too: lets a cancel land between words
+            yield word if i == 0 else " " + word
+
+    def reply(self, messages: list[Message]) -> str:
+        """The whole answer, 2 to 4 sentences.
+
+        The first paragraph of the last user message is taken as the request and what
+        follows as material to build on; the last line of the system message, unless it
+        introduces the speaker ("You are ..."), as the brief.
+        """
+        system = "\n".join(m.get("content", "") for m in messages if m.get("role") == "system")
+        user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        paragraphs = [p.strip() for p in user.split("\n\n") if p.strip()]
+        subject = _subject(paragraphs[0] if paragraphs else "")
+        brief_lines = [line.strip() for line in system.splitlines() if line.strip()]
+        brief = brief_lines[-1] if brief_lines and not brief_lines[-1].startswith("You are") else ""
+        pick = zlib.crc32(user.encode())  # stable across processes, unlike hash()
+        openers = (
+            "{S} is worth a closer look.",
+            "Here is a short take on {s}.",
+            "{S} comes down to a few clear points.",
+        )
+        closers = (
+            "The practical next step with {s} is to start small, measure, and keep what works.",
+            "In short, {s} rewards clear goals and steady iteration.",
+            "What matters most about {s} is what changes for the people who use it.",
+        )
+        sentences = [openers[pick % 3]]
+        if brief:
+            sentences.append(f"As asked, this aims to {_clause(_first_sentence(brief))}.")
+        if len(paragraphs) > 1:
+            # Headings such as "Previous step output:" are not material worth quoting.
+            lines = [ln for ln in "\n".join(paragraphs[1:]).splitlines() if ln.strip() and not ln.endswith(":")]
+            excerpt = " ".join(_first_sentence(" ".join(lines)).split()[:8])
+            if excerpt:
+                sentences.append(f'Building on the earlier notes ("{excerpt}..."), it keeps what held up.')
+        sentences.append(closers[(pick // 3) % 3])
+        text = " ".join(sentences)
+        return text.replace("{S}", subject[:1].upper() + subject[1:]).replace("{s}", subject)
+
+
+def _subject(request: str) -> str:
+    """A short noun phrase for the request: a leading "Label:" dropped, a JSON object's first
+    text value, clipped to 12 words; "the subject" when nothing is left."""
+    text = request.strip()
+    label, colon, rest = text.partition(":")
+    if colon and rest.strip() and len(label.split()) <= 3 and "{" not in label:
+        text = rest.strip()
+    with contextlib.suppress(ValueError):
+        value = json.loads(text)
+        if isinstance(value, dict):
+            text = next((v for v in value.values() if isinstance(v, str) and v.strip()), "")
+        elif isinstance(value, str):
+            text = value
+    if text.startswith("(") and text.endswith(")"):  # a placeholder such as "(no input given)"
+        text = ""
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    subject = " ".join(first_line.split()[:12]).strip(" .!?;,")
+    return subject or "the subject"
+
+
+def _first_sentence(text: str) -> str:
+    for end in (". ", "! ", "? "):
+        text = text.split(end, 1)[0]
+    return text.strip().rstrip(".!?")
+
+
+def _clause(text: str) -> str:
+    """A sentence made to follow "this aims to": lower-case first letter unless an acronym."""
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
+
+
+# ---- choosing ------------------------------------------------------------------------
+
+
+def default_model() -> Model:
+    """OpenAIChat (model OPENAI_MODEL or gpt-4o-mini) when OPENAI_API_KEY is set, else OfflineModel."""
+    if os.environ.get("OPENAI_API_KEY"):
+        return OpenAIChat(id=os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL_ID)
+    return OfflineModel()

@@ -1,0 +1,284 @@
+"""Walks one run's steps: a step calls its executor (with retries and a timeout); a group
+runs its children as its kind says. Completed steps are not run again after a restart.
+
+Every change of a step's state is recorded through `record`, which stores the event
+together with the run's state; the run's own status is the engine's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from .protocol import to_json_value, utc_now
+from .steps import Condition, Group, Loop, Node, Parallel, Router, Steps, walk
+from .workflow import Step, StepContext, StepInput, StepOutput
+
+Record = Callable[[str, str | None, Any], Awaitable[Any]]
+
+
+class StepFailure(Exception):
+    """A step failed for good (no retries left): the run fails."""
+
+    def __init__(self, path: str, error: str) -> None:
+        super().__init__(f"step {path!r} failed: {error}")
+        self.path = path
+        self.error = error
+
+
+class _Failed(Exception):
+    """A step returned StepOutput(success=False)."""
+
+
+@dataclass
+class Outcome:
+    """What a step (or group) produced; `ran` is False when it was skipped."""
+
+    content: Any = None
+    stop: bool = False
+    ran: bool = True
+
+
+def error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class StepRunner:
+    """Runs the plan of one run, recording each step's state as it changes."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        input: Any,
+        plan: Sequence[Node],
+        states: list[dict[str, Any]],
+        record: Record,
+        emit: Callable[[str, str, dict[str, Any]], None],
+        stream_delta: Callable[[str, str], Awaitable[Any]],
+        threads: Executor,
+        contexts: set[StepContext],
+    ) -> None:
+        self.run_id = run_id
+        self.input = input
+        self.plan = plan
+        self.states = {st["name"]: st for st in states}
+        self.index = {st["name"]: i for i, st in enumerate(states)}
+        self.outputs: dict[str, Any] = {}
+        for path, st in self.states.items():
+            if st["status"] == "completed":
+                self.outputs[path] = self.outputs[path.rsplit("/", 1)[-1]] = st["output"]
+        self._record = record
+        self._emit = emit
+        self._stream_delta = stream_delta
+        self._threads = threads
+        self._contexts = contexts
+
+    async def run(self) -> Outcome:
+        return await self._sequence(self.plan, "", None)
+
+    def _step_input(self, previous: Any) -> StepInput:
+        return StepInput(self.input, previous, dict(self.outputs))
+
+    async def _sequence(self, nodes: Sequence[Node], prefix: str, previous: Any) -> Outcome:
+        ran = False
+        for node in nodes:
+            out = await self._node(node, prefix + node.name, previous)
+            if out.ran:
+                previous, ran = out.content, True
+            if out.stop:
+                return Outcome(previous, stop=True)
+        return Outcome(previous, ran=ran)
+
+    async def _node(self, node: Node, path: str, previous: Any) -> Outcome:
+        st = self.states[path]
+        if st["status"] == "completed":  # done before a restart: its stored output feeds the next step
+            return Outcome(st["output"])
+        if st["status"] == "skipped":
+            return Outcome(previous, ran=False)
+        if isinstance(node, Step):
+            return await self._step(node, path, previous)
+        return await self._group(node, path, previous)
+
+    # ---- steps -----------------------------------------------------------------------
+
+    async def _step(self, step: Step, path: str, previous: Any) -> Outcome:
+        st = self.states[path]
+        while True:
+            await self._started(path, st)
+            context = StepContext(
+                self.run_id, path, st["attempts"], functools.partial(self._emit, path), asyncio.get_running_loop()
+            )
+            self._contexts.add(context)
+            try:
+                call = self._call(step, self._step_input(previous), context)
+                result = await (asyncio.wait_for(call, step.timeout_seconds) if step.timeout_seconds else call)
+                if isinstance(result, StepOutput) and not result.success:
+                    raise _Failed(result.error or "step reported failure")
+            except Exception as exc:
+                context._cancel()  # a thread still running sees it and can stop
+                if isinstance(exc, TimeoutError):
+                    error = f"timed out after {step.timeout_seconds:g} s"
+                else:
+                    error = str(exc) if isinstance(exc, _Failed) else error_text(exc)
+                will_retry = st["attempts"] <= step.max_retries
+                await self._failed(path, st, error, will_retry)
+                if will_retry:
+                    await asyncio.sleep(step.retry_delay * 2 ** (st["attempts"] - 1))
+                    continue
+                if step.skip_on_failure:
+                    st["status"] = "skipped"
+                    return Outcome(previous, ran=False)
+                raise StepFailure(path, error) from None
+            finally:
+                self._contexts.discard(context)
+            content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
+            await self._completed(path, st, content)
+            return Outcome(st["output"], stop=stop)
+
+    async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
+        args: tuple[Any, ...] = (step_input, context) if step.wants_context else (step_input,)
+        if step.kind == "async":
+            return await step.executor(*args)
+        if step.kind == "async_gen":
+            return await self._stream(step.executor(*args), context.step)
+        loop = asyncio.get_running_loop()
+        if step.kind == "sync_gen":
+            return await loop.run_in_executor(self._threads, _drain_generator, step.executor, args, context)
+        return await loop.run_in_executor(self._threads, functools.partial(step.executor, *args))
+
+    async def _stream(self, items: Any, path: str) -> Any:
+        pieces: list[str] = []
+        final: Any = None
+        async for item in items:
+            if isinstance(item, str):
+                pieces.append(item)
+                await self._stream_delta(path, item)
+            else:
+                final = item
+        return final if final is not None else "".join(pieces)
+
+    # ---- groups ----------------------------------------------------------------------
+
+    async def _group(self, group: Group, path: str, previous: Any) -> Outcome:
+        st = self.states[path]
+        if not isinstance(group, Loop) or st["attempts"] == 0:
+            await self._started(path, st)
+        try:
+            out = await self._run_group(group, path, previous)
+        except StepFailure as failure:
+            await self._failed(path, st, failure.error, False)
+            raise
+        await self._completed(path, st, out.content if out.ran else None)
+        return out
+
+    async def _run_group(self, group: Group, path: str, previous: Any) -> Outcome:
+        prefix = path + "/"
+        if isinstance(group, Parallel):
+            return await self._parallel(group, prefix, previous)
+        if isinstance(group, Condition):
+            if await _maybe_await(group.evaluator(self._step_input(previous))):
+                return await self._sequence(group.children, prefix, previous)
+            self._skip(group.children, prefix)
+            return Outcome(previous, ran=False)
+        if isinstance(group, Router):
+            chosen = self._route(group, await _maybe_await(group.selector(self._step_input(previous))))
+            self._skip([c for c in group.children if c not in chosen], prefix)
+            return await self._sequence(chosen, prefix, previous)
+        if isinstance(group, Loop):
+            return await self._loop(group, path, previous)
+        assert isinstance(group, Steps)
+        return await self._sequence(group.children, prefix, previous)
+
+    async def _parallel(self, group: Parallel, prefix: str, previous: Any) -> Outcome:
+        try:
+            async with asyncio.TaskGroup() as tasks:  # one failure cancels the others
+                running = [tasks.create_task(self._node(c, prefix + c.name, previous)) for c in group.children]
+        except BaseExceptionGroup as errors:
+            failure = next((e for e in errors.exceptions if isinstance(e, StepFailure)), None)
+            if failure is None:
+                raise
+            raise failure from None
+        outs = [t.result() for t in running]
+        content = {c.name: o.content for c, o in zip(group.children, outs, strict=True) if o.ran}
+        return Outcome(to_json_value(content), stop=any(o.stop for o in outs))
+
+    def _route(self, group: Router, picked: Any) -> list[Node]:
+        by_name = {c.name: c for c in group.children}
+        items = picked if isinstance(picked, list | tuple) else [picked]
+        chosen: list[Node] = []
+        for item in items:
+            name = item if isinstance(item, str) else getattr(item, "name", None)
+            if name not in by_name:
+                raise StepFailure(group.name, f"selector picked {item!r}, which is not one of {list(by_name)}")
+            chosen.append(by_name[name])
+        return chosen
+
+    async def _loop(self, group: Loop, path: str, previous: Any) -> Outcome:
+        st = self.states[path]
+        prefix = path + "/"
+        resuming = st["attempts"] > 0  # a restart in the middle of an iteration finishes that iteration
+        while True:
+            if not resuming:
+                st["attempts"] += 1
+                for child_path, _ in walk(group.children, prefix):
+                    self.states[child_path].update(status="pending", output=None, error=None)
+            resuming = False
+            await self._record("progress", path, {"iteration": st["attempts"], "max_iterations": group.max_iterations})
+            out = await self._sequence(group.children, prefix, previous)
+            if out.stop:
+                return out
+            outputs = [StepOutput(content=self.states[prefix + c.name]["output"]) for c in group.children]
+            done = st["attempts"] >= group.max_iterations
+            if not done and group.end_condition is not None:
+                done = bool(await _maybe_await(group.end_condition(outputs)))
+            if done:
+                return out
+            previous = out.content if out.ran else previous
+
+    def _skip(self, nodes: Sequence[Node], prefix: str) -> None:
+        # A state change with no event of its own: it is stored with the run's next event.
+        for child_path, _ in walk(nodes, prefix):
+            if self.states[child_path]["status"] == "pending":
+                self.states[child_path]["status"] = "skipped"
+
+    # ---- state changes ---------------------------------------------------------------
+
+    async def _started(self, path: str, st: dict[str, Any]) -> None:
+        st.update(status="running", attempts=st["attempts"] + 1, started_at=utc_now(), finished_at=None, error=None)
+        await self._record("step_started", path, {"index": self.index[path], "attempt": st["attempts"]})
+
+    async def _failed(self, path: str, st: dict[str, Any], error: str, will_retry: bool) -> None:
+        st.update(status="failed", error=error, finished_at=utc_now())
+        data = {"error": error, "attempt": st["attempts"], "will_retry": will_retry}
+        await self._record("step_failed", path, data)
+
+    async def _completed(self, path: str, st: dict[str, Any], content: Any) -> None:
+        content = to_json_value(content)
+        st.update(status="completed", output=content, finished_at=utc_now())
+        self.outputs[path] = self.outputs[path.rsplit("/", 1)[-1]] = content
+        await self._record("step_completed", path, {"output": content})
+
+
+def _drain_generator(fn: Any, args: tuple[Any, ...], context: StepContext) -> Any:
+    """Run a sync generator step in a worker thread, streaming the strings it yields."""
+    pieces: list[str] = []
+    final: Any = None
+    for item in itertools.takewhile(lambda _: not context.cancelled, fn(*args)):
+        if isinstance(item, str):
+            pieces.append(item)
+            context.output(item)
+        else:
+            final = item
+    return final if final is not None else "".join(pieces)

@@ -150,6 +150,7 @@ class _ActiveRun:
     task: asyncio.Task[None] | None = None
     contexts: set[StepContext] = field(default_factory=set)  # of the steps running now
     cancel_requested: bool = False
+    began: bool = False  # its task has started running (a task cancelled before that runs nothing)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -266,7 +267,10 @@ class Engine:
 
     async def _execute(self, run: _ActiveRun) -> None:
         run_id = run.row["run_id"]
+        run.began = True
         try:
+            if run.cancel_requested:  # cancelled before its task ever ran
+                raise asyncio.CancelledError
             async with self._slots:
                 await self._run_steps(run)
         except asyncio.CancelledError:
@@ -387,7 +391,7 @@ class Engine:
         run.cancel_requested = True
         for context in run.contexts:
             context._cancel()
-        if run.task is not None:
+        if run.task is not None and run.began:  # not yet begun: it sees cancel_requested first thing
             run.task.cancel()
         snapshot = await self.store.get_run(run_id)
         assert snapshot is not None
@@ -402,6 +406,16 @@ class Engine:
         if snapshot is None:
             raise RunNotFound(f"no run with id {run_id!r}")
         return snapshot
+
+    def abandon(self) -> None:
+        """Stop at once without waiting for anything (the loop is going away)."""
+        self._stopping = True
+        for run in self._active.values():
+            for context in run.contexts:
+                context._cancel()
+            if run.task is not None:
+                run.task.cancel()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def shutdown(self) -> None:
         """Stop every run where it is, writing nothing: they resume on the next start."""

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
+import ssl
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -124,7 +126,9 @@ class OpenAIChat:
         headers = {"Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout)) as client:
+        # A client per call: an httpx client belongs to one event loop, and a step may run on
+        # any; the costly part, the TLS context, is made once and shared.
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), verify=_tls_context()) as client:
             attempt = 0
             while True:
                 streamed = False
@@ -204,6 +208,13 @@ class OpenAIChat:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verification (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once:
+    loading the certificates takes tens of milliseconds, too long to pay on every call."""
+    return httpx.create_ssl_context()
 
 
 class _EventDecoder:

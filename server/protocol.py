@@ -273,14 +273,34 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A copy orjson can always encode: odd keys and huge integers become strings."""
+    if depth > 200:
+        return str(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # rare user data (tuple keys, huge ints): take the slow, safe road
+        return orjson.dumps(_plain(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
 def dumps(value: Any) -> str:
     """JSON text of a value; never fails on user data (unknown objects become strings)."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return _encode(value).decode()
 
 
 def to_json_value(value: Any) -> Any:
     """The value as it will look to clients once it has crossed the wire."""
-    return orjson.loads(orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS))
+    return orjson.loads(_encode(value))
 
 
 def reply(kind: str, mid: MessageId, **fields: Any) -> str:

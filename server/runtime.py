@@ -51,6 +51,13 @@ class Runtime:
         await self.engine.shutdown()
         await self.store.close()
 
+    def abandon(self) -> None:
+        """Let go at once, e.g. when the event loop it ran on is gone (see SqliteStore.abandon)."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+        self.engine.abandon()
+        self.store.abandon()
+
 
 class SqliteDb:
     """Where a workflow's runs are kept when it is used straight from Python."""
@@ -60,11 +67,14 @@ class SqliteDb:
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
+        self._guard: asyncio.Task[None] | None = None
 
     async def engine_for(self, workflow: Workflow) -> Engine:
         """The engine on this database, opened on first use in the running loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
+            if self._runtime is not None:  # its loop is gone (a second asyncio.run): let go of it
+                self._runtime.abandon()
             self._runtime, self._loop, self._opening = None, loop, asyncio.Lock()
         assert self._opening is not None
         async with self._opening:
@@ -72,11 +82,22 @@ class SqliteDb:
                 runtime = Runtime(self.db_file)
                 await runtime.open(recover=False)
                 self._runtime = runtime
+                self._guard = asyncio.create_task(self._let_go_with_the_loop(runtime))
             engine = self._runtime.engine
             if engine.workflows.get(workflow.name) is not workflow:
                 engine.register(workflow)
                 await engine.recover(only={workflow.name})
         return engine
+
+    async def _let_go_with_the_loop(self, runtime: Runtime) -> None:
+        # asyncio.run() cancels every task when the program's main coroutine returns: that is
+        # the moment to let go, so that a script that never calls close() still exits.
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if self._runtime is runtime:
+                self._runtime = None
+                await runtime.close()
 
     def get_run(self, run_id: str) -> RunOutput | None:
         snapshot = read_run_sync(self.db_file, run_id)
@@ -91,6 +112,8 @@ class SqliteDb:
 
     async def close(self) -> None:
         """Stop this database's runs (they resume next time) and close it."""
-        if self._runtime is not None:
-            await self._runtime.close()
-            self._runtime = None
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await runtime.close()
+        if self._guard is not None:
+            self._guard.cancel()

@@ -263,14 +263,32 @@ class SqliteStore:
     async def close(self) -> None:
         """Write what is queued, then close both connections."""
         if self._task is not None:
-            await self.flush()
-            self._closing = True
-            self._wake.set()
-            await self._task
+            if not self._task.done():
+                await self.flush()
+                self._closing = True
+                self._wake.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         for conn in (self._writer, self._reader):
             if conn is not None:
                 await conn.close()
+        self._writer = self._reader = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def abandon(self) -> None:
+        """Let go without waiting (the loop is ending): what is not committed is treated as a
+        crash, and the runs resume next time. Stops the database threads and frees the lock."""
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.stop()
         self._writer = self._reader = None
         if self._lock is not None:
             self._lock.close()
@@ -316,8 +334,8 @@ class SqliteStore:
         return future
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        if self._ops:
+        """Wait until everything queued so far is committed (including a batch in flight)."""
+        if self._task is not None and not self._task.done() and not self._closing:
             future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._push(_Op("", None, future=future))
             await future
@@ -338,17 +356,27 @@ class SqliteStore:
         self._wake.set()
 
     async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._ops:
-                ops = [self._ops.popleft() for _ in range(min(len(self._ops), MAX_BATCH))]
-                if len(self._ops) < HIGH_WATER // 2:
-                    self._drained.set()
-                await self._write_batch(ops)
-            self._drained.set()
-            if self._closing:
-                return
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._drain()
+                if self._closing:
+                    return
+        except asyncio.CancelledError:
+            # The event loop is ending (asyncio.run cancels every task): commit what is
+            # queued, so that acknowledged work is kept, then stop.
+            self._closing = True
+            await self._drain()
+            raise
+
+    async def _drain(self) -> None:
+        while self._ops:
+            ops = [self._ops.popleft() for _ in range(min(len(self._ops), MAX_BATCH))]
+            if len(self._ops) < HIGH_WATER // 2:
+                self._drained.set()
+            await self._write_batch(ops)
+        self._drained.set()
 
     async def _write_batch(self, ops: list[_Op]) -> None:
         started = time.perf_counter()
@@ -376,7 +404,10 @@ class SqliteStore:
                 future.set_result(seq)
         if batch.stored:
             for listener in self._listeners:
-                listener(batch.stored)
+                try:
+                    listener(batch.stored)
+                except Exception:  # a broken listener must not stop the writer
+                    log.exception("store listener %r failed", listener)
 
     async def _build(self, ops: list[_Op]) -> _Batch:
         batch = _Batch()
@@ -399,10 +430,15 @@ class SqliteStore:
                     if op.future is not None:
                         op.future.set_exception(exc)
                     continue
+            try:
+                frame = event_frame(op.run_id, seq + 1, op.event, op.step, utc_now(), op.data)
+            except Exception as exc:  # this event alone fails; the batch's other events are kept
+                if op.future is not None:
+                    op.future.set_exception(exc)
+                continue
             seq += 1
             self._last_seq[op.run_id] = seq
             batch.seqs[op.run_id] = seq
-            frame = event_frame(op.run_id, seq, op.event, op.step, utc_now(), op.data)
             batch.events.append((op.run_id, seq, op.event, frame))
             batch.stored.append(StoredEvent(op.run_id, seq, op.event, frame))
             if op.state is not None:

@@ -408,11 +408,6 @@ async def test_builtin_fail_workflow(env: Env) -> None:
     assert names(events)[-2:] == ["step_failed", "run_failed"]
 
 
-@pytest.mark.xfail(
-    reason="a step output with tuple dict keys makes to_json_value raise outside the step's try: "
-    "the run ends 'internal error' with no step_failed",
-    strict=True,
-)
 async def test_step_output_with_tuple_keys_completes(env: Env) -> None:
     _, engine, _ = await env.open(Workflow("w", [Step("s", lambda si: {(1, 2): "pair"})]))
     final, _ = await run_to_end(engine, "w")
@@ -552,11 +547,6 @@ async def test_cancel_while_the_step_cleans_up(env: Env) -> None:
     assert names(events) == ["run_started", "step_started", "run_cancelled"]
 
 
-@pytest.mark.xfail(
-    reason="a cancel before the run's task first runs cancels the task before _execute starts: "
-    "no terminal event, the run stays pending and wait() never returns",
-    strict=True,
-)
 async def test_cancel_right_after_start(env: Env) -> None:
     step, _, _ = gate()
     store, engine, _ = await env.open(Workflow("w", [Step("s", step)]))
@@ -818,11 +808,6 @@ async def _release(runtimes: list[Any]) -> None:
         runtime.engine._threads.shutdown(wait=True)
 
 
-@pytest.mark.xfail(
-    reason="SqliteDb keeps the first loop's runtime and its file lock open: a second asyncio.run(wf.arun()) "
-    "in the same process raises StoreLocked (and the open aiosqlite threads keep the process from exiting)",
-    strict=True,
-)
 def test_arun_in_two_asyncio_runs(tmp_path: Path) -> None:
     db = SqliteDb(db_file=str(tmp_path / "two.db"))
     wf = Workflow("w", [Step("s", lambda si: si.input * 2)], db=db)

@@ -211,9 +211,6 @@ async def test_event_for_unknown_run_fails_alone(store: SqliteStore) -> None:
     assert await store.read_events("ghost", 0, 10) == []
 
 
-@pytest.mark.xfail(
-    reason="one event whose data cannot be encoded fails the whole batch: other runs' events are lost", strict=True
-)
 async def test_unencodable_event_does_not_lose_other_runs_events(store: SqliteStore) -> None:
     await store.create_run(run_row("a"))
     await store.create_run(run_row("b"))
@@ -289,7 +286,6 @@ async def test_listener_is_called_once_per_batch_in_order(store: SqliteStore) ->
     assert calls == [[1], [2], [3]]
 
 
-@pytest.mark.xfail(reason="flush() returns early while a batch is being committed", strict=True)
 async def test_flush_waits_for_the_batch_in_flight(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     future = store.append_nowait("r", "progress", None, {})

@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .protocol import InvalidInput
 from .steps import Node
 from .workflow import Step, StepContext, StepInput, Workflow
 
 
-def _fields(workflow: str, value: Any, spec: dict[str, tuple[float, float, float, type]]) -> dict[str, Any]:
-    """Check a JSON object of numbers against {field: (default, low, high, int or float)}."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        example = ", ".join(f'"{key}": {default}' for key, (default, *_) in spec.items())
-        raise InvalidInput(f"{workflow} takes a JSON object like {{{example}}}")
-    out = dict(value)
-    for key, (default, low, high, kind) in spec.items():
-        item = value.get(key, default)
-        wants_int = kind is int
-        ok_type = isinstance(item, int) if wants_int else isinstance(item, int | float)
-        if isinstance(item, bool) or not ok_type or (isinstance(item, float) and not math.isfinite(item)):
-            what = "an integer" if wants_int else "a number"
-            raise InvalidInput(f"{workflow}: field '{key}' must be {what}, got {item!r}")
-        if not low <= item <= high:
-            raise InvalidInput(f"{workflow}: field '{key}' must be between {low:g} and {high:g}, got {item!r}")
-        out[key] = item
-    return out
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
 
 
-def _text_field(workflow: str, value: Any, key: str, default: str) -> dict[str, Any]:
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{workflow} takes a JSON object like {{'{key}': '...'}}")
-    item = value.get(key, default)
-    if not isinstance(item, str):
-        raise InvalidInput(f"{workflow}: field '{key}' must be a string, got {item!r}")
-    return {**value, key: item}
+def _number(default: float, low: float, high: float, kind: str = "number") -> dict[str, Any]:
+    return {"type": kind, "default": default, "minimum": low, "maximum": high}
 
 
 # ---- echo --------------------------------------------------------------------------
@@ -73,7 +47,7 @@ count = Workflow(
     "count",
     [Step("count", _count)],
     description='Reports progress n times, delay seconds apart. Input {"n": 3, "delay": 0.05}.',
-    validate_input=lambda v: _fields("count", v, {"n": (3, 0, 1_000_000, int), "delay": (0.05, 0, 3600, float)}),
+    input_schema=_object(n=_number(3, 0, 1_000_000, "integer"), delay=_number(0.05, 0, 3600)),
 )
 
 
@@ -102,7 +76,7 @@ chain = _Chain(
     "chain",
     [Step(f"s{i}", _chain_step(i, 0.05)) for i in range(1, 4)],
     description='N steps s1..sN, each sleeps delay and outputs its number. Input {"n": 3, "delay": 0.05}.',
-    validate_input=lambda v: _fields("chain", v, {"n": (3, 1, 1000, int), "delay": (0.05, 0, 3600, float)}),
+    input_schema=_object(n=_number(3, 1, 1000, "integer"), delay=_number(0.05, 0, 3600)),
 )
 
 
@@ -119,7 +93,7 @@ sleep = Workflow(
     "sleep",
     [Step("sleep", _sleep)],
     description='Waits, then outputs how long. Cancellable at once. Input {"seconds": 60}.',
-    validate_input=lambda v: _fields("sleep", v, {"seconds": (60, 0, 86_400, float)}),
+    input_schema=_object(seconds=_number(60, 0, 86_400)),
 )
 
 
@@ -138,7 +112,7 @@ fail = Workflow(
     "fail",
     [Step("ok", _ok), Step("boom", _boom)],
     description='Step ok completes, step boom raises the message; the run fails. Input {"message": "boom"}.',
-    validate_input=lambda v: _text_field("fail", v, "message", "boom"),
+    input_schema=_object(message={"type": "string", "default": "boom"}),
 )
 
 
@@ -193,7 +167,7 @@ content = Workflow(
     "content",
     [Step("research", _research), Step("plan", _plan), Step("write", _write)],
     description='The demo: research, plan and write about a topic, streaming text. Input {"topic": "AI trends"}.',
-    validate_input=lambda v: _text_field("content", v, "topic", "background workflows"),
+    input_schema=_object(topic={"type": "string", "default": "background workflows", "maxLength": 500}),
 )
 
 

@@ -168,9 +168,12 @@ OnCrash = Literal["resume", "fail"]
 class Workflow:
     """A named sequence of steps that runs in the background and streams its events.
 
-    `validate_input`, if given, takes the run's input and returns it with defaults
-    filled in, or raises `InvalidInput`. `on_crash` says what a restart does with a run
-    that a crash interrupted: "resume" it from the first unfinished step, or "fail" it.
+    `input_schema` (a JSON Schema subset, see server.schema) declares the input's shape:
+    bad input is refused with `invalid_input` naming the field and why, and defaults are
+    filled in; `list_workflows` shows it. `validate_input`, if given instead, takes the
+    run's input and returns it with defaults filled in, or raises `InvalidInput`.
+    `on_crash` says what a restart does with a run that a crash interrupted: "resume" it
+    from the first unfinished step, or "fail" it.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class Workflow:
         description: str = "",
         db: SqliteDb | None = None,
         validate_input: InputCheck | None = None,
+        input_schema: dict[str, Any] | None = None,
         on_crash: OnCrash = "resume",
     ) -> None:
         if not name:
@@ -194,6 +198,11 @@ class Workflow:
         self.description = description
         self.steps = list(steps)
         self.db = db
+        self.input_schema = input_schema
+        if validate_input is None and input_schema is not None:
+            from .schema import checker
+
+            validate_input = checker(input_schema)
         self.validate_input = validate_input
         self.on_crash: OnCrash = on_crash
 
@@ -205,8 +214,15 @@ class Workflow:
         return self.steps
 
     def describe(self) -> dict[str, Any]:
-        """The entry of `list_workflows`."""
-        return {"name": self.name, "description": self.description, "steps": [s.name for s in self.steps]}
+        """The entry of `list_workflows` (with `input_schema` when the workflow declares one)."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "steps": [s.name for s in self.steps],
+        }
+        if self.input_schema is not None:
+            entry["input_schema"] = self.input_schema
+        return entry
 
     def checked_input(self, value: Any) -> Any:
         """The input with defaults filled in; raises InvalidInput when it has the wrong shape."""

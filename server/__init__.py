@@ -12,7 +12,10 @@ The Python API uses the words of the background-workflow docs users know::
 
 __version__ = "0.1.0"
 
+from .agents import Agent, Team
+from .display import pprint_run_response
 from .engine import Engine, RunOutput, RunStatus, StepStatus
+from .models import ModelError, OfflineModel, OpenAIChat, default_model
 from .protocol import (
     BadRequest,
     Conflict,
@@ -23,14 +26,23 @@ from .protocol import (
     UnknownWorkflow,
 )
 from .runtime import Runtime, SqliteDb
+from .steps import Condition, Loop, Parallel, Router, Steps
 from .workflow import Step, StepContext, StepInput, StepOutput, Workflow
 
 __all__ = [
+    "Agent",
     "BadRequest",
+    "Condition",
     "Conflict",
     "Engine",
     "ErrorCode",
     "InvalidInput",
+    "Loop",
+    "ModelError",
+    "OfflineModel",
+    "OpenAIChat",
+    "Parallel",
+    "Router",
     "RunNotFound",
     "RunOutput",
     "RunStatus",
@@ -42,7 +54,11 @@ __all__ = [
     "StepInput",
     "StepOutput",
     "StepStatus",
+    "Steps",
+    "Team",
     "UnknownWorkflow",
     "Workflow",
     "__version__",
+    "default_model",
+    "pprint_run_response",
 ]

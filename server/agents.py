@@ -17,11 +17,19 @@ OPENAI_API_KEY is set, the offline model otherwise.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .models import Message, Model, closing, default_model
 from .workflow import StepInput
+
+log = logging.getLogger("runcast.agents")
+
+
+def _lines(instructions: str | list[str]) -> str:
+    """Instructions as one text; a list is one instruction a line."""
+    return instructions if isinstance(instructions, str) else "\n".join(instructions)
 
 
 def as_text(value: Any) -> str:
@@ -40,12 +48,22 @@ class Agent:
     that output (and is told the original request too).
     """
 
-    def __init__(self, name: str, model: Model | None = None, instructions: str = "", role: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        model: Model | None = None,
+        instructions: str | list[str] = "",
+        role: str = "",
+        *,
+        tools: list[Any] | None = None,
+    ) -> None:
         if not name:
             raise ValueError("an agent needs a name")
+        if tools:  # accepted so that agents written for other frameworks load; runcast calls no tools yet
+            log.warning("agent %r: tools are not supported and are ignored", name)
         self.name = name
         self.model = model
-        self.instructions = instructions
+        self.instructions = _lines(instructions)
         self.role = role
 
     def __repr__(self) -> str:
@@ -85,14 +103,16 @@ class Team:
     `model` is used by members that have none of their own.
     """
 
-    def __init__(self, name: str, members: list[Agent], instructions: str = "", model: Model | None = None) -> None:
+    def __init__(
+        self, name: str, members: list[Agent], instructions: str | list[str] = "", model: Model | None = None
+    ) -> None:
         if not name:
             raise ValueError("a team needs a name")
         if not members:
             raise ValueError(f"team {name!r} needs at least one member")
         self.name = name
         self.members = list(members)
-        self.instructions = instructions
+        self.instructions = _lines(instructions)
         self.model = model
 
     def __repr__(self) -> str:

@@ -62,7 +62,9 @@ class Runtime:
 class SqliteDb:
     """Where a workflow's runs are kept when it is used straight from Python."""
 
-    def __init__(self, db_file: str = "tmp/runcast.db") -> None:
+    def __init__(self, db_file: str = "tmp/runcast.db", **_options: Any) -> None:
+        # Other options (e.g. session_table) are accepted so that code written for other
+        # frameworks runs unchanged; runcast keeps its own tables.
         self.db_file = db_file
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from .harness import Client, ServerProcess, assert_log, http
+from .harness import TERMINAL, Client, ServerProcess, assert_log, http
 
 
 async def test_count_streams_progress_and_poll_matches(server: ServerProcess) -> None:
@@ -192,9 +192,10 @@ async def test_unsubscribe_and_resubscribe(server: ServerProcess) -> None:
     assert (await c.request({"type": "subscribe", "run_id": run_id, "after": 2}))["type"] == "subscribed"
     second = await c.request({"type": "subscribe", "run_id": run_id, "after": 10})
     assert second["type"] == "subscribed"
-    await c.until_terminal(run_id)
-    after_second = c.inbox[c.inbox.index(second) + 1 :]
-    assert_log([m for m in after_second if m.get("type") == "event"], first=11)
+    start = c.inbox.index(second) + 1
+    while not any(m.get("event") in TERMINAL for m in c.inbox[start:]):
+        await c.next()
+    assert_log([m for m in c.inbox[start:] if m.get("type") == "event"], first=11)
 
 
 async def test_subscribe_to_finished_run_replays_and_ends(server: ServerProcess) -> None:

@@ -1,0 +1,41 @@
+"""Every program in examples/ runs to the end, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {"RUNCAST_POLL_SECONDS": "0.2"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_background_poll_port(tmp_path: Path) -> None:
+    out = run_example("background_poll.py", tmp_path)
+    assert "Run ID:" in out and "Poll #1" in out
+    assert "(Content Creation Workflow): completed" in out
+    assert "Research Step                completed" in out and "AI trends in 2024" in out
+    assert (tmp_path / "tmp" / "workflow.db").exists()
+
+
+def test_parallel_research(tmp_path: Path) -> None:
+    out = run_example("parallel_research.py", tmp_path)
+    for source in ("web", "papers", "forums"):
+        assert f"gather/{source:<9} completed" in out and f"- {source}: 3 notes" in out
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_flaky_retry(tmp_path: Path, times: int) -> None:
+    for _ in range(times):  # a second run in the same folder starts afresh
+        assert "completed: answer after 3 attempts (3 attempts)" in run_example("flaky_retry.py", tmp_path)

@@ -15,6 +15,7 @@ import orjson
 
 from .client import DEFAULT_URL, Client
 from .errors import RuncastClientError
+from .live import LiveView
 from .view import JsonView, TextView, View
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
@@ -100,7 +101,14 @@ async def _watch(client: Client, run_id: str, after: int, view: View, cancel_on_
 
 async def _main(args: argparse.Namespace) -> int:
     json_mode = args.json or not sys.stdout.isatty()
-    view: View = JsonView() if json_mode else TextView()
+    view: View = JsonView() if json_mode else LiveView() if args.command in ("run", "watch") else TextView()
+    try:
+        return await _command(args, view)
+    finally:
+        view.close()
+
+
+async def _command(args: argparse.Namespace, view: View) -> int:
     async with Client(args.url, args.token, on_state=view.connection) as client:
         match args.command:
             case "run":

@@ -28,6 +28,9 @@ class View:
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
+    def close(self) -> None:
+        """Called once at the end (a live screen draws its last frame)."""
+
     def connection(self, state: str) -> None:
         if state == "reconnecting":
             self.note("connection lost; reconnecting (events will continue where they left off)...")

@@ -141,7 +141,7 @@ def _plan_text(topic: str) -> str:
 
 def _written_text(topic: str) -> str:
     return (
-        f"{topic.capitalize()} matter because work no longer fits in a request. "
+        f"{topic[:1].upper() + topic[1:]} matter because work no longer fits in a request. "
         f"Users start a run, close the tab, and come back to a finished result, or watch it "
         f"stream live, step by step. The next move is simple: start small, measure, and keep "
         f"every event, so that nothing is ever lost."

@@ -1,0 +1,146 @@
+"""The live terminal view of `run` and `watch`: steps with state and duration, progress
+bars, the streamed text, and the final output, redrawn as events arrive (rich)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .view import View
+
+STATE_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "skipped": "dim", "pending": "dim"}
+TEXT_TAIL = 2000  # characters of streamed text kept on screen
+
+
+def _seconds(start: str | None, end: str | None) -> str:
+    if not start:
+        return ""
+    begin = datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+    finish = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() if end else time.time()
+    return f"{max(0.0, finish - begin):.1f}s"
+
+
+class LiveView(View):
+    """A redrawn screen for people at a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        super().__init__()
+        self.console = console or Console()
+        self.run_id = ""
+        self.workflow = ""
+        self.status = "running"
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.text: dict[str, str] = {}
+        self.result: RenderableType | None = None
+        self.notice = ""
+        self._live: Live | None = None
+
+    def _start_live(self) -> None:
+        if self._live is None:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=12, transient=False)
+            self._live.start()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render(), refresh=True)
+            self._live.stop()
+            self._live = None
+
+    def started(self, run: dict[str, Any]) -> None:
+        self.run_id, self.workflow = run["run_id"], run["workflow"]
+        self._start_live()
+
+    def event(self, event: dict[str, Any]) -> None:
+        self.run_id = event["run_id"]
+        kind, step, data = event["event"], event.get("step"), event.get("data") or {}
+        ts = event.get("ts")
+        if step is not None:
+            entry = self.steps.setdefault(step, {"state": "pending", "attempt": 1, "start": None, "end": None})
+        match kind:
+            case "run_started":
+                self.workflow = data.get("workflow", self.workflow)
+            case "step_started":
+                entry.update(state="running", attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
+            case "step_output":
+                self.text[step or ""] = (self.text.get(step or "", "") + data.get("delta", ""))[-TEXT_TAIL:]
+            case "progress":
+                entry["progress"] = data
+            case "step_completed":
+                entry.update(state="completed", end=ts)
+            case "step_failed":
+                entry.update(state="failed", end=ts, error=data.get("error"))
+            case "run_resumed":
+                self.notice = f"resumed after a {data.get('reason')} from step {data.get('from_step')}"
+            case "run_completed":
+                self.status = "completed"
+                output = data.get("output")
+                body = output if isinstance(output, str) else orjson.dumps(output, option=orjson.OPT_INDENT_2).decode()
+                self.result = Panel(Text(body), title="output", border_style="green")
+            case "run_failed":
+                self.status = "failed"
+                self.result = Panel(Text(str(data.get("error"))), title="error", border_style="red")
+            case "run_cancelled":
+                self.status = "cancelled"
+                self.result = Panel(Text("the run was cancelled"), border_style="yellow")
+        self._start_live()
+        assert self._live is not None
+        self._live.update(self._render())
+
+    def connection(self, state: str) -> None:
+        self.notice = (
+            "connection lost: reconnecting, events will continue where they left off"
+            if state == ("reconnecting")
+            else ""
+        )
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def note(self, text: str) -> None:
+        self.close()
+        super().note(text)
+
+    def _render(self) -> RenderableType:
+        head = Text.assemble(
+            ("run ", "bold"),
+            (self.run_id, "cyan"),
+            f"  {self.workflow}  ",
+            (self.status, STATE_STYLE.get(self.status, "")),
+        )
+        table = Table.grid(padding=(0, 2))
+        for name, entry in self.steps.items():
+            state = entry["state"]
+            attempt = f"attempt {entry['attempt']}" if entry["attempt"] > 1 else ""
+            progress: RenderableType = ""
+            info = entry.get("progress")
+            if info and isinstance(info.get("total"), int | float) and info["total"]:
+                progress = Group(
+                    ProgressBar(total=float(info["total"]), completed=float(info.get("current") or 0), width=30),
+                    Text(f"{info.get('current')}/{info.get('total')} {info.get('message', '')}".rstrip()),
+                )
+            elif info:
+                progress = Text(orjson.dumps(info).decode(), style="dim")
+            table.add_row(
+                Text(name, style="bold"),
+                Text(state, style=STATE_STYLE.get(state, "")),
+                Text(_seconds(entry["start"], entry["end"]), style="dim"),
+                Text(attempt, style="yellow"),
+                progress,
+            )
+        parts: list[RenderableType] = [head, table]
+        for step, text in self.text.items():
+            if text:
+                parts.append(Panel(Text(text), title=step, border_style="blue"))
+        if self.result is not None:
+            parts.append(self.result)
+        if self.notice:
+            parts.append(Text(self.notice, style="bold yellow"))
+        return Group(*parts)

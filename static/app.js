@@ -1,0 +1,130 @@
+// The dashboard's entry point: wires the socket, the shared run feeds, the views and the router.
+//
+//   #/               runs table          (runs.js)
+//   #/workflows      workflows and the start form (workflows.js)
+//   #/runs/<run_id>  one run, live       (run.js)
+
+import { show } from './dom.js';
+import { Feeds } from './feeds.js';
+import { RunView } from './run.js';
+import { RunsView } from './runs.js';
+import { Socket, socketUrl } from './socket.js';
+import { WorkflowsView } from './workflows.js';
+
+const announcer = document.getElementById('announcer');
+const connection = document.getElementById('connection');
+const notice = document.getElementById('notice');
+const authForm = document.getElementById('auth-form');
+const authMessage = document.getElementById('auth-message');
+const authToken = document.getElementById('auth-token');
+
+/** Say something to screen-reader users (the polite live region). */
+function announce(text) {
+  // Clearing first makes a repeated message be read again.
+  announcer.textContent = '';
+  requestAnimationFrame(() => {
+    announcer.textContent = text;
+  });
+}
+
+function showConnection(state, detail) {
+  const was = connection.dataset.state;
+  connection.dataset.state = state;
+  switch (state) {
+    case 'connecting':
+      connection.textContent = 'Connecting…';
+      break;
+    case 'connected':
+      connection.textContent = 'Connected';
+      if (was === 'reconnecting') announce('Reconnected to the server');
+      break;
+    case 'reconnecting': {
+      const wait = detail.delayMs ? ` in ${(detail.delayMs / 1000).toFixed(detail.delayMs < 1000 ? 2 : 0)} s` : '';
+      connection.textContent = `Offline: reconnecting${wait}…`;
+      if (was !== 'reconnecting') announce('Connection to the server lost; reconnecting');
+      break;
+    }
+    case 'token':
+      connection.textContent = 'Token needed';
+      break;
+    default:
+      console.warn('runcast: unknown connection state', state);
+  }
+}
+
+const socket = new Socket(socketUrl(), {
+  onState: showConnection,
+  onReady() {
+    show(authForm, false);
+    show(notice, false);
+    feeds.resume();
+    workflowsView.load();
+    runsView.load();
+  },
+  onEvents: (runId, events) => feeds.receive(runId, events),
+  onAuthNeeded(message) {
+    authMessage.textContent = message;
+    showConnection('token', {});
+    if (authForm.hidden) {
+      show(authForm, true);
+      authToken.focus();
+    }
+  },
+  onNotice(message) {
+    notice.textContent = message;
+    show(notice, true);
+  },
+});
+const feeds = new Feeds(socket);
+const runView = new RunView({ socket, feeds, announce });
+const runsView = new RunsView({ socket, feeds, announce });
+const workflowsView = new WorkflowsView({
+  socket,
+  announce,
+  onStarted: (run) => {
+    location.hash = `#/runs/${encodeURIComponent(run.run_id)}`;
+  },
+  onWorkflows: (workflows) => runsView.setWorkflows(workflows),
+});
+
+authForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const token = authToken.value.trim();
+  if (!token) return;
+  authMessage.textContent = 'Checking the token…';
+  authToken.value = '';
+  socket.setToken(token);
+});
+
+const views = {
+  runs: document.getElementById('view-runs'),
+  workflows: document.getElementById('view-workflows'),
+  run: document.getElementById('view-run'),
+};
+
+function route(focus) {
+  const hash = location.hash || '#/';
+  const match = hash.match(/^#\/runs\/(.+)$/);
+  const name = match ? 'run' : hash === '#/workflows' ? 'workflows' : 'runs';
+  for (const [key, view] of Object.entries(views)) show(view, key === name);
+  for (const link of document.querySelectorAll('[data-nav]')) {
+    if (link.dataset.nav === name) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (name === 'run') {
+    const runId = decodeURIComponent(match[1]);
+    runView.open(runId);
+    document.title = `Run ${runId} · runcast`;
+  } else {
+    runView.close();
+    document.title = name === 'workflows' ? 'Start a run · runcast' : 'Runs · runcast';
+  }
+  runsView.setVisible(name === 'runs');
+  if (name === 'runs') runsView.load();
+  // After a navigation, move focus to the new view's heading, as a page load would.
+  if (focus) views[name].querySelector('h1')?.focus();
+}
+
+window.addEventListener('hashchange', () => route(true));
+route(false);
+socket.start();

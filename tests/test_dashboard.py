@@ -1,0 +1,343 @@
+"""The dashboard in real Chromium (Debian's package) against a real server on a free port.
+
+Screenshots of each view go to artifacts/ (git-ignored). Every test fails on a console error or
+an uncaught page error, except the one message the restart test expects while the server is down.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from .harness import ROOT, ServerProcess, http
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("no chromium executable on PATH: install Debian's chromium (make browser)", allow_module_level=True)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "artifacts"
+WAIT_MS = 15_000
+# What Chromium logs for each refused reconnect while the server is down (restart test only).
+WS_REFUSED = re.compile(r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed")
+
+
+class Console:
+    """Console errors and uncaught exceptions of one page; `allow` names the expected ones."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def on_page_error(self, error: Exception) -> None:
+        self.errors.append(f"uncaught: {error}")
+
+    def allow(self, pattern: re.Pattern[str]) -> None:
+        self.allowed.append(pattern)
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> None:
+    """Replaces conftest's async fixture of this name for this module: these tests open no
+    harness Clients, and sync Playwright's event loop stays current in this thread while the
+    browser lives, so no other event loop may run here (pytest-asyncio's would refuse to)."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("console", console.on_console)
+    page.on("pageerror", console.on_page_error)
+    yield page
+    context.close()
+    assert console.unexpected() == [], "errors in the browser console"
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+
+
+def post_run(server: ServerProcess, workflow: str, input: Any) -> dict[str, Any]:
+    status, run = http("POST", server.http_url + "/api/runs", {"workflow": workflow, "input": input})
+    assert status == 202, run
+    return dict(run)
+
+
+def get_run(server: ServerProcess, run_id: str) -> dict[str, Any]:
+    status, run = http("GET", f"{server.http_url}/api/runs/{run_id}")
+    assert status == 200, run
+    return dict(run)
+
+
+def wait_finished(server: ServerProcess, run_id: str, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (run := get_run(server, run_id))["status"] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"run {run_id} did not finish: {run['status']}"
+        time.sleep(0.02)
+    return run
+
+
+def step_texts(page: Page) -> dict[str, str]:
+    """The streamed text each step shows, exactly (no whitespace folding)."""
+    return dict(
+        page.locator("#timeline .step").evaluate_all(
+            "items => items.map(li => [li.dataset.step, li.querySelector('.step-text').textContent])"
+        )
+    )
+
+
+def run_ids_shown(page: Page) -> list[str]:
+    return list(page.locator("#runs-body tr").evaluate_all("rows => rows.map(row => row.dataset.runId)"))
+
+
+def test_start_content_from_the_form(server: ServerProcess, page: Page) -> None:
+    page.goto(server.http_url + "/#/workflows")
+    expect(page.locator("#workflow-list .workflow")).to_have_count(6)
+    content = page.locator('#workflow-list .workflow[data-workflow="content"]')
+    expect(content.locator(".step-names li")).to_have_text(["research", "plan", "write"])
+    expect(content).to_contain_text("research, plan and write")
+    page.select_option("#start-workflow", "content")
+    page.fill("#start-input", json.dumps({"topic": "AI trends"}))
+    screenshot(page, "workflows.png")
+    page.click("#start-button")
+
+    expect(page).to_have_url(re.compile(r"#/runs/[A-Za-z0-9_.:-]+$"))
+    run_id = page.url.split("#/runs/")[1]
+    # Streamed text shows while the run is still going.
+    page.wait_for_function(
+        """() => document.querySelector('#view-run').dataset.status === 'running'
+              && document.querySelector('[data-step="research"] .step-text')?.textContent.length > 0"""
+    )
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=20_000)
+
+    run = get_run(server, run_id)
+    assert run["status"] == "completed"
+    expect(page.locator("#timeline .step .status")).to_have_text(["completed"] * 3)
+    texts = step_texts(page)
+    assert texts["write"] == run["output"]
+    assert texts == {step["name"]: step["output"] for step in run["steps"]}
+    assert page.locator("#run-output").text_content() == run["output"]
+    expect(page.locator("#run-cancel")).to_be_hidden()
+    screenshot(page, "run.png")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "run-dark.png")
+
+
+def test_deep_link_to_finished_runs(server: ServerProcess, page: Page) -> None:
+    chain = wait_finished(server, post_run(server, "chain", {"n": 3, "delay": 0.01})["run_id"])
+    failed = wait_finished(server, post_run(server, "fail", {"message": "kaput"})["run_id"])
+
+    page.goto(f"{server.http_url}/#/runs/{chain['run_id']}")
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#run-id")).to_have_text(chain["run_id"])
+    expect(page.locator("#timeline .step-name")).to_have_text(["s1", "s2", "s3"])
+    expect(page.locator("#timeline .step .status")).to_have_text(["completed"] * 3)
+    expect(page.locator("#timeline .step-output")).to_have_text(["1", "2", "3"])
+    expect(page.locator("#run-result-title")).to_have_text("Output")
+    expect(page.locator("#run-output")).to_have_text("3")
+    expect(page.locator("#view-run")).to_have_attribute("data-seq", str(chain["last_seq"]))
+    expect(page.locator("#run-cancel")).to_be_hidden()
+
+    page.goto(f"{server.http_url}/#/runs/{failed['run_id']}")
+    expect(page.locator("#run-status")).to_have_text("failed")
+    expect(page.locator("#timeline .step .status")).to_have_text(["completed", "failed"])
+    expect(page.locator('[data-step="boom"] .step-error')).to_contain_text("kaput")
+    expect(page.locator("#run-result-title")).to_have_text("Error")
+    expect(page.locator("#run-output")).to_have_text(failed["error"])
+
+    page.goto(f"{server.http_url}/#/runs/no-such-run")
+    expect(page.locator("#run-message")).to_have_text("There is no run with id no-such-run.")
+
+
+def test_reconnects_and_resumes_after_a_server_restart(server: ServerProcess, page: Page, console: Console) -> None:
+    console.allow(WS_REFUSED)
+    run_id = post_run(server, "content", {"topic": "AI trends"})["run_id"]
+    page.goto(f"{server.http_url}/#/runs/{run_id}")
+    expect(page.locator("#connection")).to_have_text("Connected")
+    # Kill the server while the first step streams: after the restart that step runs again.
+    page.wait_for_function("document.querySelector('[data-step=\"research\"] .step-text')?.textContent.length > 20")
+    server.kill()
+    expect(page.locator("#connection")).to_contain_text("reconnecting")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    screenshot(page, "reconnecting.png", full_page=False)
+    server.restart()
+    expect(page.locator("#connection")).to_have_text("Connected")
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=20_000)
+
+    run = get_run(server, run_id)
+    assert run["status"] == "completed"
+    expect(page.locator("#run-resumed")).to_contain_text("Resumed after a server restart")
+    for step in run["steps"]:  # the interrupted step ran again: its second attempt is shown
+        attempt = f"attempt {step['attempts']}" if step["attempts"] > 1 else ""
+        expect(page.locator(f'[data-step="{step["name"]}"] .step-attempt')).to_have_text(attempt)
+    assert any(step["attempts"] == 2 for step in run["steps"])
+    # Every event exactly once: the seq shown is the last one, and each text is its step's output.
+    expect(page.locator("#view-run")).to_have_attribute("data-seq", str(run["last_seq"]))
+    texts = step_texts(page)
+    assert texts["write"] == run["output"]
+    assert texts == {step["name"]: step["output"] for step in run["steps"]}
+
+
+def test_a_run_with_ten_thousand_events(server: ServerProcess, page: Page) -> None:
+    run_id = post_run(server, "count", {"n": 10_000, "delay": 0})["run_id"]
+    page.goto(f"{server.http_url}/#/runs/{run_id}")  # opened while it runs: live, then caught up
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+    run = get_run(server, run_id)
+    expect(page.locator("#view-run")).to_have_attribute("data-seq", str(run["last_seq"]))
+    expect(page.locator('[data-step="count"] .progress-label')).to_have_text("10000 / 10000")
+    expect(page.locator('[data-step="count"] progress')).to_have_js_property("value", 10_000)
+    expect(page.locator("#run-output")).to_have_text(json.dumps({"count": 10_000}, indent=2))
+
+
+def test_the_form_checks_json_and_shows_server_errors(server: ServerProcess, page: Page) -> None:
+    sent: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    page.goto(server.http_url + "/#/workflows")
+    expect(page.locator("#start-workflow option")).to_have_count(6)
+    page.select_option("#start-workflow", "count")
+    expect(page.locator("#start-input")).to_have_value(json.dumps({"n": 5, "delay": 0.2}, indent=2))
+
+    page.fill("#start-input", '{"n": 5,')
+    page.click("#start-button")
+    expect(page.locator("#input-error")).to_be_visible()
+    expect(page.locator("#input-error")).to_contain_text("not valid JSON")
+    expect(page.locator("#start-input")).to_have_attribute("aria-invalid", "true")
+    assert [m for m in sent if m["type"] == "start"] == []
+
+    page.fill("#start-input", '{"n": "five"}')
+    expect(page.locator("#input-error")).to_be_hidden()
+    page.click("#start-button")
+    expect(page.locator("#start-error")).to_contain_text("invalid_input")
+    expect(page.locator("#start-error")).to_contain_text("field 'n' must be an integer")
+    assert [m["input"] for m in sent if m["type"] == "start"] == [{"n": "five"}]
+    expect(page).to_have_url(re.compile(r"#/workflows$"))
+    assert http("GET", server.http_url + "/api/runs")[1]["runs"] == []
+
+
+def test_runs_table_order_filters_paging_and_live_status(server: ServerProcess, page: Page) -> None:
+    echoes = [post_run(server, "echo", {"i": i})["run_id"] for i in range(52)]
+    failed = post_run(server, "fail", {"message": "boom"})["run_id"]
+    cancelled_here = post_run(server, "sleep", {"seconds": 60})["run_id"]
+    cancelled_there = post_run(server, "sleep", {"seconds": 60})["run_id"]
+    for run_id in [*echoes, failed]:
+        wait_finished(server, run_id)
+
+    page.goto(server.http_url + "/")
+    expect(page.locator("#runs-body tr")).to_have_count(50)
+    first_page = http("GET", server.http_url + "/api/runs?limit=50")[1]
+    assert run_ids_shown(page) == [run["run_id"] for run in first_page["runs"]]
+    assert run_ids_shown(page)[:3] == [cancelled_there, cancelled_here, failed]  # newest first
+    created = [run["created_at"] for run in first_page["runs"]]
+    assert created == sorted(created, reverse=True)
+    row = page.locator(f'#runs-body tr[data-run-id="{cancelled_there}"]')
+    expect(row.locator(".status")).to_have_text("running")
+    screenshot(page, "runs.png", full_page=False)
+
+    # A run that changes while the table is open changes its row.
+    http("POST", f"{server.http_url}/api/runs/{cancelled_there}/cancel")
+    expect(row.locator(".status")).to_have_text("cancelled")
+
+    page.click("#runs-older")
+    expect(page.locator("#runs-page")).to_have_text("Page 2")
+    expect(page.locator("#runs-body tr")).to_have_count(5)
+    assert run_ids_shown(page) == echoes[:5][::-1]
+    expect(page.locator("#runs-older")).to_be_disabled()
+    page.click("#runs-newer")
+    expect(page.locator("#runs-body tr")).to_have_count(50)
+
+    page.select_option("#filter-status", "failed")
+    expect(page.locator("#runs-body tr")).to_have_count(1)
+    assert run_ids_shown(page) == [failed]
+    page.select_option("#filter-status", "completed")
+    expect(page.locator("#runs-body tr")).to_have_count(50)
+    expect(page.locator("#runs-body tr .status")).to_have_text(["completed"] * 50)
+    page.select_option("#filter-status", "running")
+    expect(page.locator("#runs-body tr")).to_have_count(1)
+    page.select_option("#filter-workflow", "fail")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    page.select_option("#filter-status", "")
+    expect(page.locator("#runs-body tr")).to_have_count(1)
+    page.select_option("#filter-workflow", "")
+
+    # Open a run from the table and cancel it there.
+    page.click(f'#runs-body a[href="#/runs/{cancelled_here}"]')
+    expect(page.locator("#run-status")).to_have_text("running")
+    page.click("#run-cancel")
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(page.locator("#run-cancel")).to_be_hidden()
+    page.go_back()
+    expect(page.locator(f'#runs-body tr[data-run-id="{cancelled_here}"] .status')).to_have_text("cancelled")
+
+    page.set_viewport_size({"width": 390, "height": 800})
+    screenshot(page, "runs-narrow.png", full_page=False)
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server that wants a token; requested before `page`, so it outlives the page."""
+    server = ServerProcess(tmp_path / "auth.db", "--token", "s3cret").start()
+    yield server
+    server.stop()
+
+
+def test_asks_for_a_token_and_sends_it_first(token_server: ServerProcess, page: Page) -> None:
+    page.goto(token_server.http_url + "/")
+    expect(page.locator("#auth-form")).to_be_visible()
+    expect(page.locator("#connection")).to_have_text("Token needed")
+    page.fill("#auth-token", "wrong")
+    page.press("#auth-token", "Enter")
+    expect(page.locator("#auth-message")).to_have_text("That token was not accepted.")
+    page.fill("#auth-token", "s3cret")
+    page.click("#auth-form button[type=submit]")
+    expect(page.locator("#auth-form")).to_be_hidden()
+    expect(page.locator("#connection")).to_have_text("Connected")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('runcast.token')") == "s3cret"
+
+    # The stored token is the first message of the next connection.
+    sent: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("Connected")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    expect(page.locator("#auth-form")).to_be_hidden()
+    assert sent[0]["type"] == "auth" and sent[0]["token"] == "s3cret"

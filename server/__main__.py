@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,
         lifespan="on",
         ws=WebSocketProtocol,
+        ws_per_message_deflate=False,
     )
     server = Server(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)

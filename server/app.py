@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -97,13 +98,22 @@ def create_app(
 
         return check
 
+    async def watch_stuck_readers() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, limits.stuck_seconds / 4))
+            now = loop.time()
+            await asyncio.gather(*(c.close_stuck() for c in connections if c.stuck(now)))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.open()
+        watchdog = asyncio.create_task(watch_stuck_readers(), name="runcast-stuck-readers")
         app.state.ready = True
         try:
             yield
         finally:
+            watchdog.cancel()
             app.state.ready = False
             await close_connections(1001)
             await runtime.close()

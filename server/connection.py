@@ -68,6 +68,7 @@ class Connection:
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[Any] | None = None
         self._closing = False
+        self._sending_since: float | None = None  # when the send under way began
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -117,12 +118,16 @@ class Connection:
 
     async def _close_now(self, code: int, reason: str) -> None:
         """Close from inside (auth failure, stuck reader): say why, then stop serving."""
+        if self._closing:
+            return
         self._closing = True
         log.info("closing a connection with %d: %s", code, reason)
-        with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+        try:
+            # Once the close is out, the reader's receive() returns a disconnect by itself.
             await asyncio.wait_for(self.websocket.close(code, reason), 1.0)
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
+        except (RuntimeError, OSError, TimeoutError):
+            if self._reader is not None and self._reader is not asyncio.current_task():
+                self._reader.cancel()  # the close could not go out: stop serving anyway
 
     async def close(self, code: int) -> None:
         """Close the socket with a contract close code (e.g. 1001 on shutdown)."""
@@ -143,15 +148,25 @@ class Connection:
         return self._outbox.qsize()
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        send = self.websocket.send
         try:
             while True:
                 frame = await self._outbox.get()
-                # A send that does not finish means the client reads nothing while events wait.
-                await asyncio.wait_for(self.websocket.send_text(frame), self.limits.stuck_seconds)
-        except TimeoutError:
-            await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long")
+                self._sending_since = loop.time()
+                await send({"type": "websocket.send", "text": frame})
+                self._sending_since = None
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the socket is gone or closing; the reader ends the connection
+
+    def stuck(self, now: float) -> bool:
+        """True when one send has waited `stuck_seconds`: the client reads nothing while
+        events wait. (Checked by the app's watchdog, not per send: a timer per frame costs
+        more than the frame.)"""
+        return self._sending_since is not None and now - self._sending_since >= self.limits.stuck_seconds
+
+    async def close_stuck(self) -> None:
+        await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long")
 
     # ---- messages --------------------------------------------------------------------
 

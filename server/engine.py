@@ -340,6 +340,7 @@ class Engine:
             record=record,
             emit=functools.partial(self._emit_from_step, run),
             stream_delta=stream_delta,
+            backlog=self.store.backlog,
             threads=self._threads,
             contexts=run.contexts,
         )

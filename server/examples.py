@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +41,7 @@ async def _count(step_input: StepInput, ctx: StepContext) -> dict[str, int]:
     for current in range(1, n + 1):
         await asyncio.sleep(delay)
         ctx.progress(current=current, total=n)
+        await ctx.drain()  # n may be large and delay 0: never outrun the store
     return {"count": n}
 
 
@@ -58,10 +60,14 @@ class _Chain(Workflow):
     """N steps s1..sN; how many depends on the input, so the plan is made per run."""
 
     def steps_for(self, input: Any) -> list[Node]:
-        n = input["n"] if isinstance(input, dict) else 3
-        return [
-            Step(f"s{i}", _chain_step(i, input["delay"] if isinstance(input, dict) else 0.05)) for i in range(1, n + 1)
-        ]
+        n, delay = (input["n"], input["delay"]) if isinstance(input, dict) else (3, 0.05)
+        return list(_chain_plan(n, delay))
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_plan(n: int, delay: float) -> tuple[Step, ...]:
+    # A plan is made for every run, and building Steps inspects functions: keep the common ones.
+    return tuple(Step(f"s{i}", _chain_step(i, delay)) for i in range(1, n + 1))
 
 
 def _chain_step(number: int, delay: float) -> Any:

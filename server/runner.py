@@ -11,7 +11,7 @@ import asyncio
 import functools
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +67,7 @@ class StepRunner:
         record: Record,
         emit: Callable[[str, str, dict[str, Any]], None],
         stream_delta: Callable[[str, str], Awaitable[Any]],
+        backlog: Callable[[], Coroutine[Any, Any, None]],
         threads: Executor,
         contexts: set[StepContext],
     ) -> None:
@@ -82,6 +83,7 @@ class StepRunner:
         self._record = record
         self._emit = emit
         self._stream_delta = stream_delta
+        self._backlog = backlog
         self._threads = threads
         self._contexts = contexts
 
@@ -118,7 +120,12 @@ class StepRunner:
         while True:
             await self._started(path, st)
             context = StepContext(
-                self.run_id, path, st["attempts"], functools.partial(self._emit, path), asyncio.get_running_loop()
+                self.run_id,
+                path,
+                st["attempts"],
+                functools.partial(self._emit, path),
+                asyncio.get_running_loop(),
+                self._backlog,
             )
             self._contexts.add(context)
             try:

@@ -123,6 +123,7 @@ class RunStore(Protocol):
         self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
     ) -> asyncio.Future[int]: ...
     async def flush(self) -> None: ...
+    async def backlog(self) -> None: ...
     async def prune(self, finished_before: str, limit: int) -> int: ...
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
@@ -194,7 +195,7 @@ class _Op:
 class _Batch:
     events: list[tuple[str, int, str, str]] = field(default_factory=list)
     stored: list[StoredEvent] = field(default_factory=list)
-    runs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the latest state of each run
     seqs: dict[str, int] = field(default_factory=dict)
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
     prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
@@ -315,10 +316,14 @@ class SqliteStore:
         Returns a future of the event's seq, done once the batch has committed. Waits only
         when the writer is far behind, so that a fast run cannot fill memory.
         """
+        await self.backlog()
+        return self.append_nowait(run_id, event, step, data, state)
+
+    async def backlog(self) -> None:
+        """Wait while the writer is far behind (returns at once otherwise)."""
         if len(self._ops) >= HIGH_WATER:
             self._drained.clear()
             await self._drained.wait()
-        return self.append_nowait(run_id, event, step, data, state)
 
     def append_nowait(
         self,
@@ -417,7 +422,7 @@ class SqliteStore:
                 continue
             if op.event is None:
                 if op.state is not None:
-                    batch.runs[op.run_id] = _run_params(op.state, 0)
+                    batch.runs[op.run_id] = op.state
                     self._last_seq[op.run_id] = 0
                 if op.future is not None:
                     batch.futures.append((op.future, 0))
@@ -442,7 +447,7 @@ class SqliteStore:
             batch.events.append((op.run_id, seq, op.event, frame))
             batch.stored.append(StoredEvent(op.run_id, seq, op.event, frame))
             if op.state is not None:
-                batch.runs[op.run_id] = _run_params(op.state, seq)
+                batch.runs[op.run_id] = op.state
             if op.event in TERMINAL_EVENTS:
                 del self._last_seq[op.run_id]
             if op.future is not None:
@@ -451,8 +456,8 @@ class SqliteStore:
 
     async def _load_last_seq(self, run_id: str) -> int:
         assert self._writer is not None
-        async with self._writer.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
+        rows = list(await self._writer.execute_fetchall("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)))
+        row = rows[0] if rows else None
         if row is None:
             raise KeyError(f"event for unknown run {run_id}")
         return int(row[0])
@@ -467,7 +472,9 @@ class SqliteStore:
         await db.execute("BEGIN")
         try:
             if batch.runs:
-                await db.executemany(_UPSERT_RUN, list(batch.runs.values()))
+                # last_seq is the run's last event in this batch, even one that came after its state.
+                rows = [_run_params(state, batch.seqs.get(run_id, 0)) for run_id, state in batch.runs.items()]
+                await db.executemany(_UPSERT_RUN, rows)
             if batch.events:
                 await db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
             if seq_only:
@@ -496,22 +503,23 @@ class SqliteStore:
         return len(ids)
 
     # ---- reads -----------------------------------------------------------------------
+    # Each read is one call into the reader's thread (execute_fetchall): reads that
+    # interleave on one connection would share a read transaction and see old data.
 
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
         """The committed snapshot of a run, or None."""
         assert self._reader is not None
-        async with self._reader.execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
+        rows = list(await self._reader.execute_fetchall(_SELECT_RUN + " WHERE run_id = ?", (run_id,)))
+        row = rows[0] if rows else None
         return row_to_run(tuple(row), steps=steps) if row is not None else None
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
         """Committed events with seq > after, in seq order, at most `limit`."""
         assert self._reader is not None
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT seq, event, frame FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (run_id, after, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
 
     async def list_runs(
@@ -537,8 +545,7 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY n DESC LIMIT ?"
         params.append(limit + 1)
-        async with self._reader.execute(sql, params) as cur:
-            rows = list(await cur.fetchall())
+        rows = list(await self._reader.execute_fetchall(sql, params))
         more = len(rows) > limit
         rows = rows[:limit]
         runs = [row_to_run(tuple(row)[1:], steps=False) for row in rows]
@@ -547,8 +554,7 @@ class SqliteStore:
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs left pending or running, oldest first: what a restart must continue."""
         assert self._reader is not None
-        async with self._reader.execute(_SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n") as cur:
-            rows = await cur.fetchall()
+        rows = await self._reader.execute_fetchall(_SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
         return [row_to_run(tuple(row)) for row in rows]
 
 

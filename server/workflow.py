@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -54,11 +54,13 @@ class StepContext:
         attempt: int,
         emit: Callable[[str, dict[str, Any]], None],
         loop: asyncio.AbstractEventLoop,
+        backlog: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self._emit = emit
+        self._backlog = backlog
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._cancelled = threading.Event()
@@ -80,11 +82,21 @@ class StepContext:
         """Stream a piece of the step's output as a `step_output` event."""
         self._send("step_output", {"delta": delta})
 
+    async def drain(self) -> None:
+        """Wait while the store is far behind. An async step that emits events in a tight
+        loop should await this now and then, so that it cannot fill the server's memory."""
+        if self._backlog is not None:
+            await self._backlog()
+
     def _send(self, event: str, data: dict[str, Any]) -> None:
         if threading.get_ident() == self._loop_thread:
             self._emit(event, data)
-        else:  # from a worker thread: hand over in order to the loop
-            self._loop.call_soon_threadsafe(self._emit, event, data)
+            return
+        # From a worker thread: hand over in order to the loop, and wait (this thread
+        # only) while the store is far behind.
+        if self._backlog is not None:
+            asyncio.run_coroutine_threadsafe(self._backlog(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._emit, event, data)
 
     def _cancel(self) -> None:
         self._cancelled.set()

@@ -998,3 +998,17 @@ async def test_shutdown_writes_nothing_and_refuses_new_runs(env: Env) -> None:
     assert before is not None and after is not None
     assert after["status"] == "running"
     assert after["last_seq"] == before["last_seq"] == 2
+
+
+async def test_wait_returns_the_final_state_of_many_concurrent_runs(env: Env) -> None:
+    """engine.wait() must never hand back a stale snapshot (reads share one connection)."""
+
+    async def quick(step_input: StepInput) -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    _, engine, _ = await env.open(Workflow("q", [Step("a", quick), Step("b", quick), Step("c", quick)]))
+    started = await asyncio.gather(*(engine.start("q", i) for i in range(300)))
+    finals = await asyncio.gather(*(engine.wait(snapshot["run_id"]) for snapshot, _ in started))
+    assert {f["status"] for f in finals} == {"completed"}
+    assert {f["last_seq"] for f in finals} == {8}

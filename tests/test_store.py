@@ -515,3 +515,32 @@ async def test_open_store_sqlite_url_opens_that_file(tmp_path: Path) -> None:
         assert conn.execute("SELECT run_id FROM runs").fetchall() == [("r",)]
     finally:
         conn.close()
+
+
+# ---- regressions -------------------------------------------------------------------
+
+
+async def test_last_seq_counts_events_after_a_state_change_in_the_same_batch(store: SqliteStore) -> None:
+    """A restart reads last_seq to number the next event: it must be the run's last seq."""
+    await store.create_run(run_row("r"))
+    store.append_nowait("r", "step_started", "s", {}, run_row("r", status="running"))
+    store.append_nowait("r", "progress", "s", {"current": 1})
+    store.append_nowait("r", "progress", "s", {"current": 2})
+    await store.flush()
+    run = await store.get_run("r")
+    assert run is not None and run["status"] == "running" and run["last_seq"] == 3
+
+
+async def test_concurrent_reads_see_the_latest_commit(store: SqliteStore) -> None:
+    """Reads that interleave on the reader connection must not share an old snapshot."""
+    ids = [f"r{i}" for i in range(40)]
+    for run_id in ids:
+        await store.create_run(run_row(run_id))
+    for round_ in range(1, 6):
+        for run_id in ids:
+            store.append_nowait(run_id, "progress", None, {"round": round_}, run_row(run_id, status="running"))
+        await store.flush()
+        runs = await asyncio.gather(*(store.get_run(run_id) for run_id in ids))
+        events = await asyncio.gather(*(store.read_events(run_id, 0, 100) for run_id in ids))
+        assert [r["last_seq"] for r in runs if r] == [round_] * len(ids)
+        assert [len(e) for e in events] == [round_] * len(ids)

@@ -301,7 +301,14 @@ export class RunView {
         n.progress.removeAttribute('value'); // indeterminate
       }
       const count = known ? `${current} / ${total}` : Number.isFinite(current) ? String(current) : '';
-      n.progressLabel.textContent = [count, typeof message === 'string' ? message : ''].filter(Boolean).join(' · ');
+      // Custom fields a step reports (e.g. a loop's iteration) are shown as they are.
+      const extra = Object.entries(step.progress)
+        .filter(([key]) => !['current', 'total', 'message'].includes(key))
+        .map(([key, value]) => `${key}: ${typeof value === 'string' ? value : JSON.stringify(value)}`)
+        .join(', ');
+      n.progressLabel.textContent = [count, typeof message === 'string' ? message : '', extra]
+        .filter(Boolean)
+        .join(' · ');
     }
 
     if (step.resetText) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 
@@ -125,3 +126,22 @@ def test_cli_watch_survives_a_server_restart(server: ServerProcess) -> None:
         assert "reconnecting" in watcher.stderr.read()
     assert_log(first + rest)
     assert last_attempt_progress(first + rest) == list(range(1, 61))
+
+
+def test_cli_ctrl_c_detaches_or_cancels(server: ServerProcess) -> None:
+    def start_and_interrupt(*extra: str) -> tuple[str, str, int]:
+        cmd = [sys.executable, "-m", "client", "run", "sleep", "--input", '{"seconds": 30}', "--url", server.url]
+        with subprocess.Popen([*cmd, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+            assert p.stdout is not None and p.stderr is not None
+            first = json.loads(p.stdout.readline())  # the run is under way
+            p.send_signal(signal.SIGINT)
+            code = p.wait(10)
+            return first["run_id"], p.stderr.read(), code
+
+    run_id, err, code = start_and_interrupt()
+    assert code == 130 and f"python -m client watch {run_id} --after" in err
+    assert json.loads(cli(server, "poll", run_id, "--json").stdout)["status"] == "running"
+    run_id, err, code = start_and_interrupt("--cancel-on-interrupt")
+    assert code == 3 and "cancel requested" in err
+    done = cli(server, "watch", run_id, "--json")
+    assert done.returncode == 3 and json.loads(done.stdout.splitlines()[-1])["event"] == "run_cancelled"

@@ -341,3 +341,17 @@ def test_asks_for_a_token_and_sends_it_first(token_server: ServerProcess, page: 
     expect(page.locator("#runs-empty")).to_be_visible()
     expect(page.locator("#auth-form")).to_be_hidden()
     assert sent[0]["type"] == "auth" and sent[0]["token"] == "s3cret"
+
+
+def test_custom_progress_fields_and_nested_steps(tmp_path: Path, page: Page) -> None:
+    flows = Path(__file__).with_name("flows.py")
+    server = ServerProcess(tmp_path / "flows.db", "--workflows", str(flows)).start()
+    try:
+        run = wait_finished(server, post_run(server, "refine", None)["run_id"])
+        page.goto(f"{server.http_url}/#/runs/{run['run_id']}")
+        expect(page.locator("#run-status")).to_have_text("completed")
+        expect(page.locator("#timeline .step-name")).to_have_text(["refine", "refine/improve"])
+        expect(page.locator('[data-step="refine"] .progress-label')).to_contain_text("iteration: 3")
+    finally:
+        page.goto("about:blank")  # leave before the server goes, or the page logs its reconnects
+        server.stop()

@@ -156,8 +156,12 @@ class Connection:
                 self._sending_since = loop.time()
                 await send({"type": "websocket.send", "text": frame})
                 self._sending_since = None
-        except (WebSocketDisconnect, RuntimeError, OSError):
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            log.debug("writer ended: %r", exc)
             return  # the socket is gone or closing; the reader ends the connection
+        except Exception:
+            log.exception("writer failed")
+            raise
 
     def stuck(self, now: float) -> bool:
         """True when one send has waited `stuck_seconds`: the client reads nothing while

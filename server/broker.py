@@ -19,10 +19,11 @@ from .store import RunStore, StoredEvent
 
 log = logging.getLogger("runcast.broker")
 
-LIVE_BUFFER = 1024  # live events held per subscription before it falls back to the store
+LIVE_BUFFER = 4096  # live events held per subscription before it falls back to the store
+SEND_CHUNK = 256  # frames handed to the connection at a time
 REFILL_PAGE = 2000  # events read from the store at a time
 
-Send = Callable[[str], Awaitable[None]]
+Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 
 
 class Subscription:
@@ -107,10 +108,10 @@ class Subscription:
         self.next_seq = events[-1].seq + 1
         self.broker.delivered += len(events)
         if self.batch:
-            await self._send(events_frame(self.run_id, [e.frame for e in events]))
+            await self._send([events_frame(self.run_id, [e.frame for e in events])])
         else:
-            for event in events:
-                await self._send(event.frame)
+            for start in range(0, len(events), SEND_CHUNK):
+                await self._send([e.frame for e in events[start : start + SEND_CHUNK]])
         return events[-1].terminal
 
 

@@ -10,7 +10,7 @@ import orjson
 from .broker import Broker, Subscription
 
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then keeps proxies from closing a quiet stream
-_END = ""
+_END: list[str] = []  # the end of the stream (compared by identity)
 
 
 def sse_message(frame: str) -> str:
@@ -21,7 +21,7 @@ def sse_message(frame: str) -> str:
 
 async def event_stream(broker: Broker, run_id: str, after: int) -> AsyncIterator[str]:
     """Every event with seq > after, then live ones; ends after the terminal event."""
-    frames: asyncio.Queue[str] = asyncio.Queue(256)
+    frames: asyncio.Queue[list[str]] = asyncio.Queue(256)
     closing: set[asyncio.Task[None]] = set()
 
     def ended(_: Subscription) -> None:
@@ -36,13 +36,13 @@ async def event_stream(broker: Broker, run_id: str, after: int) -> AsyncIterator
         yield "retry: 1000\n\n"
         while True:
             try:
-                frame = await asyncio.wait_for(frames.get(), HEARTBEAT_SECONDS)
+                chunk = await asyncio.wait_for(frames.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
-            if frame is _END:
+            if chunk is _END:
                 return
-            yield sse_message(frame)
+            yield "".join(sse_message(frame) for frame in chunk)
     finally:
         sub.stop()
         for task in closing:

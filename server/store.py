@@ -416,6 +416,7 @@ class SqliteStore:
 
     async def _build(self, ops: list[_Op]) -> _Batch:
         batch = _Batch()
+        now = utc_now()  # the moment this batch is numbered: one clock read, not one per event
         for op in ops:
             if op.prune is not None:
                 batch.prunes.append((*op.prune, op.future))
@@ -436,7 +437,7 @@ class SqliteStore:
                         op.future.set_exception(exc)
                     continue
             try:
-                frame = event_frame(op.run_id, seq + 1, op.event, op.step, utc_now(), op.data)
+                frame = event_frame(op.run_id, seq + 1, op.event, op.step, now, op.data)
             except Exception as exc:  # this event alone fails; the batch's other events are kept
                 if op.future is not None:
                     op.future.set_exception(exc)

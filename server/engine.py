@@ -209,9 +209,12 @@ class Engine:
             raise UnknownWorkflow(f"no workflow named {name!r}; known workflows: {known}")
         steps = workflow.steps_for(workflow.checked_input(input))
         input = to_json_value(input)
-        if run_id is None:
-            run_id = new_run_id()
-        elif not RUN_ID_PATTERN.fullmatch(run_id):
+        if run_id is None:  # a fresh id of ours: nothing to look up
+            row = _new_run(new_run_id(), workflow, input, steps)
+            await self.store.create_run(row)
+            self._launch(workflow, row, resumed=False)
+            return dict(row), False
+        if not RUN_ID_PATTERN.fullmatch(run_id):
             raise BadRequest("run_id must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
         while run_id in self._creating:  # the same id in flight: wait, then compare
             await asyncio.shield(self._creating[run_id])
@@ -291,14 +294,13 @@ class Engine:
         state["steps"] = [dict(s) for s in run.row["steps"]]
         return state
 
-    async def _record(
-        self, run: _ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True
-    ) -> asyncio.Future[int]:
-        return await self.store.append(run.row["run_id"], event, step, data, self._state(run) if changed else None)
+    async def _record(self, run: _ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True) -> None:
+        await self.store.backlog()
+        self.store.emit(run.row["run_id"], event, step, data, self._state(run) if changed else None)
 
     def _emit_from_step(self, run: _ActiveRun, step: str, event: str, data: dict[str, Any]) -> None:
         if run.row["status"] == RunStatus.RUNNING:  # a late thread message after the end is dropped
-            self.store.append_nowait(run.row["run_id"], event, step, data)
+            self.store.emit(run.row["run_id"], event, step, data)
 
     async def _run_steps(self, run: _ActiveRun) -> None:
         row, workflow = run.row, run.workflow
@@ -330,7 +332,8 @@ class Engine:
             await self._record(run, event, step, data)
 
         async def stream_delta(step: str, delta: str) -> None:
-            await self.store.append(row["run_id"], "step_output", step, {"delta": delta})
+            await self.store.backlog()
+            self.store.emit(row["run_id"], "step_output", step, {"delta": delta})
 
         runner = StepRunner(
             run_id=row["run_id"],

@@ -126,6 +126,7 @@ class StepRunner:
                 functools.partial(self._emit, path),
                 asyncio.get_running_loop(),
                 self._backlog,
+                threaded=step.kind in ("sync", "sync_gen"),
             )
             self._contexts.add(context)
             try:

@@ -122,6 +122,9 @@ class RunStore(Protocol):
     def append_nowait(
         self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
     ) -> asyncio.Future[int]: ...
+    def emit(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> None: ...
     async def flush(self) -> None: ...
     async def backlog(self) -> None: ...
     async def prune(self, finished_before: str, limit: int) -> int: ...
@@ -337,6 +340,11 @@ class SqliteStore:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._push(_Op(run_id, event, step, data, state, future))
         return future
+
+    def emit(self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None) -> None:
+        """Queue an event with no future to tell its commit: the cheap way for the many
+        events nobody waits for (subscribers hear of them after the commit anyway)."""
+        self._push(_Op(run_id, event, step, data, state))
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (including a batch in flight)."""

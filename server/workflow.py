@@ -55,6 +55,8 @@ class StepContext:
         emit: Callable[[str, dict[str, Any]], None],
         loop: asyncio.AbstractEventLoop,
         backlog: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        threaded: bool = True,
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -63,15 +65,19 @@ class StepContext:
         self._backlog = backlog
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        self._cancelled = threading.Event()
+        # Thread steps get their Event now (two threads must not race to make it); others
+        # only if they ask, on the loop's thread: most steps never look.
+        self._cancelled: threading.Event | None = threading.Event() if threaded else None
 
     @property
     def cancelled(self) -> bool:
         """True once the run was cancelled: a thread step should return soon."""
-        return self._cancelled.is_set()
+        return self._cancelled is not None and self._cancelled.is_set()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to `timeout` seconds in a thread step, waking early on cancel."""
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
         return self._cancelled.wait(timeout)
 
     def progress(self, **fields: Any) -> None:
@@ -99,6 +105,8 @@ class StepContext:
         self._loop.call_soon_threadsafe(self._emit, event, data)
 
     def _cancel(self) -> None:
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
         self._cancelled.set()
 
 

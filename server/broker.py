@@ -27,18 +27,24 @@ Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 
 
 class Subscription:
-    """One client's view of one run, from `after` to the terminal event."""
+    """One client's view of one run, from `after` to the terminal event.
+
+    An idle subscription holds no task: a pump task runs only while there is something
+    to deliver, so that thousands of quiet subscribers cost little memory."""
+
+    __slots__ = ("_from_store", "_live", "_on_end", "_send", "_task", "batch", "broker", "ended", "next_seq", "run_id")
 
     def __init__(self, broker: Broker, run_id: str, after: int, send: Send, *, batch: bool = False) -> None:
         self.broker = broker
         self.run_id = run_id
         self.next_seq = after + 1
         self.batch = batch
+        self.ended = False
         self._send = send
         self._live: deque[StoredEvent] = deque()
         self._from_store = True  # read the store before trusting the live buffer
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._on_end: Callable[[Subscription], None] | None = None
 
     def offer(self, event: StoredEvent) -> None:
         """Take a committed live event; never blocks (called for every subscriber)."""
@@ -49,33 +55,47 @@ class Subscription:
             self._from_store = True
         else:
             self._live.append(event)
-        self._wake.set()
+        self._kick()
 
     def start(self, on_end: Callable[[Subscription], None]) -> None:
-        self._task = asyncio.create_task(self._pump(on_end), name=f"runcast-sub-{self.run_id}")
+        self._on_end = on_end
+        self._kick()
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._end()
 
-    async def _pump(self, on_end: Callable[[Subscription], None]) -> None:
+    def _kick(self) -> None:
+        if self._task is None and not self.ended:
+            self._task = asyncio.create_task(self._pump(), name=f"runcast-sub-{self.run_id}")
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.broker.remove(self)
+            if self._on_end is not None:
+                self._on_end(self)
+
+    async def _pump(self) -> None:
         try:
             while True:
                 events = await self._take()
                 if events:
                     if await self._deliver(events):
+                        self._task = None
+                        self._end()
                         return
                 elif not self._from_store:
-                    await self._wake.wait()
-                    self._wake.clear()
+                    self._task = None  # idle: the next offer starts a new pump
+                    return
         except asyncio.CancelledError:
             raise
         except Exception:  # a dead socket ends the subscription; anything else is a bug to see
             log.exception("subscription to %s ended by an error", self.run_id)
-        finally:
-            self.broker.remove(self)
-            on_end(self)
+            self._task = None
+            self._end()
 
     async def _take(self) -> list[StoredEvent]:
         if self._from_store:

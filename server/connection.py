@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,12 @@ class Connection:
         self.authed = not tokens.enabled
         self._auth_failures = 0
         self._starts = RateLimiter(limits.starts_per_second)
-        self._outbox: asyncio.Queue[list[str]] = asyncio.Queue(OUTBOX_SIZE)
+        # Frames to write, and a writer task that exists only while there are some: an idle
+        # connection holds no task of its own.
+        self._outbox: deque[list[str]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None  # made when a sender has to wait for space
+        self._gone = False  # the socket can no longer be written to
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[Any] | None = None
         self._closing = False
@@ -73,7 +79,6 @@ class Connection:
     async def serve(self) -> None:
         await self.websocket.accept()
         self._reader = asyncio.current_task()
-        self._tasks.append(asyncio.create_task(self._write_loop(), name="runcast-ws-writer"))
         await self.send(welcome_frame(__version__))
         if not self.authed:
             header = self.websocket.headers.get("authorization")
@@ -97,6 +102,8 @@ class Connection:
             for sub in list(self.subscriptions.values()):
                 sub.stop()
             self.subscriptions.clear()
+            if self._writer is not None:
+                self._tasks.append(self._writer)
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -135,11 +142,20 @@ class Connection:
             await self.websocket.close(code)
 
     async def send(self, frame: str) -> None:
-        await self._outbox.put([frame])
+        await self.send_many([frame])
 
     async def send_many(self, frames: list[str]) -> None:
-        """Several frames as one item of the outbox (fewer queue operations per event)."""
-        await self._outbox.put(frames)
+        """Queue frames, in order, for this socket; waits while the outbox is full."""
+        while len(self._outbox) >= OUTBOX_SIZE and not self._gone:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+        if self._gone:
+            return  # the reader is ending this connection; nothing can be sent any more
+        self._outbox.append(frames)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
 
     async def _error(self, code: ErrorCode | str, message: str, mid: MessageId) -> None:
         if self._on_error is not None:
@@ -149,23 +165,31 @@ class Connection:
     @property
     def queued(self) -> int:
         """Frames waiting to be written to this socket."""
-        return self._outbox.qsize()
+        return sum(len(frames) for frames in self._outbox)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         send = self.websocket.send
         try:
-            while True:
-                for frame in await self._outbox.get():
+            while self._outbox:
+                frames = self._outbox.popleft()
+                if self._room is not None:
+                    self._room.set()
+                for frame in frames:
                     self._sending_since = loop.time()
                     await send({"type": "websocket.send", "text": frame})
                     self._sending_since = None
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            log.debug("writer ended: %r", exc)
-            return  # the socket is gone or closing; the reader ends the connection
+            log.debug("writer ended: %r", exc)  # the socket is gone or closing; the reader ends the connection
+            self._gone = True
         except Exception:
             log.exception("writer failed")
+            self._gone = True
             raise
+        finally:
+            self._writer = None
+            if self._gone and self._room is not None:
+                self._room.set()  # senders waiting for room must not wait forever
 
     def stuck(self, now: float) -> bool:
         """True when one send has waited `stuck_seconds`: the client reads nothing while

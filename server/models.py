@@ -166,26 +166,15 @@ class OpenAIChat:
             if text:
                 yield text
             return
-        decoder = _EventDecoder()
         finished = False
-        async with closing(response.aiter_lines()) as lines:
-            async for line in lines:
-                data = decoder.feed(line)
+        async with closing(_event_data(response)) as events:
+            async for data in events:
                 if data == "[DONE]":
                     return
-                if data is not None:
-                    text, done = self._chunk(data)
-                    finished = finished or done
-                    if text:
-                        yield text
-        data = decoder.feed("")  # a last event with no blank line after it
-        if data == "[DONE]":
-            return
-        if data is not None:
-            text, done = self._chunk(data)
-            finished = finished or done
-            if text:
-                yield text
+                text, done = self._chunk(data)
+                finished = finished or done
+                if text:
+                    yield text
         if not finished:
             # The connection closed cleanly but the answer never said it was complete.
             raise ModelError(None, f"model {self.id!r}: the stream ended before the answer was complete")
@@ -237,6 +226,20 @@ class _EventDecoder:
         if field == "data":
             self._data.append(value.removeprefix(" "))
         return None  # event:, id:, retry: carry nothing a chat answer needs
+
+
+async def _event_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The data of each server-sent event of a response, the last one included even when
+    no blank line follows it."""
+    decoder = _EventDecoder()
+    async with closing(response.aiter_lines()) as lines:
+        async for line in lines:
+            data = decoder.feed(line)
+            if data is not None:
+                yield data
+    data = decoder.feed("")
+    if data is not None:
+        yield data
 
 
 def _loads(raw: bytes) -> Any:

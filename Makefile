@@ -44,7 +44,8 @@ browser:
 test: lint browser unit smoke
 
 bench: $(STAMP)
-	$(BIN)/python bench/runs.py
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

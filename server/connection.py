@@ -39,6 +39,7 @@ from .protocol import (
     welcome_frame,
 )
 from .runtime import Runtime
+from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")
 
@@ -170,15 +171,19 @@ class Connection:
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         send = self.websocket.send
+        many = SEND_MANY in self.websocket.scope.get("extensions", {})
         try:
             while self._outbox:
                 frames = self._outbox.popleft()
                 if self._room is not None:
                     self._room.set()
-                for frame in frames:
-                    self._sending_since = loop.time()
-                    await send({"type": "websocket.send", "text": frame})
-                    self._sending_since = None
+                self._sending_since = loop.time()
+                if many:  # the server takes the whole chunk in one write
+                    await send({"type": "websocket.send", "texts": frames})
+                else:
+                    for frame in frames:
+                        await send({"type": "websocket.send", "text": frame})
+                self._sending_since = None
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             log.debug("writer ended: %r", exc)  # the socket is gone or closing; the reader ends the connection
             self._gone = True

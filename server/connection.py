@@ -124,12 +124,15 @@ class Connection:
         if self._auth_failures >= self.limits.auth_attempts:
             await self._close_now(WS_1008_POLICY_VIOLATION, "too many wrong tokens")
 
-    async def _close_now(self, code: int, reason: str) -> None:
-        """Close from inside (auth failure, stuck reader): say why, then stop serving."""
+    async def _close_now(self, code: int, reason: str, *, flush: bool = True) -> None:
+        """Close from inside (auth failure, stuck reader): say why, then stop serving.
+        With `flush`, what is already queued (e.g. the last `unauthorized`) goes out first."""
         if self._closing:
             return
         self._closing = True
         log.info("closing a connection with %d: %s", code, reason)
+        if flush and self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=1.0)
         try:
             # Once the close is out, the reader's receive() returns a disconnect by itself.
             await asyncio.wait_for(self.websocket.close(code, reason), 1.0)
@@ -203,7 +206,7 @@ class Connection:
         return self._sending_since is not None and now - self._sending_since >= self.limits.stuck_seconds
 
     async def close_stuck(self) -> None:
-        await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long")
+        await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long", flush=False)
 
     # ---- messages --------------------------------------------------------------------
 

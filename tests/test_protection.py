@@ -49,6 +49,8 @@ async def test_auth_message_and_wrong_tokens(secured: ServerProcess) -> None:
     for _ in range(3):
         await d.send({"type": "auth", "token": "wrong"})
     assert await _closed_with(d) == 1008
+    errors = [m["code"] for m in d.inbox if m["type"] == "error"]
+    assert errors == ["unauthorized"] * 3, "each wrong token is answered before the close"
 
 
 async def test_wrong_bearer_header_is_unauthorized(secured: ServerProcess) -> None:

@@ -21,11 +21,8 @@ the store, the engine, the broker and the per-connection queues.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import os
 import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flows import schedule, wait_for_go
 
 from server.protocol import event_frame, utc_now
 from server.serving import WebSocketProtocol
@@ -111,21 +110,11 @@ async def emit(websocket: WebSocket) -> None:
         if message["type"] == "websocket.disconnect":
             return
         cfg = orjson.loads(message.get("text") or b"{}")
-        run_id, n, rate, go = cfg["run_id"], int(cfg["n"]), float(cfg.get("rate", 0)), cfg.get("go")
-        deadline = time.monotonic() + 60
-        while go and not os.path.exists(go) and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)
+        run_id, n = cfg["run_id"], int(cfg["n"])
+        await wait_for_go(cfg.get("go"))
         subs = list(SUBSCRIBERS.get(run_id, ()))
-        began = time.time()
-        for i in range(1, n + 1):
-            if rate:
-                due = began + i / rate
-                wait = due - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            else:
-                await asyncio.sleep(0)  # let the loop read and write between events
-                due = time.time()
+        # The same schedule as runcast's `emit`; at rate 0 the loop gets a turn to read and write.
+        async for i, due in schedule(n, float(cfg.get("rate", 0)), yield_each=True):
             await _send_all(subs, event_frame(run_id, 2 + i, "progress", "emit", utc_now(), {"i": i, "t": due}))
         await _send_all(subs, event_frame(run_id, n + 3, "run_completed", None, utc_now(), {"output": {"n": n}}))
         await websocket.send_text('{"type":"done"}')

@@ -38,6 +38,9 @@ for _path in (str(ROOT), str(BENCH)):
 PYTHON = sys.executable
 TERMINAL = frozenset({"run_completed", "run_failed", "run_cancelled"})
 FLOWS = str(BENCH / "flows.py")
+# websockets.connect options of the benchmark clients: a short close_timeout, so that a teardown
+# after an interruption does not wait 10 s a socket behind pipelined work.
+WS_KW: dict[str, Any] = {"max_size": None, "ping_interval": None, "open_timeout": 10, "close_timeout": 2}
 
 
 def free_port() -> int:

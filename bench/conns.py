@@ -23,11 +23,11 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import websockets
 from common import (
+    WS_KW,
     HttpServer,
     Report,
     Row,
@@ -40,7 +40,6 @@ from common import (
     start_workers,
 )
 
-WS_KW: dict[str, Any] = {"max_size": None, "ping_interval": None, "open_timeout": 10, "close_timeout": 2}
 GOAL_KB = 32.0
 
 

@@ -30,6 +30,7 @@ import orjson
 import websockets
 from common import (
     SLOPE_LIMIT,
+    WS_KW,
     HttpServer,
     Profile,
     Report,
@@ -46,7 +47,6 @@ from common import (
     start_workers,
 )
 
-WS_KW: dict[str, Any] = {"max_size": None, "ping_interval": None, "open_timeout": 10, "close_timeout": 2}
 GOAL_P99_MS = 5.0
 
 

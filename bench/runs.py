@@ -48,6 +48,7 @@ from common import (
     PYTHON,
     SLOPE_LIMIT,
     TERMINAL,
+    WS_KW,
     HttpServer,
     Profile,
     Report,
@@ -64,7 +65,6 @@ from common import (
 )
 
 GOAL_RATIO = 20.0
-WS_KW: dict[str, Any] = {"max_size": None, "ping_interval": None, "open_timeout": 10, "close_timeout": 2}
 
 
 @dataclass(frozen=True)

@@ -205,4 +205,9 @@ async def main() -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        try:  # the lightest loop there is, so that the measuring clients take little of the machine
+            import uvloop
+
+            uvloop.run(main())
+        except ImportError:
+            asyncio.run(main())

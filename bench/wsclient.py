@@ -15,7 +15,7 @@ import base64
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 OnText = Callable[["WsConn", bytes, float], None]
 
@@ -66,8 +66,7 @@ class WsConn(asyncio.Protocol):
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
 import logging
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = Server(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
-    asyncio.run(server.serve())
+    server.run()  # on uvloop when it is installed (uvicorn's loop="auto"), else asyncio
     if not server.started:
         return 1
     return 0

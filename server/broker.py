@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from .protocol import events_frame
 from .store import RunStore, StoredEvent
+from .wire import text_frame
 
 log = logging.getLogger("runcast.broker")
 
@@ -24,37 +25,75 @@ SEND_CHUNK = 256  # frames handed to the connection at a time
 REFILL_PAGE = 2000  # events read from the store at a time
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
+WriteNow = Callable[[bytes], bool]  # framed bytes to one client's socket at once, if it takes them
 
 
 class Subscription:
     """One client's view of one run, from `after` to the terminal event.
 
     An idle subscription holds no task: a pump task runs only while there is something
-    to deliver, so that thousands of quiet subscribers cost little memory."""
+    to deliver, so that thousands of quiet subscribers cost little memory. A caught-up
+    subscription does not even wake one: with `write_now` (the connection's synchronous
+    write, see `Connection.write_now`), live events go to the socket as they are offered."""
 
-    __slots__ = ("_from_store", "_live", "_on_end", "_send", "_task", "batch", "broker", "ended", "next_seq", "run_id")
+    __slots__ = (
+        "_from_store",
+        "_live",
+        "_on_end",
+        "_send",
+        "_task",
+        "_write_now",
+        "batch",
+        "broker",
+        "ended",
+        "next_seq",
+        "run_id",
+    )
 
-    def __init__(self, broker: Broker, run_id: str, after: int, send: Send, *, batch: bool = False) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        run_id: str,
+        after: int,
+        send: Send,
+        *,
+        batch: bool = False,
+        write_now: WriteNow | None = None,
+    ) -> None:
         self.broker = broker
         self.run_id = run_id
         self.next_seq = after + 1
         self.batch = batch
         self.ended = False
         self._send = send
+        self._write_now = write_now
         self._live: deque[StoredEvent] = deque()
         self._from_store = True  # read the store before trusting the live buffer
         self._task: asyncio.Task[None] | None = None
         self._on_end: Callable[[Subscription], None] | None = None
 
-    def offer(self, event: StoredEvent) -> None:
-        """Take a committed live event; never blocks (called for every subscriber)."""
-        if event.seq < self.next_seq:
+    def offer(self, events: list[StoredEvent]) -> None:
+        """Take committed live events of this run, in seq order; never blocks (called for
+        every subscriber of the run after each commit)."""
+        if self.ended:
             return
-        if len(self._live) >= LIVE_BUFFER:
-            self._live.clear()
-            self._from_store = True
-        else:
-            self._live.append(event)
+        if (
+            self._write_now is not None
+            and self._task is None
+            and not self._from_store
+            and not self._live
+            and events[0].seq == self.next_seq
+            and self._deliver_now(events)
+        ):
+            return
+        for event in events:
+            if event.seq < self.next_seq:
+                continue
+            if len(self._live) >= LIVE_BUFFER:
+                self._live.clear()
+                self._from_store = True
+            else:
+                self._live.append(event)
         self._kick()
 
     def start(self, on_end: Callable[[Subscription], None]) -> None:
@@ -117,22 +156,44 @@ class Subscription:
             expected += 1
         return events
 
+    def _deliver_now(self, events: list[StoredEvent]) -> bool:
+        """Write caught-up live events straight to the socket; False if it cannot take them
+        now (then nothing was written, and they go the queued way)."""
+        assert self._write_now is not None
+        events = through_terminal(events)
+        if self.batch:
+            data = text_frame(events_frame(self.run_id, [e.frame for e in events]))
+        else:
+            data = b"".join([e.wire for e in events])
+        if not self._write_now(data):
+            return False
+        self._sent(events)
+        if events[-1].terminal:
+            self._end()
+        return True
+
     async def _deliver(self, events: list[StoredEvent]) -> bool:
         """Send events in order; True once the terminal event is out."""
-        end = len(events)
-        for i, event in enumerate(events):
-            if event.terminal:
-                end = i + 1
-                break
-        events = events[:end]
-        self.next_seq = events[-1].seq + 1
-        self.broker.delivered += len(events)
+        events = through_terminal(events)
+        self._sent(events)
         if self.batch:
             await self._send([events_frame(self.run_id, [e.frame for e in events])])
         else:
             for start in range(0, len(events), SEND_CHUNK):
                 await self._send([e.frame for e in events[start : start + SEND_CHUNK]])
         return events[-1].terminal
+
+    def _sent(self, events: list[StoredEvent]) -> None:
+        self.next_seq = events[-1].seq + 1
+        self.broker.delivered += len(events)
+
+
+def through_terminal(events: list[StoredEvent]) -> list[StoredEvent]:
+    """The events up to and including the terminal one: nothing follows the end of a run."""
+    for i, event in enumerate(events):
+        if event.terminal:
+            return events[: i + 1]
+    return events
 
 
 class Broker:
@@ -157,12 +218,15 @@ class Broker:
                 del self._subs[sub.run_id]
 
     def publish(self, events: list[StoredEvent]) -> None:
-        subs_of = self._subs.get
+        """Offer one commit's events to the subscribers of their runs, one list per run."""
+        followed = self._subs
+        by_run: dict[str, list[StoredEvent]] = {}
         for event in events:
-            subs = subs_of(event.run_id)
-            if subs:
-                for sub in subs:
-                    sub.offer(event)
+            if event.run_id in followed:
+                by_run.setdefault(event.run_id, []).append(event)
+        for run_id, run_events in by_run.items():
+            for sub in tuple(followed.get(run_id, ())):  # a terminal event ends subscriptions
+                sub.offer(run_events)
 
     @property
     def subscription_count(self) -> int:

@@ -76,6 +76,8 @@ class Connection:
         self._reader: asyncio.Task[Any] | None = None
         self._closing = False
         self._sending_since: float | None = None  # when the send under way began
+        extension = websocket.scope.get("extensions", {}).get(SEND_MANY)
+        self._write_socket: Callable[[bytes], bool] | None = extension.get("write_now") if extension else None
 
     async def serve(self) -> None:
         await self.websocket.accept()
@@ -160,6 +162,13 @@ class Connection:
         self._outbox.append(frames)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
+
+    def write_now(self, data: bytes) -> bool:
+        """Write framed bytes (`server.wire`) at once, if nothing queued must go before them
+        and the socket takes them without waiting; False (nothing written) otherwise."""
+        if self._outbox or self._writer is not None or self._gone or self._closing or self._write_socket is None:
+            return False
+        return self._write_socket(data)
 
     async def _error(self, code: ErrorCode | str, message: str, mid: MessageId) -> None:
         if self._on_error is not None:
@@ -287,7 +296,7 @@ class Connection:
             old.stop()
         if run["status"] in FINISHED and after >= run["last_seq"]:
             return  # nothing left to deliver
-        sub = Subscription(self.runtime.broker, run_id, after, self.send_many, batch=batch)
+        sub = Subscription(self.runtime.broker, run_id, after, self.send_many, batch=batch, write_now=self.write_now)
         self.subscriptions[run_id] = sub
         self.runtime.broker.subscribe(sub, self._ended)
 

@@ -9,16 +9,23 @@ import uvicorn
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
-SEND_MANY = "runcast.send_many"  # ASGI scope extension: a "websocket.send" may carry "texts"
+# ASGI scope extension: a "websocket.send" may carry "texts", and {"write_now": fn} writes
+# already framed bytes at once when the socket can take them (see WebSocketProtocol).
+SEND_MANY = "runcast.send_many"
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with two additions.
+    """uvicorn's WebSocket protocol with three additions.
 
     - Many frames in one write: a `websocket.send` message with `texts` (a list) is framed
       and handed to the socket at once, instead of one pass through the ASGI layers and one
       write per frame (advertised to the app as the scope extension SEND_MANY).
+    - `write_now(data)`, in that extension: already framed bytes (`server.wire`) go to the
+      socket synchronously, with no ASGI message and no task, if the socket is open and its
+      buffer is below the high-water mark; otherwise it returns False and writes nothing, and
+      the app queues them the usual way. This is how live events reach caught-up subscribers.
     - A close frame goes out even while the client reads nothing: uvicorn holds every send
       while the socket's buffer is full, so a close would wait forever and the client that
       finally reads would find no close code. It is queued behind what is buffered instead.
@@ -26,7 +33,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][SEND_MANY] = {}  # the app has not started yet
+        self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
+
+    def write_now(self, data: bytes) -> bool:
+        """Write framed bytes if the socket takes them without waiting; False if it would not."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(data)
+        return True
 
     async def send(self, message: Any) -> None:
         texts = message.get("texts") if message["type"] == "websocket.send" else None

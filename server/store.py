@@ -22,6 +22,7 @@ import aiosqlite
 import orjson
 
 from .protocol import TERMINAL_EVENTS, dumps, event_frame, utc_now
+from .wire import text_frame
 
 log = logging.getLogger("runcast.store")
 
@@ -38,10 +39,18 @@ class StoredEvent:
     seq: int
     event: str
     frame: str
+    _wire: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def terminal(self) -> bool:
         return self.event in TERMINAL_EVENTS
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as WebSocket bytes, framed on first use and shared by every subscriber."""
+        if self._wire is None:
+            self._wire = text_frame(self.frame)
+        return self._wire
 
 
 @dataclass(slots=True)
@@ -203,6 +212,44 @@ class _Batch:
     seqs: dict[str, int] = field(default_factory=dict)
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
     prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
+
+
+def _write_transaction(db: sqlite3.Connection, batch: _Batch) -> list[int]:
+    """Write one batch in one transaction (on the writer's thread); returns how many runs
+    each prune of the batch deleted."""
+    # Runs whose state did not change in this batch only move their last_seq forward.
+    seq_only = [(seq, run_id) for run_id, seq in batch.seqs.items() if run_id not in batch.runs]
+    pruned = []
+    db.execute("BEGIN")
+    try:
+        if batch.runs:
+            # last_seq is the run's last event in this batch, even one that came after its state.
+            rows = [_run_params(state, batch.seqs.get(run_id, 0)) for run_id, state in batch.runs.items()]
+            db.executemany(_UPSERT_RUN, rows)
+        if batch.events:
+            db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
+        if seq_only:
+            db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
+        for finished_before, limit, _ in batch.prunes:
+            pruned.append(_prune(db, finished_before, limit))
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return pruned
+
+
+def _prune(db: sqlite3.Connection, finished_before: str, limit: int) -> int:
+    ids = db.execute(
+        "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
+        " ORDER BY finished_at LIMIT ?",
+        (finished_before, limit),
+    ).fetchall()
+    if ids:
+        db.executemany("DELETE FROM events WHERE run_id = ?", ids)
+        db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
+    return len(ids)
 
 
 class SqliteStore:
@@ -499,44 +546,17 @@ class SqliteStore:
         return int(row[0])
 
     async def _commit(self, batch: _Batch) -> None:
-        db = self._writer
-        assert db is not None
-        # Runs whose state did not change in this batch only move their last_seq forward.
-        seq_only = [(seq, run_id) for run_id, seq in batch.seqs.items() if run_id not in batch.runs]
         if not (batch.events or batch.runs or batch.prunes):
             return
-        await db.execute("BEGIN")
-        try:
-            if batch.runs:
-                # last_seq is the run's last event in this batch, even one that came after its state.
-                rows = [_run_params(state, batch.seqs.get(run_id, 0)) for run_id, state in batch.runs.items()]
-                await db.executemany(_UPSERT_RUN, rows)
-            if batch.events:
-                await db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
-            if seq_only:
-                await db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
-            for finished_before, limit, future in batch.prunes:
-                pruned = await self._prune(db, finished_before, limit)
-                if future is not None:
-                    batch.futures.append((future, pruned))
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            raise
-
-    @staticmethod
-    async def _prune(db: aiosqlite.Connection, finished_before: str, limit: int) -> int:
-        async with db.execute(
-            "SELECT run_id FROM runs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
-            " ORDER BY finished_at LIMIT ?",
-            (finished_before, limit),
-        ) as cur:
-            ids = [(row[0],) for row in await cur.fetchall()]
-        if ids:
-            await db.executemany("DELETE FROM events WHERE run_id = ?", ids)
-            await db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
-        return len(ids)
+        db = self._writer
+        assert db is not None
+        # The whole transaction is one call into the writer's thread: one hand-over of the
+        # GIL each way per commit, not one per statement (a busy event loop can keep the
+        # thread waiting for the GIL for a switch interval, 5 ms, at every hand-over).
+        pruned = await db._execute(_write_transaction, db._conn, batch)
+        for (_, _, future), count in zip(batch.prunes, pruned, strict=True):
+            if future is not None:
+                batch.futures.append((future, count))
 
     # ---- reads -----------------------------------------------------------------------
     # Each read is one call into the reader's thread (execute_fetchall): reads that

@@ -1,0 +1,117 @@
+"""Unit tests of server.broker on a real SQLite store: the two ways an event reaches a
+subscriber (written at once to a caught-up socket, or queued and pumped) never drop,
+repeat or reorder an event, whichever way each event goes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from server.broker import Broker, Subscription
+from server.store import SqliteStore
+from server.wire import text_frame
+
+from .test_store import run_row
+
+
+def split_frames(data: bytes) -> list[str]:
+    """The texts of concatenated unmasked text frames (what `write_now` is handed)."""
+    texts = []
+    while data:
+        assert data[0] == 0x81, "a final text frame"
+        n, head = data[1], 2
+        if n == 126:
+            n, head = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(data[2:10], "big"), 10
+        texts.append(data[head : head + n].decode())
+        data = data[head + n :]
+    return texts
+
+
+@pytest.mark.parametrize("text", ["x", "é" * 70, "y" * 70_000])
+def test_text_frame_lengths(text: str) -> None:
+    assert split_frames(text_frame(text) * 2) == [text, text]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(str(tmp_path / "runs.db"))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class Socket:
+    """A subscriber's socket that takes direct writes only when `ready`, and whose queued
+    sends take a while: every frame it receives, by either way, lands in `texts` in order."""
+
+    def __init__(self, rng: random.Random, ready: float) -> None:
+        self.rng = rng
+        self.ready = ready
+        self.texts: list[str] = []
+        self.direct = 0
+        self.queued = 0
+        self.sending = False
+
+    def write_now(self, data: bytes) -> bool:
+        if self.sending or self.rng.random() > self.ready:
+            return False  # like a connection with frames queued, or a full socket buffer
+        self.texts += split_frames(data)
+        self.direct += 1
+        return True
+
+    async def send(self, frames: list[str]) -> None:
+        self.sending = True
+        await asyncio.sleep(self.rng.choice((0, 0, 0.001)))
+        self.texts += frames
+        self.queued += 1
+        self.sending = False
+
+    def seqs(self, batch: bool) -> list[int]:
+        messages = [json.loads(t) for t in self.texts]
+        if batch:
+            assert all(m["type"] == "events" for m in messages)
+            messages = [e for m in messages for e in m["events"]]
+        return [m["seq"] for m in messages]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("ready", [1.0, 0.7, 0.0])
+async def test_direct_and_queued_delivery_keep_the_log_exact(store: SqliteStore, batch: bool, ready: float) -> None:
+    rng = random.Random(11)
+    broker = Broker(store)
+    await store.create_run(run_row("r1", status="running"))
+    n = 3000
+    sockets, ended = [], []
+    for i in range(n):
+        if i % 500 == 0:  # subscribers join along the way, from the start or from now
+            sock = Socket(rng, ready)
+            after = 0 if i % 1000 == 0 else i
+            sub = Subscription(broker, "r1", after, sock.send, batch=batch, write_now=sock.write_now)
+            broker.subscribe(sub, ended.append)
+            sockets.append((after, sock))
+        event = "run_completed" if i == n - 1 else "progress"
+        store.emit("r1", event, None, {"i": i + 1})
+        if rng.random() < 0.05:
+            await asyncio.sleep(rng.choice((0, 0.002)))
+    await store.flush()
+    for _ in range(500):
+        if len(ended) == len(sockets):
+            break
+        await asyncio.sleep(0.01)
+    assert len(ended) == len(sockets), "every subscription ends with the terminal event"
+    for after, sock in sockets:
+        assert sock.seqs(batch) == list(range(after + 1, n + 1))
+    if ready == 1.0:
+        assert sum(s.direct for _, s in sockets) > 0
+    if ready == 0.0:
+        assert sum(s.direct for _, s in sockets) == 0
+    assert broker.subscription_count == 0

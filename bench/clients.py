@@ -113,6 +113,12 @@ class Fleet:
         return n
 
 
+def cpu_seconds() -> float:
+    """CPU time this process has used so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _subscribe(conn: WsConn, run_id: str, n: int) -> None:
     conn.send(orjson.dumps({"type": "subscribe", "id": n, "run_id": run_id, "after": 0}))
 
@@ -123,7 +129,7 @@ async def cmd_subscribe(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
     for i, conn in enumerate(conns):
         _subscribe(conn, cmd["run_id"], i)
     await asyncio.wait_for(asyncio.gather(*(c.state.subscribed for c in conns)), 30)
-    return {"ready": len(conns)}
+    return {"ready": len(conns), "cpu": cpu_seconds()}
 
 
 async def cmd_collect(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +143,7 @@ async def cmd_collect(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
         "first": fleet.first,
         "last": fleet.last,
         "errors": errors[:5],
-        "cpu": resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
+        "cpu": cpu_seconds(),
     }
     fleet.close()
     return out

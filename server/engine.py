@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,6 +30,7 @@ from .protocol import (
 from .runner import StepFailure, StepRunner, error_text
 from .steps import Node, walk
 from .store import RunStore
+from .threads import StepThreads
 from .workflow import Step, StepContext, Workflow
 
 log = logging.getLogger("runcast.engine")
@@ -171,7 +171,7 @@ class Engine:
             self.register(wf)
         self.max_running = max_running
         self._slots = asyncio.Semaphore(max_running)
-        self._threads = ThreadPoolExecutor(max_workers=step_threads, thread_name_prefix="runcast-step")
+        self._threads = StepThreads(step_threads)
         self._active: dict[str, _ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._stopping = False
@@ -419,7 +419,7 @@ class Engine:
                 context._cancel()
             if run.task is not None:
                 run.task.cancel()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
 
     async def shutdown(self) -> None:
         """Stop every run where it is, writing nothing: they resume on the next start."""
@@ -431,7 +431,7 @@ class Engine:
             if run.task is not None:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
 
 
 def _align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,12 +12,12 @@ import functools
 import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from .protocol import to_json_value, utc_now
 from .steps import Condition, Group, Loop, Node, Parallel, Router, Steps, walk
+from .threads import StepThreads
 from .workflow import Step, StepContext, StepInput, StepOutput
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
@@ -68,7 +68,7 @@ class StepRunner:
         emit: Callable[[str, str, dict[str, Any]], None],
         stream_delta: Callable[[str, str], Awaitable[Any]],
         backlog: Callable[[], Coroutine[Any, Any, None]],
-        threads: Executor,
+        threads: StepThreads,
         contexts: set[StepContext],
     ) -> None:
         self.run_id = run_id
@@ -161,10 +161,9 @@ class StepRunner:
             return await step.executor(*args)
         if step.kind == "async_gen":
             return await self._stream(step.executor(*args), context.step)
-        loop = asyncio.get_running_loop()
         if step.kind == "sync_gen":
-            return await loop.run_in_executor(self._threads, _drain_generator, step.executor, args, context)
-        return await loop.run_in_executor(self._threads, functools.partial(step.executor, *args))
+            return await self._threads.run(_drain_generator, step.executor, args, context)
+        return await self._threads.run(step.executor, *args)
 
     async def _stream(self, items: Any, path: str) -> Any:
         pieces: list[str] = []

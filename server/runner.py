@@ -126,7 +126,8 @@ class StepRunner:
                 functools.partial(self._emit, path),
                 asyncio.get_running_loop(),
                 self._backlog,
-                threaded=step.kind in ("sync", "sync_gen"),
+                # the context is used from a thread only by a generator step or one that takes it
+                threaded=step.kind == "sync_gen" or (step.kind == "sync" and step.wants_context),
             )
             self._contexts.add(context)
             try:

@@ -126,7 +126,7 @@ class Subscription:
                         self._task = None
                         self._end()
                         return
-                elif not self._from_store:
+                elif not self._from_store and not self._live:  # (offered during a store read: go on)
                     self._task = None  # idle: the next offer starts a new pump
                     return
         except asyncio.CancelledError:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from server.broker import Broker, Subscription
-from server.store import SqliteStore
+from server.store import SqliteStore, StoredEvent
 from server.wire import text_frame
 
 from .test_store import run_row
@@ -115,3 +115,40 @@ async def test_direct_and_queued_delivery_keep_the_log_exact(store: SqliteStore,
     if ready == 0.0:
         assert sum(s.direct for _, s in sockets) == 0
     assert broker.subscription_count == 0
+
+
+class CommitsDuringReads(SqliteStore):
+    """A store whose first read of events is overtaken: the whole run commits (and is offered
+    to the subscription) while that read is under way, after the read's snapshot was taken."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.overtake: list[tuple[str, str]] = []
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        events = await super().read_events(run_id, after, limit)
+        for event, rid in self.overtake:
+            self.emit(rid, event, None, {})
+        self.overtake = []
+        await self.flush()
+        return events
+
+
+async def test_events_offered_during_the_first_read_are_delivered(tmp_path: Path) -> None:
+    store = CommitsDuringReads(str(tmp_path / "runs.db"))
+    await store.open()
+    try:
+        broker = Broker(store)
+        await store.create_run(run_row("r1", status="running"))
+        store.overtake = [("run_started", "r1"), ("progress", "r1"), ("run_completed", "r1")]
+        sock = Socket(random.Random(1), ready=1.0)
+        ended: list[Subscription] = []
+        broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
+        for _ in range(200):
+            if ended:
+                break
+            await asyncio.sleep(0.01)
+        assert sock.seqs(batch=False) == [1, 2, 3]
+        assert ended, "the terminal event ends the subscription"
+    finally:
+        await store.close()

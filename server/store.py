@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -645,15 +646,36 @@ def ensure_free(url: str) -> None:
 
 
 def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:
-    """A run's committed snapshot with a short-lived connection: safe from any thread."""
-    if not os.path.exists(path):
-        return None
-    conn = sqlite3.connect(path, timeout=5)
+    """A run's committed snapshot: safe from any thread (each thread reads on a connection
+    of its own, kept for its next reads)."""
     try:
-        try:
-            row = conn.execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchone()
-        except sqlite3.OperationalError:  # no schema yet: nothing was ever stored
-            return None
-    finally:
-        conn.close()
-    return row_to_run(row) if row is not None else None
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+    conn = _thread_reader(path, inode)
+    try:
+        # fetchall, not fetchone: the statement runs to its end, so that no read transaction
+        # stays open and the next read sees the commits made since.
+        rows = conn.execute(_SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchall()
+    except sqlite3.OperationalError:  # no schema yet: nothing was ever stored
+        return None
+    return row_to_run(rows[0]) if rows else None
+
+
+_readers = threading.local()
+
+
+def _thread_reader(path: str, inode: int) -> sqlite3.Connection:
+    """This thread's read connection to the database file at `path` (a new one if the file
+    was replaced since)."""
+    conns: dict[str, tuple[int, sqlite3.Connection]] | None = getattr(_readers, "conns", None)
+    if conns is None:
+        conns = _readers.conns = {}
+    known = conns.get(path)
+    if known is not None and known[0] == inode:
+        return known[1]
+    if known is not None:
+        known[1].close()
+    conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+    conns[path] = (inode, conn)
+    return conn

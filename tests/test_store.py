@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from server.store import MIGRATIONS, SqliteStore, StoredEvent, StoreLocked, open_store
+from server.store import MIGRATIONS, SqliteStore, StoredEvent, StoreLocked, open_store, read_run_sync
 
 
 def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
@@ -544,3 +544,30 @@ async def test_concurrent_reads_see_the_latest_commit(store: SqliteStore) -> Non
         events = await asyncio.gather(*(store.read_events(run_id, 0, 100) for run_id in ids))
         assert [r["last_seq"] for r in runs if r] == [round_] * len(ids)
         assert [len(e) for e in events] == [round_] * len(ids)
+
+
+async def test_read_run_sync_sees_every_commit_and_a_replaced_file(tmp_path: Path) -> None:
+    """The sync reader keeps one connection per thread: it must never serve an old snapshot,
+    nor the old file once the database was deleted and made anew."""
+    path = str(tmp_path / "sync.db")
+    assert read_run_sync(path, "r1") is None  # no file yet
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        await s.create_run(run_row("r1"))
+        assert read_run_sync(path, "r1")["last_seq"] == 0
+        for n in range(1, 4):
+            await append(s, "r1")
+            assert read_run_sync(path, "r1")["last_seq"] == n
+    finally:
+        await s.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        assert read_run_sync(path, "r1") is None
+        await s.create_run(run_row("r2"))
+        assert read_run_sync(path, "r2")["run_id"] == "r2"
+    finally:
+        await s.close()

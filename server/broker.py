@@ -226,7 +226,11 @@ class Broker:
                 by_run.setdefault(event.run_id, []).append(event)
         for run_id, run_events in by_run.items():
             for sub in tuple(followed.get(run_id, ())):  # a terminal event ends subscriptions
-                sub.offer(run_events)
+                try:
+                    sub.offer(run_events)
+                except Exception:  # one broken subscriber must not cost the others these events
+                    log.exception("subscription to %s ended by an error", run_id)
+                    sub.stop()
 
     @property
     def subscription_count(self) -> int:

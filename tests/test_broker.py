@@ -152,3 +152,22 @@ async def test_events_offered_during_the_first_read_are_delivered(tmp_path: Path
         assert ended, "the terminal event ends the subscription"
     finally:
         await store.close()
+
+
+async def test_a_broken_subscriber_costs_the_others_nothing(store: SqliteStore) -> None:
+    broker = Broker(store)
+    await store.create_run(run_row("r1", status="running"))
+    good, bad = Socket(random.Random(2), ready=1.0), Socket(random.Random(3), ready=1.0)
+
+    def explode(data: bytes) -> bool:
+        raise OSError("socket gone")
+
+    ended: list[Subscription] = []
+    for sock, write in ((bad, explode), (good, good.write_now), (bad, explode)):
+        broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=write), ended.append)
+    await asyncio.sleep(0.05)  # every subscription has read the (empty) store: caught up
+    for i in range(50):
+        store.emit("r1", "run_completed" if i == 49 else "progress", None, {})
+        await store.flush()
+    assert good.seqs(batch=False) == list(range(1, 51))
+    assert len(ended) == 3 and broker.subscription_count == 0

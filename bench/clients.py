@@ -23,7 +23,7 @@ from __future__ import annotations
 import array
 import asyncio
 import json
-import resource
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contextlib
 
+from common import cpu_seconds
 from wsclient import WsConn
 
 TERMINAL = frozenset({"run_completed", "run_failed", "run_cancelled"})
@@ -113,12 +114,6 @@ class Fleet:
         return n
 
 
-def cpu_seconds() -> float:
-    """CPU time this process has used so far (user + system)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _subscribe(conn: WsConn, run_id: str, n: int) -> None:
     conn.send(orjson.dumps({"type": "subscribe", "id": n, "run_id": run_id, "after": 0}))
 
@@ -129,7 +124,7 @@ async def cmd_subscribe(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
     for i, conn in enumerate(conns):
         _subscribe(conn, cmd["run_id"], i)
     await asyncio.wait_for(asyncio.gather(*(c.state.subscribed for c in conns)), 30)
-    return {"ready": len(conns), "cpu": cpu_seconds()}
+    return {"ready": len(conns), "cpu": cpu_seconds(os.getpid())}
 
 
 async def cmd_collect(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +138,7 @@ async def cmd_collect(fleet: Fleet, cmd: dict[str, Any]) -> dict[str, Any]:
         "first": fleet.first,
         "last": fleet.last,
         "errors": errors[:5],
-        "cpu": cpu_seconds(),
+        "cpu": cpu_seconds(os.getpid()),
     }
     fleet.close()
     return out

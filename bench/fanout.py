@@ -84,11 +84,6 @@ class Result:
     def per_second(self) -> float:
         return self.deliveries / self.seconds
 
-    @property
-    def cores(self) -> str:
-        """How much of the machine the server and the measuring clients kept busy."""
-        return f"server {self.server_cpu / self.seconds:.2f} + clients {self.client_cpu / self.seconds:.2f} cores"
-
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -182,15 +177,16 @@ class Fanout:
         )
 
 
+def cores(results: list[Result]) -> str:
+    """How much of the machine the server and the measuring clients kept busy (mean of rounds)."""
+    server = sum(r.server_cpu / r.seconds for r in results) / len(results)
+    clients = sum(r.client_cpu / r.seconds for r in results) / len(results)
+    return f"server {server:.2f} + clients {clients:.2f} cores"
+
+
 def busy_reason(rounds: list[Result], bare: list[Result]) -> str:
-    """Why the latency is what it is, in measured terms: how busy the machine was (means over
-    the rounds, beside the median p99 the row reports)."""
-
-    def cores(results: list[Result]) -> str:
-        server = sum(r.server_cpu / r.seconds for r in results) / len(results)
-        clients = sum(r.client_cpu / r.seconds for r in results) / len(results)
-        return f"server {server:.2f} + clients {clients:.2f} cores"
-
+    """Why the latency is what it is, in measured terms: how busy the machine was, beside the
+    median p99 the row reports."""
     return (
         f"p99 {median(r.p99_ms for r in rounds):.1f} ms (bare {median(r.p99_ms for r in bare):.1f} ms at the same "
         f"rate). Each commit is one socket write per subscriber; with the {rounds[0].subscribers} subscribers' "
@@ -201,7 +197,7 @@ def busy_reason(rounds: list[Result], bare: list[Result]) -> str:
 def describe(r: Result) -> str:
     return (
         f"{r.subscribers} subs x {r.events} events @ {r.rate:.0f}/s: {r.per_second:,.0f} deliveries/s, "
-        f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, max {r.max_ms:.1f} ms, {r.seconds:.2f} s; {r.cores}"
+        f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, max {r.max_ms:.1f} ms, {r.seconds:.2f} s; {cores([r])}"
     )
 
 

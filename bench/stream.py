@@ -127,8 +127,8 @@ async def bare_push(bare: HttpServer, n: int) -> float:
     return events / seconds
 
 
-async def finished_count_run(server: HttpServer, n: int) -> dict[str, Any]:
-    """Run `count` n with nobody subscribed; return its snapshot once it has completed."""
+async def finished_count_run(server: HttpServer, n: int) -> str:
+    """Run `count` n with nobody subscribed; return its id once it has completed."""
     reader = Reader()
     conn = await WsConn.open(server.port, "/ws", reader.on_text)
     try:
@@ -145,7 +145,7 @@ async def finished_count_run(server: HttpServer, n: int) -> dict[str, Any]:
             run = msg.get("run") or {}
             run_id = run.get("run_id", run_id)
             if run.get("status") == "completed":
-                return run
+                return str(run_id)
             if run.get("status") in ("failed", "cancelled"):
                 raise RuntimeError(f"count run ended {run['status']}")
             await asyncio.sleep(0.05)
@@ -248,7 +248,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     # Figure 5: replay of a finished run, per round: bare, per-event, batch.
     runs: dict[int, str] = {}
     for size in sorted({*sizes.scale, sizes.replay_events}):
-        runs[size] = str((await finished_count_run(server, size))["run_id"])
+        runs[size] = await finished_count_run(server, size)
     n = sizes.replay_events
     rbare: list[float] = []
     rplain: list[float] = []

@@ -25,7 +25,7 @@ CODE := $(wildcard server client tests bench examples)
 lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
-	$(BIN)/mypy server client
+	$(BIN)/mypy server client bench
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest

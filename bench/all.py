@@ -60,7 +60,7 @@ def main() -> int:
     if unknown:
         p.error(f"unknown scripts: {sorted(unknown)}")
 
-    current: list[subprocess.Popen[bytes]] = []
+    current: list[subprocess.Popen[str]] = []
 
     def stop(signum: int, frame: object) -> None:
         for proc in current:

@@ -116,7 +116,7 @@ async def one_agno(db: str, runs: int) -> dict[str, Any]:
     def s3(step_input: StepInput) -> StepOutput:
         return StepOutput(content=3)
 
-    steps = [Step(name="s1", executor=s1), Step(name="s2", executor=s2), Step(name="s3", executor=s3)]
+    steps: list[Any] = [Step(name="s1", executor=s1), Step(name="s2", executor=s2), Step(name="s3", executor=s3)]
     wf = Workflow(name="chain3", steps=steps, db=SqliteDb(db_file=db), telemetry=False)
 
     async def start() -> tuple[str, str]:

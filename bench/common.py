@@ -241,6 +241,9 @@ class Row:
         return median(self.ratios) if self.ratios else math.nan
 
 
+SLOPE_LIMIT = 1.10  # a log-log slope above this is called worse than linear (noise allowance)
+
+
 @dataclass
 class Scale:
     """A scaling curve: one line per size, runcast next to a baseline measured at that size."""
@@ -251,6 +254,14 @@ class Scale:
     lines: list[list[str]] = field(default_factory=list)
     verdict: str = ""
     met: bool | None = None
+
+    def judge(self, what: str, k: float, shown: str = "", more: str = "") -> None:
+        """Met when `what` grows no worse than linearly with the size: its log-log slope `k`
+        is at most SLOPE_LIMIT. `shown` replaces the slope in the text (e.g. one per system)."""
+        self.met = k <= SLOPE_LIMIT
+        self.verdict = (
+            f"{what}, log-log slope {shown or f'{k:.2f}'} (1.0 = linear; at most {SLOPE_LIMIT:g} passes){more}"
+        )
 
 
 @dataclass
@@ -346,9 +357,6 @@ def growth(sizes: Sequence[float], seconds: Sequence[float]) -> list[float]:
     for i in range(1, len(sizes)):
         out.append((seconds[i] / seconds[i - 1]) / (sizes[i] / sizes[i - 1]))
     return out
-
-
-SLOPE_LIMIT = 1.10  # a log-log slope above this is called worse than linear (noise allowance)
 
 
 def slope(sizes: Sequence[float], costs: Sequence[float]) -> float:

@@ -30,7 +30,6 @@ from typing import Any
 import orjson
 import websockets
 from common import (
-    SLOPE_LIMIT,
     WS_KW,
     HttpServer,
     Profile,
@@ -387,11 +386,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 ]
             )
         k = slope(list(sizes.scale), costs)
-        scale.met = k <= SLOPE_LIMIT
-        scale.verdict = (
-            f"delivery time per event against subscribers (at peak), log-log slope {k:.2f} "
-            f"(1.0 = linear; at most {SLOPE_LIMIT:g} passes)"
-        )
+        scale.judge("delivery time per event against subscribers (at peak)", k)
         report.scales.append(scale)
         if args.profile:  # once more under py-spy, after the measured rounds
             with Profile(args.profile, "fanout-peak-runcast", runcast.pid):

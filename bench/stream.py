@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from common import (
-    SLOPE_LIMIT,
     TERMINAL,
     HttpServer,
     Profile,
@@ -307,11 +306,8 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     for line, step in zip(scale.lines, steps, strict=True):
         line[-1] = "-" if step != step else f"{step:.2f}"
     k = slope([s + 4 for s in sizes.scale], seconds)
-    scale.met = k <= SLOPE_LIMIT
-    scale.verdict = (
-        f"replay time against events: log-log slope {k:.2f} (1.0 = linear; at most {SLOPE_LIMIT:g} passes); "
-        f"worst step {max((s for s in steps if s == s), default=float('nan')):.2f}x linear"
-    )
+    worst = max((s for s in steps if s == s), default=float("nan"))
+    scale.judge("replay time against events", k, more=f"; worst step {worst:.2f}x linear")
     report.scales.append(scale)
     if args.profile:  # once more under py-spy, after the measured rounds
         for batch in (False, True):

@@ -30,15 +30,13 @@ class StepThreads:
         self._idle = threading.Semaphore(0)  # one release per thread waiting for a job
         self._results: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
         self._wake_due = False  # a hand-back of results is scheduled on the loop
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Call fn(*args) in a worker thread; the future is done when it returns or raises."""
         if self._closed:
             raise RuntimeError("the step threads are shut down")
-        self._loop = asyncio.get_running_loop()
-        future = self._loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._jobs.put((future, fn, args))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self.max_threads:
             thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)

@@ -170,10 +170,10 @@ class Connection:
             return False
         return self._write_socket(data)
 
-    async def _error(self, code: ErrorCode | str, message: str, mid: MessageId) -> None:
+    async def _error(self, code: ErrorCode | str, message: str, mid: MessageId, retry_after: float | None = None) -> None:
         if self._on_error is not None:
             self._on_error(str(code))
-        await self.send(error_frame(code, message, mid))
+        await self.send(error_frame(code, message, mid, retry_after=retry_after))
 
     @property
     def queued(self) -> int:
@@ -235,7 +235,7 @@ class Connection:
         try:
             await self._dispatch(message)
         except RuncastError as exc:
-            await self._error(exc.code, exc.message, message.id)
+            await self._error(exc.code, exc.message, message.id, exc.retry_after)
         except Exception:
             log.exception("error answering %s", type(message).__name__)
             await self._error(ErrorCode.INTERNAL, "the server failed to answer; see its log", message.id)
@@ -246,7 +246,12 @@ class Connection:
             case Start():
                 if not self._starts.allow():
                     limit = self.limits.starts_per_second
-                    raise RuncastError(f"more than {limit:g} starts per second; slow down", ErrorCode.RATE_LIMITED)
+                    wait = max(self._starts.retry_after(), 0.001)
+                    raise RuncastError(
+                        f"more than {limit:g} starts per second; send it again in {wait:.3f} s",
+                        ErrorCode.RATE_LIMITED,
+                        retry_after=wait,
+                    )
                 check_input_size(message.input, self.limits.max_input_bytes)
                 if message.subscribe:
                     self._check_room(message.run_id)

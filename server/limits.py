@@ -42,6 +42,10 @@ class RateLimiter:
         self._allowance -= 1
         return True
 
+    def retry_after(self) -> float:
+        """Seconds until `allow` would say yes again (0 when it would now)."""
+        return max(0.0, (1 - self._allowance) / self.rate) if self.rate > 0 else 1.0
+
 
 def check_input_size(value: Any, limit: int) -> None:
     """Raise InvalidInput when a run's input is larger than `limit` bytes of JSON."""

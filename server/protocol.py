@@ -43,11 +43,12 @@ class RuncastError(Exception):
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+    def __init__(self, message: str, code: ErrorCode | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.retry_after = retry_after  # seconds, for `rate_limited`: when the same message would be accepted
 
 
 class BadRequest(RuncastError):
@@ -312,10 +313,12 @@ def reply(kind: str, mid: MessageId, **fields: Any) -> str:
     return dumps(body)
 
 
-def error_frame(code: ErrorCode | str, message: str, mid: MessageId = None) -> str:
+def error_frame(code: ErrorCode | str, message: str, mid: MessageId = None, *, retry_after: float | None = None) -> str:
     body: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
     if mid is not None:
         body["id"] = mid
+    if retry_after is not None:
+        body["retry_after"] = round(retry_after, 3)
     return dumps(body)
 
 

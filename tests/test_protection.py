@@ -104,6 +104,11 @@ async def test_rate_subscription_and_input_limits(tmp_path: Path) -> None:
         ]
         kinds = [r.get("code", r["type"]) for r in replies]
         assert kinds.count("started") >= 5 and kinds.count("rate_limited") >= 5, kinds
+        refused = next(r for r in replies if r.get("code") == "rate_limited")
+        assert 0 < refused["retry_after"] <= 0.2 + 1e-9, refused  # 5/s: one token every 0.2 s
+        await asyncio.sleep(refused["retry_after"])
+        again = await c.request({"type": "start", "workflow": "echo", "input": 0, "subscribe": False})
+        assert again["type"] == "started", again
         d = await Client.connect(server.url)
         for _ in range(2):
             await d.start("sleep", {"seconds": 5})

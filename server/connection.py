@@ -170,7 +170,9 @@ class Connection:
             return False
         return self._write_socket(data)
 
-    async def _error(self, code: ErrorCode | str, message: str, mid: MessageId, retry_after: float | None = None) -> None:
+    async def _error(
+        self, code: ErrorCode | str, message: str, mid: MessageId, retry_after: float | None = None
+    ) -> None:
         if self._on_error is not None:
             self._on_error(str(code))
         await self.send(error_frame(code, message, mid, retry_after=retry_after))

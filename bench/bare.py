@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows import schedule, wait_for_go
 
 from server.protocol import event_frame, utc_now
-from server.serving import WebSocketProtocol
+from server.web.serving import WebSocketProtocol
 
 RUN_ID = "019a0b1c2d3e0000a1b2c3"  # the length of a server-made id
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from server import SqliteDb, Step, StepInput, Workflow
-from server.steps import Parallel
+from server import Parallel, SqliteDb, Step, StepInput, Workflow
 
 
 def source(name: str, pace: float):

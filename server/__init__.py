@@ -10,12 +10,10 @@ The Python API uses the words of the background-workflow docs users know::
     run.has_completed()
 """
 
-__version__ = "0.1.0"
-
-from .agents import Agent, Team
+from .agents import Agent, ModelError, OfflineModel, OpenAIChat, Team, default_model
 from .display import pprint_run_response
-from .engine import Engine, RunOutput, RunStatus, StepStatus
-from .models import ModelError, OfflineModel, OpenAIChat, default_model
+from .engine import Engine, StepContext
+from .protocol import VERSION as __version__
 from .protocol import (
     BadRequest,
     Conflict,
@@ -26,8 +24,20 @@ from .protocol import (
     UnknownWorkflow,
 )
 from .runtime import Runtime, SqliteDb
-from .steps import Condition, Loop, Parallel, Router, Steps
-from .workflow import Step, StepContext, StepInput, StepOutput, Workflow
+from .workflow import (
+    Condition,
+    Loop,
+    Parallel,
+    Router,
+    RunOutput,
+    RunStatus,
+    Step,
+    StepInput,
+    StepOutput,
+    Steps,
+    StepStatus,
+    Workflow,
+)
 
 __all__ = [
     "Agent",

@@ -13,13 +13,10 @@ from types import ModuleType
 
 import uvicorn
 
-from .app import create_app
-from .auth import Tokens
 from .engine import DEFAULT_MAX_RUNNING
-from .limits import Limits
-from .retention import DEFAULT_RETENTION_DAYS
-from .serving import Server, WebSocketProtocol
-from .store import StoreLocked, ensure_free
+from .store import StoreError, backend_for
+from .store.retention import DEFAULT_RETENTION_DAYS
+from .web import Limits, Server, Tokens, WebSocketProtocol, create_app
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
@@ -95,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
     try:
-        ensure_free(args.db)  # say so plainly now, rather than from inside the server's startup
-    except (StoreLocked, ValueError) as exc:
+        backend_for(args.db).preflight()  # say so plainly now, rather than from inside the server's startup
+    except StoreError as exc:
         log.error("%s", exc)
         return 1
     if args.max_running < 1 or args.retention_days < 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .engine import RunOutput
+from .workflow import RunOutput
 
 
 def pprint_run_response(run: RunOutput | None, markdown: bool = False) -> None:

@@ -7,8 +7,8 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .steps import Node
-from .workflow import Step, StepContext, StepInput, Workflow
+from .engine import StepContext
+from .workflow import Node, Step, StepInput, Workflow
 
 
 def _object(**properties: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 PROTOCOL_VERSION = 1
+VERSION = "0.1.0"  # the server's, in `welcome` and the package
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
 MAX_LIST_LIMIT = 500
 DEFAULT_LIST_LIMIT = 50

@@ -11,11 +11,12 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from .broker import Broker
-from .engine import DEFAULT_MAX_RUNNING, Engine, RunOutput
-from .retention import keep_pruning
-from .store import open_store, read_run_sync
-from .workflow import Workflow
+from .engine import DEFAULT_MAX_RUNNING, Engine
+from .live import Broker
+from .store import open_store
+from .store.retention import keep_pruning
+from .store.sqlite import read_run_sync
+from .workflow import RunOutput, Workflow
 
 
 class Runtime:
@@ -52,7 +53,7 @@ class Runtime:
         await self.store.close()
 
     def abandon(self) -> None:
-        """Let go at once, e.g. when the event loop it ran on is gone (see SqliteStore.abandon)."""
+        """Let go at once, e.g. when the event loop it ran on is gone (see Store.abandon)."""
         if self._pruner is not None:
             self._pruner.cancel()
         self.engine.abandon()
@@ -100,6 +101,17 @@ class SqliteDb:
             if self._runtime is runtime:
                 self._runtime = None
                 await runtime.close()
+
+    async def start_run(self, workflow: Workflow, input: Any, run_id: str | None) -> dict[str, Any]:
+        """Start a run of `workflow` on this database (opened on first use)."""
+        engine = await self.engine_for(workflow)
+        snapshot, _ = await engine.start(workflow.name, input, run_id)
+        return snapshot
+
+    async def wait_run(self, workflow: Workflow, run_id: str) -> dict[str, Any]:
+        """Wait for a run to finish; its final snapshot."""
+        engine = await self.engine_for(workflow)
+        return await engine.wait(run_id)
 
     def get_run(self, run_id: str) -> RunOutput | None:
         snapshot = read_run_sync(self.db_file, run_id)

@@ -15,7 +15,7 @@ fragile = Workflow("fragile", [Step("hang", _wait_forever)], description="never 
 # ---- composition (tests/test_composition.py) -------------------------------------------
 
 from server import StepContext, StepOutput  # noqa: E402
-from server.steps import Condition, Loop, Parallel, Router, Steps  # noqa: E402
+from server.workflow import Condition, Loop, Parallel, Router, Steps  # noqa: E402
 
 
 def _text(value: str):

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from server.agents import Agent, Team
-from server.models import Model, ModelError, OfflineModel, OpenAIChat, default_model
+from server.agents import Agent, Model, ModelError, OfflineModel, OpenAIChat, Team, default_model
 from server.runtime import Runtime
 from server.workflow import Step, StepInput, Workflow
 

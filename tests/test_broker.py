@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from server.broker import Broker, Subscription
-from server.store import SqliteStore, StoredEvent
+from server.live import Broker, Subscription
+from server.store import StoredEvent
+from server.store.sqlite import SqliteStore
 from server.wire import text_frame
 
 from .test_store import run_row

@@ -30,7 +30,8 @@ from server import (
 )
 from server.examples import BUILT_IN
 from server.protocol import RUN_ID_PATTERN, TERMINAL_EVENTS
-from server.store import SqliteStore, StoredEvent
+from server.store import StoredEvent
+from server.store.sqlite import SqliteStore
 
 TIMEOUT = 5.0
 
@@ -798,13 +799,7 @@ async def test_arun_waits_for_the_result(tmp_path: Path) -> None:
 async def _release(runtimes: list[Any]) -> None:
     """Stop what a runtime left open in a loop that has ended (connection threads, file lock)."""
     for runtime in {id(r): r for r in runtimes if r is not None}.values():
-        store = runtime.store
-        stops = [conn.stop() for conn in (store._writer, store._reader) if conn is not None]
-        await asyncio.gather(*(f for f in stops if f is not None))
-        store._writer = store._reader = None
-        if store._lock is not None:
-            store._lock.close()
-            store._lock = None
+        runtime.store.backend.abandon()
         runtime.engine._threads.shutdown(wait=True)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server import retention
-from server.store import SqliteStore
+from server.store import retention
+from server.store.sqlite import SqliteStore
 
 
 def _run(run_id: str, status: str, finished_days_ago: float | None) -> dict:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from server.store import MIGRATIONS, SqliteStore, StoredEvent, StoreLocked, open_store, read_run_sync
+from server.store import StoredEvent, StoreError, StoreLocked, open_store
+from server.store.sqlite import MIGRATIONS, SqliteBackend, SqliteStore, read_run_sync
 
 
 def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
@@ -239,7 +240,7 @@ async def test_group_commit_batches(store: SqliteStore) -> None:
 
 
 async def test_append_waits_when_far_behind_but_keeps_order(store: SqliteStore) -> None:
-    from server import store as store_module
+    from server.store import writer as store_module
 
     await store.create_run(run_row("r"))
     n = store_module.HIGH_WATER + 500
@@ -491,13 +492,13 @@ async def test_closed_store_refuses_writes(db_path: str) -> None:
 
 def test_open_store_urls(tmp_path: Path) -> None:
     plain = str(tmp_path / "a.db")
-    assert open_store(plain).path == plain
-    assert open_store(f"sqlite://{plain}").path == plain  # sqlite:/// + absolute path
-    assert open_store("sqlite:///data/x.db").path == "/data/x.db"
-    assert open_store("relative/x.db").path == "relative/x.db"
-    assert isinstance(open_store(plain), SqliteStore)
-    for url in ("postgres://user@host/db", "postgresql://h/db", "mysql://h/db"):
-        with pytest.raises(ValueError, match="unsupported"):
+    assert open_store(plain).url == plain
+    assert open_store(f"sqlite://{plain}").url == plain  # sqlite:/// + absolute path
+    assert open_store("sqlite:///data/x.db").url == "/data/x.db"
+    assert open_store("relative/x.db").url == "relative/x.db"
+    assert isinstance(open_store(plain).backend, SqliteBackend)
+    for url in ("mysql://h/db", "redis://h"):
+        with pytest.raises(StoreError, match="unsupported"):
             open_store(url)
 
 

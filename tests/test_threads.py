@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.threads import StepThreads
+from server.engine import StepThreads
 
 
 async def test_results_and_errors_come_back_to_their_callers() -> None:

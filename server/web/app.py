@@ -18,23 +18,23 @@ from starlette.staticfiles import StaticFiles
 from starlette.status import WS_1013_TRY_AGAIN_LATER
 from starlette.websockets import WebSocket
 
+from ..engine import DEFAULT_MAX_RUNNING
+from ..examples import BUILT_IN
+from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
+from ..runtime import Runtime
+from ..store.retention import DEFAULT_RETENTION_DAYS
+from ..workflow import FINISHED, Workflow
 from .auth import Tokens
 from .connection import Connection
-from .engine import DEFAULT_MAX_RUNNING, FINISHED
-from .examples import BUILT_IN
 from .limits import Limits, check_input_size
 from .metrics import CONTENT_TYPE, Metrics
-from .protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
-from .retention import DEFAULT_RETENTION_DAYS
-from .runtime import Runtime
 from .sse import event_stream
-from .workflow import Workflow
 
 log = logging.getLogger("runcast.app")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 EVENTS_PAGE_MAX = 10_000
 
 HTTP_STATUS = {

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from .store import RunStore
+from .base import RunStore
 
 log = logging.getLogger("runcast.retention")
 

@@ -12,12 +12,9 @@ from typing import Any
 from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__
-from .auth import Tokens, bearer
-from .broker import Subscription
-from .engine import FINISHED
-from .limits import Limits, RateLimiter, check_input_size
-from .protocol import (
+from ..live import Subscription
+from ..protocol import (
+    VERSION,
     Auth,
     Cancel,
     ClientMessage,
@@ -38,7 +35,10 @@ from .protocol import (
     reply,
     welcome_frame,
 )
-from .runtime import Runtime
+from ..runtime import Runtime
+from ..workflow import FINISHED
+from .auth import Tokens, bearer
+from .limits import Limits, RateLimiter, check_input_size
 from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")
@@ -82,7 +82,7 @@ class Connection:
     async def serve(self) -> None:
         await self.websocket.accept()
         self._reader = asyncio.current_task()
-        await self.send(welcome_frame(__version__))
+        await self.send(welcome_frame(VERSION))
         if not self.authed:
             header = self.websocket.headers.get("authorization")
             if header is not None:

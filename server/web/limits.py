@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import InvalidInput, dumps
+from ..protocol import InvalidInput, dumps
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from .protocol import events_frame
-from .store import RunStore, StoredEvent
-from .wire import text_frame
+from ..protocol import events_frame
+from ..store import RunStore, StoredEvent
+from ..wire import text_frame
 
 log = logging.getLogger("runcast.broker")
 

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import to_json_value, utc_now
-from .steps import Condition, Group, Loop, Node, Parallel, Router, Steps, walk
+from ..protocol import to_json_value, utc_now
+from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
+from .context import StepContext
 from .threads import StepThreads
-from .workflow import Step, StepContext, StepInput, StepOutput
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
 

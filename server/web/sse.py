@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from .broker import Broker, Subscription
+from ..live import Broker, Subscription
 
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then keeps proxies from closing a quiet stream
 _END: list[str] = []  # the end of the stream (compared by identity)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .workflow import Step, StepInput, StepOutput
+from .step import Step, StepInput, StepOutput
 
 
 class Group:

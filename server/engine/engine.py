@@ -14,10 +14,9 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from .protocol import (
+from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
     Conflict,
@@ -27,11 +26,11 @@ from .protocol import (
     to_json_value,
     utc_now,
 )
+from ..store import RunStore
+from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
+from .context import StepContext
 from .runner import StepFailure, StepRunner, error_text
-from .steps import Node, walk
-from .store import RunStore
 from .threads import StepThreads
-from .workflow import Step, StepContext, Workflow
 
 log = logging.getLogger("runcast.engine")
 
@@ -39,65 +38,11 @@ DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
 
 
-class RunStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class StepStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 _TERMINAL_EVENT = {
     RunStatus.COMPLETED: "run_completed",
     RunStatus.FAILED: "run_failed",
     RunStatus.CANCELLED: "run_cancelled",
 }
-
-
-@dataclass
-class RunOutput:
-    """A run as the Python API returns it (the snapshot of the contract, as an object)."""
-
-    run_id: str
-    workflow: str
-    status: RunStatus
-    input: Any = None
-    content: Any = None
-    error: Any = None
-    created_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    last_seq: int = 0
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_snapshot(cls, run: dict[str, Any]) -> RunOutput:
-        return cls(
-            run_id=run["run_id"],
-            workflow=run["workflow"],
-            status=RunStatus(run["status"]),
-            input=run.get("input"),
-            content=run.get("output"),
-            error=run.get("error"),
-            created_at=run.get("created_at"),
-            started_at=run.get("started_at"),
-            finished_at=run.get("finished_at"),
-            last_seq=run.get("last_seq", 0),
-            steps=run.get("steps") or [],
-        )
-
-    def has_completed(self) -> bool:
-        """True once the run has ended: completed, failed or cancelled."""
-        return self.status in FINISHED
 
 
 _id_clock = {"ms": 0, "n": 0}

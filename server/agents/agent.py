@@ -21,8 +21,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..workflow import StepInput
 from .models import Message, Model, closing, default_model
-from .workflow import StepInput
 
 log = logging.getLogger("runcast.agents")
 

@@ -1,0 +1,78 @@
+"""The step context: how a running step reports progress and streams output."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+class StepContext:
+    """Lets a running step report progress and stream output, from a coroutine or a thread.
+
+    An executor receives it as a second argument when it takes one:
+    `def fetch(step_input, ctx): ctx.progress(current=1, total=3)`.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        emit: Callable[[str, dict[str, Any]], None],
+        loop: asyncio.AbstractEventLoop,
+        backlog: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        threaded: bool = True,
+    ) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self._emit = emit
+        self._backlog = backlog
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        # Thread steps get their Event now (two threads must not race to make it); others
+        # only if they ask, on the loop's thread: most steps never look.
+        self._cancelled: threading.Event | None = threading.Event() if threaded else None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled: a thread step should return soon."""
+        return self._cancelled is not None and self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Sleep up to `timeout` seconds in a thread step, waking early on cancel."""
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        return self._cancelled.wait(timeout)
+
+    def progress(self, **fields: Any) -> None:
+        """Send a `progress` event with any fields, e.g. current, total, message."""
+        self._send("progress", fields)
+
+    def output(self, delta: str) -> None:
+        """Stream a piece of the step's output as a `step_output` event."""
+        self._send("step_output", {"delta": delta})
+
+    async def drain(self) -> None:
+        """Wait while the store is far behind. An async step that emits events in a tight
+        loop should await this now and then, so that it cannot fill the server's memory."""
+        if self._backlog is not None:
+            await self._backlog()
+
+    def _send(self, event: str, data: dict[str, Any]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._emit(event, data)
+            return
+        # From a worker thread: hand over in order to the loop, and wait (this thread
+        # only) while the store is far behind.
+        if self._backlog is not None:
+            asyncio.run_coroutine_threadsafe(self._backlog(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._emit, event, data)
+
+    def _cancel(self) -> None:
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        self._cancelled.set()

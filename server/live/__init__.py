@@ -1,0 +1,5 @@
+"""Fan-out: committed events to subscribers, bounded per subscriber, refilled from the store."""
+
+from .broker import Broker, Subscription
+
+__all__ = ["Broker", "Subscription"]

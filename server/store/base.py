@@ -1,0 +1,184 @@
+"""What storage is made of, whatever the database: stored events, batches, the backend
+interface, and the interface the engine and the endpoints use (`RunStore`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ..protocol import TERMINAL_EVENTS, dumps
+from ..wire import text_frame
+
+RUN_COLUMNS = (
+    "run_id",
+    "workflow",
+    "status",
+    "input",
+    "output",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "last_seq",
+    "steps",
+)
+JSON_COLUMNS = ("input", "output", "error", "steps")
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is (not runcast's, newer, unreadable, in use):
+    the message names it and says what to do."""
+
+
+class StoreLocked(StoreError):
+    """Another process already runs this database's runs."""
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """One committed event: its seq and its frame, encoded once and sent as is to everyone."""
+
+    run_id: str
+    seq: int
+    event: str
+    frame: str
+    _wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as WebSocket bytes, framed on first use and shared by every subscriber."""
+        if self._wire is None:
+            self._wire = text_frame(self.frame)
+        return self._wire
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What the writer has done, for benchmarks and metrics."""
+
+    batches: int = 0
+    ops: int = 0
+    events: int = 0
+    commit_seconds: float = 0.0
+    largest_batch: int = 0
+    retries: int = 0
+
+
+@dataclass
+class Batch:
+    """One transaction's worth of writes, numbered and encoded by the writer."""
+
+    events: list[tuple[str, int, str, str]] = field(default_factory=list)  # run_id, seq, event, frame
+    stored: list[StoredEvent] = field(default_factory=list)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the latest state of each run
+    seqs: dict[str, int] = field(default_factory=dict)  # the last seq of each run in this batch
+    futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
+    prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.events or self.runs or self.prunes)
+
+    def seq_only(self) -> list[tuple[int, str]]:
+        """(last_seq, run_id) of runs whose state did not change here: only last_seq moves."""
+        return [(seq, run_id) for run_id, seq in self.seqs.items() if run_id not in self.runs]
+
+
+def run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
+    """A run's state as the values of RUN_COLUMNS (JSON columns encoded)."""
+    values: list[Any] = []
+    for key in RUN_COLUMNS:
+        if key == "last_seq":
+            values.append(last_seq)
+        elif key in JSON_COLUMNS:
+            value = state.get(key)
+            values.append(dumps(value) if value is not None or key == "steps" else None)
+        else:
+            values.append(state.get(key))
+    return tuple(values)
+
+
+def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
+    """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract."""
+    run = dict(zip(RUN_COLUMNS, row, strict=True))
+    for key in JSON_COLUMNS:
+        value = run[key]
+        run[key] = orjson.loads(value) if value is not None else None
+    if not steps:
+        del run["steps"]
+    return run
+
+
+class Backend(Protocol):
+    """One database: its SQL and its connections, nothing more. The writer (`Store`) owns
+    batching, numbering and delivery; a backend only writes a batch in one transaction
+    and answers reads."""
+
+    url: str
+
+    def preflight(self) -> None:
+        """Checks that can be made before serving; raises StoreError naming what to fix."""
+        ...
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def abandon(self) -> None: ...
+    async def write(self, batch: Batch) -> list[int]:
+        """Write the batch in one transaction; returns how many runs each prune deleted."""
+        ...
+
+    def transient(self, exc: BaseException) -> bool:
+        """True if a failed write may succeed later unchanged (disk full, I/O error, lost
+        connection): the writer retries it. False for a bug: the batch's callers fail."""
+        ...
+
+    async def last_seq(self, run_id: str) -> int | None: ...
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    async def unfinished_runs(self) -> list[dict[str, Any]]: ...
+
+
+class RunStore(Protocol):
+    """What the engine and the endpoints need from storage."""
+
+    stats: BatchStats
+
+    def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None: ...
+    def add_batch_observer(self, observer: Callable[[int, float], None]) -> None: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def degraded(self) -> str | None: ...
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create_run(self, row: dict[str, Any]) -> None: ...
+    async def append(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> asyncio.Future[int]: ...
+    def append_nowait(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> asyncio.Future[int]: ...
+    def emit(
+        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+    ) -> None: ...
+    async def flush(self) -> None: ...
+    async def backlog(self) -> None: ...
+    async def prune(self, finished_before: str, limit: int) -> int: ...
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    async def unfinished_runs(self) -> list[dict[str, Any]]: ...

@@ -1,0 +1,442 @@
+"""SQLite: runs and events in one file, WAL mode. The SQL and the connections, nothing more.
+
+The writer's transactions run on one thread of their own, each batch in one call (one
+hand-over of the GIL each way per commit, not one per statement); reads go through
+aiosqlite. One process runs a file's runs: a lock file beside it says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+import aiosqlite
+
+from .base import FINISHED_STATUSES, RUN_COLUMNS, Batch, StoredEvent, StoreError, StoreLocked, row_to_run, run_params
+from .writer import Store
+
+log = logging.getLogger("runcast.store")
+
+CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied into the database file
+APPLICATION_ID = 0x52434153  # "RCAS", in the file header: tells runcast's files from others'
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        workflow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT,
+        output TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        steps TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX runs_by_workflow ON runs (workflow, n);
+    CREATE INDEX runs_by_status ON runs (status, n);
+    CREATE INDEX runs_by_workflow_status ON runs (workflow, status, n);
+    CREATE TABLE events (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        frame TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    """,
+    # 2: retention finds old finished runs without scanning the rest.
+    """
+    CREATE INDEX runs_finished ON runs (finished_at)
+        WHERE status IN ('completed', 'failed', 'cancelled');
+    """,
+]
+
+SELECT_RUN = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
+UPSERT_RUN = (
+    "INSERT INTO runs ("
+    + ", ".join(RUN_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" * len(RUN_COLUMNS))
+    + ") ON CONFLICT(run_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
+)
+# Errors a later try of the same write may not meet: full disk, I/O error, busy or locked.
+_TRANSIENT_CODES = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def write_transaction(db: sqlite3.Connection, batch: Batch) -> list[int]:
+    """Write one batch in one transaction (on the writer's thread); returns how many runs
+    each prune of the batch deleted."""
+    pruned = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if batch.runs:
+            # last_seq is the run's last event in this batch, even one that came after its state.
+            rows = [run_params(state, batch.seqs.get(run_id, 0)) for run_id, state in batch.runs.items()]
+            db.executemany(UPSERT_RUN, rows)
+        if batch.events:
+            db.executemany("INSERT INTO events (run_id, seq, event, frame) VALUES (?, ?, ?, ?)", batch.events)
+        seq_only = batch.seq_only()
+        if seq_only:
+            db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
+        for finished_before, limit, _ in batch.prunes:
+            pruned.append(_prune(db, finished_before, limit))
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return pruned
+
+
+def _prune(db: sqlite3.Connection, finished_before: str, limit: int) -> int:
+    statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
+    ids = db.execute(
+        f"SELECT run_id FROM runs WHERE status IN ({statuses}) AND finished_at < ? ORDER BY finished_at LIMIT ?",
+        (finished_before, limit),
+    ).fetchall()
+    if ids:
+        db.executemany("DELETE FROM events WHERE run_id = ?", ids)
+        db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
+    return len(ids)
+
+
+def check_file(path: str) -> None:
+    """Raise StoreError, naming the file and what to do, unless `path` is a runcast
+    database (or absent or empty, to be made one) of a schema version this runcast knows.
+    Reads only: another application's database is never altered."""
+    if os.path.isdir(path):
+        raise StoreError(f"{path} is a directory; give --db the path of a file (e.g. {path}/runcast.db)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(path):
+        if not os.access(parent, os.W_OK):
+            raise StoreError(f"cannot create {path}: its folder is not writable; choose another --db")
+        return
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(parent, os.W_OK):
+        raise StoreError(f"{path} is not writable by this process (or its folder is not); fix its permissions")
+    if os.path.getsize(path) == 0:
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path} is not an SQLite database; move it away or choose another --db")
+    application_id = int.from_bytes(header[68:72], "big")
+    version = int.from_bytes(header[60:64], "big")  # PRAGMA user_version
+    if application_id not in (0, APPLICATION_ID):
+        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read as an SQLite database ({exc}); move it away or restore it") from None
+    if application_id == 0 and tables - {"runs", "events", "sqlite_sequence"}:
+        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
+    if application_id == 0 and tables and not {"runs", "events"} <= tables:
+        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this runcast knows ({len(MIGRATIONS)}); upgrade runcast"
+        )
+
+
+class SqliteBackend:
+    """Runs and events in one SQLite file, WAL mode; one writer thread, one reader."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = path
+        self._writer: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._lock: IO[str] | None = None
+
+    def preflight(self) -> None:
+        ensure_usable(self.path)
+
+    async def open(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        check_file(self.path)
+        self._lock = take_lock(self.path + ".lock")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="runcast-sqlite-writer")
+        try:
+            self._writer = await self._on_writer(self._connect_writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._checkpointer.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await self.close()
+            raise
+        self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="runcast-store-checkpoints")
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only an OS crash may lose the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            # Checkpoints run beside the writer (see _checkpoint_loop), not inside every ~1000th
+            # commit, where they made that commit (and the events waiting on it) 20 ms late.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this runcast knows "
+                f"({len(MIGRATIONS)}); upgrade runcast"
+            )
+        if version == 0:
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+            log.info("store %s migrated to schema version %d", self.path, number)
+
+    async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        assert self._thread is not None, "the store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def _checkpoint_loop(self) -> None:
+        """Move the WAL into the database now and then, without blocking writer or readers."""
+        assert self._checkpointer is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # busy, or a full disk: the next round tries again
+                log.warning("store checkpoint failed: %s", exc)
+
+    async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
+        for conn in (self._reader, self._checkpointer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._checkpointer = None
+        if self._writer is not None:
+            await self._on_writer(self._writer.close)
+            self._writer = None
+        self._stop_thread(wait=True)
+        self._release_lock()
+
+    def abandon(self) -> None:
+        """Let go without waiting: stop the database threads and free the lock."""
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            self._checkpoints = None
+        for conn in (self._reader, self._checkpointer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.stop()
+        self._reader = self._checkpointer = None
+        writer, self._writer = self._writer, None
+        if writer is not None and self._thread is not None:
+            with contextlib.suppress(RuntimeError):
+                self._thread.submit(writer.close)
+        self._stop_thread(wait=False)
+        self._release_lock()
+
+    def _stop_thread(self, *, wait: bool) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=wait)
+            self._thread = None
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # ---- the writer's calls ------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> list[int]:
+        assert self._writer is not None
+        pruned: list[int] = await self._on_writer(write_transaction, self._writer, batch)
+        return pruned
+
+    def transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError):
+            return True
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(exc, sqlite3.OperationalError) and (code is None or (code & 0xFF) in _TRANSIENT_CODES)
+
+    async def last_seq(self, run_id: str) -> int | None:
+        assert self._writer is not None
+        writer = self._writer
+
+        def read() -> int | None:
+            row = writer.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            return int(row[0]) if row is not None else None
+
+        seq: int | None = await self._on_writer(read)
+        return seq
+
+    # ---- reads -----------------------------------------------------------------------
+    # Each read is one call into the reader's thread (execute_fetchall): reads that
+    # interleave on one connection would share a read transaction and see old data.
+
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
+        assert self._reader is not None
+        rows = list(await self._reader.execute_fetchall(SELECT_RUN + " WHERE run_id = ?", (run_id,)))
+        return row_to_run(tuple(rows[0]), steps=steps) if rows else None
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(
+            "SELECT seq, event, frame FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after, limit),
+        )
+        return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
+
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        assert self._reader is not None
+        where: list[str] = []
+        params: list[Any] = []
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if before is not None:
+            where.append("n < ?")
+            params.append(parse_cursor(before))
+        sql = "SELECT n, " + ", ".join(RUN_COLUMNS) + " FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY n DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = list(await self._reader.execute_fetchall(sql, params))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        runs = [row_to_run(tuple(row)[1:], steps=False) for row in rows]
+        return runs, (str(rows[-1][0]) if more and rows else None)
+
+    async def unfinished_runs(self) -> list[dict[str, Any]]:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
+        return [row_to_run(tuple(row)) for row in rows]
+
+
+MAX_CURSOR = 2**63 - 1
+
+
+def parse_cursor(before: str) -> int:
+    """A `list_runs` cursor this server gave (a row number), or ValueError."""
+    if not (before.isascii() and before.isdigit()) or len(before) > 19 or int(before) > MAX_CURSOR:
+        raise ValueError("cursor 'before' is not one this server gave")
+    return int(before)
+
+
+class SqliteStore(Store):
+    """The store on one SQLite file (the embedded default)."""
+
+    backend: SqliteBackend
+
+    def __init__(self, path: str) -> None:
+        super().__init__(SqliteBackend(path))
+        self.path = path
+
+
+def take_lock(path: str) -> IO[str]:
+    """Hold `path` locked for this process: one process runs a database's runs (a second
+    would run the same runs twice)."""
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreLocked(
+            f"{path[:-5]} is in use by another runcast process (pid {holder}); "
+            "stop it first, or give this one another --db"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def ensure_usable(path: str) -> None:
+    """Raise StoreError (naming the file and what to do) unless this process can open
+    the database at `path`: before the server starts, so that it fails fast and plainly."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of {path}: {exc.strerror}; choose another --db") from None
+    check_file(path)
+    try:
+        take_lock(path + ".lock").close()
+    except OSError as exc:
+        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; check the folder's permissions") from None
+
+
+def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:
+    """A run's committed snapshot: safe from any thread (each thread reads on a connection
+    of its own, kept for its next reads)."""
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+    conn = _thread_reader(path, inode)
+    try:
+        # fetchall, not fetchone: the statement runs to its end, so that no read transaction
+        # stays open and the next read sees the commits made since.
+        rows = conn.execute(SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchall()
+    except sqlite3.OperationalError:  # no schema yet: nothing was ever stored
+        return None
+    return row_to_run(rows[0]) if rows else None
+
+
+_readers = threading.local()
+
+
+def _thread_reader(path: str, inode: int) -> sqlite3.Connection:
+    """This thread's read connection to the database file at `path` (a new one if the file
+    was replaced since)."""
+    conns: dict[str, tuple[int, sqlite3.Connection]] | None = getattr(_readers, "conns", None)
+    if conns is None:
+        conns = _readers.conns = {}
+    known = conns.get(path)
+    if known is not None and known[0] == inode:
+        return known[1]
+    if known is not None:
+        known[1].close()
+    conn = sqlite3.connect(path, timeout=5, isolation_level=None)
+    conns[path] = (inode, conn)
+    return conn

@@ -1,0 +1,63 @@
+"""Run and step status values, and a run as the Python API returns it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+@dataclass
+class RunOutput:
+    """A run as the Python API returns it (the snapshot of the contract, as an object)."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    input: Any = None
+    content: Any = None
+    error: Any = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    last_seq: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_snapshot(cls, run: dict[str, Any]) -> RunOutput:
+        return cls(
+            run_id=run["run_id"],
+            workflow=run["workflow"],
+            status=RunStatus(run["status"]),
+            input=run.get("input"),
+            content=run.get("output"),
+            error=run.get("error"),
+            created_at=run.get("created_at"),
+            started_at=run.get("started_at"),
+            finished_at=run.get("finished_at"),
+            last_seq=run.get("last_seq", 0),
+            steps=run.get("steps") or [],
+        )
+
+    def has_completed(self) -> bool:
+        """True once the run has ended: completed, failed or cancelled."""
+        return self.status in FINISHED

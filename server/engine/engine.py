@@ -20,7 +20,9 @@ from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
     Conflict,
+    ErrorCode,
     InvalidInput,
+    RuncastError,
     RunNotFound,
     UnknownWorkflow,
     to_json_value,
@@ -148,6 +150,8 @@ class Engine:
         """
         if self._stopping:
             raise RuntimeError("the engine is shutting down")
+        if self.store.degraded is not None:
+            raise RuncastError(f"not starting runs now: {self.store.degraded}; try again later", ErrorCode.OVERLOADED)
         workflow = self.workflows.get(name)
         if workflow is None:
             known = ", ".join(sorted(self.workflows)) or "none"

@@ -137,6 +137,9 @@ def create_app(
     async def healthz(request: Request) -> Response:
         if not getattr(request.app.state, "ready", False):
             return JSON({"status": "starting"}, 503)
+        reason = runtime.store.degraded
+        if reason is not None:
+            return JSON({"status": "degraded", "reason": reason}, 503)
         return JSON({"status": "ok"})
 
     async def list_workflows(request: Request) -> Response:

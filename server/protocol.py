@@ -272,19 +272,27 @@ def _default(value: Any) -> Any:
     # Step outputs are user data: anything orjson cannot encode is shown by its text.
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    return str(value)
+    return safe_str(value)
+
+
+def safe_str(value: Any) -> str:
+    """str(value), or a stand-in naming its type when its __str__ raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__} object that cannot be shown>"
 
 
 def _plain(value: Any, depth: int = 0) -> Any:
     """A copy orjson can always encode: odd keys and huge integers become strings."""
     if depth > 200:
-        return str(value)
+        return safe_str(value)
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _plain(v, depth + 1) for k, v in value.items()}
+        return {k if isinstance(k, str) else safe_str(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(v, depth + 1) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        return str(value)
+        return safe_str(value)
     return value
 
 

@@ -31,7 +31,7 @@ from ..protocol import (
 from ..store import RunStore
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .context import StepContext
-from .runner import StepFailure, StepRunner, error_text
+from .runner import StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
@@ -225,17 +225,23 @@ class Engine:
                 raise asyncio.CancelledError
             async with self._slots:
                 await self._run_steps(run)
-        except asyncio.CancelledError:
-            if not run.cancel_requested:
+        except asyncio.CancelledError as exc:
+            if run.cancel_requested:
+                await self._finish(run, RunStatus.CANCELLED)
+            elif is_cancel(exc):
                 raise  # shutting down: the run stays unfinished and resumes on restart
-            await self._finish(run, RunStatus.CANCELLED)
-        except Exception as exc:  # a bug in the engine must still end the run, visibly
-            log.exception("run %s failed inside the engine", run_id)
-            await self._finish(run, RunStatus.FAILED, error=f"internal error: {error_text(exc)}")
+            else:
+                await self._fail_inside(run, exc)
+        except BaseException as exc:  # whatever a workflow's code raises, the run ends and the server stays up
+            await self._fail_inside(run, exc)
         finally:
             self._active.pop(run_id, None)
             if not run.done.done():
                 run.done.set_result(None)
+
+    async def _fail_inside(self, run: _ActiveRun, exc: BaseException) -> None:
+        log.error("run %s failed outside its steps", run.row["run_id"], exc_info=exc)
+        await self._finish(run, RunStatus.FAILED, error=f"internal error: {error_text(exc)}")
 
     def _state(self, run: _ActiveRun) -> dict[str, Any]:
         # A copy: the writer encodes it later, and the run moves on meanwhile.

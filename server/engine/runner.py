@@ -18,7 +18,7 @@ from typing import Any
 from ..protocol import to_json_value, utc_now
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
 from .context import StepContext
-from .threads import StepThreads
+from .threads import Raised, StepThreads
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
 
@@ -32,10 +32,6 @@ class StepFailure(Exception):
         self.error = error
 
 
-class _Failed(Exception):
-    """A step returned StepOutput(success=False)."""
-
-
 @dataclass
 class Outcome:
     """What a step (or group) produced; `ran` is False when it was skipped."""
@@ -46,8 +42,22 @@ class Outcome:
 
 
 def error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """`Type: message` of an exception, even one whose str() raises."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # a broken __str__ must not break the run that reports it
+        return f"{name} (its message could not be shown)"
+    return f"{name}: {text}" if text else name
+
+
+def is_cancel(exc: BaseException) -> bool:
+    """True if `exc` is this task being cancelled (by a cancel, a shutdown, a sibling's
+    failure), not a CancelledError that a step raised or returned on its own."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -131,32 +141,47 @@ class StepRunner:
             )
             self._contexts.add(context)
             try:
-                call = self._call(step, self._step_input(previous), context)
-                result = await (asyncio.wait_for(call, step.timeout_seconds) if step.timeout_seconds else call)
-                if isinstance(result, StepOutput) and not result.success:
-                    raise _Failed(result.error or "step reported failure")
-            except Exception as exc:
-                context._cancel()  # a thread still running sees it and can stop
-                if isinstance(exc, TimeoutError):
-                    error = f"timed out after {step.timeout_seconds:g} s"
-                else:
-                    error = str(exc) if isinstance(exc, _Failed) else error_text(exc)
-                will_retry = st["attempts"] <= step.max_retries
-                await self._failed(path, st, error, will_retry)
-                if will_retry:
-                    await asyncio.sleep(step.retry_delay * 2 ** (st["attempts"] - 1))
-                    continue
-                if step.skip_on_failure:
-                    st["status"] = "skipped"
-                    return Outcome(previous, ran=False)
-                raise StepFailure(path, error) from None
+                result, error = await self._attempt(step, previous, context)
             finally:
                 self._contexts.discard(context)
-            content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
-            await self._completed(path, st, content)
-            return Outcome(st["output"], stop=stop)
+            if error is None:
+                content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
+                await self._completed(path, st, content)
+                return Outcome(st["output"], stop=stop)
+            will_retry = st["attempts"] <= step.max_retries
+            await self._failed(path, st, error, will_retry)
+            if will_retry:
+                await asyncio.sleep(step.retry_delay * 2 ** (st["attempts"] - 1))
+                continue
+            if step.skip_on_failure:
+                st["status"] = "skipped"
+                return Outcome(previous, ran=False)
+            raise StepFailure(path, error)
+
+    async def _attempt(self, step: Step, previous: Any, context: StepContext) -> tuple[Any, str | None]:
+        """One try of a step: (its result, None), or (None, why it failed). Whatever the
+        step raises is a failure of the step, except this task being cancelled."""
+        try:
+            call = self._call(step, self._step_input(previous), context)
+            result = await (asyncio.wait_for(call, step.timeout_seconds) if step.timeout_seconds else call)
+            if isinstance(result, StepOutput) and not result.success:
+                return None, result.error or "step reported failure"
+            return result, None
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like fail the step too
+            if is_cancel(exc):
+                raise
+            context._cancel()  # a thread still running sees it and can stop
+            if isinstance(exc, TimeoutError):
+                return None, f"timed out after {step.timeout_seconds:g} s"
+            return None, error_text(exc.original if isinstance(exc, Raised) else exc)
 
     async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
+        try:
+            return await self._call_executor(step, step_input, context)
+        except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            raise Raised(exc) from None
+
+    async def _call_executor(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
         args: tuple[Any, ...] = (step_input, context) if step.wants_context else (step_input,)
         if step.kind == "async":
             return await step.executor(*args)

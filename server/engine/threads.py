@@ -19,6 +19,16 @@ from typing import Any
 _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
+class Raised(Exception):
+    """A step raised SystemExit, KeyboardInterrupt or GeneratorExit: carried as an ordinary
+    exception, since asyncio lets the first two escape a task to the event loop (stopping
+    it) and throws the third past every frame in between."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(type(original).__name__)
+        self.original = original
+
+
 class StepThreads:
     """Up to `max_threads` daemon threads, started as calls need them and kept for later."""
 
@@ -52,8 +62,10 @@ class StepThreads:
             future, fn, args = job
             try:
                 outcome: tuple[asyncio.Future[Any], bool, Any] = (future, True, fn(*args))
-            except BaseException as exc:  # handed to the awaiting step, like run_in_executor does
+            except Exception as exc:  # handed to the awaiting step, like run_in_executor does
                 outcome = (future, False, exc)
+            except BaseException as exc:
+                outcome = (future, False, Raised(exc))
             del job, fn, args
             self._results.append(outcome)
             if not self._wake_due:

@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     limits.add_argument("--starts-per-second", type=float, default=defaults.starts_per_second, help="per connection")
     limits.add_argument("--max-input-bytes", type=int, default=defaults.max_input_bytes, help="a run's input as JSON")
     limits.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=defaults.max_event_bytes,
+        help="an event's data as JSON (a step's output, a delta, progress); more fails the step",
+    )
+    limits.add_argument(
         "--stuck-seconds", type=float, default=defaults.stuck_seconds, help="close 1008 a client that reads nothing"
     )
     limits.add_argument("--auth-seconds", type=float, default=defaults.auth_seconds, help="time to authenticate")
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         max_subscriptions=args.max_subscriptions,
         starts_per_second=args.starts_per_second,
         max_input_bytes=args.max_input_bytes,
+        max_event_bytes=args.max_event_bytes,
         stuck_seconds=args.stuck_seconds,
         auth_seconds=args.auth_seconds,
     )

@@ -249,6 +249,8 @@ def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
     try:
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # valid JSON, nested past what anyone needs
+            return ParseError(ErrorCode.INVALID_INPUT, "the message nests arrays and objects too deeply")
         return ParseError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}")
     if not isinstance(obj, dict):
         return ParseError(ErrorCode.BAD_REQUEST, "a message must be a JSON object with a string 'type'")
@@ -301,6 +303,11 @@ def _encode(value: Any) -> bytes:
         return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:  # rare user data (tuple keys, huge ints): take the slow, safe road
         return orjson.dumps(_plain(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON of a value as bytes; never fails on user data."""
+    return _encode(value)
 
 
 def dumps(value: Any) -> str:

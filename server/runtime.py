@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+from .bounds import DEFAULT_MAX_EVENT_BYTES
 from .engine import DEFAULT_MAX_RUNNING, Engine
 from .live import Broker
 from .store import open_store
@@ -29,10 +30,11 @@ class Runtime:
         *,
         max_running: int = DEFAULT_MAX_RUNNING,
         retention_days: float = 0,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.store = open_store(db)
         self.broker = Broker(self.store)
-        self.engine = Engine(self.store, workflows, max_running=max_running)
+        self.engine = Engine(self.store, workflows, max_running=max_running, max_event_bytes=max_event_bytes)
         self.retention_days = retention_days
         self._pruner: asyncio.Task[None] | None = None
 

@@ -7,6 +7,17 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _small(fields: dict[str, Any]) -> bool:
+    """Surely within any event limit, seen without encoding (most progress events)."""
+    return len(fields) <= 32 and all(
+        isinstance(v, _SCALARS) or (isinstance(v, str) and len(v) <= 1024) for v in fields.values()
+    )
+
 
 class StepContext:
     """Lets a running step report progress and stream output, from a coroutine or a thread.
@@ -25,8 +36,10 @@ class StepContext:
         backlog: Callable[[], Coroutine[Any, Any, None]] | None = None,
         *,
         threaded: bool = True,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.run_id = run_id
+        self.max_event_bytes = max_event_bytes
         self.step = step
         self.attempt = attempt
         self._emit = emit
@@ -50,10 +63,13 @@ class StepContext:
 
     def progress(self, **fields: Any) -> None:
         """Send a `progress` event with any fields, e.g. current, total, message."""
+        if not _small(fields):
+            check_event_size("a progress event", fields, self.max_event_bytes)
         self._send("progress", fields)
 
     def output(self, delta: str) -> None:
         """Stream a piece of the step's output as a `step_output` event."""
+        check_event_size("a piece of streamed output", delta, self.max_event_bytes)
         self._send("step_output", {"delta": delta})
 
     async def drain(self) -> None:

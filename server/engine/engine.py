@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, clip_error
 from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
@@ -111,8 +112,10 @@ class Engine:
         *,
         max_running: int = DEFAULT_MAX_RUNNING,
         step_threads: int = DEFAULT_STEP_THREADS,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.store = store
+        self.max_event_bytes = max_event_bytes
         self.workflows: dict[str, Workflow] = {}
         for wf in workflows:
             self.register(wf)
@@ -301,6 +304,7 @@ class Engine:
             backlog=self.store.backlog,
             threads=self._threads,
             contexts=run.contexts,
+            max_event_bytes=self.max_event_bytes,
         )
         try:
             outcome = await runner.run()
@@ -316,6 +320,7 @@ class Engine:
         row = run.row
         if row["status"] in FINISHED:  # already ended (e.g. a cancel that came too late)
             return
+        error = clip_error(error) if error is not None else None
         now = utc_now()
         for st in row["steps"]:
             if st["status"] == StepStatus.RUNNING:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error
 from ..protocol import to_json_value, utc_now
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
 from .context import StepContext
@@ -80,7 +81,9 @@ class StepRunner:
         backlog: Callable[[], Coroutine[Any, Any, None]],
         threads: StepThreads,
         contexts: set[StepContext],
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
+        self.max_event_bytes = max_event_bytes
         self.run_id = run_id
         self.input = input
         self.plan = plan
@@ -138,6 +141,7 @@ class StepRunner:
                 self._backlog,
                 # the context is used from a thread only by a generator step or one that takes it
                 threaded=step.kind == "sync_gen" or (step.kind == "sync" and step.wants_context),
+                max_event_bytes=self.max_event_bytes,
             )
             self._contexts.add(context)
             try:
@@ -166,6 +170,8 @@ class StepRunner:
             result = await (asyncio.wait_for(call, step.timeout_seconds) if step.timeout_seconds else call)
             if isinstance(result, StepOutput) and not result.success:
                 return None, result.error or "step reported failure"
+            content = result.content if isinstance(result, StepOutput) else result
+            check_event_size(f"the output of step {context.step!r}", content, self.max_event_bytes)
             return result, None
         except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like fail the step too
             if is_cancel(exc):
@@ -196,6 +202,7 @@ class StepRunner:
         final: Any = None
         async for item in items:
             if isinstance(item, str):
+                check_event_size("a piece of streamed output", item, self.max_event_bytes)
                 pieces.append(item)
                 await self._stream_delta(path, item)
             else:
@@ -210,6 +217,11 @@ class StepRunner:
             await self._started(path, st)
         try:
             out = await self._run_group(group, path, previous)
+            if out.ran:
+                try:
+                    check_event_size(f"the output of step {path!r}", out.content, self.max_event_bytes)
+                except EventTooLarge as exc:
+                    raise StepFailure(path, str(exc)) from None
         except StepFailure as failure:
             await self._failed(path, st, failure.error, False)
             raise
@@ -293,6 +305,7 @@ class StepRunner:
         await self._record("step_started", path, {"index": self.index[path], "attempt": st["attempts"]})
 
     async def _failed(self, path: str, st: dict[str, Any], error: str, will_retry: bool) -> None:
+        error = clip_error(error)
         st.update(status="failed", error=error, finished_at=utc_now())
         data = {"error": error, "attempt": st["attempts"], "will_retry": will_retry}
         await self._record("step_failed", path, data)

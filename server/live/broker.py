@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ..bounds import MAX_REPLY_BYTES
 from ..protocol import events_frame
 from ..store import RunStore, StoredEvent
 from ..wire import text_frame
@@ -162,7 +163,7 @@ class Subscription:
         assert self._write_now is not None
         events = through_terminal(events)
         if self.batch:
-            data = text_frame(events_frame(self.run_id, [e.frame for e in events]))
+            data = b"".join(text_frame(frame) for frame in batch_frames(self.run_id, events))
         else:
             data = b"".join([e.wire for e in events])
         if not self._write_now(data):
@@ -177,7 +178,7 @@ class Subscription:
         events = through_terminal(events)
         self._sent(events)
         if self.batch:
-            await self._send([events_frame(self.run_id, [e.frame for e in events])])
+            await self._send(batch_frames(self.run_id, events))
         else:
             for start in range(0, len(events), SEND_CHUNK):
                 await self._send([e.frame for e in events[start : start + SEND_CHUNK]])
@@ -186,6 +187,25 @@ class Subscription:
     def _sent(self, events: list[StoredEvent]) -> None:
         self.next_seq = events[-1].seq + 1
         self.broker.delivered += len(events)
+
+
+def batch_frames(run_id: str, events: list[StoredEvent], budget: int = MAX_REPLY_BYTES) -> list[str]:
+    """`events` frames of consecutive events, each within `budget` bytes (one event each
+    at least: an event alone always fits, see --max-event-bytes)."""
+    frames: list[str] = []
+    group: list[str] = []
+    used = 0
+    for event in events:
+        frame = event.frame
+        size = (len(frame) if frame.isascii() else len(frame.encode())) + 1
+        if group and used + size > budget:
+            frames.append(events_frame(run_id, group))
+            group, used = [], 0
+        group.append(frame)
+        used += size
+    if group:
+        frames.append(events_frame(run_id, group))
+    return frames
 
 
 def through_terminal(events: list[StoredEvent]) -> list[StoredEvent]:

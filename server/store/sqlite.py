@@ -321,7 +321,7 @@ class SqliteBackend:
 
     async def list_runs(
         self, workflow: str | None, status: str | None, limit: int, before: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         assert self._reader is not None
         where: list[str] = []
         params: list[Any] = []
@@ -340,10 +340,7 @@ class SqliteBackend:
         sql += " ORDER BY n DESC LIMIT ?"
         params.append(limit + 1)
         rows = list(await self._reader.execute_fetchall(sql, params))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        runs = [row_to_run(tuple(row)[1:], steps=False) for row in rows]
-        return runs, (str(rows[-1][0]) if more and rows else None)
+        return [(str(row[0]), row_to_run(tuple(row)[1:], steps=False)) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         assert self._reader is not None

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..bounds import page_of_runs
 from ..protocol import TERMINAL_EVENTS, event_frame, utc_now
 from .base import Backend, Batch, BatchStats, StoredEvent
 
@@ -328,8 +329,10 @@ class Store:
     async def list_runs(
         self, workflow: str | None, status: str | None, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Runs newest first, without steps; `next` is the cursor for the following page."""
-        return await self.backend.list_runs(workflow, status, limit, before)
+        """Runs newest first, without steps; `next` is the cursor for the following page.
+        A page ends early when more would not fit in one reply frame."""
+        rows, more = await self.backend.list_runs(workflow, status, limit, before)
+        return page_of_runs(rows, more)
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs left pending or running, oldest first: what a restart must continue."""

@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.status import WS_1013_TRY_AGAIN_LATER
 from starlette.websockets import WebSocket
 
+from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..engine import DEFAULT_MAX_RUNNING
 from ..examples import BUILT_IN
 from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
@@ -59,6 +60,11 @@ class JSON(Response):
         return content if isinstance(content, bytes) else dumps(content).encode()
 
 
+def _whole(text: str) -> bool:
+    """A whole number of at most 18 digits (what a seq or a page size can be)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def _error_response(exc: RuncastError) -> Response:
     return JSON({"error": {"code": str(exc.code), "message": exc.message}}, HTTP_STATUS[exc.code])
 
@@ -76,9 +82,15 @@ def create_app(
 
     Finished runs older than `retention_days` are deleted (0 keeps them forever). With
     `tokens`, every client must present one; `limits` bounds what one client may use."""
-    runtime = Runtime(db, [*BUILT_IN, *workflows], max_running=max_running, retention_days=retention_days)
     tokens = tokens or Tokens()
     limits = limits or Limits()
+    runtime = Runtime(
+        db,
+        [*BUILT_IN, *workflows],
+        max_running=max_running,
+        retention_days=retention_days,
+        max_event_bytes=limits.max_event_bytes,
+    )
     connections: set[Connection] = set()
     metrics = Metrics(runtime, lambda: list(connections))
 
@@ -163,7 +175,7 @@ def create_app(
             run, existing = await runtime.engine.start(body["workflow"], body.get("input"), run_id)
         except RuncastError as exc:
             return _error(exc)
-        return JSON({**run, "existing": existing}, 202)
+        return JSON({**bounded_run(run), "existing": existing}, 202)
 
     async def list_runs(request: Request) -> Response:
         query: dict[str, Any] = {k: v for k, v in request.query_params.items() if v != ""}
@@ -185,7 +197,7 @@ def create_app(
         run = await runtime.store.get_run(run_id)
         if run is None:
             return _error(RunNotFound(f"no run with id {run_id!r}"))
-        return JSON(run)
+        return JSON(bounded_run(run))
 
     async def run_events(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -193,7 +205,7 @@ def create_app(
         wants_stream = "text/event-stream" in request.headers.get("accept", "")
         after = query.get("after") or (request.headers.get("last-event-id") if wants_stream else None) or "0"
         limit = query.get("limit", str(EVENTS_PAGE_MAX))
-        if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= EVENTS_PAGE_MAX:
+        if not _whole(after) or not _whole(limit) or not 1 <= int(limit) <= EVENTS_PAGE_MAX:
             message = f"'after' (or Last-Event-ID) must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}"
             return _error(RuncastError(message, ErrorCode.BAD_REQUEST))
         run = await runtime.store.get_run(run_id, steps=False)
@@ -208,7 +220,13 @@ def create_app(
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         events = await runtime.store.read_events(run_id, int(after), int(limit))
-        return JSON(b'{"events":[' + ",".join(e.frame for e in events).encode() + b"]}")
+        frames = [e.frame.encode() for e in events]
+        taken, used = 0, 0
+        for frame in frames:  # a page ends early rather than grow past one reply's budget
+            if taken and used + len(frame) + 1 > MAX_REPLY_BYTES:
+                break
+            taken, used = taken + 1, used + len(frame) + 1
+        return JSON(b'{"events":[' + b",".join(frames[:taken]) + b"]}")
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -218,7 +236,7 @@ def create_app(
             run = await runtime.engine.cancel(request.path_params["run_id"])
         except RuncastError as exc:
             return _error(exc)
-        return JSON(run, 202)
+        return JSON(bounded_run(run), 202)
 
     routes: list[Any] = [
         WebSocketRoute("/ws", ws_endpoint),

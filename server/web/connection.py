@@ -12,6 +12,7 @@ from typing import Any
 from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..bounds import bounded_run
 from ..live import Subscription
 from ..protocol import (
     VERSION,
@@ -258,13 +259,13 @@ class Connection:
                 if message.subscribe:
                     self._check_room(message.run_id)
                 run, existing = await engine.start(message.workflow, message.input, message.run_id)
-                await self.send(reply("started", message.id, run=run, existing=existing))
+                await self.send(reply("started", message.id, run=bounded_run(run), existing=existing))
                 if message.subscribe:
                     self._follow(run, 0, message.batch)
             case Subscribe():
                 run = await self._snapshot(message.run_id)
                 self._check_room(message.run_id)
-                await self.send(reply("subscribed", message.id, run=run))
+                await self.send(reply("subscribed", message.id, run=bounded_run(run)))
                 self._follow(run, message.after, message.batch)
             case Unsubscribe():
                 sub = self.subscriptions.pop(message.run_id, None)
@@ -272,9 +273,10 @@ class Connection:
                     sub.stop()
                 await self.send(reply("unsubscribed", message.id, run_id=message.run_id))
             case Poll():
-                await self.send(reply("run", message.id, run=await self._snapshot(message.run_id)))
+                await self.send(reply("run", message.id, run=bounded_run(await self._snapshot(message.run_id))))
             case Cancel():
-                await self.send(reply("cancel_requested", message.id, run=await engine.cancel(message.run_id)))
+                run = bounded_run(await engine.cancel(message.run_id))
+                await self.send(reply("cancel_requested", message.id, run=run))
             case ListWorkflows():
                 workflows = [wf.describe() for wf in engine.workflows.values()]
                 await self.send(reply("workflows", message.id, workflows=workflows))

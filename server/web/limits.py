@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_depth
 from ..protocol import InvalidInput, dumps
 
 
@@ -19,6 +20,7 @@ class Limits:
     max_subscriptions: int = 1_000  # per connection; more is `overloaded`
     starts_per_second: float = 100.0  # per connection; more is `rate_limited`
     max_input_bytes: int = 256 * 1024  # a run's input as JSON; more is `invalid_input`
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # an event's data as JSON; more fails its step
     stuck_seconds: float = 60.0  # a client that reads nothing this long while events wait: 1008
     auth_seconds: float = 10.0  # time to present a valid token: then 1008
     auth_attempts: int = 3  # wrong tokens before 1008
@@ -52,3 +54,4 @@ def check_input_size(value: Any, limit: int) -> None:
     size = len(dumps(value))
     if size > limit:
         raise InvalidInput(f"input is {size} bytes of JSON; the limit is {limit} (--max-input-bytes)")
+    check_depth(value)

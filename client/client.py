@@ -16,11 +16,20 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from .errors import ConnectionFailed, error_from_reply
+from .errors import (
+    AuthFailed,
+    ConnectionFailed,
+    HandshakeFailed,
+    closed_at_connect,
+    error_from_reply,
+    not_runcast,
+    refused_at_connect,
+)
 
 log = logging.getLogger("runcast.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
+GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
 TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 Event = dict[str, Any]
@@ -94,22 +103,48 @@ class Client:
             ws = await websockets.connect(
                 self.url, additional_headers=headers, max_size=None, open_timeout=10, ping_interval=20
             )
+        except websockets.InvalidStatus as exc:
+            raise refused_at_connect(self.url, exc.response.status_code) from exc
         except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
             raise ConnectionFailed(f"cannot connect to {self.url}: {exc}") from exc
-        welcome = orjson.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
+        try:
+            try:
+                await self._greet(ws)
+            except websockets.ConnectionClosed as exc:
+                close = exc.rcvd  # the close frame the server sent, if any
+                code, reason = (close.code, close.reason) if close else (None, "")
+                raise closed_at_connect(self.url, code, reason) from exc
+        except BaseException:
             await ws.close()
-            raise ConnectionFailed(f"{self.url} did not greet like a runcast server: {welcome}")
-        if self.token:
-            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
-            reply = orjson.loads(await ws.recv())
-            if reply.get("type") == "error":
-                await ws.close()
-                raise error_from_reply(reply)
+            raise
         self._ws = ws
         self._connected.set()
         if self.on_state:
             self.on_state("connected")
+
+    async def _greet(self, ws: ClientConnection) -> None:
+        """Read the welcome and, with a token, authenticate; raise HandshakeFailed if either goes wrong."""
+        welcome = await self._first_reply(ws)
+        if welcome.get("type") != "welcome":
+            raise not_runcast(self.url, welcome)
+        if self.token:
+            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+            reply = await self._first_reply(ws)
+            if reply.get("type") == "error":
+                raise AuthFailed(f"{self.url} refused the token ({error_from_reply(reply)}); check the token")
+
+    async def _first_reply(self, ws: ClientConnection) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), GREETING_SECONDS)
+        except TimeoutError as exc:
+            raise HandshakeFailed(f"{self.url} sent no welcome within {GREETING_SECONDS:g} s") from exc
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise not_runcast(self.url, raw) from exc
+        if not isinstance(frame, dict):
+            raise not_runcast(self.url, frame)
+        return frame
 
     async def close(self) -> None:
         self._closed = True
@@ -151,7 +186,9 @@ class Client:
             try:
                 await self._open()
                 break
-            except ConnectionFailed:
+            except ConnectionFailed as exc:
+                if isinstance(exc, HandshakeFailed) and not exc.retryable:
+                    raise  # a wrong token or a wrong URL does not get better by trying again
                 if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
                     raise
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))

@@ -40,6 +40,15 @@ def new_run_id() -> str:
     return f"c{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
 
 
+class _Request:
+    """A request waiting for its reply, and the connection it was last sent on."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        self.future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.sent_on = -1  # a connection number; a reconnect sends again what it has not seen
+
+
 class _Follow:
     """A subscription this client keeps alive across reconnects."""
 
@@ -76,10 +85,11 @@ class Client:
         self.on_state = on_state
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._pending: dict[int, _Request] = {}
         self._follows: dict[str, _Follow] = {}
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._connection = 0  # counts successful opens, so a request knows whether this socket saw it
         self._closed = False
         self._failure: BaseException | None = None
 
@@ -118,6 +128,7 @@ class Client:
             await ws.close()
             raise
         self._ws = ws
+        self._connection += 1
         self._connected.set()
         if self.on_state:
             self.on_state("connected")
@@ -154,29 +165,30 @@ class Client:
                 await self._reader
         if self._ws is not None:
             await self._ws.close()
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionFailed("client closed"))
+        self._fail(ConnectionFailed("the client was closed"))
 
     async def _read_loop(self) -> None:
-        while not self._closed:
-            assert self._ws is not None
-            try:
-                async for raw in self._ws:
-                    self._dispatch(orjson.loads(raw))
-            except websockets.ConnectionClosed:
-                pass
-            self._connected.clear()
-            if self._closed:
-                return
-            if not self.reconnect:
-                self._fail(ConnectionFailed(f"connection to {self.url} closed"))
-                return
-            try:
+        """Read until the client is closed; if reading stops for good, fail every waiting caller."""
+        try:
+            while True:
+                await self._read_connection()
+                if self._closed:
+                    return
+                if not self.reconnect:
+                    raise ConnectionFailed(f"the connection to {self.url} closed")
                 await self._reconnect()
-            except ConnectionFailed as exc:
-                self._fail(exc)
-                return
+        except ConnectionFailed as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug or a broken frame must not leave callers waiting forever
+            log.exception("the runcast client stopped reading")
+            self._fail(ConnectionFailed(f"the client stopped reading from {self.url}: {exc!r}"))
+
+    async def _read_connection(self) -> None:
+        assert self._ws is not None
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self._ws:
+                self._dispatch(orjson.loads(raw))
+        self._connected.clear()
 
     async def _reconnect(self) -> None:
         if self.on_state:
@@ -195,16 +207,20 @@ class Client:
                 delay = min(delay * 2, self.max_backoff)
         for follow in self._follows.values():
             await self._send({"type": "subscribe", "run_id": follow.run_id, "after": follow.last_seq})
-        for mid, (message, _) in list(self._pending.items()):
-            await self._send({**message, "id": mid})
+        for mid, pending in list(self._pending.items()):
+            if pending.sent_on != self._connection:
+                await self._transmit(mid, pending)
 
     def _fail(self, exc: BaseException) -> None:
-        self._failure = exc
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
+        """Reading has stopped for good: every waiting request and subscription raises `exc`."""
+        if self._failure is None:
+            self._failure = exc
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(self._failure)
+        self._pending.clear()
         for follow in self._follows.values():
-            follow.queue.put_nowait(exc)
+            follow.queue.put_nowait(self._failure)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -214,7 +230,7 @@ class Client:
             for event in msg.get("events", []):
                 self._deliver(event)
         elif (mid := msg.get("id")) in self._pending:
-            _, future = self._pending.pop(mid)
+            future = self._pending.pop(mid).future
             if not future.done():
                 if kind == "error":
                     future.set_exception(error_from_reply(msg))
@@ -233,16 +249,23 @@ class Client:
             with contextlib.suppress(websockets.ConnectionClosed):
                 await self._ws.send(orjson.dumps(message).decode())
 
+    async def _transmit(self, mid: int, pending: _Request) -> None:
+        pending.sent_on = self._connection
+        await self._send({**pending.message, "id": mid})
+
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a message and return its reply; error replies raise their typed exception."""
+        """Send a message and return its reply; error replies raise their typed exception.
+        While reconnecting, the message waits and goes out on the new connection; if the
+        connection is lost for good, this raises ConnectionFailed."""
         if self._failure is not None:
             raise self._failure
-        mid = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[mid] = (message, future)
-        await self._connected.wait()
-        await self._send({**message, "id": mid})
-        return await future
+        if self._reader is None:
+            raise ConnectionFailed("not connected: use `async with Client(...)` or `await client.connect()`")
+        mid, pending = next(self._ids), _Request(message)
+        self._pending[mid] = pending
+        if self._connected.is_set():
+            await self._transmit(mid, pending)
+        return await pending.future
 
     # ---- the protocol ----------------------------------------------------------------
 

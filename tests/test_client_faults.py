@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 
 from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed
 
-from .harness import ROOT
+from .harness import ROOT, ServerProcess
 
 WELCOME = json.dumps({"type": "welcome", "protocol": 1, "server": "fake/0"})
 
@@ -172,3 +172,56 @@ async def test_reconnect_retries_a_full_server() -> None:
         async with Client(fake.url, max_backoff=0.1) as c:
             await asyncio.wait_for(c.ping(), 10)
         assert fake.connections == 4
+
+
+# ---- 2. callers never wait forever on a dead reader -------------------------------------
+
+
+async def test_waiting_callers_fail_when_reconnecting_gives_up(server: ServerProcess) -> None:
+    reconnecting = asyncio.Event()
+
+    def on_state(state: str) -> None:
+        if state == "reconnecting":
+            reconnecting.set()
+
+    async with Client(server.url, max_backoff=0.2, give_up_after=1.0, on_state=on_state) as c:
+        run = await c.start("sleep", {"seconds": 60})
+        events: list[dict[str, Any]] = []
+
+        async def follow() -> None:
+            async for event in c.subscribe(run["run_id"]):
+                events.append(event)
+
+        follower = asyncio.create_task(follow())
+        while not events:  # the subscription is live
+            await asyncio.sleep(0.01)
+        server.kill()
+        await asyncio.wait_for(reconnecting.wait(), 10)
+        with pytest.raises(ConnectionFailed):
+            await asyncio.wait_for(c.poll(run["run_id"]), 20)  # asked while reconnecting
+        with pytest.raises(ConnectionFailed):
+            await asyncio.wait_for(follower, 5)
+        with pytest.raises(ConnectionFailed):
+            await c.ping()  # and later calls fail at once
+
+
+async def test_waiting_callers_fail_when_reconnect_is_off(server: ServerProcess) -> None:
+    async with Client(server.url, reconnect=False) as c:
+        run = await c.start("sleep", {"seconds": 60})
+        iterator = c.subscribe(run["run_id"])
+        assert (await anext(iterator))["event"] == "run_started"
+        server.kill()
+        with pytest.raises(ConnectionFailed):
+            await asyncio.wait_for(drain(iterator), 10)
+        with pytest.raises(ConnectionFailed):
+            await asyncio.wait_for(c.poll(run["run_id"]), 10)
+
+
+async def drain(iterator: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event async for event in iterator]
+
+
+async def test_a_broken_frame_fails_waiting_requests() -> None:
+    async with FakeServer(welcome_then_garbage) as fake, Client(fake.url) as c:
+        with pytest.raises(ConnectionFailed, match="stopped reading"):
+            await asyncio.wait_for(c.ping(), 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -25,14 +26,13 @@ from .errors import (
     not_runcast,
     refused_at_connect,
 )
+from .feeds import QUEUE_SIZE, Event, Feed, Follower
 
 log = logging.getLogger("runcast.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
-TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
-
-Event = dict[str, Any]
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def new_run_id() -> str:
@@ -43,19 +43,11 @@ def new_run_id() -> str:
 class _Request:
     """A request waiting for its reply, and the connection it was last sent on."""
 
-    def __init__(self, message: dict[str, Any]) -> None:
+    def __init__(self, message: dict[str, Any], resend: bool = True) -> None:
         self.message = message
         self.future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.sent_on = -1  # a connection number; a reconnect sends again what it has not seen
-
-
-class _Follow:
-    """A subscription this client keeps alive across reconnects."""
-
-    def __init__(self, run_id: str, after: int) -> None:
-        self.run_id = run_id
-        self.last_seq = after
-        self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self.resend = resend  # False for a feed's subscribe: after a reconnect the feed subscribes afresh
 
 
 class Client:
@@ -64,7 +56,8 @@ class Client:
     When the connection drops, the client reconnects with exponential backoff and
     jitter, sends again any request that had no answer, and resumes every
     subscription from the last seq it yielded: an event is never yielded twice nor
-    skipped. `on_state` is called with "connected" or "reconnecting".
+    skipped. `on_state` is called with "connected" or "reconnecting". Each subscription
+    iterator holds at most `queue_size` events; a slow one is refilled from the server.
     """
 
     def __init__(
@@ -76,6 +69,7 @@ class Client:
         max_backoff: float = 5.0,
         give_up_after: float | None = None,
         on_state: Callable[[str], None] | None = None,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.url = url
         self.token = token
@@ -83,10 +77,11 @@ class Client:
         self.max_backoff = max_backoff
         self.give_up_after = give_up_after
         self.on_state = on_state
+        self.queue_size = queue_size
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Request] = {}
-        self._follows: dict[str, _Follow] = {}
+        self._feeds: dict[str, Feed] = {}  # one server subscription per run, shared by its iterators
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._connection = 0  # counts successful opens, so a request knows whether this socket saw it
@@ -187,7 +182,7 @@ class Client:
         assert self._ws is not None
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self._ws:
-                self._dispatch(orjson.loads(raw))
+                await self._dispatch(orjson.loads(raw))
         self._connected.clear()
 
     async def _reconnect(self) -> None:
@@ -205,8 +200,19 @@ class Client:
                     raise
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, self.max_backoff)
-        for follow in self._follows.values():
-            await self._send({"type": "subscribe", "run_id": follow.run_id, "after": follow.last_seq})
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """On a new connection: subscribe every run again from its iterators' cursors, then
+        send again every request that has had no answer."""
+        for mid, pending in list(self._pending.items()):
+            if not pending.resend:  # a subscribe of the lost connection; the loop below makes a new one
+                del self._pending[mid]
+                pending.future.cancel()
+        for feed in self._feeds.values():
+            feed.lost()
+        for feed in list(self._feeds.values()):
+            await self._steer(feed)
         for mid, pending in list(self._pending.items()):
             if pending.sent_on != self._connection:
                 await self._transmit(mid, pending)
@@ -219,16 +225,18 @@ class Client:
             if not pending.future.done():
                 pending.future.set_exception(self._failure)
         self._pending.clear()
-        for follow in self._follows.values():
-            follow.queue.put_nowait(self._failure)
+        for feed in self._feeds.values():
+            feed.fail(self._failure)
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
-        if kind == "event":
-            self._deliver(msg)
-        elif kind == "events":
-            for event in msg.get("events", []):
-                self._deliver(event)
+        if kind in ("event", "events"):
+            feed = self._feeds.get(str(msg.get("run_id")))
+            if feed is None:
+                return  # a run we stopped following
+            for event in msg["events"] if kind == "events" else [msg]:
+                feed.offer(event)
+            await self._steer(feed)
         elif (mid := msg.get("id")) in self._pending:
             future = self._pending.pop(mid).future
             if not future.done():
@@ -237,12 +245,36 @@ class Client:
                 else:
                     future.set_result(msg)
 
-    def _deliver(self, event: Event) -> None:
-        follow = self._follows.get(event.get("run_id", ""))
-        if follow is None or event["seq"] <= follow.last_seq:
-            return  # a repeat after a resume, or a run we stopped following
-        follow.last_seq = event["seq"]
-        follow.queue.put_nowait(event)
+    async def _steer(self, feed: Feed) -> None:
+        """Send what the feed needs now: a subscribe (a refill) or an unsubscribe, if anything."""
+        if self._closed or self._failure is not None or not self._connected.is_set():
+            return  # a reconnect steers every feed afresh
+        message = feed.steer()
+        if message is None:
+            return
+        if message["type"] != "subscribe":
+            await self._send(message)
+            return
+        mid, pending = next(self._ids), _Request(message, resend=False)
+        self._pending[mid] = pending
+        pending.future.add_done_callback(functools.partial(self._subscribed, feed))
+        await self._transmit(mid, pending)
+
+    def _subscribed(self, feed: Feed, future: asyncio.Future[dict[str, Any]]) -> None:
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            feed.fail(exc)  # e.g. run_not_found: every iterator of the run raises it
+            return
+        run = future.result().get("run") or {}
+        if run.get("status") in FINISHED:
+            feed.end_at(int(run.get("last_seq") or 0))  # an `after` at or past the end gets nothing more
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._reader is None:
+            raise ConnectionFailed("not connected: use `async with Client(...)` or `await client.connect()`")
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._ws is not None:
@@ -257,10 +289,7 @@ class Client:
         """Send a message and return its reply; error replies raise their typed exception.
         While reconnecting, the message waits and goes out on the new connection; if the
         connection is lost for good, this raises ConnectionFailed."""
-        if self._failure is not None:
-            raise self._failure
-        if self._reader is None:
-            raise ConnectionFailed("not connected: use `async with Client(...)` or `await client.connect()`")
+        self._check_usable()
         mid, pending = next(self._ids), _Request(message)
         self._pending[mid] = pending
         if self._connected.is_set():
@@ -283,23 +312,24 @@ class Client:
         return dict((await self.request(message))["run"])
 
     async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Every event of the run with seq > after, in order, up to the terminal event."""
-        follow = _Follow(run_id, after)
-        self._follows[run_id] = follow
+        """Every event of the run with seq > after, in order, up to the terminal event.
+
+        Any number of iterators may follow one run at once, each from its own `after`: the
+        client subscribes once and gives each iterator the whole log from its cursor."""
+        self._check_usable()
+        follower = Follower(after, self.queue_size)
+        feed = self._feeds.setdefault(run_id, Feed(run_id))
+        feed.followers.append(follower)
         try:
-            await self.request({"type": "subscribe", "run_id": run_id, "after": after})
-            while True:
-                item = await follow.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item["event"] in TERMINAL_EVENTS:
-                    return
+            await self._steer(feed)
+            while (event := await follower.get()) is not None:
+                await self._steer(feed)  # a drained queue asks for a refill
+                yield event
         finally:
-            if self._follows.get(run_id) is follow:
-                del self._follows[run_id]
-                if not self._closed and self._connected.is_set():
-                    await self._send({"type": "unsubscribe", "run_id": run_id})
+            feed.followers.remove(follower)
+            if not feed.followers and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+            await self._steer(feed)  # nobody wants this run's events any more: unsubscribe
 
     async def run(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> AsyncIterator[Event]:
         """Start a run and yield its events to the end."""

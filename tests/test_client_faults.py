@@ -14,8 +14,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed
+from client.feeds import Feed, Follower
 
-from .harness import ROOT, ServerProcess
+from .harness import ROOT, ServerProcess, assert_log
+from .test_recovery import stored_log
 
 WELCOME = json.dumps({"type": "welcome", "protocol": 1, "server": "fake/0"})
 
@@ -225,3 +227,91 @@ async def test_a_broken_frame_fails_waiting_requests() -> None:
     async with FakeServer(welcome_then_garbage) as fake, Client(fake.url) as c:
         with pytest.raises(ConnectionFailed, match="stopped reading"):
             await asyncio.wait_for(c.ping(), 10)
+
+
+# ---- 3. several iterators on one run -----------------------------------------------------
+
+
+async def collect(c: Client, run_id: str, after: int, into: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async for event in c.subscribe(run_id, after):
+        into.append(event)
+    return into
+
+
+async def test_iterators_on_one_run_each_get_the_whole_log(server: ServerProcess) -> None:
+    async with Client(server.url) as c:
+        run_id = (await c.start("count", {"n": 200, "delay": 0.005}))["run_id"]
+        first: list[dict[str, Any]] = []
+        early = asyncio.create_task(collect(c, run_id, 0, first))
+        while len(first) < 50:  # the first subscription is well under way
+            await asyncio.sleep(0.01)
+        second, third = collect(c, run_id, 0, []), collect(c, run_id, 10, [])
+        logs = await asyncio.wait_for(asyncio.gather(early, second, third), 30)
+        stored = [json.loads(f) for f in stored_log(server.db, run_id)]
+        assert_log(stored)
+        assert logs == [stored, stored, stored[10:]]
+        last = stored[-1]["seq"]
+        assert await asyncio.wait_for(collect(c, run_id, last, []), 10) == []  # nothing after the end
+        assert await asyncio.wait_for(collect(c, run_id, last - 1, []), 10) == stored[-1:]
+
+
+# ---- 4. bounded queues, slow readers get everything --------------------------------------
+
+
+async def test_a_slow_reader_gets_every_event_through_a_bounded_queue(server: ServerProcess) -> None:
+    bound = 100
+    async with Client(server.url, queue_size=bound) as c:
+        run_id = (await c.start("count", {"n": 5000, "delay": 0}))["run_id"]
+        fast: list[dict[str, Any]] = []
+        fast_task = asyncio.create_task(collect(c, run_id, 0, fast))
+        slow: list[dict[str, Any]] = []
+        most = 0
+        async for event in c.subscribe(run_id):
+            slow.append(event)
+            feed = c._feeds.get(run_id)
+            most = max([most, *(len(f.queue) for f in feed.followers)] if feed else [most])
+            if len(slow) % 50 == 0:
+                await asyncio.sleep(0.02)  # a reader slower than the run
+        await asyncio.wait_for(fast_task, 30)
+    stored = [json.loads(f) for f in stored_log(server.db, run_id)]
+    assert len(stored) == 5004  # run_started, step_started, 5000 progress, step_completed, run_completed
+    assert slow == stored and fast == stored
+    assert bound // 2 < most <= bound  # the queue filled up, and never past its bound
+
+
+def event(seq: int, kind: str = "progress") -> dict[str, Any]:
+    return {"type": "event", "run_id": "r", "seq": seq, "event": kind, "step": None, "data": {}}
+
+
+async def test_feed_pauses_a_full_follower_and_refills_it_from_its_cursor() -> None:
+    feed, follower = Feed("r"), Follower(0, size=4)
+    feed.followers.append(follower)
+    assert feed.steer() == {"type": "subscribe", "run_id": "r", "after": 0, "batch": True}
+    for seq in (1, 2, 2, 4, 3, 4, 5, 6):  # a repeat, a gap, then more than fits
+        feed.offer(event(seq))
+    assert [e["seq"] for e in follower.queue] == [1, 2, 3, 4]
+    assert feed.steer() == {"type": "unsubscribe", "run_id": "r"}  # nobody wants more now
+    assert (await follower.get())["seq"] == 1
+    assert feed.steer() is None  # still above half
+    assert (await follower.get())["seq"] == 2
+    assert feed.steer() == {"type": "subscribe", "run_id": "r", "after": 4, "batch": True}
+    feed.offer(event(5))
+    feed.offer(event(6, "run_completed"))
+    assert [(await follower.get())["seq"] for _ in range(4)] == [3, 4, 5, 6]
+    assert await follower.get() is None
+
+
+async def test_feed_rewinds_for_a_follower_that_joins_behind() -> None:
+    feed, ahead = Feed("r"), Follower(0)
+    feed.followers.append(ahead)
+    feed.steer()
+    for seq in range(1, 11):
+        feed.offer(event(seq))
+    assert feed.steer() is None
+    behind = Follower(3)
+    feed.followers.append(behind)
+    assert feed.steer() == {"type": "subscribe", "run_id": "r", "after": 3, "batch": True}
+    for seq in range(4, 13):  # the replay, then live events
+        feed.offer(event(seq))
+    assert [e["seq"] for e in ahead.queue] == list(range(1, 13))
+    assert [e["seq"] for e in behind.queue] == list(range(4, 13))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,10 +14,10 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed
+from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed, SyncClient
 from client.feeds import Feed, Follower
 
-from .harness import ROOT, ServerProcess, assert_log
+from .harness import ROOT, ServerProcess, assert_log, http
 from .test_recovery import stored_log
 
 WELCOME = json.dumps({"type": "welcome", "protocol": 1, "server": "fake/0"})
@@ -315,3 +316,44 @@ async def test_feed_rewinds_for_a_follower_that_joins_behind() -> None:
         feed.offer(event(seq))
     assert [e["seq"] for e in ahead.queue] == list(range(1, 13))
     assert [e["seq"] for e in behind.queue] == list(range(4, 13))
+
+
+# ---- 5. SyncClient stops its work when the caller stops iterating ------------------------
+
+
+def subscriptions(server: ServerProcess) -> float:
+    """The server's live subscription count, from /metrics."""
+    _, text = http("GET", server.http_url + "/metrics")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("runcast_subscriptions "))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+async def other_tasks() -> list[str]:
+    """What runs in the loop besides the caller: the qualified names of the tasks' coroutines."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    return sorted(getattr(t.get_coro(), "__qualname__", "?") for t in tasks)
+
+
+def test_sync_subscribe_stops_when_the_caller_breaks(server: ServerProcess) -> None:
+    with SyncClient(server.url) as c:
+        run_id = c.start("count", {"n": 200, "delay": 0.05})["run_id"]
+        for event in c.subscribe(run_id):
+            if event["seq"] == 3:
+                assert subscriptions(server) == 1
+                break
+        assert c._call(other_tasks()) == ["Client._read_loop", "Connection.keepalive"]  # no pump left behind
+        assert wait_until(lambda: subscriptions(server) == 0), "the server was not told to unsubscribe"
+        assert c._client._feeds == {}
+        c.cancel(run_id)
+        rest = list(c.subscribe(run_id, after=3))  # a new subscription still works
+        assert_log(rest, first=4)
+        assert rest[-1]["event"] == "run_cancelled"

@@ -21,6 +21,7 @@ from .errors import (
     AuthFailed,
     ConnectionFailed,
     HandshakeFailed,
+    RateLimited,
     closed_at_connect,
     error_from_reply,
     not_runcast,
@@ -32,6 +33,7 @@ log = logging.getLogger("runcast.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
+RATE_LIMIT_PATIENCE = 300.0  # seconds a request keeps retrying `rate_limited` before it raises
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -58,6 +60,8 @@ class Client:
     subscription from the last seq it yielded: an event is never yielded twice nor
     skipped. `on_state` is called with "connected" or "reconnecting". Each subscription
     iterator holds at most `queue_size` events; a slow one is refilled from the server.
+    A request refused with `rate_limited` is sent again after the server's `retry_after`,
+    for up to `rate_limit_patience` seconds.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class Client:
         give_up_after: float | None = None,
         on_state: Callable[[str], None] | None = None,
         queue_size: int = QUEUE_SIZE,
+        rate_limit_patience: float = RATE_LIMIT_PATIENCE,
     ) -> None:
         self.url = url
         self.token = token
@@ -78,6 +83,7 @@ class Client:
         self.give_up_after = give_up_after
         self.on_state = on_state
         self.queue_size = queue_size
+        self.rate_limit_patience = rate_limit_patience
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Request] = {}
@@ -288,7 +294,22 @@ class Client:
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send a message and return its reply; error replies raise their typed exception.
         While reconnecting, the message waits and goes out on the new connection; if the
-        connection is lost for good, this raises ConnectionFailed."""
+        connection is lost for good, this raises ConnectionFailed. `rate_limited` is waited
+        out and the message sent again, for up to `rate_limit_patience` seconds."""
+        give_up = time.monotonic() + self.rate_limit_patience
+        while True:
+            try:
+                return await self._exchange(message)
+            except RateLimited as exc:
+                wait = exc.retry_after * random.uniform(1.0, 1.2)  # jitter: many clients must not come back at once
+                if time.monotonic() + wait > give_up:
+                    raise RateLimited(
+                        f"{exc.message} (still refused after {self.rate_limit_patience:g} s of waiting)",
+                        reply=exc.reply,
+                    ) from exc
+                await asyncio.sleep(wait)
+
+    async def _exchange(self, message: dict[str, Any]) -> dict[str, Any]:
         self._check_usable()
         mid, pending = next(self._ids), _Request(message)
         self._pending[mid] = pending

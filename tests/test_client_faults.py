@@ -7,14 +7,15 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed, SyncClient
+from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed, RateLimited, SyncClient
 from client.feeds import Feed, Follower
 
 from .harness import ROOT, ServerProcess, assert_log, http
@@ -357,3 +358,33 @@ def test_sync_subscribe_stops_when_the_caller_breaks(server: ServerProcess) -> N
         rest = list(c.subscribe(run_id, after=3))  # a new subscription still works
         assert_log(rest, first=4)
         assert rest[-1]["event"] == "run_cancelled"
+
+
+# ---- 6. rate limits are waited out ---------------------------------------------------------
+
+
+@pytest.fixture
+def limited_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server that accepts 50 starts per second per connection."""
+    proc = ServerProcess(tmp_path / "runcast.db", "--starts-per-second", "50").start()
+    yield proc
+    proc.stop()
+
+
+async def test_starts_in_a_loop_wait_out_the_rate_limit(limited_server: ServerProcess) -> None:
+    async with Client(limited_server.url) as c:
+        began = time.monotonic()
+        runs = [await c.start("echo", i, subscribe=False) for i in range(300)]
+        took = time.monotonic() - began
+        assert len({r["run_id"] for r in runs}) == 300
+        assert took >= (300 - 50) / 50 - 1.0  # the client waited as told, it did not hammer
+        listed, _ = await c.list_runs(workflow="echo", limit=500)
+        assert len(listed) == 300
+
+
+async def test_rate_limit_patience_is_bounded(limited_server: ServerProcess) -> None:
+    async with Client(limited_server.url, rate_limit_patience=0) as c:
+        with pytest.raises(RateLimited, match="still refused") as info:
+            for i in range(100):
+                await c.start("echo", i)
+        assert 0 < info.value.retry_after <= 1

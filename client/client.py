@@ -313,9 +313,12 @@ class Client:
         self._check_usable()
         mid, pending = next(self._ids), _Request(message)
         self._pending[mid] = pending
-        if self._connected.is_set():
-            await self._transmit(mid, pending)
-        return await pending.future
+        try:
+            if self._connected.is_set():
+                await self._transmit(mid, pending)
+            return await pending.future
+        finally:
+            self._pending.pop(mid, None)  # a caller that gave up leaves nothing to send again
 
     # ---- the protocol ----------------------------------------------------------------
 

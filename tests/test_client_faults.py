@@ -178,6 +178,18 @@ async def test_reconnect_retries_a_full_server() -> None:
         assert fake.connections == 4
 
 
+async def test_a_wrong_token_is_an_auth_failure(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--token", "right").start()
+    try:
+        with pytest.raises(AuthFailed, match="check the token"):
+            async with Client(server.url, token="wrong"):
+                pass
+        async with Client(server.url, token="right") as c:
+            await c.ping()
+    finally:
+        server.stop()
+
+
 # ---- 2. callers never wait forever on a dead reader -------------------------------------
 
 

@@ -112,18 +112,15 @@ async def welcome_then_garbage(ws: ServerConnection) -> None:
 # ---- 1. typed errors at connect ------------------------------------------------------------
 
 
-def connect_faults() -> list[tuple[str, Callable[[], FakeServer], type[HandshakeFailed], dict[str, Any], str]]:
-    return [
-        ("close-1008", lambda: FakeServer(close_with(1008, "bad token")), AuthFailed, {"close_code": 1008}, "token"),
-        ("close-1013", lambda: FakeServer(close_with(1013, "full")), HandshakeFailed, {"close_code": 1013}, "later"),
-        ("http-403", lambda: FakeServer(process_request=refuse(403)), AuthFailed, {"http_status": 403}, "token"),
-        ("http-503", lambda: FakeServer(process_request=refuse(503)), HandshakeFailed, {"http_status": 503}, "later"),
-        ("not-json", lambda: FakeServer(greet_with("hello")), HandshakeFailed, {"retryable": False}, "runcast"),
-        ("not-welcome", lambda: FakeServer(greet_with('{"type": "hi"}')), HandshakeFailed, {}, "runcast"),
-    ]
-
-
-FAULTS = connect_faults()
+# name, the fake server, the error, attributes it carries, a word its message must hold
+FAULTS: list[tuple[str, Callable[[], FakeServer], type[HandshakeFailed], dict[str, Any], str]] = [
+    ("close-1008", lambda: FakeServer(close_with(1008, "bad token")), AuthFailed, {"close_code": 1008}, "token"),
+    ("close-1013", lambda: FakeServer(close_with(1013, "full")), HandshakeFailed, {"close_code": 1013}, "later"),
+    ("http-403", lambda: FakeServer(process_request=refuse(403)), AuthFailed, {"http_status": 403}, "token"),
+    ("http-503", lambda: FakeServer(process_request=refuse(503)), HandshakeFailed, {"http_status": 503}, "later"),
+    ("not-json", lambda: FakeServer(greet_with("hello")), HandshakeFailed, {"retryable": False}, "runcast"),
+    ("not-welcome", lambda: FakeServer(greet_with('{"type": "hi"}')), HandshakeFailed, {}, "runcast"),
+]
 
 
 @pytest.mark.parametrize(("name", "make", "error", "attrs", "hint"), FAULTS, ids=[f[0] for f in FAULTS])

@@ -7,10 +7,12 @@ async with Client("ws://127.0.0.1:8000/ws") as c:
 
 from .client import DEFAULT_URL, Client, new_run_id
 from .errors import (
+    AuthFailed,
     BadJson,
     BadRequest,
     Conflict,
     ConnectionFailed,
+    HandshakeFailed,
     Internal,
     InvalidInput,
     Overloaded,
@@ -26,11 +28,13 @@ from .sync import SyncClient
 
 __all__ = [
     "DEFAULT_URL",
+    "AuthFailed",
     "BadJson",
     "BadRequest",
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "HandshakeFailed",
     "Internal",
     "InvalidInput",
     "Overloaded",

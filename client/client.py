@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -16,14 +17,24 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from .errors import ConnectionFailed, error_from_reply
+from .errors import (
+    AuthFailed,
+    ConnectionFailed,
+    HandshakeFailed,
+    RateLimited,
+    closed_at_connect,
+    error_from_reply,
+    not_runcast,
+    refused_at_connect,
+)
+from .feeds import QUEUE_SIZE, Event, Feed, Follower
 
 log = logging.getLogger("runcast.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
-TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
-
-Event = dict[str, Any]
+GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
+RATE_LIMIT_PATIENCE = 300.0  # seconds a request keeps retrying `rate_limited` before it raises
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def new_run_id() -> str:
@@ -31,13 +42,14 @@ def new_run_id() -> str:
     return f"c{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
 
 
-class _Follow:
-    """A subscription this client keeps alive across reconnects."""
+class _Request:
+    """A request waiting for its reply, and the connection it was last sent on."""
 
-    def __init__(self, run_id: str, after: int) -> None:
-        self.run_id = run_id
-        self.last_seq = after
-        self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+    def __init__(self, message: dict[str, Any], resend: bool = True) -> None:
+        self.message = message
+        self.future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.sent_on = -1  # a connection number; a reconnect sends again what it has not seen
+        self.resend = resend  # False for a feed's subscribe: after a reconnect the feed subscribes afresh
 
 
 class Client:
@@ -46,7 +58,10 @@ class Client:
     When the connection drops, the client reconnects with exponential backoff and
     jitter, sends again any request that had no answer, and resumes every
     subscription from the last seq it yielded: an event is never yielded twice nor
-    skipped. `on_state` is called with "connected" or "reconnecting".
+    skipped. `on_state` is called with "connected" or "reconnecting". Each subscription
+    iterator holds at most `queue_size` events; a slow one is refilled from the server.
+    A request refused with `rate_limited` is sent again after the server's `retry_after`,
+    for up to `rate_limit_patience` seconds.
     """
 
     def __init__(
@@ -58,6 +73,8 @@ class Client:
         max_backoff: float = 5.0,
         give_up_after: float | None = None,
         on_state: Callable[[str], None] | None = None,
+        queue_size: int = QUEUE_SIZE,
+        rate_limit_patience: float = RATE_LIMIT_PATIENCE,
     ) -> None:
         self.url = url
         self.token = token
@@ -65,12 +82,15 @@ class Client:
         self.max_backoff = max_backoff
         self.give_up_after = give_up_after
         self.on_state = on_state
+        self.queue_size = queue_size
+        self.rate_limit_patience = rate_limit_patience
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
-        self._follows: dict[str, _Follow] = {}
+        self._pending: dict[int, _Request] = {}
+        self._feeds: dict[str, Feed] = {}  # one server subscription per run, shared by its iterators
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._connection = 0  # counts successful opens, so a request knows whether this socket saw it
         self._closed = False
         self._failure: BaseException | None = None
 
@@ -94,22 +114,49 @@ class Client:
             ws = await websockets.connect(
                 self.url, additional_headers=headers, max_size=None, open_timeout=10, ping_interval=20
             )
+        except websockets.InvalidStatus as exc:
+            raise refused_at_connect(self.url, exc.response.status_code) from exc
         except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
             raise ConnectionFailed(f"cannot connect to {self.url}: {exc}") from exc
-        welcome = orjson.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
+        try:
+            try:
+                await self._greet(ws)
+            except websockets.ConnectionClosed as exc:
+                close = exc.rcvd  # the close frame the server sent, if any
+                code, reason = (close.code, close.reason) if close else (None, "")
+                raise closed_at_connect(self.url, code, reason) from exc
+        except BaseException:
             await ws.close()
-            raise ConnectionFailed(f"{self.url} did not greet like a runcast server: {welcome}")
-        if self.token:
-            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
-            reply = orjson.loads(await ws.recv())
-            if reply.get("type") == "error":
-                await ws.close()
-                raise error_from_reply(reply)
+            raise
         self._ws = ws
+        self._connection += 1
         self._connected.set()
         if self.on_state:
             self.on_state("connected")
+
+    async def _greet(self, ws: ClientConnection) -> None:
+        """Read the welcome and, with a token, authenticate; raise HandshakeFailed if either goes wrong."""
+        welcome = await self._first_reply(ws)
+        if welcome.get("type") != "welcome":
+            raise not_runcast(self.url, welcome)
+        if self.token:
+            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+            reply = await self._first_reply(ws)
+            if reply.get("type") == "error":
+                raise AuthFailed(f"{self.url} refused the token ({error_from_reply(reply)}); check the token")
+
+    async def _first_reply(self, ws: ClientConnection) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), GREETING_SECONDS)
+        except TimeoutError as exc:
+            raise HandshakeFailed(f"{self.url} sent no welcome within {GREETING_SECONDS:g} s") from exc
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise not_runcast(self.url, raw) from exc
+        if not isinstance(frame, dict):
+            raise not_runcast(self.url, frame)
+        return frame
 
     async def close(self) -> None:
         self._closed = True
@@ -119,29 +166,30 @@ class Client:
                 await self._reader
         if self._ws is not None:
             await self._ws.close()
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionFailed("client closed"))
+        self._fail(ConnectionFailed("the client was closed"))
 
     async def _read_loop(self) -> None:
-        while not self._closed:
-            assert self._ws is not None
-            try:
-                async for raw in self._ws:
-                    self._dispatch(orjson.loads(raw))
-            except websockets.ConnectionClosed:
-                pass
-            self._connected.clear()
-            if self._closed:
-                return
-            if not self.reconnect:
-                self._fail(ConnectionFailed(f"connection to {self.url} closed"))
-                return
-            try:
+        """Read until the client is closed; if reading stops for good, fail every waiting caller."""
+        try:
+            while True:
+                await self._read_connection()
+                if self._closed:
+                    return
+                if not self.reconnect:
+                    raise ConnectionFailed(f"the connection to {self.url} closed")
                 await self._reconnect()
-            except ConnectionFailed as exc:
-                self._fail(exc)
-                return
+        except ConnectionFailed as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug or a broken frame must not leave callers waiting forever
+            log.exception("the runcast client stopped reading")
+            self._fail(ConnectionFailed(f"the client stopped reading from {self.url}: {exc!r}"))
+
+    async def _read_connection(self) -> None:
+        assert self._ws is not None
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self._ws:
+                await self._dispatch(orjson.loads(raw))
+        self._connected.clear()
 
     async def _reconnect(self) -> None:
         if self.on_state:
@@ -151,61 +199,126 @@ class Client:
             try:
                 await self._open()
                 break
-            except ConnectionFailed:
+            except ConnectionFailed as exc:
+                if isinstance(exc, HandshakeFailed) and not exc.retryable:
+                    raise  # a wrong token or a wrong URL does not get better by trying again
                 if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
                     raise
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, self.max_backoff)
-        for follow in self._follows.values():
-            await self._send({"type": "subscribe", "run_id": follow.run_id, "after": follow.last_seq})
-        for mid, (message, _) in list(self._pending.items()):
-            await self._send({**message, "id": mid})
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """On a new connection: subscribe every run again from its iterators' cursors, then
+        send again every request that has had no answer."""
+        for mid, pending in list(self._pending.items()):
+            if not pending.resend:  # a subscribe of the lost connection; the loop below makes a new one
+                del self._pending[mid]
+                pending.future.cancel()
+        for feed in self._feeds.values():
+            feed.lost()
+        for feed in list(self._feeds.values()):
+            await self._steer(feed)
+        for mid, pending in list(self._pending.items()):
+            if pending.sent_on != self._connection:
+                await self._transmit(mid, pending)
 
     def _fail(self, exc: BaseException) -> None:
-        self._failure = exc
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
-        for follow in self._follows.values():
-            follow.queue.put_nowait(exc)
+        """Reading has stopped for good: every waiting request and subscription raises `exc`."""
+        if self._failure is None:
+            self._failure = exc
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(self._failure)
+        self._pending.clear()
+        for feed in self._feeds.values():
+            feed.fail(self._failure)
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
-        if kind == "event":
-            self._deliver(msg)
-        elif kind == "events":
-            for event in msg.get("events", []):
-                self._deliver(event)
+        if kind in ("event", "events"):
+            feed = self._feeds.get(str(msg.get("run_id")))
+            if feed is None:
+                return  # a run we stopped following
+            for event in msg["events"] if kind == "events" else [msg]:
+                feed.offer(event)
+            await self._steer(feed)
         elif (mid := msg.get("id")) in self._pending:
-            _, future = self._pending.pop(mid)
+            future = self._pending.pop(mid).future
             if not future.done():
                 if kind == "error":
                     future.set_exception(error_from_reply(msg))
                 else:
                     future.set_result(msg)
 
-    def _deliver(self, event: Event) -> None:
-        follow = self._follows.get(event.get("run_id", ""))
-        if follow is None or event["seq"] <= follow.last_seq:
-            return  # a repeat after a resume, or a run we stopped following
-        follow.last_seq = event["seq"]
-        follow.queue.put_nowait(event)
+    async def _steer(self, feed: Feed) -> None:
+        """Send what the feed needs now: a subscribe (a refill) or an unsubscribe, if anything."""
+        if self._closed or self._failure is not None or not self._connected.is_set():
+            return  # a reconnect steers every feed afresh
+        message = feed.steer()
+        if message is None:
+            return
+        if message["type"] != "subscribe":
+            await self._send(message)
+            return
+        mid, pending = next(self._ids), _Request(message, resend=False)
+        self._pending[mid] = pending
+        pending.future.add_done_callback(functools.partial(self._subscribed, feed))
+        await self._transmit(mid, pending)
+
+    def _subscribed(self, feed: Feed, future: asyncio.Future[dict[str, Any]]) -> None:
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            feed.fail(exc)  # e.g. run_not_found: every iterator of the run raises it
+            return
+        run = future.result().get("run") or {}
+        if run.get("status") in FINISHED:
+            feed.end_at(int(run.get("last_seq") or 0))  # an `after` at or past the end gets nothing more
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._reader is None:
+            raise ConnectionFailed("not connected: use `async with Client(...)` or `await client.connect()`")
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._ws is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
                 await self._ws.send(orjson.dumps(message).decode())
 
+    async def _transmit(self, mid: int, pending: _Request) -> None:
+        pending.sent_on = self._connection
+        await self._send({**pending.message, "id": mid})
+
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a message and return its reply; error replies raise their typed exception."""
-        if self._failure is not None:
-            raise self._failure
-        mid = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[mid] = (message, future)
-        await self._connected.wait()
-        await self._send({**message, "id": mid})
-        return await future
+        """Send a message and return its reply; error replies raise their typed exception.
+        While reconnecting, the message waits and goes out on the new connection; if the
+        connection is lost for good, this raises ConnectionFailed. `rate_limited` is waited
+        out and the message sent again, for up to `rate_limit_patience` seconds."""
+        give_up = time.monotonic() + self.rate_limit_patience
+        while True:
+            try:
+                return await self._exchange(message)
+            except RateLimited as exc:
+                wait = exc.retry_after * random.uniform(1.0, 1.2)  # jitter: many clients must not come back at once
+                if time.monotonic() + wait > give_up:
+                    raise RateLimited(
+                        f"{exc.message} (still refused after {self.rate_limit_patience:g} s of waiting)",
+                        reply=exc.reply,
+                    ) from exc
+                await asyncio.sleep(wait)
+
+    async def _exchange(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._check_usable()
+        mid, pending = next(self._ids), _Request(message)
+        self._pending[mid] = pending
+        try:
+            if self._connected.is_set():
+                await self._transmit(mid, pending)
+            return await pending.future
+        finally:
+            self._pending.pop(mid, None)  # a caller that gave up leaves nothing to send again
 
     # ---- the protocol ----------------------------------------------------------------
 
@@ -223,23 +336,24 @@ class Client:
         return dict((await self.request(message))["run"])
 
     async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Every event of the run with seq > after, in order, up to the terminal event."""
-        follow = _Follow(run_id, after)
-        self._follows[run_id] = follow
+        """Every event of the run with seq > after, in order, up to the terminal event.
+
+        Any number of iterators may follow one run at once, each from its own `after`: the
+        client subscribes once and gives each iterator the whole log from its cursor."""
+        self._check_usable()
+        follower = Follower(after, self.queue_size)
+        feed = self._feeds.setdefault(run_id, Feed(run_id))
+        feed.followers.append(follower)
         try:
-            await self.request({"type": "subscribe", "run_id": run_id, "after": after})
-            while True:
-                item = await follow.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item["event"] in TERMINAL_EVENTS:
-                    return
+            await self._steer(feed)
+            while (event := await follower.get()) is not None:
+                await self._steer(feed)  # a drained queue asks for a refill
+                yield event
         finally:
-            if self._follows.get(run_id) is follow:
-                del self._follows[run_id]
-                if not self._closed and self._connected.is_set():
-                    await self._send({"type": "unsubscribe", "run_id": run_id})
+            feed.followers.remove(follower)
+            if not feed.followers and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+            await self._steer(feed)  # nobody wants this run's events any more: unsubscribe
 
     async def run(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> AsyncIterator[Event]:
         """Start a run and yield its events to the end."""

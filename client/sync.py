@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import queue
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .client import DEFAULT_URL, Client, Event
 
-_DONE = object()
+
+async def _next(events: AsyncIterator[Event]) -> Event | None:
+    """One step of an async iterator, None at its end (StopAsyncIteration cannot cross threads)."""
+    return await anext(events, None)
+
+
+async def _close(events: AsyncIterator[Event]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(RuntimeError):  # still running after an interrupt: it ends itself
+            await aclose()
 
 
 class SyncClient:
@@ -39,7 +49,12 @@ class SyncClient:
         self.close()
 
     def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C in the caller's thread: stop the work in the loop too
+            raise
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -50,28 +65,22 @@ class SyncClient:
         if self._loop.is_closed():
             return
         self._call(self._client.close())
+        self._call(self._loop.shutdown_asyncgens())  # subscriptions the caller left unfinished
         self._stop_loop()
 
     def start(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> dict[str, Any]:
         return dict(self._call(self._client.start(workflow, input, run_id=run_id)))
 
     def subscribe(self, run_id: str, after: int = 0) -> Iterator[Event]:
-        items: queue.Queue[Any] = queue.Queue()
-
-        async def pump() -> None:
-            try:
-                async for event in self._client.subscribe(run_id, after):
-                    items.put(event)
-            except BaseException as exc:  # handed to the caller's thread
-                items.put(exc)
-            finally:
-                items.put(_DONE)
-
-        asyncio.run_coroutine_threadsafe(pump(), self._loop)
-        while (item := items.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        """Every event of the run with seq > after, to the end. Each event is fetched when the
+        caller asks for it, so nothing piles up; leaving the loop early unsubscribes."""
+        events = self._client.subscribe(run_id, after)
+        try:
+            while (event := self._call(_next(events))) is not None:
+                yield event
+        finally:
+            if not self._loop.is_closed():
+                self._call(_close(events))
 
     def run(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> Iterator[Event]:
         started = self.start(workflow, input, run_id=run_id)

@@ -16,7 +16,7 @@ import uvicorn
 from .engine import DEFAULT_MAX_RUNNING
 from .store import StoreError, backend_for
 from .store.retention import DEFAULT_RETENTION_DAYS
-from .web import Limits, Server, Tokens, WebSocketProtocol, create_app
+from .web import Limits, Server, Tokens, WebSocketProtocol, create_app, redact_uvicorn_logs
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ws=WebSocketProtocol,
         ws_per_message_deflate=False,
     )
+    redact_uvicorn_logs()  # tokens in query strings must not reach the logs
     server = Server(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
     server.run()  # on uvloop when it is installed (uvicorn's loop="auto"), else asyncio

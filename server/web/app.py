@@ -11,11 +11,13 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.status import WS_1013_TRY_AGAIN_LATER
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..engine import DEFAULT_MAX_RUNNING
@@ -36,6 +38,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 EVENTS_PAGE_MAX = 10_000
+MAX_HEADER_LINE = 8192  # bytes: what websockets allows on /ws (above it: 431); HTTP gets the same
 
 HTTP_STATUS = {
     ErrorCode.BAD_JSON: 400,
@@ -61,6 +64,21 @@ class JSON(Response):
 
 def _error_response(exc: RuncastError) -> Response:
     return JSON({"error": {"code": str(exc.code), "message": exc.message}}, HTTP_STATUS[exc.code])
+
+
+class HeaderLimit:
+    """Answers 431 to an HTTP request with a header line over MAX_HEADER_LINE bytes
+    (uvicorn on httptools sets no limit of its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(len(k) + len(v) + 2 > MAX_HEADER_LINE for k, v in scope["headers"]):
+            message = f"a request header line is over {MAX_HEADER_LINE} bytes"
+            await JSON({"error": {"code": "bad_request", "message": message}}, 431)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -232,7 +250,7 @@ def create_app(
         Route("/metrics", guarded(metrics_endpoint)),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HeaderLimit)])
     app.state.runtime = runtime
     app.state.close_connections = close_connections
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 from typing import Any
 
@@ -14,6 +16,14 @@ from websockets.protocol import State
 # ASGI scope extension: a "websocket.send" may carry "texts", and {"write_now": fn} writes
 # already framed bytes at once when the socket can take them (see WebSocketProtocol).
 SEND_MANY = "runcast.send_many"
+
+# uvicorn's access lines and websockets' debug lines carry paths with their query strings
+# (`/ws?token=...`) and, at debug, every request header.
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_QUERY_VALUE = re.compile(r"([?&][^=&#\s\"]*=)[^&#\s\"]*")
+
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -33,7 +43,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
+        if self.response.status_code == 101:  # a rejected handshake was answered and has no scope
+            self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._answer_unparsed()
+
+    def _answer_unparsed(self) -> None:
+        """websockets refused the request before it became a handshake (e.g. a header line
+        over 8 KiB: 431); uvicorn would never send that answer and leave the client waiting."""
+        answer = b"".join(self.conn.data_to_send()) or BAD_REQUEST
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(answer)
+        self.transport.close()
 
     def write_now(self, data: bytes) -> bool:
         """Write framed bytes if the socket takes them without waiting; False if it would not."""
@@ -81,3 +105,31 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
         # uvicorn re-raises the stop signal after a graceful stop; the contract wants exit 0.
         self._captured_signals.clear()
+
+
+def redact(text: str) -> str:
+    """`text` with every query string's values replaced by `***`."""
+    return _QUERY_VALUE.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps query strings' values and secret headers' values out of uvicorn's log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            if str(record.msg).endswith("%s: %s") and str(args[0]).lower() in SECRET_HEADERS:
+                record.args = (args[0], "***", *args[2:])  # websockets' "< authorization: ..." at debug
+            else:
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def redact_uvicorn_logs() -> None:
+    """Install RedactSecrets on uvicorn's loggers (after uvicorn.Config configured logging)."""
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

@@ -1,0 +1,125 @@
+"""Faults at the transport: bad upgrades, big headers, secrets in URLs, stopping while busy,
+huge bodies, and the plain ASGI path. Real servers, raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+from .harness import ServerProcess, http
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade(method: str = "GET", path: str = "/ws", extra: str = "", key: bool = True, version: str = "13") -> bytes:
+    """A WebSocket upgrade request, as bytes, with the parts a test wants wrong."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    head += f"Sec-WebSocket-Key: {KEY}\r\n" if key else ""
+    head += f"Sec-WebSocket-Version: {version}\r\n" if version else ""
+    return (head + extra + "\r\n").encode()
+
+
+BAD_UPGRADES = {
+    "no key": upgrade(key=False),
+    "wrong version": upgrade(version="8"),
+    "POST": upgrade(method="POST", extra="Content-Length: 0\r\n"),
+    "garbage": b"\x16\x03\x01\x00\xa5garbage\r\n\r\n",
+    "bad request line": b"HELLO /ws what\r\n\r\n",
+}
+
+
+def exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
+    """Send `data` on a fresh socket and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), f"no HTTP answer: {answer[:80]!r}"
+    return int(answer.split(b" ", 2)[1])
+
+
+def sigterm(proc: ServerProcess, timeout: float = 10) -> tuple[int, float]:
+    """SIGTERM the server; its exit code and the seconds from the signal to the exit."""
+    assert proc.proc is not None
+    t0 = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"no exit {timeout} s after SIGTERM") from None
+    return code, time.monotonic() - t0
+
+
+def log_errors(proc: ServerProcess) -> list[str]:
+    return [line for line in proc.log_path.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
+
+
+# ---- 1. the upgrade path ---------------------------------------------------------
+
+
+def test_bad_upgrades_get_4xx_log_nothing_leak_nothing_and_stop_promptly(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "x.db").start()
+    try:
+        for name, data in BAD_UPGRADES.items():
+            assert 400 <= status_of(exchange(server.port, data)) < 500, name
+        requests = list(BAD_UPGRADES.values())
+        for data in requests * 100:  # warm-up: allocator pools, caches
+            exchange(server.port, data)
+        before = server.rss_kb()
+        for data in requests * 600:
+            exchange(server.port, data)
+        growth = (server.rss_kb() - before) / 1024
+        print(f"RSS growth over {len(requests) * 600} bad upgrades: {growth:.1f} MiB")
+        assert growth < 10, f"RSS grew {growth:.1f} MiB"
+        code, seconds = sigterm(server)
+        print(f"SIGTERM after bad upgrades: exit {code} in {seconds:.2f} s")
+        assert code == 0 and seconds < 2, (code, seconds)
+        assert log_errors(server) == [], log_errors(server)[:5]
+    finally:
+        server.stop()
+
+
+def test_oversized_header_gets_431(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "x.db").start()
+    try:
+        big = "Authorization: Bearer " + "a" * 16384 + "\r\n"
+        assert status_of(exchange(server.port, upgrade(extra=big))) == 431
+        answer = exchange(server.port, f"GET /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{big}\r\n".encode())
+        assert status_of(answer) == 431
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
+        assert log_errors(server) == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_tokens_in_query_strings_never_reach_the_log(tmp_path: Path, level: str) -> None:
+    server = ServerProcess(tmp_path / "x.db", "--log-level", level).start()
+    try:
+        ws = await websockets.connect(
+            server.url + "?token=qs-secret-1", additional_headers={"Authorization": "Bearer hdr-secret-2"}
+        )
+        await ws.recv()
+        await ws.close()
+        await asyncio.to_thread(http, "GET", server.http_url + "/api/runs?token=qs-secret-3&limit=5")
+        await asyncio.to_thread(http, "GET", server.http_url + "/api/runs?limit=5&access_token=qs-secret-4")
+    finally:
+        server.stop()
+    text = server.log_path.read_text()
+    assert "token=***" in text, "the access lines are there, with the value blanked"
+    for secret in ("qs-secret-1", "hdr-secret-2", "qs-secret-3", "qs-secret-4"):
+        assert secret not in text, secret

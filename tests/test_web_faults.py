@@ -4,17 +4,19 @@ huge bodies, and the plain ASGI path. Real servers, raw sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
 
-from .harness import ServerProcess, http
+from .harness import ServerProcess, assert_log, http
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -123,3 +125,85 @@ async def test_tokens_in_query_strings_never_reach_the_log(tmp_path: Path, level
     assert "token=***" in text, "the access lines are there, with the value blanked"
     for secret in ("qs-secret-1", "hdr-secret-2", "qs-secret-3", "qs-secret-4"):
         assert secret not in text, secret
+
+
+# ---- 3. a prompt stop --------------------------------------------------------------
+
+
+async def _read_until_closed(ws: websockets.ClientConnection, pause: float = 0) -> int | None:
+    """Read every frame (waiting `pause` after each); the close code the server sent."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for message in ws:
+            json.loads(message)  # as a real client would
+            if pause:
+                await asyncio.sleep(pause)
+    return ws.close_code
+
+
+def _full_log(base: str, run_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while True:
+        status, page = http("GET", f"{base}/api/runs/{run_id}/events?after={len(events)}&limit=10000")
+        assert status == 200, page
+        if not page["events"]:
+            return events
+        events.extend(page["events"])
+
+
+def _wait_finished(base: str, run_id: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, run = http("GET", f"{base}/api/runs/{run_id}")
+        if status == 200 and run["status"] in ("completed", "failed", "cancelled"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish after the restart")
+
+
+async def test_sigterm_while_fast_runs_stream_closes_1001_exits_0_within_2s(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "x.db").start()
+    # Four sockets follow five fast runs each; two read at once, two slowly, so
+    # megabytes wait in their socket buffers ahead of their close frames: they must not hold the
+    # stop up (and cannot see the 1001 in time, so their close codes are not checked).
+    sockets = [
+        await websockets.connect(server.url, max_size=None, ping_interval=None, open_timeout=10) for _ in range(4)
+    ]
+    run_ids: list[str] = []
+    try:
+        for i, ws in enumerate(sockets):
+            await ws.recv()  # welcome
+            for j in range(5):
+                n, delay = (100_000, 0) if (i + j) % 2 else (2_000, 0.001)
+                await ws.send(json.dumps({"type": "start", "workflow": "count", "input": {"n": n, "delay": delay}}))
+                while (reply := json.loads(await ws.recv()))["type"] != "started":
+                    pass
+                run_ids.append(reply["run"]["run_id"])
+        readers = [asyncio.create_task(_read_until_closed(ws)) for ws in sockets[:2]]
+        slow_readers = [asyncio.create_task(_read_until_closed(ws, pause=0.001)) for ws in sockets[2:]]
+        await asyncio.sleep(1)  # let them stream, and the slow sockets' buffers fill
+        code, seconds = await asyncio.to_thread(sigterm, server)
+        print(f"SIGTERM while streaming: exit {code} in {seconds:.2f} s")
+        assert code == 0, server.tail()
+        assert seconds < 2, f"{seconds:.2f} s from SIGTERM to exit"
+        assert await asyncio.wait_for(asyncio.gather(*readers), 10) == [1001] * len(readers)
+    finally:
+        for task in slow_readers:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+        server.stop()
+    server.restart()
+    try:
+        resumed = 0
+        for run_id in run_ids:
+            run = await asyncio.to_thread(_wait_finished, server.http_url, run_id)
+            assert run["status"] == "completed", run
+            events = await asyncio.to_thread(_full_log, server.http_url, run_id)
+            assert_log(events)
+            kinds = [e["event"] for e in events]
+            assert kinds.count("run_resumed") <= 1
+            resumed += kinds.count("run_resumed")
+        assert resumed >= len(run_ids) // 2, f"only {resumed} of {len(run_ids)} runs were cut short by the stop"
+        assert log_errors(server) == [], log_errors(server)[:5]
+    finally:
+        server.stop()

@@ -140,6 +140,11 @@ def create_app(
         for conn in list(connections):
             await conn.close(code)
 
+    async def going_away() -> None:
+        """A stop's first step: every socket gets 1001 while the runs stop where they are
+        (they resume at the next start), so no run keeps the stop waiting."""
+        await asyncio.gather(close_connections(1001), runtime.engine.shutdown())
+
     async def ws_endpoint(websocket: WebSocket) -> None:
         if len(connections) >= limits.max_connections:
             await websocket.accept()
@@ -253,4 +258,5 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HeaderLimit)])
     app.state.runtime = runtime
     app.state.close_connections = close_connections
+    app.state.going_away = going_away
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
@@ -17,11 +18,15 @@ from websockets.protocol import State
 # already framed bytes at once when the socket can take them (see WebSocketProtocol).
 SEND_MANY = "runcast.send_many"
 
+log = logging.getLogger("runcast.serving")
+
 # uvicorn's access lines and websockets' debug lines carry paths with their query strings
 # (`/ws?token=...`) and, at debug, every request header.
 UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _QUERY_VALUE = re.compile(r"([?&][^=&#\s\"]*=)[^&#\s\"]*")
+
+DRAIN_SECONDS = 1.0  # a stop waits this long for closing sockets to take what is buffered
 
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -92,19 +97,38 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 class Server(uvicorn.Server):
-    """uvicorn, but sockets are closed with 1001 (going away) before it shuts down, and a
-    graceful stop exits 0."""
+    """uvicorn, but a stop is prompt: sockets are closed with 1001 and runs stopped before it
+    shuts down, sockets that have not taken their close after DRAIN_SECONDS are dropped, and
+    a graceful stop exits 0."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.loaded_app
-        close = getattr(getattr(app, "state", None), "close_connections", None)
-        if close is None:  # loaded_app may be wrapped by uvicorn's middleware
-            close = getattr(getattr(getattr(app, "app", None), "state", None), "close_connections", None)
-        if close is not None:
-            await close(1001)
-        await super().shutdown(sockets)
+        going_away = self._app_state("going_away")
+        if going_away is not None:
+            await going_away()
+        drop = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._drop_connections)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            drop.cancel()
         # uvicorn re-raises the stop signal after a graceful stop; the contract wants exit 0.
         self._captured_signals.clear()
+
+    def _drop_connections(self) -> None:
+        """Sockets still open DRAIN_SECONDS into a stop take nothing (their close is stuck
+        behind unread data): let them go, rather than hold the stop up to uvicorn's timeout."""
+        left = list(self.server_state.connections)
+        for connection in left:
+            connection.transport.abort()
+        if left:
+            log.info("stop: dropped %d connection(s) that took nothing for %g s", len(left), DRAIN_SECONDS)
+
+    def _app_state(self, name: str) -> Any:
+        app = self.config.loaded_app
+        for candidate in (app, getattr(app, "app", None)):  # loaded_app may be wrapped by uvicorn's middleware
+            value = getattr(getattr(candidate, "state", None), name, None)
+            if value is not None:
+                return value
+        return None
 
 
 def redact(text: str) -> str:

@@ -207,3 +207,66 @@ async def test_sigterm_while_fast_runs_stream_closes_1001_exits_0_within_2s(tmp_
         assert log_errors(server) == [], log_errors(server)[:5]
     finally:
         server.stop()
+
+
+# ---- 4. HTTP bodies capped while they are read -------------------------------------
+
+
+def post_streaming(port: int, head: bytes, body: bytes, step: int = 65536) -> bytes:
+    """POST `head`, then `body` in pieces until the server answers; what it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        answer = b""
+        for i in range(0, len(body), step):
+            try:
+                answer += sock.recv(65536)
+                break  # it answered before the body was all sent
+            except BlockingIOError:
+                pass
+            try:
+                sock.sendall(body[i : i + step])
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while not answer.endswith(b"}}") and (chunk := sock.recv(65536)):  # the JSON error, or a close
+                answer += chunk
+        return answer
+
+
+def chunked(data: bytes, size: int = 16384) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(data[i : i + size]), data[i : i + size]) for i in range(0, len(data), size))
+
+
+def assert_413(answer: bytes, limit: int) -> None:
+    assert status_of(answer) == 413, answer[:200]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "bad_request" and str(limit) in error["message"] and "--max-frame-bytes" in error["message"]
+
+
+def test_post_bodies_over_the_limit_get_413_while_read(tmp_path: Path) -> None:
+    limit = 65536
+    server = ServerProcess(tmp_path / "x.db", "--max-frame-bytes", str(limit)).start()
+    try:
+        body = b'{"workflow": "echo", "input": "' + b"x" * (8 * 1024 * 1024) + b'"}'
+        for path in ("/api/runs", "/api/runs/nope/cancel"):
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            # Content-Length says too much: answered at once, before any body.
+            assert_413(post_streaming(server.port, f"{head}Content-Length: {len(body)}\r\n\r\n".encode(), b""), limit)
+            # Chunked: answered once the bytes read pass the limit, long before the 8 MiB are sent.
+            answer = post_streaming(server.port, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode(), chunked(body))
+            assert_413(answer, limit)
+        rss = server.rss_kb() / 1024
+        assert rss < 200, f"the server holds {rss:.0f} MiB: bodies were buffered"
+        # A lying small Content-Length beside chunked is refused as the request smuggling it is.
+        head = b"POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assert 400 <= status_of(post_streaming(server.port, head, chunked(body))) < 500
+        # Under the limit, chunked or not, a body is read as usual.
+        small = json.dumps({"workflow": "echo", "input": 1}).encode()
+        head = "POST /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assert status_of(exchange(server.port, head.encode() + chunked(small) + b"0\r\n\r\n")) == 202
+        assert http("POST", server.http_url + "/api/runs", {"workflow": "echo", "input": 2})[0] == 202
+        assert log_errors(server) == [], log_errors(server)[:5]
+    finally:
+        server.stop()

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 import websockets
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from .harness import ServerProcess, assert_log, http
+from server.web.serving import Server, WebSocketProtocol, missing_hooks, serving_classes
+
+from .harness import Client, ServerProcess, assert_log, http
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -270,3 +274,48 @@ def test_post_bodies_over_the_limit_get_413_while_read(tmp_path: Path) -> None:
         assert log_errors(server) == [], log_errors(server)[:5]
     finally:
         server.stop()
+
+
+# ---- 2. the uvicorn coupling ---------------------------------------------------------
+
+
+async def _noop_app(scope: Any, receive: Any, send: Any) -> None:
+    pass
+
+
+def test_uvicorn_is_a_tested_version_with_every_hook() -> None:
+    assert uvicorn.__version__.startswith("0.54."), uvicorn.__version__
+    assert missing_hooks(_noop_app) == []
+    assert serving_classes(_noop_app) == (WebSocketProtocol, Server)
+
+
+def test_a_missing_hook_falls_back_to_plain_asgi(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "handle_connect")
+    assert missing_hooks(_noop_app) == ["WebSocketsSansIOProtocol.handle_connect"]
+    assert serving_classes(_noop_app) == ("websockets-sansio", Server)
+    monkeypatch.delattr(uvicorn.Server, "shutdown")
+    assert serving_classes(_noop_app) == ("websockets-sansio", uvicorn.Server)
+
+
+async def test_plain_asgi_path_streams_exactly_closes_1001_and_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNCAST_PLAIN_ASGI", "1")
+    server = ServerProcess(tmp_path / "x.db").start()
+    try:
+        c = await Client.connect(server.url)
+        run_id = await c.start("count", {"n": 3000, "delay": 0})
+        events = await c.until_terminal(run_id)
+        assert_log(events)
+        assert events[-1]["data"]["output"] == {"count": 3000}
+        watcher = await Client.connect(server.url)
+        await watcher.request({"type": "subscribe", "run_id": await c.start("count", {"n": 100, "delay": 1})})
+        code, seconds = await asyncio.to_thread(sigterm, server)
+        assert code == 0 and seconds < 2, (code, seconds)
+        await asyncio.wait_for(watcher.ws.wait_closed(), 5)
+        assert watcher.ws.close_code == 1001
+    finally:
+        server.stop()
+    warnings = [line for line in server.log_path.read_text().splitlines() if "stock protocol" in line]
+    assert len(warnings) == 1 and "RUNCAST_PLAIN_ASGI=1" in warnings[0] and "WARNING" in warnings[0], warnings
+    assert log_errors(server) == []

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import re
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
@@ -19,6 +20,13 @@ from websockets.protocol import State
 SEND_MANY = "runcast.send_many"
 
 log = logging.getLogger("runcast.serving")
+
+# What WebSocketProtocol and Server use of uvicorn's own classes (tested with 0.52.1 to 0.54).
+PROTOCOL_HOOKS = (
+    "handshake_complete", "close_sent", "writable", "conn", "transport", "disconnected", "handle_connect", "send",
+)  # fmt: skip
+SERVER_HOOKS = ("shutdown", "_captured_signals")
+PLAIN_PROTOCOL = "websockets-sansio"  # uvicorn's stock protocol: plain ASGI, no SEND_MANY
 
 # uvicorn's access lines and websockets' debug lines carry paths with their query strings
 # (`/ws?token=...`) and, at debug, every request header.
@@ -157,3 +165,31 @@ def redact_uvicorn_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+
+
+def missing_hooks(app: Any) -> list[str]:
+    """The attributes of uvicorn's classes that WebSocketProtocol and Server use and this
+    uvicorn lacks (probed on throwaway instances)."""
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    try:
+        protocol = WebSocketsSansIOProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=cast(Any, object())
+        )
+        server = uvicorn.Server(config)
+    except Exception as exc:  # a changed constructor breaks the subclasses as surely
+        return [f"constructors ({exc!r})"]
+    missing = [f"WebSocketsSansIOProtocol.{name}" for name in PROTOCOL_HOOKS if not hasattr(protocol, name)]
+    return missing + [f"Server.{name}" for name in SERVER_HOOKS if not hasattr(server, name)]
+
+
+def serving_classes(app: Any, plain: bool = False) -> tuple[Any, type[uvicorn.Server]]:
+    """The WebSocket protocol (for uvicorn.Config's `ws`) and the server class to run: ours,
+    or uvicorn's stock ones when `plain` or when this uvicorn lacks a hook ours use; the
+    fallback says so in one warning."""
+    missing = missing_hooks(app)
+    if not plain and not missing:
+        return WebSocketProtocol, Server
+    reason = "RUNCAST_PLAIN_ASGI=1" if plain else f"uvicorn {uvicorn.__version__} lacks {', '.join(missing)}"
+    server = uvicorn.Server if any(m.startswith(("Server.", "constructors")) for m in missing) else Server
+    log.warning("serving WebSockets on uvicorn's stock protocol, plain ASGI without %s: %s", SEND_MANY, reason)
+    return PLAIN_PROTOCOL, server

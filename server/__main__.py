@@ -16,7 +16,7 @@ import uvicorn
 from .engine import DEFAULT_MAX_RUNNING
 from .store import StoreError, backend_for
 from .store.retention import DEFAULT_RETENTION_DAYS
-from .web import Limits, Server, Tokens, WebSocketProtocol, create_app
+from .web import Limits, Tokens, create_app, redact_uvicorn_logs, serving_classes
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens=tokens,
         limits=limits,
     )
+    protocol, server_class = serving_classes(app, plain=os.environ.get("RUNCAST_PLAIN_ASGI") == "1")
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -140,12 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         ws_max_size=limits.max_frame_bytes,
         ws_ping_interval=20,
         ws_ping_timeout=20,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=2,  # a backstop: sockets are dropped after DRAIN_SECONDS
         lifespan="on",
-        ws=WebSocketProtocol,
+        ws=protocol,
         ws_per_message_deflate=False,
     )
-    server = Server(config)
+    redact_uvicorn_logs()  # tokens in query strings must not reach the logs
+    server = server_class(config)
     log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
     server.run()  # on uvloop when it is installed (uvicorn's loop="auto"), else asyncio
     if not server.started:

@@ -4,6 +4,6 @@ metrics, and the adjustments to uvicorn."""
 from .app import create_app
 from .auth import Tokens
 from .limits import Limits
-from .serving import Server, WebSocketProtocol
+from .serving import Server, WebSocketProtocol, redact_uvicorn_logs, serving_classes
 
-__all__ = ["Limits", "Server", "Tokens", "WebSocketProtocol", "create_app"]
+__all__ = ["Limits", "Server", "Tokens", "WebSocketProtocol", "create_app", "redact_uvicorn_logs", "serving_classes"]

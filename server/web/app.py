@@ -11,11 +11,13 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.status import WS_1013_TRY_AGAIN_LATER
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
@@ -37,6 +39,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 EVENTS_PAGE_MAX = 10_000
+MAX_HEADER_LINE = 8192  # bytes: what websockets allows on /ws (above it: 431); HTTP gets the same
 
 HTTP_STATUS = {
     ErrorCode.BAD_JSON: 400,
@@ -67,6 +70,66 @@ def _whole(text: str) -> bool:
 
 def _error_response(exc: RuncastError) -> Response:
     return JSON({"error": {"code": str(exc.code), "message": exc.message}}, HTTP_STATUS[exc.code])
+
+
+class HeaderLimit:
+    """Answers 431 to an HTTP request with a header line over MAX_HEADER_LINE bytes
+    (uvicorn on httptools sets no limit of its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(len(k) + len(v) + 2 > MAX_HEADER_LINE for k, v in scope["headers"]):
+            message = f"a request header line is over {MAX_HEADER_LINE} bytes"
+            await JSON({"error": {"code": "bad_request", "message": message}}, 431)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Answers 413 to an HTTP request whose body is over `limit` bytes, chunked or not: at once
+    when Content-Length says so, else as soon as the chunks read pass it; the app then gets
+    the body (at most `limit` bytes held) whether or not it reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client is gone: nothing to answer
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the body is over {self.limit} bytes, the limit (--max-frame-bytes)"
+        await JSON({"error": {"code": "bad_request", "message": message}}, 413)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then whatever comes next (a disconnect)."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 def create_app(
@@ -134,6 +197,11 @@ def create_app(
         for conn in list(connections):
             await conn.close(code)
 
+    async def going_away() -> None:
+        """A stop's first step: every socket gets 1001 while the runs stop where they are
+        (they resume at the next start), so no run keeps the stop waiting."""
+        await asyncio.gather(close_connections(1001), runtime.engine.shutdown())
+
     async def ws_endpoint(websocket: WebSocket) -> None:
         if len(connections) >= limits.max_connections:
             await websocket.accept()
@@ -158,10 +226,7 @@ def create_app(
         return JSON({"workflows": [wf.describe() for wf in runtime.engine.workflows.values()]})
 
     async def start_run(request: Request) -> Response:
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > limits.max_frame_bytes:
-            return _error(RuncastError(f"body over {limits.max_frame_bytes} bytes", ErrorCode.BAD_REQUEST))
-        try:
+        try:  # BodyLimit stops a body over --max-frame-bytes as it is read
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
@@ -250,7 +315,12 @@ def create_app(
         Route("/metrics", guarded(metrics_endpoint)),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(HeaderLimit), Middleware(BodyLimit, limit=limits.max_frame_bytes)],
+    )
     app.state.runtime = runtime
     app.state.close_connections = close_connections
+    app.state.going_away = going_away
     return app

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import socket
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 # ASGI scope extension: a "websocket.send" may carry "texts", and {"write_now": fn} writes
 # already framed bytes at once when the socket can take them (see WebSocketProtocol).
 SEND_MANY = "runcast.send_many"
+
+log = logging.getLogger("runcast.serving")
+
+# What WebSocketProtocol and Server use of uvicorn's own classes (tested with 0.52.1 to 0.54).
+PROTOCOL_HOOKS = (
+    "handshake_complete", "close_sent", "writable", "conn", "transport", "disconnected", "handle_connect", "send",
+)  # fmt: skip
+SERVER_HOOKS = ("shutdown", "_captured_signals")
+PLAIN_PROTOCOL = "websockets-sansio"  # uvicorn's stock protocol: plain ASGI, no SEND_MANY
+
+# uvicorn's access lines and websockets' debug lines carry paths with their query strings
+# (`/ws?token=...`) and, at debug, every request header.
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_QUERY_VALUE = re.compile(r"([?&][^=&#\s\"]*=)[^&#\s\"]*")
+
+DRAIN_SECONDS = 1.0  # a stop waits this long for closing sockets to take what is buffered
+
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -33,7 +56,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
+        if self.response.status_code == 101:  # a rejected handshake was answered and has no scope
+            self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._answer_unparsed()
+
+    def _answer_unparsed(self) -> None:
+        """websockets refused the request before it became a handshake (e.g. a header line
+        over 8 KiB: 431); uvicorn would never send that answer and leave the client waiting."""
+        answer = b"".join(self.conn.data_to_send()) or BAD_REQUEST
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(answer)
+        self.transport.close()
 
     def write_now(self, data: bytes) -> bool:
         """Write framed bytes if the socket takes them without waiting; False if it would not."""
@@ -68,16 +105,91 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 class Server(uvicorn.Server):
-    """uvicorn, but sockets are closed with 1001 (going away) before it shuts down, and a
-    graceful stop exits 0."""
+    """uvicorn, but a stop is prompt: sockets are closed with 1001 and runs stopped before it
+    shuts down, sockets that have not taken their close after DRAIN_SECONDS are dropped, and
+    a graceful stop exits 0."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.loaded_app
-        close = getattr(getattr(app, "state", None), "close_connections", None)
-        if close is None:  # loaded_app may be wrapped by uvicorn's middleware
-            close = getattr(getattr(getattr(app, "app", None), "state", None), "close_connections", None)
-        if close is not None:
-            await close(1001)
-        await super().shutdown(sockets)
+        going_away = self._app_state("going_away")
+        if going_away is not None:
+            await going_away()
+        drop = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._drop_connections)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            drop.cancel()
         # uvicorn re-raises the stop signal after a graceful stop; the contract wants exit 0.
         self._captured_signals.clear()
+
+    def _drop_connections(self) -> None:
+        """Sockets still open DRAIN_SECONDS into a stop take nothing (their close is stuck
+        behind unread data): let them go, rather than hold the stop up to uvicorn's timeout."""
+        left = list(self.server_state.connections)
+        for connection in left:
+            connection.transport.abort()
+        if left:
+            log.info("stop: dropped %d connection(s) that took nothing for %g s", len(left), DRAIN_SECONDS)
+
+    def _app_state(self, name: str) -> Any:
+        app = self.config.loaded_app
+        for candidate in (app, getattr(app, "app", None)):  # loaded_app may be wrapped by uvicorn's middleware
+            value = getattr(getattr(candidate, "state", None), name, None)
+            if value is not None:
+                return value
+        return None
+
+
+def redact(text: str) -> str:
+    """`text` with every query string's values replaced by `***`."""
+    return _QUERY_VALUE.sub(r"\1***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps query strings' values and secret headers' values out of uvicorn's log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            if str(record.msg).endswith("%s: %s") and str(args[0]).lower() in SECRET_HEADERS:
+                record.args = (args[0], "***", *args[2:])  # websockets' "< authorization: ..." at debug
+            else:
+                record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def redact_uvicorn_logs() -> None:
+    """Install RedactSecrets on uvicorn's loggers (after uvicorn.Config configured logging)."""
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+
+
+def missing_hooks(app: Any) -> list[str]:
+    """The attributes of uvicorn's classes that WebSocketProtocol and Server use and this
+    uvicorn lacks (probed on throwaway instances)."""
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    try:
+        protocol = WebSocketsSansIOProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=cast(Any, object())
+        )
+        server = uvicorn.Server(config)
+    except Exception as exc:  # a changed constructor breaks the subclasses as surely
+        return [f"constructors ({exc!r})"]
+    missing = [f"WebSocketsSansIOProtocol.{name}" for name in PROTOCOL_HOOKS if not hasattr(protocol, name)]
+    return missing + [f"Server.{name}" for name in SERVER_HOOKS if not hasattr(server, name)]
+
+
+def serving_classes(app: Any, plain: bool = False) -> tuple[Any, type[uvicorn.Server]]:
+    """The WebSocket protocol (for uvicorn.Config's `ws`) and the server class to run: ours,
+    or uvicorn's stock ones when `plain` or when this uvicorn lacks a hook ours use; the
+    fallback says so in one warning."""
+    missing = missing_hooks(app)
+    if not plain and not missing:
+        return WebSocketProtocol, Server
+    reason = "RUNCAST_PLAIN_ASGI=1" if plain else f"uvicorn {uvicorn.__version__} lacks {', '.join(missing)}"
+    server = uvicorn.Server if any(m.startswith(("Server.", "constructors")) for m in missing) else Server
+    log.warning("serving WebSockets on uvicorn's stock protocol, plain ASGI without %s: %s", SEND_MANY, reason)
+    return PLAIN_PROTOCOL, server

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, BatchStats, RunStore, StoredEvent, StoreError, StoreLocked
+from .base import Backend, BatchStats, Coordination, RunLost, RunStore, StoredEvent, StoreError, StoreLocked
 from .writer import Store
 
 # scheme -> (module, class): a new database is one module and one line here.
 BACKENDS = {
     "sqlite": ("server.store.sqlite", "SqliteBackend"),
+    "postgresql": ("server.store.postgres", "PostgresBackend"),
+    "postgres": ("server.store.postgres", "PostgresBackend"),
 }
 
 
-def backend_for(url: str) -> Backend:
-    """The backend named by a `--db` value: a file path, or `scheme://...`."""
+def backend_for(url: str, node_id: str | None = None) -> Backend:
+    """The backend named by a `--db` value: a file path, or `scheme://...`; `node_id`
+    names this process among the nodes of a shared database."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "sqlite", url
@@ -23,19 +26,25 @@ def backend_for(url: str) -> Backend:
         known = ", ".join(f"{s}://" for s in BACKENDS)
         raise StoreError(f"--db {url}: unsupported scheme '{scheme}://'; use a file path or one of {known}")
     module, name = BACKENDS[scheme]
-    backend: Backend = getattr(importlib.import_module(module), name)(rest if scheme == "sqlite" else url)
+    try:
+        kind = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise StoreError(f"--db {scheme}:// needs {exc.name}: pip install 'runcast[postgres]'") from None
+    backend: Backend = kind(rest) if scheme == "sqlite" else kind(url, node_id)
     return backend
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, node_id: str | None = None) -> Store:
     """The store named by a `--db` value (not opened yet)."""
-    return Store(backend_for(url))
+    return Store(backend_for(url, node_id))
 
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "BatchStats",
+    "Coordination",
+    "RunLost",
     "RunStore",
     "Store",
     "StoreError",

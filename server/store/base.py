@@ -39,6 +39,20 @@ class StoreLocked(StoreError):
     """Another process already runs this database's runs."""
 
 
+class RunLost(RuntimeError):
+    """This node no longer owns the run (another node took it over): its writes are dropped."""
+
+
+MAX_CURSOR = 2**63 - 1
+
+
+def parse_cursor(before: str) -> int:
+    """A `list_runs` cursor this server gave (a row number), or ValueError."""
+    if not (before.isascii() and before.isdigit()) or len(before) > 19 or int(before) > MAX_CURSOR:
+        raise ValueError("cursor 'before' is not one this server gave")
+    return int(before)
+
+
 @dataclass(slots=True)
 class StoredEvent:
     """One committed event: its seq and its frame, encoded once and sent as is to everyone."""
@@ -83,6 +97,8 @@ class Batch:
     seqs: dict[str, int] = field(default_factory=dict)  # the last seq of each run in this batch
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
     prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)  # runs this batch creates
+    lost: set[str] = field(default_factory=set)  # runs the backend found owned by another node: not written
 
     @property
     def empty(self) -> bool:
@@ -118,12 +134,34 @@ def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
     return run
 
 
+class Coordination(Protocol):
+    """A shared database's bookkeeping for a cluster of nodes (PostgreSQL): who owns which
+    run, heartbeats, claims, takeovers, cancels asked through other nodes, wake-ups."""
+
+    node_id: str
+    listening: bool
+
+    async def heartbeat(self) -> None: ...
+    async def claim(self, limit: int, takeover_seconds: float) -> list[tuple[dict[str, Any], bool]]: ...
+    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None: ...
+    def take_new(self, run_id: str) -> None: ...
+    def owns(self, run_id: str) -> bool: ...
+    def forget(self, run_id: str) -> None: ...
+    async def request_cancel(self, run_id: str) -> None: ...
+    async def cancel_requests(self) -> list[str]: ...
+    async def notify_control(self, message: dict[str, Any]) -> None: ...
+    async def heads(self, run_ids: list[str]) -> dict[str, int]: ...
+    def on_events(self, callback: Callable[[dict[str, int] | None], None]) -> None: ...
+    def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None: ...
+
+
 class Backend(Protocol):
     """One database: its SQL and its connections, nothing more. The writer (`Store`) owns
     batching, numbering and delivery; a backend only writes a batch in one transaction
     and answers reads."""
 
     url: str
+    coordination: Coordination | None  # set when several nodes share this database
 
     def preflight(self) -> None:
         """Checks that can be made before serving; raises StoreError naming what to fix."""
@@ -165,6 +203,9 @@ class RunStore(Protocol):
     def queued(self) -> int: ...
     @property
     def degraded(self) -> str | None: ...
+    @property
+    def coordination(self) -> Coordination | None: ...
+    def add_lost_listener(self, listener: Callable[[set[str]], None]) -> None: ...
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def create_run(self, row: dict[str, Any]) -> None: ...

@@ -19,7 +19,18 @@ from typing import IO, Any
 
 import aiosqlite
 
-from .base import FINISHED_STATUSES, RUN_COLUMNS, Batch, StoredEvent, StoreError, StoreLocked, row_to_run, run_params
+from .base import (
+    FINISHED_STATUSES,
+    RUN_COLUMNS,
+    Batch,
+    Coordination,
+    StoredEvent,
+    StoreError,
+    StoreLocked,
+    parse_cursor,
+    row_to_run,
+    run_params,
+)
 from .writer import Store
 
 log = logging.getLogger("runcast.store")
@@ -166,6 +177,7 @@ class SqliteBackend:
     def __init__(self, path: str) -> None:
         self.path = path
         self.url = path
+        self.coordination: Coordination | None = None  # one process per file: no cluster
         self._writer: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -346,16 +358,6 @@ class SqliteBackend:
         assert self._reader is not None
         rows = await self._reader.execute_fetchall(SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
         return [row_to_run(tuple(row)) for row in rows]
-
-
-MAX_CURSOR = 2**63 - 1
-
-
-def parse_cursor(before: str) -> int:
-    """A `list_runs` cursor this server gave (a row number), or ValueError."""
-    if not (before.isascii() and before.isdigit()) or len(before) > 19 or int(before) > MAX_CURSOR:
-        raise ValueError("cursor 'before' is not one this server gave")
-    return int(before)
 
 
 class SqliteStore(Store):

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ..bounds import page_of_runs
 from ..protocol import TERMINAL_EVENTS, event_frame, utc_now
-from .base import Backend, Batch, BatchStats, StoredEvent
+from .base import Backend, Batch, BatchStats, Coordination, RunLost, StoredEvent
 
 log = logging.getLogger("runcast.store")
 
@@ -64,6 +64,7 @@ class Store:
         self._batch_observers: list[Callable[[int, float], None]] = []
         self._closing = False
         self._degraded: str | None = None
+        self._lost_listeners: list[Callable[[set[str]], None]] = []
 
     @property
     def url(self) -> str:
@@ -81,6 +82,15 @@ class Store:
     def queued(self) -> int:
         """Operations waiting for the writer."""
         return len(self._ops)
+
+    @property
+    def coordination(self) -> Coordination | None:
+        """The cluster's bookkeeping when several nodes share the database, else None."""
+        return self.backend.coordination
+
+    def add_lost_listener(self, listener: Callable[[set[str]], None]) -> None:
+        """Call `listener(run_ids)` when writes were dropped because another node owns those runs now."""
+        self._lost_listeners.append(listener)
 
     @property
     def degraded(self) -> str | None:
@@ -234,6 +244,8 @@ class Store:
         for (_, _, future), count in zip(batch.prunes, pruned, strict=True):
             if future is not None:
                 batch.futures.append((future, count))
+        if batch.lost:
+            self._lose(ops, batch.lost)
         self._count(len(ops), len(batch.stored), time.perf_counter() - started)
         for future, seq in batch.futures:
             if not future.done():
@@ -244,6 +256,15 @@ class Store:
                     listener(batch.stored)
                 except Exception:  # a broken listener must not stop the writer
                     log.exception("store listener %r failed", listener)
+
+    def _lose(self, ops: list[_Op], lost: set[str]) -> None:
+        for run_id in lost:
+            self._last_seq.pop(run_id, None)
+        for op in ops:
+            if op.run_id in lost and op.future is not None and not op.future.done():
+                op.future.set_exception(RunLost(f"run {op.run_id} is owned by another node now"))
+        for listener in self._lost_listeners:
+            listener(lost)
 
     def _count(self, ops: int, events: int, elapsed: float) -> None:
         self.stats.batches += 1
@@ -285,6 +306,7 @@ class Store:
             if op.event is None:
                 if op.state is not None:
                     batch.runs[op.run_id] = op.state
+                    batch.created.add(op.run_id)
                     self._last_seq[op.run_id] = 0
                 if op.future is not None:
                     batch.futures.append((op.future, 0))

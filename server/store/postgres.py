@@ -1,0 +1,487 @@
+"""PostgreSQL: runs and events shared by every node of a cluster. The SQL and the
+connections, and the cluster's bookkeeping: nodes and their heartbeats, which node owns
+which run (with an epoch, the fencing token), claims, takeovers and cancel requests.
+
+Every write transaction of the group-commit writer locks the rows of the runs it writes
+and checks that this node still owns each one at the epoch it was given: a node that was
+frozen or cut off and lost a run can never write to it again. Each commit sends one
+NOTIFY (the runs it wrote and their last seqs) so that other nodes wake their
+subscribers and read the new events from the table by seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from .base import FINISHED_STATUSES, RUN_COLUMNS, Batch, StoredEvent, StoreError, parse_cursor, row_to_run, run_params
+
+log = logging.getLogger("runcast.store")
+
+EVENTS_CHANNEL = "runcast_events"  # payload: {"node", "runs": {run_id: last_seq}} or {"node", "all": true}
+CONTROL_CHANNEL = "runcast_control"  # payload: {"cancel": run_id} or {"pending": true}
+NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
+MIGRATION_LOCK = 0x52434153_0001  # advisory lock keys: migrations, retention
+RETENTION_LOCK = 0x52434153_0002
+CONNECT_TIMEOUT = 5.0
+POOL_SIZE = 8
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        n BIGSERIAL PRIMARY KEY,
+        run_id TEXT NOT NULL UNIQUE,
+        workflow TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT,
+        output TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        steps TEXT NOT NULL DEFAULT '[]',
+        owner TEXT,
+        epoch BIGINT NOT NULL DEFAULT 0,
+        cancel_requested BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX runs_by_workflow ON runs (workflow, n);
+    CREATE INDEX runs_by_status ON runs (status, n);
+    CREATE INDEX runs_by_workflow_status ON runs (workflow, status, n);
+    CREATE INDEX runs_unfinished ON runs (owner, n) WHERE status IN ('pending', 'running');
+    CREATE INDEX runs_finished ON runs (finished_at) WHERE status IN ('completed', 'failed', 'cancelled');
+    CREATE TABLE events (
+        run_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        frame TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+_COLUMNS = ", ".join(RUN_COLUMNS)
+SELECT_RUN = f"SELECT {_COLUMNS} FROM runs"
+UPSERT_RUN = (
+    f"INSERT INTO runs ({_COLUMNS}, owner, epoch) VALUES ("
+    + ", ".join(f"${i}" for i in range(1, len(RUN_COLUMNS) + 3))
+    + ") ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
+)
+# Runs a node may take: pending and free, or pending/running with an owner that is gone.
+_ORPHANED = """
+    status IN ('pending', 'running') AND (
+        owner IS NULL
+        OR owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2))
+    )
+"""
+# Errors a later try may not meet: connection lost, server shutting down or starting,
+# transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
+_TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _where(url: str) -> str:
+    """host:port/db of a URL, without user or password (for messages and logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+class PostgresBackend:
+    """Runs and events in PostgreSQL; one of many nodes sharing the database."""
+
+    def __init__(self, url: str, node_id: str | None = None) -> None:
+        self.url = url
+        self.where = _where(url)
+        self.node_id = node_id or default_node_id()
+        self.coordination = self
+        self.owned: dict[str, int] = {}  # run_id -> epoch this node writes it with
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listening: asyncio.Task[None] | None = None
+        self._on_events: list[Callable[[dict[str, int] | None], None]] = []
+        self._on_control: list[Callable[[dict[str, Any]], None]] = []
+        self.listening = False  # the LISTEN connection is up (else only the periodic catch-up delivers)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Nothing to check without a connection: open() says plainly if it cannot connect."""
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT, command_timeout=60
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {exc}; check --db and that it runs"
+            ) from None
+        await self._migrate()
+        await self.heartbeat()
+        self._listening = asyncio.create_task(self._listen_loop(), name="runcast-pg-listen")
+
+    async def _migrate(self) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Nodes starting at once take turns: the first migrates, the others find it done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS runcast_schema (version INTEGER NOT NULL)")
+            version = await conn.fetchval("SELECT max(version) FROM runcast_schema") or 0
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the database at {self.where} has runcast schema version {version}, newer than this "
+                    f"runcast knows ({len(MIGRATIONS)}); upgrade runcast"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script)
+                await conn.execute("INSERT INTO runcast_schema (version) VALUES ($1)", number)
+                log.info("store %s migrated to schema version %d", self.where, number)
+
+    async def close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listening
+            self._listening = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                async with self._pool.acquire() as conn:
+                    await conn.execute("DELETE FROM nodes WHERE node_id = $1", self.node_id)
+            await self._pool.close()
+            self._pool = None
+
+    def abandon(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            self._listening = None
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+            return True
+        code = getattr(exc, "sqlstate", None)
+        return isinstance(code, str) and code[:2] in _TRANSIENT_CLASSES
+
+    def _conn(self) -> Any:
+        if self._pool is None:
+            raise ConnectionError("the store is not open")
+        return self._pool.acquire(timeout=CONNECT_TIMEOUT)
+
+    # ---- notifications -----------------------------------------------------------------
+
+    def on_events(self, callback: Callable[[dict[str, int] | None], None]) -> None:
+        """Call `callback({run_id: last_seq})` when another node committed events (None: any run)."""
+        self._on_events.append(callback)
+
+    def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call `callback(message)` for cancel requests and new pending runs."""
+        self._on_control.append(callback)
+
+    async def _listen_loop(self) -> None:
+        """Keep one LISTEN connection; reconnect with backoff when it drops (the periodic
+        catch-up covers what was missed meanwhile)."""
+        delay = 0.1
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+                conn.add_termination_listener(lambda _c, gone=lost: gone.set())
+                await conn.add_listener(EVENTS_CHANNEL, self._heard)
+                await conn.add_listener(CONTROL_CHANNEL, self._heard)
+                self._listener, self.listening, delay = conn, True, 0.1
+                self._notify_all()  # whatever was missed while not listening
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    if not lost.is_set():
+                        await conn.execute("SELECT 1")  # a dead connection says so here
+            except asyncio.CancelledError:
+                await self._drop_listener()
+                raise
+            except Exception as exc:
+                if self.listening:
+                    log.warning("store %s: LISTEN connection lost (%s); reconnecting", self.where, exc)
+            self.listening = False
+            await self._drop_listener()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1.0)
+
+    def _notify_all(self) -> None:
+        for callback in self._on_events:
+            callback(None)
+
+    def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if message.get("node") == self.node_id:
+            return  # our own commit: the local broker has it already
+        if channel == EVENTS_CHANNEL:
+            runs = None if message.get("all") else message.get("runs", {})
+            for callback in self._on_events:
+                callback(runs)
+        else:
+            for control in self._on_control:
+                control(message)
+
+    async def notify_control(self, message: dict[str, Any]) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, _payload(self.node_id, message))
+
+    # ---- the writer's calls ------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> list[int]:
+        async with self._conn() as conn, conn.transaction():
+            lost = await self._fence(conn, batch)
+            if lost:
+                _drop_runs(batch, lost)
+            if batch.runs:
+                rows = []
+                for run_id, state in batch.runs.items():
+                    epoch = self.owned.get(run_id)
+                    owner = self.node_id if epoch is not None else None
+                    rows.append((*run_params(state, batch.seqs.get(run_id, 0)), owner, epoch or 0))
+                await conn.executemany(UPSERT_RUN, rows)
+            if batch.events:
+                await conn.copy_records_to_table(
+                    "events", records=batch.events, columns=("run_id", "seq", "event", "frame")
+                )
+            seq_only = batch.seq_only()
+            if seq_only:
+                await conn.execute(
+                    "UPDATE runs SET last_seq = u.seq FROM unnest($1::text[], $2::bigint[]) AS u(run_id, seq)"
+                    " WHERE runs.run_id = u.run_id",
+                    [r for _, r in seq_only],
+                    [s for s, _ in seq_only],
+                )
+            pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
+            if batch.seqs:
+                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch.seqs))
+        return pruned
+
+    async def _fence(self, conn: Any, batch: Batch) -> set[str]:
+        """Lock the batch's runs (other than new ones) and return those this node no longer
+        owns at its epoch: their writes are dropped."""
+        ids = [r for r in {*batch.runs, *batch.seqs} if r not in batch.created]
+        if not ids:
+            return set()
+        epochs = [self.owned.get(r, -1) for r in ids]
+        rows = await conn.fetch(
+            "SELECT r.run_id FROM runs r JOIN unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
+            " ON r.run_id = o.run_id AND r.epoch = o.epoch AND r.owner = $3 ORDER BY r.run_id FOR UPDATE OF r",
+            ids,
+            epochs,
+            self.node_id,
+        )
+        lost = set(ids) - {row[0] for row in rows}
+        for run_id in lost:
+            self.owned.pop(run_id, None)
+        batch.lost |= lost
+        return lost
+
+    def _events_payload(self, seqs: dict[str, int]) -> str:
+        payload = _payload(self.node_id, {"runs": seqs})
+        return payload if len(payload.encode()) <= NOTIFY_LIMIT else _payload(self.node_id, {"all": True})
+
+    async def _prune(self, conn: Any, finished_before: str, limit: int) -> int:
+        # One node prunes at a time; the others find the lock taken and leave it to it.
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
+            return 0
+        statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
+        ids = [
+            row[0]
+            for row in await conn.fetch(
+                f"SELECT run_id FROM runs WHERE status IN ({statuses}) AND finished_at < $1"
+                " ORDER BY finished_at LIMIT $2",
+                finished_before,
+                limit,
+            )
+        ]
+        if ids:
+            await conn.execute("DELETE FROM events WHERE run_id = ANY($1::text[])", ids)
+            await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::text[])", ids)
+        return len(ids)
+
+    async def last_seq(self, run_id: str) -> int | None:
+        async with self._conn() as conn:
+            seq = await conn.fetchval("SELECT last_seq FROM runs WHERE run_id = $1", run_id)
+        return int(seq) if seq is not None else None
+
+    # ---- the cluster -------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE SET seen_at = now()",
+                self.node_id,
+            )
+
+    async def claim(self, limit: int, takeover_seconds: float) -> list[tuple[dict[str, Any], bool]]:
+        """Take up to `limit` runs that no live node owns, oldest first: (snapshot, taken
+        over from another node)."""
+        if limit <= 0:
+            return []
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"""WITH chosen AS (
+                        SELECT n, owner FROM runs WHERE {_ORPHANED} ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
+                    RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
+                limit,
+                float(takeover_seconds),
+                self.node_id,
+            )
+        taken = []
+        for row in rows:
+            snapshot = row_to_run(tuple(row)[: len(RUN_COLUMNS)])
+            self.owned[snapshot["run_id"]] = row["epoch"]
+            taken.append((snapshot, row["owner"] is not None and row["owner"] != self.node_id))
+        return taken
+
+    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
+        """Take one run if no live node owns it (to cancel it here), else None."""
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE run_id = $1 AND {_ORPHANED} FOR UPDATE)
+                    UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
+                    RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
+                run_id,
+                float(takeover_seconds),
+                self.node_id,
+            )
+        if row is None:
+            return None
+        self.owned[run_id] = row["epoch"]
+        return row_to_run(tuple(row)[: len(RUN_COLUMNS)]), row["owner"] is not None and row["owner"] != self.node_id
+
+    def take_new(self, run_id: str) -> None:
+        """This node owns a run it is creating (epoch 1)."""
+        self.owned[run_id] = 1
+
+    def owns(self, run_id: str) -> bool:
+        return run_id in self.owned
+
+    def forget(self, run_id: str) -> None:
+        """The run ended here (or was lost): no more writes for it."""
+        self.owned.pop(run_id, None)
+
+    async def release(self, run_ids: list[str]) -> None:
+        """Give unfinished runs back (a graceful stop): another node takes them at once."""
+        if not run_ids:
+            return
+        epochs = [self.owned.get(r, -1) for r in run_ids]
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE runs SET owner = NULL FROM unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
+                " WHERE runs.run_id = o.run_id AND runs.epoch = o.epoch AND runs.owner = $3",
+                run_ids,
+                epochs,
+                self.node_id,
+            )
+        for run_id in run_ids:
+            self.owned.pop(run_id, None)
+        await self.notify_control({"pending": True})
+
+    async def request_cancel(self, run_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", run_id)
+        await self.notify_control({"cancel": run_id})
+
+    async def cancel_requests(self) -> list[str]:
+        """Runs of this node whose cancel was asked through another node."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ('pending', 'running')",
+                self.node_id,
+            )
+        return [row[0] for row in rows]
+
+    async def heads(self, run_ids: list[str]) -> dict[str, int]:
+        """The last seq of each run (for the periodic catch-up of other nodes' runs)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT run_id, last_seq FROM runs WHERE run_id = ANY($1::text[])", run_ids)
+        return {row[0]: int(row[1]) for row in rows}
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(SELECT_RUN + " WHERE run_id = $1", run_id)
+        return row_to_run(tuple(row), steps=steps) if row is not None else None
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, event, frame FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                run_id,
+                after,
+                limit,
+            )
+        return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
+
+    async def list_runs(
+        self, workflow: str | None, status: str | None, limit: int, before: str | None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        where: list[str] = []
+        params: list[Any] = []
+        if workflow is not None:
+            params.append(workflow)
+            where.append(f"workflow = ${len(params)}")
+        if status is not None:
+            params.append(status)
+            where.append(f"status = ${len(params)}")
+        if before is not None:
+            params.append(parse_cursor(before))
+            where.append(f"n < ${len(params)}")
+        sql = f"SELECT n, {_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit + 1)
+        sql += f" ORDER BY n DESC LIMIT ${len(params)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *params)
+        return [(str(row[0]), row_to_run(tuple(row)[1:], steps=False)) for row in rows[:limit]], len(rows) > limit
+
+    async def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""
+        return []
+
+
+def _payload(node_id: str, message: dict[str, Any]) -> str:
+    return orjson.dumps({"node": node_id, **message}).decode()
+
+
+def _drop_runs(batch: Batch, lost: set[str]) -> None:
+    """Take the writes of runs this node lost out of the batch (they are another's now)."""
+    batch.events = [e for e in batch.events if e[0] not in lost]
+    batch.stored = [e for e in batch.stored if e.run_id not in lost]
+    for run_id in lost:
+        batch.runs.pop(run_id, None)
+        batch.seqs.pop(run_id, None)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from client import AuthFailed, Client, ConnectionFailed, SyncClient
+from client import DEFAULT_URL, AuthFailed, Client, ConnectionFailed, SyncClient
+from client.__main__ import parse_args
 from client.servers import Servers, split_urls
 
-from .harness import ServerProcess, assert_log, free_port
+from .harness import ROOT, ServerProcess, assert_log, free_port
 from .test_client_faults import FakeServer, close_with
 
 A, B, C = "ws://a/ws", "ws://b/ws", "ws://c/ws"
@@ -46,6 +51,17 @@ def test_rotation_starts_at_the_first_and_moves_on_past_the_lost_one() -> None:
 def test_one_url_is_a_round_of_one() -> None:
     servers = Servers(A)
     assert servers.round(move_on=False) == servers.round(move_on=True) == [A]
+
+
+def test_cli_url_is_repeatable_comma_separated_or_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNCAST_URL", raising=False)
+    assert parse_args(["workflows"]).url == [DEFAULT_URL]
+    assert parse_args(["--url", f"{A},{B}", "workflows", "--url", C]).url == [C]  # after the command wins
+    assert parse_args(["--url", A, "--url", f"{B}, {C}", "workflows"]).url == [A, B, C]
+    assert parse_args(["run", "echo", "--url", A, "--url", B]).url == [A, B]
+    monkeypatch.setenv("RUNCAST_URL", f"{A}, {B}")
+    assert parse_args(["workflows"]).url == [A, B]
+    assert parse_args(["workflows", "--url", C]).url == [C]
 
 
 # ---- real servers -----------------------------------------------------------------------------
@@ -140,6 +156,19 @@ async def test_an_auth_failure_on_one_node_is_raised_not_skipped(server: ServerP
             async with Client([refusing.url, server.url], token="wrong"):
                 pass
         assert refusing.connections == 1
+
+
+def test_cli_runs_on_the_live_server_of_a_list(server: ServerProcess) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws"
+    cmd = [sys.executable, "-m", "client", "run", "echo", "--input", '{"a": 1}', "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "RUNCAST_URL"}
+    for extra, env_url in (["--url", f"{dead},{server.url}"], None), ([], f"{dead}, {server.url}"):
+        run_env = env if env_url is None else {**env, "RUNCAST_URL": env_url}
+        done = subprocess.run([*cmd, *extra], cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        assert_log(events)
+        assert events[-1]["data"]["output"] == {"a": 1}
 
 
 # TODO(cluster): needs two nodes on one PostgreSQL database (the backend is not in yet). Start a

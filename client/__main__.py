@@ -16,10 +16,16 @@ import orjson
 from .client import DEFAULT_URL, Client
 from .errors import RuncastClientError
 from .live import LiveView
+from .servers import split_urls
 from .view import JsonView, TextView, View
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+
+
+def urls(text: str) -> list[str]:
+    """One --url value: a URL, or several separated by commas."""
+    return list(split_urls(text))
 
 
 def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -27,7 +33,11 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     parser.add_argument(
-        "--url", default=default(os.environ.get("RUNCAST_URL", DEFAULT_URL)), help="server /ws URL (RUNCAST_URL)"
+        "--url",
+        action="extend",
+        type=urls,
+        default=default(None),  # filled in by parse_args: a default list would be extended, not replaced
+        help="server /ws URL; repeat it or separate with commas for several servers (RUNCAST_URL)",
     )
     parser.add_argument("--token", default=default(os.environ.get("RUNCAST_TOKEN")), help="token (RUNCAST_TOKEN)")
     parser.add_argument(
@@ -66,7 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     command("workflows", "list the workflows the server knows")
     p = command("cancel", "cancel a run")
     p.add_argument("run_id")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.url = args.url or urls(os.environ.get("RUNCAST_URL") or DEFAULT_URL)
+    except ValueError as exc:
+        parser.error(f"RUNCAST_URL: {exc}")
+    return args
 
 
 def read_input(text: str | None) -> Any:

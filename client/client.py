@@ -28,6 +28,7 @@ from .errors import (
     refused_at_connect,
 )
 from .feeds import QUEUE_SIZE, Event, Feed, Follower
+from .servers import Servers, Urls
 
 log = logging.getLogger("runcast.client")
 
@@ -55,8 +56,11 @@ class _Request:
 class Client:
     """`async with Client(url) as c:` then start, subscribe, run, poll, cancel, list.
 
-    When the connection drops, the client reconnects with exponential backoff and
-    jitter, sends again any request that had no answer, and resumes every
+    `url` may be a list of the URLs of several servers (or one string, comma separated):
+    the client connects to the first that answers, and when that connection drops it
+    moves on to the next, round robin. When the connection drops, the client reconnects
+    with exponential backoff and jitter (waiting after each full round of URLs, not after
+    each URL), sends again any request that had no answer, and resumes every
     subscription from the last seq it yielded: an event is never yielded twice nor
     skipped. `on_state` is called with "connected" or "reconnecting". Each subscription
     iterator holds at most `queue_size` events; a slow one is refilled from the server.
@@ -66,7 +70,7 @@ class Client:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: Urls = DEFAULT_URL,
         token: str | None = None,
         *,
         reconnect: bool = True,
@@ -76,7 +80,7 @@ class Client:
         queue_size: int = QUEUE_SIZE,
         rate_limit_patience: float = RATE_LIMIT_PATIENCE,
     ) -> None:
-        self.url = url
+        self.servers = Servers(url)
         self.token = token
         self.reconnect = reconnect
         self.max_backoff = max_backoff
@@ -94,6 +98,11 @@ class Client:
         self._closed = False
         self._failure: BaseException | None = None
 
+    @property
+    def url(self) -> str:
+        """The server in use (before connecting: the first one to try)."""
+        return self.servers.current
+
     async def __aenter__(self) -> Client:
         await self.connect()
         return self
@@ -104,58 +113,77 @@ class Client:
     # ---- connection ------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connection (raises ConnectionFailed if the server cannot be reached)."""
-        await self._open()
+        """Open the connection to the first server that answers (raises ConnectionFailed if
+        none can be reached, AuthFailed at once if one refuses the token)."""
+        await self._open_round(move_on=False)
         self._reader = asyncio.create_task(self._read_loop(), name="runcast-client-reader")
 
-    async def _open(self) -> None:
+    async def _open_round(self, *, move_on: bool) -> None:
+        """Try each server once, without waiting in between, so that a live one is found fast."""
+        errors: list[ConnectionFailed] = []
+        for url in self.servers.round(move_on=move_on):
+            try:
+                await self._open(url)
+                return
+            except ConnectionFailed as exc:
+                if isinstance(exc, HandshakeFailed) and not exc.retryable:
+                    raise  # a wrong token or a wrong URL on one node is the user's to fix, not to skip
+                log.debug("runcast server %s failed: %s", url, exc)
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConnectionFailed("no server could be reached: " + "; ".join(map(str, errors))) from errors[-1]
+
+    async def _open(self, url: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             ws = await websockets.connect(
-                self.url, additional_headers=headers, max_size=None, open_timeout=10, ping_interval=20
+                url, additional_headers=headers, max_size=None, open_timeout=10, ping_interval=20
             )
         except websockets.InvalidStatus as exc:
-            raise refused_at_connect(self.url, exc.response.status_code) from exc
+            raise refused_at_connect(url, exc.response.status_code) from exc
         except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
-            raise ConnectionFailed(f"cannot connect to {self.url}: {exc}") from exc
+            raise ConnectionFailed(f"cannot connect to {url}: {exc}") from exc
         try:
             try:
-                await self._greet(ws)
+                await self._greet(ws, url)
             except websockets.ConnectionClosed as exc:
                 close = exc.rcvd  # the close frame the server sent, if any
                 code, reason = (close.code, close.reason) if close else (None, "")
-                raise closed_at_connect(self.url, code, reason) from exc
+                raise closed_at_connect(url, code, reason) from exc
         except BaseException:
             await ws.close()
             raise
         self._ws = ws
+        self.servers.use(url)
+        log.info("connected to %s", url)
         self._connection += 1
         self._connected.set()
         if self.on_state:
             self.on_state("connected")
 
-    async def _greet(self, ws: ClientConnection) -> None:
+    async def _greet(self, ws: ClientConnection, url: str) -> None:
         """Read the welcome and, with a token, authenticate; raise HandshakeFailed if either goes wrong."""
-        welcome = await self._first_reply(ws)
+        welcome = await self._first_reply(ws, url)
         if welcome.get("type") != "welcome":
-            raise not_runcast(self.url, welcome)
+            raise not_runcast(url, welcome)
         if self.token:
             await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
-            reply = await self._first_reply(ws)
+            reply = await self._first_reply(ws, url)
             if reply.get("type") == "error":
-                raise AuthFailed(f"{self.url} refused the token ({error_from_reply(reply)}); check the token")
+                raise AuthFailed(f"{url} refused the token ({error_from_reply(reply)}); check the token")
 
-    async def _first_reply(self, ws: ClientConnection) -> dict[str, Any]:
+    async def _first_reply(self, ws: ClientConnection, url: str) -> dict[str, Any]:
         try:
             raw = await asyncio.wait_for(ws.recv(), GREETING_SECONDS)
         except TimeoutError as exc:
-            raise HandshakeFailed(f"{self.url} sent no welcome within {GREETING_SECONDS:g} s") from exc
+            raise HandshakeFailed(f"{url} sent no welcome within {GREETING_SECONDS:g} s") from exc
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise not_runcast(self.url, raw) from exc
+            raise not_runcast(url, raw) from exc
         if not isinstance(frame, dict):
-            raise not_runcast(self.url, frame)
+            raise not_runcast(url, frame)
         return frame
 
     async def close(self) -> None:
@@ -197,14 +225,14 @@ class Client:
         delay, started = 0.1, time.monotonic()
         while True:
             try:
-                await self._open()
+                await self._open_round(move_on=True)  # the server just lost is tried last
                 break
             except ConnectionFailed as exc:
                 if isinstance(exc, HandshakeFailed) and not exc.retryable:
                     raise  # a wrong token or a wrong URL does not get better by trying again
                 if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
                     raise
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # once per round of every server
                 delay = min(delay * 2, self.max_backoff)
         await self._resume()
 

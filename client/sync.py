@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .client import DEFAULT_URL, Client, Event
+from .servers import Urls
 
 
 async def _next(events: AsyncIterator[Event]) -> Event | None:
@@ -29,9 +30,11 @@ class SyncClient:
     with SyncClient("ws://127.0.0.1:8000/ws") as c:
         for event in c.run("count", {"n": 3}):
             print(event["seq"], event["event"])
+
+    `url` may be a list of servers, as for Client.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, **options: Any) -> None:
+    def __init__(self, url: Urls = DEFAULT_URL, token: str | None = None, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="runcast-sync-client", daemon=True)
         self._thread.start()

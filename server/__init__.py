@@ -23,7 +23,7 @@ from .protocol import (
     RunNotFound,
     UnknownWorkflow,
 )
-from .runtime import Runtime, SqliteDb
+from .runtime import PostgresDb, Runtime, SqliteDb
 from .workflow import (
     Condition,
     Loop,
@@ -52,6 +52,7 @@ __all__ = [
     "OfflineModel",
     "OpenAIChat",
     "Parallel",
+    "PostgresDb",
     "Router",
     "RunNotFound",
     "RunOutput",

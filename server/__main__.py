@@ -14,6 +14,7 @@ from types import ModuleType
 import uvicorn
 
 from .engine import DEFAULT_MAX_RUNNING
+from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from .store import StoreError, backend_for
 from .store.retention import DEFAULT_RETENTION_DAYS
 from .web import Limits, Tokens, create_app, redact_uvicorn_logs, serving_classes
@@ -51,7 +52,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m server", description="Serve runcast on /ws and /api.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--db", default="./data/runcast.db", help="SQLite file, or sqlite:///path")
+    parser.add_argument(
+        "--db",
+        default="./data/runcast.db",
+        help="SQLite file (or sqlite:///path), or postgresql://user:pass@host:port/dbname for a cluster",
+    )
+    parser.add_argument("--node-id", help="this node's name in a cluster (default: host name and pid)")
+    parser.add_argument(
+        "--takeover-seconds",
+        type=float,
+        default=DEFAULT_TAKEOVER_SECONDS,
+        help="in a cluster, how long a node may be silent before the others take over its runs (default 10)",
+    )
     parser.add_argument(
         "--workflows", action="append", default=[], metavar="MODULE_OR_FILE", help="register workflows (repeatable)"
     )
@@ -98,12 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
     try:
-        backend_for(args.db).preflight()  # say so plainly now, rather than from inside the server's startup
+        backend_for(
+            args.db, args.node_id
+        ).preflight()  # say so plainly now, rather than from inside the server's startup
     except StoreError as exc:
         log.error("%s", exc)
         return 1
     if args.max_running < 1 or args.retention_days < 0:
         log.error("--max-running must be at least 1 and --retention-days at least 0")
+        return 2
+    if args.takeover_seconds <= 0:
+        log.error("--takeover-seconds must be more than 0")
         return 2
     tokens = Tokens.from_sources(args.token)
     limits = Limits(
@@ -131,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         retention_days=args.retention_days,
         tokens=tokens,
         limits=limits,
+        node_id=args.node_id,
+        takeover_seconds=args.takeover_seconds,
     )
     protocol, server_class = serving_classes(app, plain=os.environ.get("RUNCAST_PLAIN_ASGI") == "1")
     config = uvicorn.Config(

@@ -13,7 +13,9 @@ from typing import Any
 
 from .bounds import DEFAULT_MAX_EVENT_BYTES
 from .engine import DEFAULT_MAX_RUNNING, Engine
+from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from .live import Broker
+from .live.feed import ClusterFeed
 from .store import open_store
 from .store.retention import keep_pruning
 from .store.sqlite import read_run_sync
@@ -31,15 +33,27 @@ class Runtime:
         max_running: int = DEFAULT_MAX_RUNNING,
         retention_days: float = 0,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        node_id: str | None = None,
+        takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
     ) -> None:
-        self.store = open_store(db)
+        self.store = open_store(db, node_id)
         self.broker = Broker(self.store)
-        self.engine = Engine(self.store, workflows, max_running=max_running, max_event_bytes=max_event_bytes)
+        self.engine = Engine(
+            self.store,
+            workflows,
+            max_running=max_running,
+            max_event_bytes=max_event_bytes,
+            takeover_seconds=takeover_seconds,
+        )
+        coordination = self.store.coordination
+        self.feed = ClusterFeed(self.broker, self.store, coordination) if coordination is not None else None
         self.retention_days = retention_days
         self._pruner: asyncio.Task[None] | None = None
 
     async def open(self, *, recover: bool = True) -> None:
         await self.store.open()
+        if self.feed is not None:
+            self.feed.start()
         if recover:
             await self.engine.recover()
         if self.retention_days > 0:
@@ -52,6 +66,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
         await self.engine.shutdown()
+        if self.feed is not None:
+            await self.feed.stop()
         await self.store.close()
 
     def abandon(self) -> None:
@@ -69,6 +85,7 @@ class SqliteDb:
         # Other options (e.g. session_table) are accepted so that code written for other
         # frameworks runs unchanged; runcast keeps its own tables.
         self.db_file = db_file
+        self.url = db_file
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
@@ -84,7 +101,7 @@ class SqliteDb:
         assert self._opening is not None
         async with self._opening:
             if self._runtime is None:
-                runtime = Runtime(self.db_file)
+                runtime = Runtime(self.url)
                 await runtime.open(recover=False)
                 self._runtime = runtime
                 self._guard = asyncio.create_task(self._let_go_with_the_loop(runtime))
@@ -115,15 +132,18 @@ class SqliteDb:
         engine = await self.engine_for(workflow)
         return await engine.wait(run_id)
 
+    def _read_run(self, run_id: str) -> dict[str, Any] | None:
+        return read_run_sync(self.db_file, run_id)
+
     def get_run(self, run_id: str) -> RunOutput | None:
-        snapshot = read_run_sync(self.db_file, run_id)
+        snapshot = self._read_run(run_id)
         return RunOutput.from_snapshot(snapshot) if snapshot is not None else None
 
     async def aget_run(self, run_id: str) -> RunOutput | None:
         if self._runtime is not None and self._loop is asyncio.get_running_loop():
             snapshot: dict[str, Any] | None = await self._runtime.store.get_run(run_id)
         else:
-            snapshot = await asyncio.to_thread(read_run_sync, self.db_file, run_id)
+            snapshot = await asyncio.to_thread(self._read_run, run_id)
         return RunOutput.from_snapshot(snapshot) if snapshot is not None else None
 
     async def close(self) -> None:
@@ -133,3 +153,17 @@ class SqliteDb:
             await runtime.close()
         if self._guard is not None:
             self._guard.cancel()
+
+
+class PostgresDb(SqliteDb):
+    """The same, on a cluster's PostgreSQL database (`postgresql://user@host/dbname`):
+    runs started here may be run by any node, and any node's runs can be read here."""
+
+    def __init__(self, db_url: str, **options: Any) -> None:
+        super().__init__(db_url, **options)
+        self.db_url = db_url
+
+    def _read_run(self, run_id: str) -> dict[str, Any] | None:
+        from .store.postgres_sync import read_run_blocking  # asyncpg is an extra: imported when used
+
+        return read_run_blocking(self.db_url, run_id)

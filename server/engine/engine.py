@@ -29,8 +29,9 @@ from ..protocol import (
     to_json_value,
     utc_now,
 )
-from ..store import RunStore
+from ..store import RunLost, RunStore
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
+from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
 from .context import StepContext
 from .runner import StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
@@ -95,9 +96,11 @@ class _ActiveRun:
     workflow: Workflow
     row: dict[str, Any]
     resumed: bool
+    reason: str = "restart"  # of its run_resumed: "restart", or "takeover" from another node
     task: asyncio.Task[None] | None = None
     contexts: set[StepContext] = field(default_factory=set)  # of the steps running now
     cancel_requested: bool = False
+    lost: bool = False  # another node owns it now
     began: bool = False  # its task has started running (a task cancelled before that runs nothing)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -113,6 +116,7 @@ class Engine:
         max_running: int = DEFAULT_MAX_RUNNING,
         step_threads: int = DEFAULT_STEP_THREADS,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
     ) -> None:
         self.store = store
         self.max_event_bytes = max_event_bytes
@@ -125,6 +129,18 @@ class Engine:
         self._active: dict[str, _ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.cluster: Cluster | None = None
+        if store.coordination is not None:  # a shared database: runs are claimed, not just started
+            self.cluster = Cluster(
+                store.coordination,
+                takeover_seconds=takeover_seconds,
+                free_slots=lambda: self.max_running - len(self._active),
+                workflows=lambda: list(self.workflows),
+                adopt=self._adopt,
+                cancel=self.cancel,
+            )
+            store.add_lost_listener(self._lost)
 
     def register(self, workflow: Workflow) -> None:
         """Make a workflow startable by name; a second one with the same name replaces it."""
@@ -163,8 +179,7 @@ class Engine:
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
             row = _new_run(new_run_id(), workflow, input, steps)
-            await self.store.create_run(row)
-            self._launch(workflow, row, resumed=False)
+            await self._create(workflow, row)
             return dict(row), False
         if not RUN_ID_PATTERN.fullmatch(run_id):
             raise BadRequest("run_id must be 1 to 64 characters of A-Z a-z 0-9 _ - . :")
@@ -179,22 +194,66 @@ class Engine:
                     return existing, True
                 raise Conflict(f"run {run_id!r} exists with a different workflow or input")
             row = _new_run(run_id, workflow, input, steps)
-            await self.store.create_run(row)
+            await self._create(workflow, row, launch=False)
         finally:
             del self._creating[run_id]
             creating.set_result(None)
-        self._launch(workflow, row, resumed=False)
+        self._begin(workflow, row)
         log.debug("run_id=%s workflow=%s status=pending", run_id, name)
         return dict(row), False
 
-    def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool) -> None:
-        run = _ActiveRun(workflow, row, resumed)
+    async def _create(self, workflow: Workflow, row: dict[str, Any], *, launch: bool = True) -> None:
+        """Store a new run; in a cluster this node owns it only if it has a free slot (else
+        it waits `pending` for whichever node has one)."""
+        if self.cluster is not None and self.cluster.free_slots_now() > 0:
+            self.cluster.coordination.take_new(row["run_id"])
+        await self.store.create_run(row)
+        if launch:
+            self._begin(workflow, row)
+
+    def _begin(self, workflow: Workflow, row: dict[str, Any]) -> None:
+        if self.cluster is None or self.cluster.coordination.owns(row["run_id"]):
+            self._launch(workflow, row, resumed=False)
+        else:
+            self.cluster.nudge_others()
+
+    def _adopt(self, row: dict[str, Any], takeover: bool) -> None:
+        """A run this node claimed: continue it as after a restart (or a takeover)."""
+        workflow = self.workflows.get(row["workflow"])
+        if row["run_id"] in self._active:
+            return
+        if workflow is None or workflow.on_crash == "fail":
+            error = "interrupted" if workflow else f"interrupted: workflow {row['workflow']!r} is not registered"
+            task = asyncio.create_task(self._end_unresumable(row, error))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        self._launch(workflow, row, resumed=row["last_seq"] > 0, reason="takeover" if takeover else "restart")
+
+    def _lost(self, run_ids: set[str]) -> None:
+        """Another node owns these runs now: stop them here, writing nothing more."""
+        for run_id in run_ids:
+            run = self._active.get(run_id)
+            if run is not None and run.task is not None:
+                log.warning("run %s is owned by another node now; stopping it here", run_id)
+                run.lost = True
+                for context in run.contexts:
+                    context._cancel()
+                run.task.cancel()
+
+    def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool, reason: str = "restart") -> None:
+        run = _ActiveRun(workflow, row, resumed, reason)
         self._active[row["run_id"]] = run
         run.task = asyncio.create_task(self._execute(run), name=f"runcast-run-{row['run_id']}")
 
     async def recover(self, only: set[str] | None = None) -> int:
         """Continue every run a crash left pending or running (of the `only` workflows,
-        if given); returns how many."""
+        if given); returns how many. In a cluster: take what this node has room for, and
+        keep taking (free runs, and the runs of nodes that went silent)."""
+        if self.cluster is not None:
+            count = await self.cluster.claim_now()
+            self.cluster.start()
+            return count
         count = 0
         for row in await self.store.unfinished_runs():
             if row["run_id"] in self._active or (only is not None and row["workflow"] not in only):
@@ -216,7 +275,10 @@ class Engine:
             if st["status"] == StepStatus.RUNNING:
                 st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
         run = _ActiveRun(Workflow(row["workflow"], []), row, resumed=True)
-        await self._finish(run, RunStatus.FAILED, error=error)
+        try:
+            await self._finish(run, RunStatus.FAILED, error=error)
+        finally:
+            self._forget(row["run_id"])
 
     # ---- running ---------------------------------------------------------------------
 
@@ -229,18 +291,28 @@ class Engine:
             async with self._slots:
                 await self._run_steps(run)
         except asyncio.CancelledError as exc:
+            if run.lost:
+                return
             if run.cancel_requested:
                 await self._finish(run, RunStatus.CANCELLED)
             elif is_cancel(exc):
                 raise  # shutting down: the run stays unfinished and resumes on restart
             else:
                 await self._fail_inside(run, exc)
+        except RunLost:
+            pass  # another node took it over (see _lost): it goes on there
         except BaseException as exc:  # whatever a workflow's code raises, the run ends and the server stays up
             await self._fail_inside(run, exc)
         finally:
             self._active.pop(run_id, None)
             if not run.done.done():
                 run.done.set_result(None)
+            self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        if self.cluster is not None and not self._stopping:
+            self.cluster.coordination.forget(run_id)
+            self.cluster.wake()  # a slot is free: take the next waiting run
 
     async def _fail_inside(self, run: _ActiveRun, exc: BaseException) -> None:
         log.error("run %s failed outside its steps", run.row["run_id"], exc_info=exc)
@@ -281,7 +353,7 @@ class Engine:
                 ),
                 None,
             )
-            await self._record(run, "run_resumed", None, {"reason": "restart", "from_step": from_step})
+            await self._record(run, "run_resumed", None, {"reason": run.reason, "from_step": from_step})
         else:
             row["started_at"] = utc_now()
             await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
@@ -351,6 +423,8 @@ class Engine:
                 raise RunNotFound(f"no run with id {run_id!r}")
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
+            if run is None and self.cluster is not None:
+                return await self._cancel_elsewhere(snapshot)
             return snapshot
         run.cancel_requested = True
         for context in run.contexts:
@@ -361,15 +435,34 @@ class Engine:
         assert snapshot is not None
         return snapshot
 
-    async def wait(self, run_id: str) -> dict[str, Any]:
-        """Wait for a run to finish; returns its final snapshot."""
+    async def _cancel_elsewhere(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a run this node does not run: take it if no live node has it (and end it
+        here), else ask its owner, who hears of it within a beat."""
+        assert self.cluster is not None
+        run_id = snapshot["run_id"]
+        claimed = await self.cluster.coordination.claim_run(run_id, self.cluster.takeover_seconds)
+        if claimed is None:
+            await self.cluster.coordination.request_cancel(run_id)
+            return snapshot
+        row, takeover = claimed
+        self._adopt(row, takeover)
         run = self._active.get(run_id)
         if run is not None:
-            await asyncio.shield(run.done)
-        snapshot = await self.store.get_run(run_id)
-        if snapshot is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return snapshot
+            run.cancel_requested = True  # its task sees this first thing and ends the run cancelled
+        return row
+
+    async def wait(self, run_id: str) -> dict[str, Any]:
+        """Wait for a run to finish; returns its final snapshot."""
+        while True:
+            run = self._active.get(run_id)
+            if run is not None:
+                await asyncio.shield(run.done)
+            snapshot = await self.store.get_run(run_id)
+            if snapshot is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            if snapshot["status"] in FINISHED or self.cluster is None:
+                return snapshot
+            await asyncio.sleep(0.1)  # run by another node (or waiting for a free one)
 
     def abandon(self) -> None:
         """Stop at once without waiting for anything (the loop is going away)."""
@@ -382,8 +475,11 @@ class Engine:
         self._threads.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop every run where it is, writing nothing: they resume on the next start."""
+        """Stop every run where it is, writing nothing: they resume on the next start (in a
+        cluster, on another node as soon as this one has left)."""
         self._stopping = True
+        if self.cluster is not None:
+            await self.cluster.stop()
         runs = list(self._active.values())
         for run in runs:
             for context in run.contexts:

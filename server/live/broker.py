@@ -253,5 +253,10 @@ class Broker:
                     sub.stop()
 
     @property
+    def followed(self) -> dict[str, int]:
+        """Each followed run, with the lowest seq its subscribers have had."""
+        return {run_id: min(s.next_seq for s in subs) - 1 for run_id, subs in self._subs.items() if subs}
+
+    @property
     def subscription_count(self) -> int:
         return sum(len(s) for s in self._subs.values())

@@ -123,7 +123,19 @@ class PostgresBackend:
     # ---- lifecycle -------------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Nothing to check without a connection: open() says plainly if it cannot connect."""
+        """Connect once (before serving), so that a wrong URL or a database that is down is
+        one plain line, not a failed startup."""
+
+        async def probe() -> None:
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+            await conn.close()
+
+        try:
+            asyncio.run(probe())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {exc}; check --db and that the server runs"
+            ) from None
 
     async def open(self) -> None:
         try:
@@ -135,6 +147,10 @@ class PostgresBackend:
                 f"cannot connect to PostgreSQL at {self.where}: {exc}; check --db and that it runs"
             ) from None
         await self._migrate()
+        async with self._conn() as conn:  # runs left by this node id's previous life: free to claim now
+            await conn.execute(
+                "UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ('pending', 'running')", self.node_id
+            )
         await self.heartbeat()
         self._listening = asyncio.create_task(self._listen_loop(), name="runcast-pg-listen")
 
@@ -162,9 +178,13 @@ class PostgresBackend:
                 await self._listening
             self._listening = None
         if self._pool is not None:
+            # Leaving: our unfinished runs are orphans at once, and the others are told to look.
             with contextlib.suppress(Exception):
-                async with self._pool.acquire() as conn:
+                async with self._pool.acquire(timeout=1.0) as conn:
                     await conn.execute("DELETE FROM nodes WHERE node_id = $1", self.node_id)
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", CONTROL_CHANNEL, _payload(self.node_id, {"pending": True})
+                    )
             await self._pool.close()
             self._pool = None
 
@@ -343,20 +363,24 @@ class PostgresBackend:
                 self.node_id,
             )
 
-    async def claim(self, limit: int, takeover_seconds: float) -> list[tuple[dict[str, Any], bool]]:
-        """Take up to `limit` runs that no live node owns, oldest first: (snapshot, taken
-        over from another node)."""
+    async def claim(
+        self, limit: int, takeover_seconds: float, workflows: list[str]
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Take up to `limit` runs of these workflows that no live node owns, oldest first:
+        (snapshot, taken over from another node)."""
         if limit <= 0:
             return []
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""WITH chosen AS (
-                        SELECT n, owner FROM runs WHERE {_ORPHANED} ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED)
+                        SELECT n, owner FROM runs WHERE {_ORPHANED} AND workflow = ANY($4::text[])
+                        ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED)
                     UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
                     RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
                 limit,
                 float(takeover_seconds),
                 self.node_id,
+                workflows,
             )
         taken = []
         for row in rows:
@@ -391,23 +415,6 @@ class PostgresBackend:
     def forget(self, run_id: str) -> None:
         """The run ended here (or was lost): no more writes for it."""
         self.owned.pop(run_id, None)
-
-    async def release(self, run_ids: list[str]) -> None:
-        """Give unfinished runs back (a graceful stop): another node takes them at once."""
-        if not run_ids:
-            return
-        epochs = [self.owned.get(r, -1) for r in run_ids]
-        async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE runs SET owner = NULL FROM unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
-                " WHERE runs.run_id = o.run_id AND runs.epoch = o.epoch AND runs.owner = $3",
-                run_ids,
-                epochs,
-                self.node_id,
-            )
-        for run_id in run_ids:
-            self.owned.pop(run_id, None)
-        await self.notify_control({"pending": True})
 
     async def request_cancel(self, run_id: str) -> None:
         async with self._conn() as conn:

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..engine import DEFAULT_MAX_RUNNING
+from ..engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from ..examples import BUILT_IN
 from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
 from ..runtime import Runtime
@@ -140,6 +141,8 @@ def create_app(
     retention_days: float = DEFAULT_RETENTION_DAYS,
     tokens: Tokens | None = None,
     limits: Limits | None = None,
+    node_id: str | None = None,
+    takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
 ) -> Starlette:
     """The runcast app on the store named by `db`, serving the built-ins and `workflows`.
 
@@ -153,6 +156,8 @@ def create_app(
         max_running=max_running,
         retention_days=retention_days,
         max_event_bytes=limits.max_event_bytes,
+        node_id=node_id,
+        takeover_seconds=takeover_seconds,
     )
     connections: set[Connection] = set()
     metrics = Metrics(runtime, lambda: list(connections))

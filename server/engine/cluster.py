@@ -1,0 +1,125 @@
+"""This node's part in a cluster: it says it is alive, takes free and orphaned runs up
+to its --max-running, and acts on cancels that were asked through other nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..store import Coordination
+
+log = logging.getLogger("runcast.cluster")
+
+DEFAULT_TAKEOVER_SECONDS = 10.0
+
+Adopt = Callable[[dict[str, Any], bool], None]  # (snapshot, taken over from another node)
+
+
+class Cluster:
+    """Heartbeats, claims and remote cancels for one node; `start()` runs them, `stop()` ends them."""
+
+    def __init__(
+        self,
+        coordination: Coordination,
+        *,
+        takeover_seconds: float,
+        free_slots: Callable[[], int],
+        workflows: Callable[[], list[str]],
+        adopt: Adopt,
+        cancel: Callable[[str], Awaitable[Any]],
+    ) -> None:
+        self.coordination = coordination
+        self.takeover_seconds = takeover_seconds
+        self._free_slots = free_slots
+        self._workflows = workflows
+        self._adopt = adopt
+        self._cancel = cancel
+        self._wake = asyncio.Event()
+        self._cancels: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._nudges: set[asyncio.Task[None]] = set()
+        # Often enough that a dead node's runs move within takeover_seconds plus a beat.
+        self.beat_seconds = max(0.2, min(2.0, takeover_seconds / 5))
+        coordination.on_control(self._heard)
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._beat_loop(), name="runcast-heartbeat"),
+            asyncio.create_task(self._claim_loop(), name="runcast-claims"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def free_slots_now(self) -> int:
+        return self._free_slots()
+
+    def nudge_others(self) -> None:
+        """Tell every node that a run waits for a free slot (best effort: they poll too)."""
+        task = asyncio.create_task(self._nudge(), name="runcast-nudge")
+        self._nudges.add(task)
+        task.add_done_callback(self._nudges.discard)
+
+    async def _nudge(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.coordination.notify_control({"pending": True})
+
+    def wake(self) -> None:
+        """Look for runs to take now (a slot came free, a run was created or released)."""
+        self._wake.set()
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        run_id = message.get("cancel")
+        if isinstance(run_id, str):
+            self._cancels.add(run_id)
+        self._wake.set()
+
+    async def claim_now(self) -> int:
+        """Take as many runs as there are free slots; returns how many."""
+        free = self._free_slots()
+        if free <= 0:
+            return 0
+        taken = await self.coordination.claim(free, self.takeover_seconds, self._workflows())
+        for snapshot, takeover in taken:
+            self._adopt(snapshot, takeover)
+        if taken:
+            log.info("node %s took %d run(s)", self.coordination.node_id, len(taken))
+        return len(taken)
+
+    async def _beat_loop(self) -> None:
+        while True:
+            try:
+                await self.coordination.heartbeat()
+            except Exception as exc:  # the store is down: the writer retries; we try again next beat
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(self.beat_seconds)
+
+    async def _claim_loop(self) -> None:
+        polls = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.beat_seconds)
+            self._wake.clear()
+            try:
+                while await self.claim_now():
+                    pass
+                polls += 1
+                if polls % 3 == 0:  # a cancel whose notification was lost still arrives
+                    self._cancels.update(await self.coordination.cancel_requests())
+                for run_id in list(self._cancels):
+                    self._cancels.discard(run_id)
+                    if self.coordination.owns(run_id):
+                        with contextlib.suppress(Exception):
+                            await self._cancel(run_id)
+            except Exception as exc:
+                log.warning("claiming runs failed: %s", exc)

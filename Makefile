@@ -7,7 +7,7 @@ SMOKE  := ../shared/smoke.py
 
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
 
-.PHONY: install run test lint unit smoke bench browser clean
+.PHONY: install run test lint unit smoke bench browser postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,17 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "browser: no chromium and not root: the dashboard tests will be skipped"; fi
 
-test: lint browser unit smoke
+# The cluster tests start a throwaway PostgreSQL (initdb/pg_ctl from Debian's postgresql); installed when root.
+INITDB ?= $(shell command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -n 1)
+
+postgres:
+	@if [ -n "$(INITDB)" ] && [ -x "$(INITDB)" ]; then echo "postgres: $(INITDB)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "postgres: installing Debian's postgresql with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "postgres: no initdb and not root: the cluster tests will be skipped"; fi
+
+test: lint browser postgres unit smoke
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from . import pg
 from .harness import OPEN_CLIENTS, ServerProcess
+from .pg import Postgres
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +30,25 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path / "runcast.db").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for the session (see tests/pg.py). In CI it must be
+    there: `make test` installs it; only elsewhere may these tests skip."""
+    if not pg.available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed; in CI, make test must install it")
+        pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql when root)")
+    # Not under pytest's temp folder: that one is private to root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="runcast-pg-"))
+    server = Postgres(base).start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """A fresh database on the session's PostgreSQL, for one test."""
+    return postgres.new_database()

@@ -47,12 +47,17 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 class ServerProcess:
     """`python -m server` as a child process with its own SQLite file."""
 
-    def __init__(self, db: Path, *args: str) -> None:
-        self.db = db
+    def __init__(self, db: Path | str, *args: str, log_path: Path | None = None) -> None:
+        self.db = db  # a SQLite file, or a postgresql:// URL (then give log_path)
         self.args = list(args)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = db.with_suffix(".log")
+        self.log_path = log_path or Path(db).with_suffix(".log")
+
+    @classmethod
+    def node(cls, db_url: str, folder: Path, name: str, *args: str) -> ServerProcess:
+        """One node of a cluster on the PostgreSQL database at `db_url`, named `name`."""
+        return cls(db_url, "--node-id", name, *args, log_path=folder / f"{name}.log")
 
     @property
     def url(self) -> str:

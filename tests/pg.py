@@ -59,7 +59,18 @@ class Postgres:
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         result = self._run(
-            self._pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "-t", "30", action, *extra,
+            self._pg_ctl,
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "30",
+            action,
+            *extra,
             check=False,
         )
         if result.returncode != 0:

@@ -138,26 +138,46 @@ def check_file(path: str) -> None:
         header = handle.read(100)
     if not header.startswith(b"SQLite format 3\x00"):
         raise StoreError(f"{path} is not an SQLite database; move it away or choose another --db")
-    application_id = int.from_bytes(header[68:72], "big")
-    version = int.from_bytes(header[60:64], "big")  # PRAGMA user_version
+    if int.from_bytes(header[68:72], "big") not in (0, APPLICATION_ID):
+        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
+    if _truncated(path, header):
+        raise StoreError(f"{path} is shorter than its header says (truncated); restore it from a backup")
+    application_id, version, tables = _read_identity(path)
     if application_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} cannot be read as an SQLite database ({exc}); move it away or restore it") from None
-    if application_id == 0 and tables - {"runs", "events", "sqlite_sequence"}:
-        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
-    if application_id == 0 and tables and not {"runs", "events"} <= tables:
+    if application_id == 0 and tables and tables != {"runs", "events"} | ({"sqlite_sequence"} & tables):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
     if version > len(MIGRATIONS):
         raise StoreError(
             f"{path} has schema version {version}, newer than this runcast knows ({len(MIGRATIONS)}); upgrade runcast"
         )
+
+
+def _read_identity(path: str) -> tuple[int, int, set[str]]:
+    """(application_id, user_version, table names) as SQLite sees them, WAL included."""
+    # Without a -wal beside it the file alone is the whole database: read it as immutable, so
+    # that a WAL-mode database of another application gets no -wal/-shm files from us.
+    mode = "ro" if os.path.exists(path + "-wal") else "ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=5)
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read as an SQLite database ({exc}); move it away or restore it") from None
+    return int(application_id), int(version), tables
+
+
+def _truncated(path: str, header: bytes) -> bool:
+    """True if the header's page count (when valid) says the file should be longer."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    size_valid = header[24:28] == header[92:96]  # the count is kept only by SQLite 3.7.0 and later
+    return size_valid and pages * page_size > os.path.getsize(path)
 
 
 class SqliteBackend:

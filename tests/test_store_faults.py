@@ -3,6 +3,7 @@ while it is full. Real servers, real files, a real (small) tmpfs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ROOT, ServerProcess, free_port, http
+from .harness import ROOT, Client, ServerProcess, assert_log, free_port, http
 
 START_TIMEOUT = 10  # a refused database must make the server exit well within this
 
@@ -207,3 +208,156 @@ def test_a_database_in_use_by_another_server_is_refused(tmp_path: Path) -> None:
         assert status == 200  # the one that runs it is untouched
     finally:
         assert first.stop() == 0
+
+
+# ---- a disk that fills up --------------------------------------------------------------
+
+RUNS = 4
+EVENTS_PER_RUN = 20_000
+ROOM = 3 << 20  # bytes left free for the runs to fill: about a quarter of what they write
+PAGE = 10_000  # GET /api/runs/{id}/events gives at most this many at a time
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` mounted at `folder` for the test's length."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a tmpfs needs root, and CI must run this test")
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(path: Path) -> int:
+    """Write `path` until the disk is full (ENOSPC); how many bytes it holds."""
+    chunk = b"\0" * 65536
+    written = 0
+    with open(path, "wb", buffering=0) as handle:
+        try:
+            while True:
+                written += handle.write(chunk)
+        except OSError as exc:
+            assert exc.errno == 28, exc  # ENOSPC: the disk is full
+        with contextlib.suppress(OSError):  # the last few bytes too
+            while handle.write(b"\0" * 512):
+                written += 512
+    return written
+
+
+async def wait_health(server: ServerProcess, status: int, timeout: float = 15) -> dict[str, object]:
+    """Poll /healthz until it answers `status`; its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = await asyncio.to_thread(http, "GET", server.http_url + "/healthz")
+        if code == status:
+            return dict(body)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/healthz stayed {code} {body}, not {status}; log: {server.tail()}")
+        await asyncio.sleep(0.05)
+
+
+async def stored_events(server: ServerProcess, run_id: str) -> list[dict[str, object]]:
+    """Every stored event of a run over HTTP, in pages."""
+    events: list[dict[str, object]] = []
+    while True:
+        url = f"{server.http_url}/api/runs/{run_id}/events?after={len(events)}&limit={PAGE}"
+        code, body = await asyncio.to_thread(http, "GET", url)
+        assert code == 200, body
+        events.extend(body["events"])
+        if len(body["events"]) < PAGE:
+            return events
+
+
+async def test_a_full_disk_degrades_loses_nothing_and_recovers_by_itself(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "64m") as disk:
+        server = ServerProcess(disk / "runcast.db")
+        server.log_path = tmp_path / "server.log"  # the log must not need the full disk
+        server.start()
+        try:
+            await fill_and_recover(server, disk / "filler")
+        finally:
+            server.stop()
+
+
+async def fill_and_recover(server: ServerProcess, filler: Path) -> None:
+    # Runs of 20,000 events take well under a second: leave them a little room, which they fill.
+    await asyncio.to_thread(fill, filler)
+    os.truncate(filler, filler.stat().st_size - ROOM)
+    clients = [await Client.connect(server.url, close_timeout=1) for _ in range(RUNS)]
+    runs = await asyncio.gather(*(c.start("count", {"n": EVENTS_PER_RUN, "delay": 0}, batch=True) for c in clients))
+    readers = [asyncio.create_task(c.until_terminal(r, timeout=60)) for c, r in zip(clients, runs, strict=True)]
+    health = await wait_health(server, 503)
+    assert health["status"] == "degraded" and "full" in str(health["reason"]), health
+    probe = await Client.connect(server.url)
+    refused = await probe.request({"type": "start", "workflow": "echo", "input": {}})
+    assert refused["type"] == "error" and refused["code"] == "overloaded", refused
+    code, body = await asyncio.to_thread(http, "POST", server.http_url + "/api/runs", {"workflow": "echo"})
+    assert code == 503 and body["error"]["code"] == "overloaded", body
+    await asyncio.sleep(1.5)  # stay full a while: retries, checkpoints and reads all fail meanwhile
+    late = await Client.connect(server.url)
+    await late.request({"type": "subscribe", "run_id": runs[0], "batch": True})
+    code, page = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs/{runs[0]}/events?limit=100")
+    assert code == 200 and [e["seq"] for e in page["events"]] == list(range(1, 101)), page  # reads still work
+    for c, run_id in zip(clients, runs, strict=True):
+        seqs = [e["seq"] for e in c.events(run_id)]
+        assert seqs == list(range(1, len(seqs) + 1)), run_id
+    ended = [(r.exception() or r.result()[-1]) for r in readers if r.done()]
+    assert not ended, f"a run ended while the disk was full: {ended}"
+    filler.unlink()
+    await wait_health(server, 200)
+    logs = await asyncio.gather(*readers)
+    for log_, run_id in zip(logs, runs, strict=True):
+        assert_log(log_)
+        assert log_[-1]["event"] == "run_completed" and log_[-1]["data"]["output"] == {"count": EVENTS_PER_RUN}
+        assert await stored_events(server, run_id) == log_
+    assert (await probe.start("echo", {"after": "recovery"})) is not None
+    assert await late.until_terminal(runs[0]) == logs[0]  # subscribed while full: refilled from the store
+    for status in ("running", "pending"):
+        code, body = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs?status={status}")
+        assert code == 200 and body["runs"] == [], body  # nothing left stuck
+    assert server.stop() == 0, server.tail()
+    server.restart()
+    for log_, run_id in zip(logs, runs, strict=True):
+        code, run = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs/{run_id}")
+        assert code == 200 and run["status"] == "completed" and run["last_seq"] == len(log_), run
+        assert await stored_events(server, run_id) == log_
+
+
+async def test_sigterm_with_the_disk_full_exits_promptly_and_runs_resume(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "64m") as disk:
+        filler = disk / "filler"
+        server = ServerProcess(disk / "runcast.db")
+        server.log_path = tmp_path / "server.log"
+        server.start()
+        try:
+            await asyncio.to_thread(fill, filler)
+            os.truncate(filler, filler.stat().st_size - ROOM)
+            clients = [await Client.connect(server.url, close_timeout=1) for _ in range(RUNS)]
+            runs = await asyncio.gather(*(c.start("count", {"n": EVENTS_PER_RUN, "delay": 0}) for c in clients))
+            await wait_health(server, 503)
+            started = time.monotonic()
+            code = await asyncio.to_thread(server.stop)
+            seconds = time.monotonic() - started
+            assert seconds < 6, server.tail()
+            assert code == 0, server.tail()
+            assert "closing with writes it could not commit" in server.tail(), server.tail()
+            seen = {run_id: c.events(run_id) for c, run_id in zip(clients, runs, strict=True)}
+            filler.unlink()
+            server.restart()
+            d = await Client.connect(server.url)
+            for run_id in runs:
+                await d.request({"type": "subscribe", "run_id": run_id, "batch": True})
+            for run_id in runs:
+                events = await d.until_terminal(run_id, timeout=30)
+                assert_log(events)
+                assert events[-1]["event"] == "run_completed", events[-1]
+                assert [e["event"] for e in events].count("run_resumed") == 1
+                assert events[: len(seen[run_id])] == seen[run_id]  # what was shown was stored
+                assert await stored_events(server, run_id) == events
+        finally:
+            server.stop()

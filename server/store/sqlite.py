@@ -140,9 +140,12 @@ def check_file(path: str) -> None:
         raise StoreError(f"{path} is not an SQLite database; move it away or choose another --db")
     if int.from_bytes(header[68:72], "big") not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
-    if _truncated(path, header):
+    # With a -wal beside it the file may be short: a checkpoint cut off by a full disk wrote
+    # the header but not every page, and the WAL still holds them all.
+    whole = _wal_size(path) == 0
+    if whole and _truncated(path, header):
         raise StoreError(f"{path} is shorter than its header says (truncated); restore it from a backup")
-    application_id, version, tables = _read_identity(path)
+    application_id, version, tables = _read_identity(path, immutable=whole)
     if application_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
     if application_id == 0 and tables and tables != {"runs", "events"} | ({"sqlite_sequence"} & tables):
@@ -153,11 +156,19 @@ def check_file(path: str) -> None:
         )
 
 
-def _read_identity(path: str) -> tuple[int, int, set[str]]:
+def _wal_size(path: str) -> int:
+    """The size of the -wal file beside `path` (0 when there is none)."""
+    try:
+        return os.path.getsize(path + "-wal")
+    except FileNotFoundError:
+        return 0
+
+
+def _read_identity(path: str, *, immutable: bool) -> tuple[int, int, set[str]]:
     """(application_id, user_version, table names) as SQLite sees them, WAL included."""
-    # Without a -wal beside it the file alone is the whole database: read it as immutable, so
-    # that a WAL-mode database of another application gets no -wal/-shm files from us.
-    mode = "ro" if os.path.exists(path + "-wal") else "ro&immutable=1"
+    # When the file alone is the whole database, read it as immutable: so that a WAL-mode
+    # database of another application gets no -wal/-shm files from us.
+    mode = "ro&immutable=1" if immutable else "ro"
     try:
         conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=5)
         try:

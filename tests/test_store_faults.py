@@ -252,8 +252,10 @@ def fill(path: Path) -> int:
 async def wait_health(server: ServerProcess, status: int, timeout: float = 15) -> dict[str, object]:
     """Poll /healthz until it answers `status`; its body."""
     deadline = time.monotonic() + timeout
+    code, body = None, None
     while True:
-        code, body = await asyncio.to_thread(http, "GET", server.http_url + "/healthz")
+        with contextlib.suppress(OSError):  # not listening yet
+            code, body = await asyncio.to_thread(http, "GET", server.http_url + "/healthz")
         if code == status:
             return dict(body)
         if time.monotonic() > deadline:
@@ -359,5 +361,38 @@ async def test_sigterm_with_the_disk_full_exits_promptly_and_runs_resume(tmp_pat
                 assert [e["event"] for e in events].count("run_resumed") == 1
                 assert events[: len(seen[run_id])] == seen[run_id]  # what was shown was stored
                 assert await stored_events(server, run_id) == events
+        finally:
+            server.stop()
+
+
+def test_a_new_database_on_a_full_disk_is_refused_plainly(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        fill(disk / "filler")
+        assert_refused(disk / "new.db", "No space left on device; free some space on its disk")
+
+
+async def test_a_server_started_on_a_full_disk_serves_degraded_and_recovers(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "16m") as disk:
+        server = ServerProcess(disk / "runcast.db")
+        server.log_path = tmp_path / "server.log"
+        server.start()
+        c = await Client.connect(server.url, close_timeout=1)
+        run_id = await c.start("chain", {"n": 3, "delay": 0.3})
+        await c.wait(lambda m: m.get("event") == "step_completed" and m["step"] == "s1")
+        server.kill()
+        fill(disk / "filler")
+        with server.log_path.open("ab") as log:  # not start(): it waits for 200, and this one stays 503 for now
+            command = [sys.executable, "-m", "server", "--port", str(server.port), "--db", str(server.db)]
+            server.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            health = await wait_health(server, 503)
+            assert health["status"] == "degraded" and "full" in str(health["reason"]), health
+            (disk / "filler").unlink()
+            await wait_health(server, 200)
+            d = await Client.connect(server.url, close_timeout=1)
+            await d.request({"type": "subscribe", "run_id": run_id})
+            events = await d.until_terminal(run_id)
+            assert_log(events)
+            assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == 3
         finally:
             server.stop()

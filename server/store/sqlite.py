@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -434,7 +435,16 @@ def ensure_usable(path: str) -> None:
     try:
         take_lock(path + ".lock").close()
     except OSError as exc:
-        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; check the folder's permissions") from None
+        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; {_os_advice(exc)}") from None
+
+
+def _os_advice(exc: OSError) -> str:
+    """What to do about a failed file operation, in a few words."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space on its disk"
+    if exc.errno == errno.EROFS:
+        return "its file system is read-only; choose another --db"
+    return "check the folder's permissions"
 
 
 def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:

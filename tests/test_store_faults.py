@@ -215,6 +215,7 @@ def test_a_database_in_use_by_another_server_is_refused(tmp_path: Path) -> None:
 RUNS = 4
 EVENTS_PER_RUN = 20_000
 ROOM = 3 << 20  # bytes left free for the runs to fill: about a quarter of what they write
+WAL_AFTER_CHECKPOINT = 8 << 20  # the -wal file shrinks back to about this once checkpointed (journal_size_limit)
 PAGE = 10_000  # GET /api/runs/{id}/events gives at most this many at a time
 
 
@@ -275,6 +276,14 @@ async def stored_events(server: ServerProcess, run_id: str) -> list[dict[str, ob
             return events
 
 
+async def wait_for_file(path: Path, ok: Callable[[int], bool], timeout: float = 10) -> None:
+    """Wait until `ok(size of path)`."""
+    deadline = time.monotonic() + timeout
+    while not ok(path.stat().st_size):
+        assert time.monotonic() < deadline, f"{path.name} is still {path.stat().st_size} bytes"
+        await asyncio.sleep(0.1)
+
+
 async def test_a_full_disk_degrades_loses_nothing_and_recovers_by_itself(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "64m") as disk:
         server = ServerProcess(disk / "runcast.db")
@@ -319,6 +328,7 @@ async def fill_and_recover(server: ServerProcess, filler: Path) -> None:
         assert await stored_events(server, run_id) == log_
     assert (await probe.start("echo", {"after": "recovery"})) is not None
     assert await late.until_terminal(runs[0]) == logs[0]  # subscribed while full: refilled from the store
+    await wait_for_file(filler.with_name("runcast.db-wal"), lambda size: size <= WAL_AFTER_CHECKPOINT)
     for status in ("running", "pending"):
         code, body = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs?status={status}")
         assert code == 200 and body["runs"] == [], body  # nothing left stuck

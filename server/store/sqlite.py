@@ -26,6 +26,7 @@ from .writer import Store
 log = logging.getLogger("runcast.store")
 
 CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied into the database file
+WAL_SIZE_LIMIT = 4 << 20  # bytes the WAL file keeps after a checkpoint
 APPLICATION_ID = 0x52434153  # "RCAS", in the file header: tells runcast's files from others'
 
 MIGRATIONS: list[str] = [
@@ -234,6 +235,9 @@ class SqliteBackend:
             # Checkpoints run beside the writer (see _checkpoint_loop), not inside every ~1000th
             # commit, where they made that commit (and the events waiting on it) 20 ms late.
             db.execute("PRAGMA wal_autocheckpoint=0")
+            # Once checkpointed, the WAL is cut back to this: a burst (or a full disk's backlog)
+            # must not keep its peak size on disk for good.
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate(db)
         except BaseException:
             db.close()

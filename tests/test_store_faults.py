@@ -406,3 +406,27 @@ async def test_a_server_started_on_a_full_disk_serves_degraded_and_recovers(tmp_
             assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == 3
         finally:
             server.stop()
+
+
+async def test_a_cleanly_stopped_database_on_a_full_disk_is_refused_plainly_then_resumes(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        server = ServerProcess(disk / "runcast.db")
+        server.log_path = tmp_path / "server.log"
+        server.start()
+        c = await Client.connect(server.url, close_timeout=1)
+        run_id = await c.start("chain", {"n": 3, "delay": 0.3})
+        await c.wait(lambda m: m.get("event") == "step_completed" and m["step"] == "s1")
+        assert server.stop() == 0
+        assert sorted(p.name for p in disk.iterdir()) == ["runcast.db", "runcast.db.lock"]  # no -wal, no -shm
+        fill(disk / "filler")  # and opening it in WAL mode needs room for a -shm file
+        assert_refused(server.db, "free some space on its disk")
+        (disk / "filler").unlink()
+        server.restart()
+        try:
+            d = await Client.connect(server.url, close_timeout=1)
+            await d.request({"type": "subscribe", "run_id": run_id})
+            events = await d.until_terminal(run_id)
+            assert_log(events)
+            assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == 3
+        finally:
+            server.stop()

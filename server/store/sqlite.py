@@ -26,6 +26,7 @@ from .writer import Store
 log = logging.getLogger("runcast.store")
 
 CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied into the database file
+MIN_FREE_BYTES = 1 << 20  # below this, a failure to open is put down to a full disk
 WAL_SIZE_LIMIT = 4 << 20  # bytes the WAL file keeps after a checkpoint
 APPLICATION_ID = 0x52434153  # "RCAS", in the file header: tells runcast's files from others'
 
@@ -437,9 +438,32 @@ def ensure_usable(path: str) -> None:
         raise StoreError(f"cannot create the folder of {path}: {exc.strerror}; choose another --db") from None
     check_file(path)
     try:
-        take_lock(path + ".lock").close()
+        lock = take_lock(path + ".lock")
     except OSError as exc:
         raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; {_os_advice(exc)}") from None
+    try:
+        _try_open(path)
+    finally:
+        lock.close()
+
+
+def _try_open(path: str) -> None:
+    """Open the database as the writer will (WAL mode needs room for its -wal and -shm files),
+    and close it again; raise StoreError saying what to do if it cannot be opened."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}; {_disk_advice(path)}") from None
+
+
+def _disk_advice(path: str) -> str:
+    """What to do when SQLite cannot open a file: most often, its disk is full."""
+    disk = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+        return "free some space on its disk"
+    return "check the file, its folder and its disk"
 
 
 def _os_advice(exc: OSError) -> str:

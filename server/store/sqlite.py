@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -36,6 +37,8 @@ from .writer import Store
 log = logging.getLogger("runcast.store")
 
 CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied into the database file
+MIN_FREE_BYTES = 1 << 20  # below this, a failure to open is put down to a full disk
+WAL_SIZE_LIMIT = 4 << 20  # bytes the WAL file keeps after a checkpoint
 APPLICATION_ID = 0x52434153  # "RCAS", in the file header: tells runcast's files from others'
 
 MIGRATIONS: list[str] = [
@@ -149,26 +152,57 @@ def check_file(path: str) -> None:
         header = handle.read(100)
     if not header.startswith(b"SQLite format 3\x00"):
         raise StoreError(f"{path} is not an SQLite database; move it away or choose another --db")
-    application_id = int.from_bytes(header[68:72], "big")
-    version = int.from_bytes(header[60:64], "big")  # PRAGMA user_version
+    if int.from_bytes(header[68:72], "big") not in (0, APPLICATION_ID):
+        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
+    # With a -wal beside it the file may be short: a checkpoint cut off by a full disk wrote
+    # the header but not every page, and the WAL still holds them all.
+    whole = _wal_size(path) == 0
+    if whole and _truncated(path, header):
+        raise StoreError(f"{path} is shorter than its header says (truncated); restore it from a backup")
+    application_id, version, tables = _read_identity(path, immutable=whole)
     if application_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} cannot be read as an SQLite database ({exc}); move it away or restore it") from None
-    if application_id == 0 and tables - {"runs", "events", "sqlite_sequence"}:
-        raise StoreError(f"{path} is another application's SQLite database; choose another --db")
-    if application_id == 0 and tables and not {"runs", "events"} <= tables:
+    if application_id == 0 and tables and tables != {"runs", "events"} | ({"sqlite_sequence"} & tables):
         raise StoreError(f"{path} is another application's SQLite database; choose another --db")
     if version > len(MIGRATIONS):
         raise StoreError(
             f"{path} has schema version {version}, newer than this runcast knows ({len(MIGRATIONS)}); upgrade runcast"
         )
+
+
+def _wal_size(path: str) -> int:
+    """The size of the -wal file beside `path` (0 when there is none)."""
+    try:
+        return os.path.getsize(path + "-wal")
+    except FileNotFoundError:
+        return 0
+
+
+def _read_identity(path: str, *, immutable: bool) -> tuple[int, int, set[str]]:
+    """(application_id, user_version, table names) as SQLite sees them, WAL included."""
+    # When the file alone is the whole database, read it as immutable: so that a WAL-mode
+    # database of another application gets no -wal/-shm files from us.
+    mode = "ro&immutable=1" if immutable else "ro"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=5)
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read as an SQLite database ({exc}); move it away or restore it") from None
+    return int(application_id), int(version), tables
+
+
+def _truncated(path: str, header: bytes) -> bool:
+    """True if the header's page count (when valid) says the file should be longer."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    size_valid = header[24:28] == header[92:96]  # the count is kept only by SQLite 3.7.0 and later
+    return size_valid and pages * page_size > os.path.getsize(path)
 
 
 class SqliteBackend:
@@ -214,6 +248,9 @@ class SqliteBackend:
             # Checkpoints run beside the writer (see _checkpoint_loop), not inside every ~1000th
             # commit, where they made that commit (and the events waiting on it) 20 ms late.
             db.execute("PRAGMA wal_autocheckpoint=0")
+            # Once checkpointed, the WAL is cut back to this: a burst (or a full disk's backlog)
+            # must not keep its peak size on disk for good.
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate(db)
         except BaseException:
             db.close()
@@ -400,9 +437,41 @@ def ensure_usable(path: str) -> None:
         raise StoreError(f"cannot create the folder of {path}: {exc.strerror}; choose another --db") from None
     check_file(path)
     try:
-        take_lock(path + ".lock").close()
+        lock = take_lock(path + ".lock")
     except OSError as exc:
-        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; check the folder's permissions") from None
+        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; {_os_advice(exc)}") from None
+    try:
+        _try_open(path)
+    finally:
+        lock.close()
+
+
+def _try_open(path: str) -> None:
+    """Open the database as the writer will (WAL mode needs room for its -wal and -shm files),
+    and close it again; raise StoreError saying what to do if it cannot be opened."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}; {_disk_advice(path)}") from None
+
+
+def _disk_advice(path: str) -> str:
+    """What to do when SQLite cannot open a file: most often, its disk is full."""
+    disk = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+        return "free some space on its disk"
+    return "check the file, its folder and its disk"
+
+
+def _os_advice(exc: OSError) -> str:
+    """What to do about a failed file operation, in a few words."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space on its disk"
+    if exc.errno == errno.EROFS:
+        return "its file system is read-only; choose another --db"
+    return "check the folder's permissions"
 
 
 def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:

@@ -271,9 +271,9 @@ async def stored_events(server: ServerProcess, run_id: str) -> list[dict[str, ob
         url = f"{server.http_url}/api/runs/{run_id}/events?after={len(events)}&limit={PAGE}"
         code, body = await asyncio.to_thread(http, "GET", url)
         assert code == 200, body
-        events.extend(body["events"])
-        if len(body["events"]) < PAGE:
+        if not body["events"]:  # a page may end early (1 MiB): only an empty one is the end
             return events
+        events.extend(body["events"])
 
 
 async def wait_for_file(path: Path, ok: Callable[[int], bool], timeout: float = 10) -> None:

@@ -332,6 +332,8 @@ async def fill_and_recover(server: ServerProcess, filler: Path) -> None:
     for status in ("running", "pending"):
         code, body = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs?status={status}")
         assert code == 200 and body["runs"] == [], body  # nothing left stuck
+    text = server.log_path.read_text()
+    assert text.count("store checkpoint failed") <= 1 and text.count("cannot write (") == 1, text[-3000:]
     assert server.stop() == 0, server.tail()
     server.restart()
     for log_, run_id in zip(logs, runs, strict=True):

@@ -332,6 +332,8 @@ async def fill_and_recover(server: ServerProcess, filler: Path) -> None:
     for status in ("running", "pending"):
         code, body = await asyncio.to_thread(http, "GET", f"{server.http_url}/api/runs?status={status}")
         assert code == 200 and body["runs"] == [], body  # nothing left stuck
+    text = server.log_path.read_text()
+    assert text.count("store checkpoint failed") <= 1 and text.count("cannot write (") == 1, text[-3000:]
     assert server.stop() == 0, server.tail()
     server.restart()
     for log_, run_id in zip(logs, runs, strict=True):
@@ -430,3 +432,24 @@ async def test_a_cleanly_stopped_database_on_a_full_disk_is_refused_plainly_then
             assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == 3
         finally:
             server.stop()
+
+
+async def test_a_non_transient_write_error_fails_its_batch_at_once_and_is_not_retried(tmp_path: Path) -> None:
+    from server.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await store.create_run({"run_id": "r", "workflow": "echo", "status": "running", "created_at": "t"})
+        assert await (await store.append("r", "progress", None, {})) == 1
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as other:  # takes the seq the writer gives next
+            other.execute("INSERT INTO events VALUES ('r', 2, 'progress', '{}')")
+            other.execute("UPDATE runs SET last_seq = 2 WHERE run_id = 'r'")
+            other.commit()
+        started = time.monotonic()
+        with pytest.raises(sqlite3.IntegrityError):
+            await asyncio.wait_for(await store.append("r", "progress", None, {}), 5)
+        assert time.monotonic() - started < 1 and store.stats.retries == 0 and store.degraded is None
+        assert await (await store.append("r", "progress", None, {})) == 3  # the writer carries on
+    finally:
+        await store.close()

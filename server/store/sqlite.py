@@ -277,12 +277,19 @@ class SqliteBackend:
     async def _checkpoint_loop(self) -> None:
         """Move the WAL into the database now and then, without blocking writer or readers."""
         assert self._checkpointer is not None
+        failing = False
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             try:
                 await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:  # busy, or a full disk: the next round tries again
-                log.warning("store checkpoint failed: %s", exc)
+                if not failing:  # once per spell, not once a second while a disk stays full
+                    log.warning("store checkpoint failed: %s; trying again every %.0f s", exc, CHECKPOINT_SECONDS)
+                failing = True
+                continue
+            if failing:
+                log.warning("store checkpoints work again")
+                failing = False
 
     async def close(self) -> None:
         if self._checkpoints is not None:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,18 @@ class StoredEvents:
             return [row[0] for row in await self._pg.fetch(sql.format("$1"), run_id)]
         assert self._sqlite is not None
         return [row[0] for row in self._sqlite.execute(sql.format("?"), (run_id,))]
+
+
+def stored_log(db: Path | str, run_id: str) -> list[str]:
+    """A run's stored frames in seq order, read behind the server's back (blocking; from sync
+    or async tests alike: it reads on a thread with its own event loop)."""
+
+    async def read() -> list[str]:
+        async with StoredEvents(db) as stored:
+            return await stored.frames(run_id)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
 
 
 def assert_log(events: list[dict[str, Any]], first: int = 1) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import sqlite3
@@ -14,6 +15,8 @@ import pytest
 
 from server.store import StoredEvent, StoreError, StoreLocked, open_store
 from server.store.sqlite import MIGRATIONS, SqliteBackend, SqliteStore, read_run_sync
+
+from .pg import PgStore
 
 
 def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
@@ -572,3 +575,15 @@ async def test_read_run_sync_sees_every_commit_and_a_replaced_file(tmp_path: Pat
         assert read_run_sync(path, "r2")["run_id"] == "r2"
     finally:
         await s.close()
+
+
+async def test_a_postgres_store_closed_at_any_moment_leaves_no_connection_open(pg_url: str) -> None:
+    """Closing while the LISTEN connection is still being set up must close it too (it was
+    left to the garbage collector: a ResourceWarning, an error here)."""
+    for i in range(20):
+        s = PgStore(pg_url)
+        await s.open()
+        await s.create_run(run_row(f"r{i}"))
+        await asyncio.sleep(i * 0.001)
+        await s.close()
+        gc.collect()

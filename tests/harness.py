@@ -237,6 +237,15 @@ class StoredEvents:
         row = self._sqlite.execute(sql.format("?", "?"), (run_id, seq)).fetchone()
         return row[0] if row else None
 
+    async def last_seq(self, run_id: str) -> int | None:
+        """The run's stored last_seq, or None."""
+        sql = "SELECT last_seq FROM runs WHERE run_id = {}"
+        if self._pg is not None:
+            return await self._pg.fetchval(sql.format("$1"), run_id)  # type: ignore[no-any-return]
+        assert self._sqlite is not None
+        row = self._sqlite.execute(sql.format("?"), (run_id,)).fetchone()
+        return row[0] if row else None
+
     async def frames(self, run_id: str) -> list[str]:
         """Every stored frame of a run, in seq order."""
         sql = "SELECT frame FROM events WHERE run_id = {} ORDER BY seq"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from server.store import Store
-from server.store.postgres import PostgresBackend
 
 from .harness import free_port
 
@@ -23,6 +22,8 @@ class PgStore(Store):
     as the engine's node does when it has a free slot (take_new, then create_run)."""
 
     def __init__(self, url: str, node_id: str = "t") -> None:
+        from server.store.postgres import PostgresBackend  # asyncpg is an extra: only these tests need it
+
         super().__init__(PostgresBackend(url, node_id))
 
     async def create_run(self, row: dict[str, Any]) -> None:

@@ -114,3 +114,23 @@ async def test_a_server_node_and_the_python_api_share_runs(pg_url: str, tmp_path
     finally:
         await db.close()
         node.stop()
+
+
+async def test_two_postgres_dbs_in_one_process_are_two_nodes(pg_url: str) -> None:
+    """Each PostgresDb is a node of its own: opening the second must not take the first's
+    running run from it (it ran its step twice, resumed), nor closing one leave for both."""
+    first, second = PostgresDb(db_url=pg_url), PostgresDb(db_url=pg_url)
+    assert first.node_id != second.node_id
+    a = Workflow("api_a", [Step("research", _research), Step("write", _write)], db=first)
+    b = Workflow("api_b", [Step("research", _research), Step("write", _write)], db=second)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            run_a = await a.arun(input="a", background=True)
+            run_b = await b.arun(input="b", background=True)
+        done_a, done_b = await until_finished(a, run_a.run_id), await until_finished(b, run_b.run_id)
+        assert (done_a.content, done_b.content) == ("NOTES ON A", "NOTES ON B")
+        assert [s["attempts"] for s in done_a.steps + done_b.steps] == [1, 1, 1, 1]
+        assert done_a.last_seq == done_b.last_seq == 8  # no run_resumed
+    finally:
+        await first.close()
+        await second.close()

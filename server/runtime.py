@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,7 +104,7 @@ class SqliteDb:
         assert self._opening is not None
         async with self._opening:
             if self._runtime is None:
-                runtime = Runtime(self.url)
+                runtime = Runtime(self.url, **self._runtime_options())
                 await runtime.open(recover=False)
                 self._runtime = runtime
                 self._guard = asyncio.create_task(self._let_go_with_the_loop(runtime))
@@ -110,6 +113,9 @@ class SqliteDb:
                 engine.register(workflow)
                 await engine.recover(only={workflow.name})
         return engine
+
+    def _runtime_options(self) -> dict[str, Any]:
+        return {}
 
     async def _let_go_with_the_loop(self, runtime: Runtime) -> None:
         # asyncio.run() cancels every task when the program's main coroutine returns: that is
@@ -155,13 +161,26 @@ class SqliteDb:
             self._guard.cancel()
 
 
+_instances = itertools.count(1)
+
+
 class PostgresDb(SqliteDb):
     """The same, on a cluster's PostgreSQL database (`postgresql://user@host/dbname`):
-    runs started here may be run by any node, and any node's runs can be read here."""
+    runs started here may be run by any node, and any node's runs can be read here.
 
-    def __init__(self, db_url: str, **options: Any) -> None:
+    Each `PostgresDb` is a node of its own, named `node_id` (default: host name, pid and a
+    number); give a fixed one to take this node's unfinished runs back at once on the next
+    start, rather than after --takeover-seconds."""
+
+    def __init__(self, db_url: str, node_id: str | None = None, **options: Any) -> None:
         super().__init__(db_url, **options)
         self.db_url = db_url
+        # Two of these in one process must not share a name: a node that opens releases
+        # the runs of its name, and one that closes leaves for both.
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-db{next(_instances)}"
+
+    def _runtime_options(self) -> dict[str, Any]:
+        return {"node_id": self.node_id}
 
     def _read_run(self, run_id: str) -> dict[str, Any] | None:
         from .store.postgres_sync import read_run_blocking  # asyncpg is an extra: imported when used

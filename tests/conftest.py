@@ -4,7 +4,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +24,32 @@ async def close_clients() -> AsyncIterator[None]:
             await client.ws.close()
 
 
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the servers of a test run on: "sqlite" unless parametrized with
+    harness.BACKENDS (`pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")`)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def server_on(backend: str, request: pytest.FixtureRequest, folder: Path, *args: str) -> ServerProcess:
+    """A server (not started) on a fresh database: a SQLite file in `folder`, or a new database
+    on the session's PostgreSQL with a fixed --node-id (so that a restart takes its runs back)."""
+    if backend == "sqlite":
+        return ServerProcess(folder / "runcast.db", *args)
+    postgres: Postgres = request.getfixturevalue("postgres")
+    return ServerProcess.node(postgres.new_database(), folder, "n1", *args)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A fresh real server (uvicorn, SQLite file) on a free port, stopped after the test."""
-    proc = ServerProcess(tmp_path / "runcast.db").start()
+def new_server(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ServerProcess]:
+    """`new_server(*flags)`: a server (not started) on a fresh database of the test's backend."""
+    return lambda *args: server_on(backend, request, tmp_path, *args)
+
+
+@pytest.fixture
+def server(new_server: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
+    """A fresh real server (uvicorn, SQLite file or PostgreSQL) on a free port, stopped after the test."""
+    proc = new_server().start()
     yield proc
     proc.stop()
 

@@ -6,11 +6,13 @@ import asyncio
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
+BACKENDS = ["sqlite", "postgres"]  # the `backend` fixture's values (tests/conftest.py)
 
 
 def free_port() -> int:
@@ -195,6 +198,73 @@ class Client:
                 batch = msg["events"] if msg.get("type") == "events" else [msg] if msg.get("type") == "event" else []
                 done = any(e["event"] in TERMINAL for e in batch)
         return self.events(run_id)
+
+
+class StoredEvents:
+    """The events a server's database holds, read behind its back: `async with StoredEvents(db)`
+    on a SQLite file or a postgresql:// URL."""
+
+    def __init__(self, db: Path | str) -> None:
+        self.db = db
+        self._pg: Any = None
+        self._sqlite: sqlite3.Connection | None = None
+
+    @property
+    def on_postgres(self) -> bool:
+        return str(self.db).startswith(("postgresql://", "postgres://"))
+
+    async def __aenter__(self) -> StoredEvents:
+        if self.on_postgres:
+            import asyncpg  # an extra: only the PostgreSQL tests need it
+
+            self._pg = await asyncpg.connect(str(self.db), timeout=10)
+        else:
+            self._sqlite = sqlite3.connect(self.db)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+    async def frame(self, run_id: str, seq: int) -> str | None:
+        """The stored frame of one event, or None."""
+        sql = "SELECT frame FROM events WHERE run_id = {} AND seq = {}"
+        if self._pg is not None:
+            return await self._pg.fetchval(sql.format("$1", "$2"), run_id, seq)  # type: ignore[no-any-return]
+        assert self._sqlite is not None
+        row = self._sqlite.execute(sql.format("?", "?"), (run_id, seq)).fetchone()
+        return row[0] if row else None
+
+    async def last_seq(self, run_id: str) -> int | None:
+        """The run's stored last_seq, or None."""
+        sql = "SELECT last_seq FROM runs WHERE run_id = {}"
+        if self._pg is not None:
+            return await self._pg.fetchval(sql.format("$1"), run_id)  # type: ignore[no-any-return]
+        assert self._sqlite is not None
+        row = self._sqlite.execute(sql.format("?"), (run_id,)).fetchone()
+        return row[0] if row else None
+
+    async def frames(self, run_id: str) -> list[str]:
+        """Every stored frame of a run, in seq order."""
+        sql = "SELECT frame FROM events WHERE run_id = {} ORDER BY seq"
+        if self._pg is not None:
+            return [row[0] for row in await self._pg.fetch(sql.format("$1"), run_id)]
+        assert self._sqlite is not None
+        return [row[0] for row in self._sqlite.execute(sql.format("?"), (run_id,))]
+
+
+def stored_log(db: Path | str, run_id: str) -> list[str]:
+    """A run's stored frames in seq order, read behind the server's back (blocking; from sync
+    or async tests alike: it reads on a thread with its own event loop)."""
+
+    async def read() -> list[str]:
+        async with StoredEvents(db) as stored:
+            return await stored.frames(run_id)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
 
 
 def assert_log(events: list[dict[str, Any]], first: int = 1) -> None:

@@ -10,8 +10,26 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
+
+from server.store import Store
 
 from .harness import free_port
+
+
+class PgStore(Store):
+    """A store on PostgreSQL as node `node_id`, for store tests: it owns each run it creates,
+    as the engine's node does when it has a free slot (take_new, then create_run)."""
+
+    def __init__(self, url: str, node_id: str = "t") -> None:
+        from server.store.postgres import PostgresBackend  # asyncpg is an extra: only these tests need it
+
+        super().__init__(PostgresBackend(url, node_id))
+
+    async def create_run(self, row: dict[str, Any]) -> None:
+        assert self.coordination is not None
+        self.coordination.take_new(row["run_id"])
+        await super().create_run(row)
 
 
 def pg_bin(name: str) -> str | None:

@@ -12,8 +12,7 @@ import pytest
 
 from client import Client, Conflict, ConnectionFailed, InvalidInput, RunNotFound, SyncClient
 
-from .harness import ROOT, ServerProcess, assert_log
-from .test_recovery import stored_log
+from .harness import ROOT, ServerProcess, assert_log, stored_log
 
 
 async def test_run_yields_exactly_the_stored_log(server: ServerProcess) -> None:

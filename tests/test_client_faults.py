@@ -18,8 +18,7 @@ from websockets.http11 import Request, Response
 from client import AuthFailed, Client, ConnectionFailed, HandshakeFailed, RateLimited, SyncClient
 from client.feeds import Feed, Follower
 
-from .harness import ROOT, ServerProcess, assert_log, http
-from .test_recovery import stored_log
+from .harness import ROOT, ServerProcess, assert_log, http, stored_log
 
 WELCOME = json.dumps({"type": "welcome", "protocol": 1, "server": "fake/0"})
 

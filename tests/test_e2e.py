@@ -1,17 +1,20 @@
-"""End to end: a real server process, a real SQLite file, real sockets."""
+"""End to end: a real server process, a real database (a SQLite file, and PostgreSQL in
+cluster mode with one node), real sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-import sqlite3
+from collections.abc import Callable
 
 import httpx
 import pytest
 import websockets
 
-from .harness import TERMINAL, Client, ServerProcess, assert_log, http
+from .harness import BACKENDS, TERMINAL, Client, ServerProcess, StoredEvents, assert_log, http
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
 
 
 async def test_count_streams_progress_and_poll_matches(server: ServerProcess) -> None:
@@ -44,17 +47,17 @@ async def test_count_streams_progress_and_poll_matches(server: ServerProcess) ->
 async def test_every_event_is_on_disk_before_a_client_sees_it(server: ServerProcess) -> None:
     c = await Client.connect(server.url)
     run_id = await c.start("count", {"n": 200, "delay": 0})
-    db = sqlite3.connect(server.db)
     checked = 0
-    while True:
-        msg = await c.next()
-        if msg.get("type") != "event":
-            continue
-        row = db.execute("SELECT frame FROM events WHERE run_id = ? AND seq = ?", (run_id, msg["seq"])).fetchone()
-        assert row is not None and json.loads(row[0]) == msg, msg
-        checked += 1
-        if msg["event"] == "run_completed":
-            break
+    async with StoredEvents(server.db) as stored:
+        while True:
+            msg = await c.next()
+            if msg.get("type") != "event":
+                continue
+            frame = await stored.frame(run_id, msg["seq"])
+            assert frame is not None and json.loads(frame) == msg, msg
+            checked += 1
+            if msg["event"] == "run_completed":
+                break
     assert checked == 204
 
 
@@ -253,8 +256,8 @@ async def test_http_api(server: ServerProcess) -> None:
     assert status == 200 and b"runcast" in page
 
 
-async def test_max_running_keeps_extra_runs_pending(tmp_path) -> None:
-    server = ServerProcess(tmp_path / "one.db", "--max-running", "1").start()
+async def test_max_running_keeps_extra_runs_pending(new_server: Callable[..., ServerProcess]) -> None:
+    server = new_server("--max-running", "1").start()
     try:
         c = await Client.connect(server.url)
         first = await c.start("sleep", {"seconds": 0.5})

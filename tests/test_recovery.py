@@ -1,25 +1,27 @@
-"""Crashes and restarts of a real server process: nothing acknowledged is lost, nothing is stuck."""
+"""Crashes and restarts of a real server process: nothing acknowledged is lost, nothing is stuck.
+
+On PostgreSQL too: a node restarted with the same --node-id takes its runs back at once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
-from .harness import Client, ServerProcess, assert_log
+import pytest
+
+from .harness import BACKENDS, Client, ServerProcess, StoredEvents, assert_log
 
 FLOWS = Path(__file__).with_name("flows.py")
 
-
-def stored_log(db: Path, run_id: str) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT frame FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-    return [r[0] for r in rows]
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
+NewServer = Callable[..., ServerProcess]
 
 
-async def test_kill_9_mid_run_resumes_from_the_unfinished_step(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "r.db").start()
+@both_backends
+async def test_kill_9_mid_run_resumes_from_the_unfinished_step(new_server: NewServer) -> None:
+    server = new_server().start()
     try:
         c = await Client.connect(server.url)
         run_id = await c.start("chain", {"n": 4, "delay": 0.4})
@@ -45,9 +47,10 @@ async def test_kill_9_mid_run_resumes_from_the_unfinished_step(tmp_path: Path) -
         server.stop()
 
 
-async def test_acknowledged_runs_survive_kill_9_and_all_complete(tmp_path: Path) -> None:
+@both_backends
+async def test_acknowledged_runs_survive_kill_9_and_all_complete(new_server: NewServer) -> None:
     """Chaos: kill -9 several times while 120 runs are in flight; every run ends exactly right."""
-    server = ServerProcess(tmp_path / "chaos.db").start()
+    server = new_server().start()
     acknowledged: dict[str, int] = {}
     try:
         for round_ in range(3):
@@ -61,20 +64,22 @@ async def test_acknowledged_runs_survive_kill_9_and_all_complete(tmp_path: Path)
         c = await Client.connect(server.url)
         for run_id in acknowledged:
             await c.request({"type": "subscribe", "run_id": run_id, "batch": True})
-        for run_id, n in acknowledged.items():
-            events = await c.until_terminal(run_id, timeout=60)
-            assert_log(events)
-            assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == n, events[-1]
-            completed = [e["step"] for e in events if e["event"] == "step_completed"]
-            assert completed == [f"s{i}" for i in range(1, n + 1)], completed
-            assert events == [json.loads(f) for f in stored_log(server.db, run_id)]
+        async with StoredEvents(server.db) as stored:
+            for run_id, n in acknowledged.items():
+                events = await c.until_terminal(run_id, timeout=60)
+                assert_log(events)
+                assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == n, events[-1]
+                completed = [e["step"] for e in events if e["event"] == "step_completed"]
+                assert completed == [f"s{i}" for i in range(1, n + 1)], completed
+                assert events == [json.loads(f) for f in await stored.frames(run_id)]
         assert len(acknowledged) == 120
     finally:
         server.stop()
 
 
-async def test_sigterm_closes_with_1001_exits_0_and_runs_resume(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "t.db").start()
+@both_backends
+async def test_sigterm_closes_with_1001_exits_0_and_runs_resume(new_server: NewServer) -> None:
+    server = new_server().start()
     c = await Client.connect(server.url)
     run_id = await c.start("chain", {"n": 3, "delay": 0.5})
     await c.wait(lambda m: m.get("event") == "step_started")
@@ -97,8 +102,9 @@ async def test_sigterm_closes_with_1001_exits_0_and_runs_resume(tmp_path: Path) 
         server.stop()
 
 
-async def test_on_crash_fail_ends_interrupted_runs(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "f.db", "--workflows", str(FLOWS)).start()
+@both_backends
+async def test_on_crash_fail_ends_interrupted_runs(new_server: NewServer) -> None:
+    server = new_server("--workflows", str(FLOWS)).start()
     try:
         c = await Client.connect(server.url)
         run_id = await c.start("fragile", {})

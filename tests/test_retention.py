@@ -1,4 +1,4 @@
-"""Retention deletes old finished runs with their events, and nothing else."""
+"""Retention deletes old finished runs with their events, and nothing else (on both backends)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from server.store import retention
+from server.store import Store, retention
 from server.store.sqlite import SqliteStore
+
+from .harness import BACKENDS
+from .pg import PgStore
 
 
 def _run(run_id: str, status: str, finished_days_ago: float | None) -> dict:
@@ -27,9 +30,14 @@ def _run(run_id: str, status: str, finished_days_ago: float | None) -> dict:
     }
 
 
-async def test_prune_deletes_only_old_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
+async def test_prune_deletes_only_old_finished_runs(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(retention, "PRUNE_BATCH", 3)  # several small transactions
-    store = SqliteStore(str(tmp_path / "r.db"))
+    store: Store = (
+        SqliteStore(str(tmp_path / "r.db")) if backend == "sqlite" else PgStore(request.getfixturevalue("pg_url"))
+    )
     await store.open()
     try:
         old = [f"old-{i}" for i in range(7)]

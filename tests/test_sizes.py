@@ -12,15 +12,18 @@ from pathlib import Path
 import pytest
 import websockets
 
-from .harness import Client, ServerProcess, assert_log, http
+from .conftest import server_on
+from .harness import BACKENDS, Client, ServerProcess, assert_log, http
 
 FLOWS = Path(__file__).with_name("hostile_flows.py")
 MIB = 1024 * 1024
 
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    proc = ServerProcess(tmp_path_factory.mktemp("sizes") / "s.db", "--workflows", str(FLOWS)).start()
+def server(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    proc = server_on(backend, request, tmp_path_factory.mktemp("sizes"), "--workflows", str(FLOWS)).start()
     yield proc
     proc.stop()
 

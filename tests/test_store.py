@@ -1,19 +1,27 @@
-"""Unit tests of server.store.SqliteStore on a real SQLite file (no server, no sockets)."""
+"""Unit tests of server.store.SqliteStore on a real SQLite file (no server, no sockets); the
+ones marked `both_backends` also run on PostgreSQL (tests/pg.py's PgStore, one node)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.store import StoredEvent, StoreError, StoreLocked, open_store
+from server.store import Store, StoredEvent, StoreError, StoreLocked, open_store
 from server.store.sqlite import MIGRATIONS, SqliteBackend, SqliteStore, read_run_sync
+
+from .harness import BACKENDS, StoredEvents
+from .pg import PgStore
+
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
 
 
 def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
@@ -40,8 +48,29 @@ def db_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(db_path: str) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(db_path)
+def database(backend: str, request: pytest.FixtureRequest, db_path: str) -> str:
+    """The test's database: a SQLite file, or a fresh PostgreSQL database's URL."""
+    return db_path if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def store_on(database: str) -> Store:
+    return PgStore(database) if database.startswith("postgresql://") else SqliteStore(database)
+
+
+def committed(database: str, run_id: str) -> tuple[list[str], int | None]:
+    """What another connection sees right now (blocking): the run's frames and its last_seq."""
+
+    async def read() -> tuple[list[str], int | None]:
+        async with StoredEvents(database) as stored:
+            return await stored.frames(run_id), await stored.last_seq(run_id)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    s = store_on(database)
     await s.open()
     try:
         yield s
@@ -126,6 +155,7 @@ async def test_newer_schema_is_refused(db_path: str) -> None:
 # ---- seq numbering -----------------------------------------------------------------
 
 
+@both_backends
 async def test_seq_counts_from_one_without_gaps(store: SqliteStore) -> None:
     await store.create_run(run_row("r1"))
     seqs = [await append(store, "r1", data={"i": i}) for i in range(10)]
@@ -138,6 +168,7 @@ async def test_seq_counts_from_one_without_gaps(store: SqliteStore) -> None:
     assert run["last_seq"] == 10
 
 
+@both_backends
 async def test_seq_is_per_run_across_interleaved_runs(store: SqliteStore) -> None:
     run_ids = [f"run-{i}" for i in range(20)]
     for run_id in run_ids:
@@ -165,6 +196,7 @@ async def test_seq_is_per_run_across_interleaved_runs(store: SqliteStore) -> Non
     assert sum(expected.values()) == 1500
 
 
+@both_backends
 async def test_event_frame_fields(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     await append(store, "r", "step_output", {"delta": "hi"}, step="write")
@@ -186,6 +218,7 @@ async def test_event_frame_fields(store: SqliteStore) -> None:
     assert json.loads(last.frame)["step"] is None
 
 
+@both_backends
 async def test_state_is_saved_with_the_event(store: SqliteStore) -> None:
     await store.create_run(run_row("r", input={"topic": "x"}))
     state = run_row(
@@ -202,6 +235,7 @@ async def test_state_is_saved_with_the_event(store: SqliteStore) -> None:
     assert seq == 1
 
 
+@both_backends
 async def test_event_for_unknown_run_fails_alone(store: SqliteStore) -> None:
     await store.create_run(run_row("known"))
     bad = store.append_nowait("ghost", "progress", None, {})
@@ -212,6 +246,7 @@ async def test_event_for_unknown_run_fails_alone(store: SqliteStore) -> None:
     assert await store.read_events("ghost", 0, 10) == []
 
 
+@both_backends
 async def test_unencodable_event_does_not_lose_other_runs_events(store: SqliteStore) -> None:
     await store.create_run(run_row("a"))
     await store.create_run(run_row("b"))
@@ -224,6 +259,7 @@ async def test_unencodable_event_does_not_lose_other_runs_events(store: SqliteSt
 # ---- group commit ------------------------------------------------------------------
 
 
+@both_backends
 async def test_group_commit_batches(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     before = store.stats.batches
@@ -251,24 +287,18 @@ async def test_append_waits_when_far_behind_but_keeps_order(store: SqliteStore) 
     assert (await store.get_run("r") or {})["last_seq"] == n
 
 
-async def test_listener_runs_after_commit(store: SqliteStore, db_path: str) -> None:
+@both_backends
+async def test_listener_runs_after_commit(store: SqliteStore, database: str) -> None:
     await store.create_run(run_row("r"))
     seen: list[tuple[int, str]] = []
     visible: list[bool] = []
 
     def listener(batch: list[StoredEvent]) -> None:
-        conn = sqlite3.connect(db_path)
-        try:
-            for event in batch:
-                row = conn.execute(
-                    "SELECT frame FROM events WHERE run_id = ? AND seq = ?", (event.run_id, event.seq)
-                ).fetchone()
-                visible.append(row is not None and row[0] == event.frame)
-                seen.append((event.seq, event.event))
-            last = conn.execute("SELECT last_seq FROM runs WHERE run_id = 'r'").fetchone()[0]
-            visible.append(last >= batch[-1].seq)
-        finally:
-            conn.close()
+        frames, last = committed(database, "r")
+        for event in batch:
+            visible.append(len(frames) >= event.seq and frames[event.seq - 1] == event.frame)
+            seen.append((event.seq, event.event))
+        visible.append(last is not None and last >= batch[-1].seq)
 
     store.add_listener(listener)
     futures = [store.append_nowait("r", "progress", None, {"i": i}) for i in range(50)]
@@ -278,6 +308,7 @@ async def test_listener_runs_after_commit(store: SqliteStore, db_path: str) -> N
     assert visible and all(visible)
 
 
+@both_backends
 async def test_listener_is_called_once_per_batch_in_order(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     calls: list[list[int]] = []
@@ -287,6 +318,7 @@ async def test_listener_is_called_once_per_batch_in_order(store: SqliteStore) ->
     assert calls == [[1], [2], [3]]
 
 
+@both_backends
 async def test_flush_waits_for_the_batch_in_flight(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     future = store.append_nowait("r", "progress", None, {})
@@ -301,6 +333,7 @@ async def test_flush_waits_for_the_batch_in_flight(store: SqliteStore) -> None:
 # ---- reads -------------------------------------------------------------------------
 
 
+@both_backends
 async def test_read_events_paging(store: SqliteStore) -> None:
     await store.create_run(run_row("r"))
     await asyncio.gather(*[store.append_nowait("r", "progress", None, {"i": i}) for i in range(25)])
@@ -319,6 +352,7 @@ async def test_read_events_paging(store: SqliteStore) -> None:
     assert await store.read_events("nope", 0, 10) == []
 
 
+@both_backends
 async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
     steps = [
         {"name": "a", "status": "pending", "output": None, "error": None, "attempts": 0},
@@ -352,6 +386,7 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
     assert await store.get_run("missing") is None
 
 
+@both_backends
 async def test_null_json_columns_stay_null(store: SqliteStore) -> None:
     await store.create_run(run_row("r", input=None, output=None, error=None))
     run = await store.get_run("r")
@@ -368,6 +403,7 @@ async def _make_runs(store: SqliteStore) -> list[dict[str, Any]]:
     return rows
 
 
+@both_backends
 async def test_list_runs_newest_first_with_filters(store: SqliteStore) -> None:
     rows = await _make_runs(store)
     runs, cursor = await store.list_runs(None, None, 50, None)
@@ -384,6 +420,7 @@ async def test_list_runs_newest_first_with_filters(store: SqliteStore) -> None:
     assert await store.list_runs("zzz", None, 50, None) == ([], None)
 
 
+@both_backends
 @pytest.mark.parametrize(
     ("workflow", "status", "limit"),
     [(None, None, 5), (None, None, 1), ("a", None, 3), (None, "pending", 4), (None, None, 23)],
@@ -413,6 +450,7 @@ async def test_list_runs_cursor_walks_all_pages(
     assert pages == -(-len(want) // limit)
 
 
+@both_backends
 @pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "", " 3", "²"])
 async def test_list_runs_bad_cursor(store: SqliteStore, cursor: str) -> None:
     await store.create_run(run_row("r"))
@@ -435,8 +473,9 @@ async def test_unfinished_runs_oldest_first(store: SqliteStore) -> None:
 # ---- durability and locking --------------------------------------------------------
 
 
-async def test_close_and_reopen_keeps_everything_and_seq_continues(db_path: str) -> None:
-    first = SqliteStore(db_path)
+@both_backends
+async def test_close_and_reopen_keeps_everything_and_seq_continues(database: str) -> None:
+    first = store_on(database)
     await first.open()
     await first.create_run(run_row("a", input={"k": 1}))
     await first.create_run(run_row("b"))
@@ -446,9 +485,11 @@ async def test_close_and_reopen_keeps_everything_and_seq_continues(db_path: str)
     first.append_nowait("b", "progress", None, {"i": 0})
     await first.close()
 
-    second = SqliteStore(db_path)
+    second = store_on(database)
     await second.open()
     try:
+        if second.coordination is not None:  # the same node id again: its runs are free to take back
+            assert len(await second.coordination.claim(10, 10.0, ["wf"])) == 2
         run = await second.get_run("a")
         assert run is not None
         assert run["last_seq"] == 7 and run["input"] == {"k": 1}
@@ -521,6 +562,7 @@ async def test_open_store_sqlite_url_opens_that_file(tmp_path: Path) -> None:
 # ---- regressions -------------------------------------------------------------------
 
 
+@both_backends
 async def test_last_seq_counts_events_after_a_state_change_in_the_same_batch(store: SqliteStore) -> None:
     """A restart reads last_seq to number the next event: it must be the run's last seq."""
     await store.create_run(run_row("r"))
@@ -532,6 +574,7 @@ async def test_last_seq_counts_events_after_a_state_change_in_the_same_batch(sto
     assert run is not None and run["status"] == "running" and run["last_seq"] == 3
 
 
+@both_backends
 async def test_concurrent_reads_see_the_latest_commit(store: SqliteStore) -> None:
     """Reads that interleave on the reader connection must not share an old snapshot."""
     ids = [f"r{i}" for i in range(40)]
@@ -572,3 +615,15 @@ async def test_read_run_sync_sees_every_commit_and_a_replaced_file(tmp_path: Pat
         assert read_run_sync(path, "r2")["run_id"] == "r2"
     finally:
         await s.close()
+
+
+async def test_a_postgres_store_closed_at_any_moment_leaves_no_connection_open(pg_url: str) -> None:
+    """Closing while the LISTEN connection is still being set up must close it too (it was
+    left to the garbage collector: a ResourceWarning, an error here)."""
+    for i in range(20):
+        s = PgStore(pg_url)
+        await s.open()
+        await s.create_run(run_row(f"r{i}"))
+        await asyncio.sleep(i * 0.001)
+        await s.close()
+        gc.collect()

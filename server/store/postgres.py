@@ -192,6 +192,9 @@ class PostgresBackend:
         if self._listening is not None:
             self._listening.cancel()
             self._listening = None
+        if self._listener is not None:  # the cancelled loop will not get to close it
+            self._listener.terminate()
+            self._listener = None
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
@@ -224,11 +227,12 @@ class PostgresBackend:
         while True:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+                conn = self._listener = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+                # Held from here on, so that a cancel or a failure below still closes it.
                 conn.add_termination_listener(lambda _c, gone=lost: gone.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._heard)
                 await conn.add_listener(CONTROL_CHANNEL, self._heard)
-                self._listener, self.listening, delay = conn, True, 0.1
+                self.listening, delay = True, 0.1
                 self._notify_all()  # whatever was missed while not listening
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -249,8 +253,10 @@ class PostgresBackend:
     async def _drop_listener(self) -> None:
         conn, self._listener = self._listener, None
         if conn is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(conn.close(), 1.0)
+            except Exception:  # a connection that cannot close politely is cut
+                conn.terminate()
 
     def _notify_all(self) -> None:
         for callback in self._on_events:

@@ -34,6 +34,9 @@ MIGRATION_LOCK = 0x52434153_0001  # advisory lock keys: migrations, retention
 RETENTION_LOCK = 0x52434153_0002
 CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 8
+# A node frozen inside a transaction keeps its runs' rows locked, and claims skip locked
+# rows: the server ends such a transaction after this long, so that the runs can move.
+IDLE_IN_TRANSACTION_MS = 1000
 
 MIGRATIONS: list[str] = [
     """
@@ -92,6 +95,7 @@ _ORPHANED = """
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"  # our own transaction ended by the server (see above): write again
 
 
 def default_node_id() -> str:
@@ -140,7 +144,12 @@ class PostgresBackend:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT, command_timeout=60
+                self.url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=60,
+                server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StoreError(
@@ -200,7 +209,7 @@ class PostgresBackend:
         if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
             return True
         code = getattr(exc, "sqlstate", None)
-        return isinstance(code, str) and code[:2] in _TRANSIENT_CLASSES
+        return isinstance(code, str) and (code[:2] in _TRANSIENT_CLASSES or code == IDLE_IN_TRANSACTION_TIMEOUT)
 
     def _conn(self) -> Any:
         if self._pool is None:

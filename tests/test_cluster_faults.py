@@ -258,6 +258,7 @@ async def test_a_postgres_restart_mid_run_loses_nothing(
             assert await stored_log(a, run_id) == seen
             assert (await get_run(b, run_id))["status"] == "completed"
         print(f"{moved} of {len(started)} runs moved to the other node")
+        assert moved == 0, "both nodes were alive: the database was away, not a node"
         assert time.monotonic() - restarted < 50
         run_id = await ca.start("echo", {"after": "restart"})
         assert_log(await ca.until_terminal(run_id, 20))
@@ -348,3 +349,23 @@ async def test_a_node_frozen_inside_a_transaction_does_not_block_the_takeover(pg
     finally:
         await live.close()
         await frozen.close()
+
+
+async def test_a_node_never_claims_the_runs_it_owns(pg_url: str) -> None:
+    """Its own heartbeat may be late (the loop stalled, the database was away): taking its
+    own run again would bump the epoch under the writes in flight and fence them off."""
+    node = PostgresBackend(pg_url, "self")
+    await node.open()
+    try:
+        async with node._conn() as conn:
+            await conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, created_at, owner, epoch)"
+                " VALUES ('r1', 'sleep', 'running', '2026-01-01T00:00:00.000Z', 'self', 1)"
+            )
+            await conn.execute("UPDATE nodes SET seen_at = now() - interval '1 hour'")
+        node.owned["r1"] = 1
+        assert await node.claim(5, 0.5, ["sleep"]) == []
+        assert await node.claim_run("r1", 0.5) is None
+        assert node.owned["r1"] == 1
+    finally:
+        await node.close()

@@ -85,11 +85,13 @@ UPSERT_RUN = (
     + ") ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
 )
-# Runs a node may take: pending and free, or pending/running with an owner that is gone.
+# Runs a node may take: pending and free, or pending/running with an owner that is gone
+# ($2 the takeover seconds; NULL: free runs only). Never its own: it runs those already.
 _ORPHANED = """
     status IN ('pending', 'running') AND (
         owner IS NULL
-        OR owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2))
+        OR ($2::float8 IS NOT NULL AND owner <> $3
+            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
     )
 """
 # Errors a later try may not meet: connection lost, server shutting down or starting,
@@ -373,10 +375,11 @@ class PostgresBackend:
             )
 
     async def claim(
-        self, limit: int, takeover_seconds: float, workflows: list[str]
+        self, limit: int, takeover_seconds: float | None, workflows: list[str]
     ) -> list[tuple[dict[str, Any], bool]]:
         """Take up to `limit` runs of these workflows that no live node owns, oldest first:
-        (snapshot, taken over from another node)."""
+        (snapshot, taken over from another node). With `takeover_seconds` None, only runs
+        that have no owner at all."""
         if limit <= 0:
             return []
         async with self._conn() as conn, conn.transaction():
@@ -387,7 +390,7 @@ class PostgresBackend:
                     UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
                     RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
                 limit,
-                float(takeover_seconds),
+                float(takeover_seconds) if takeover_seconds is not None else None,
                 self.node_id,
                 workflows,
             )

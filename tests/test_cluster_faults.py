@@ -292,10 +292,23 @@ async def test_cancel_of_a_pending_run_no_node_has_room_for(pg_url: str, tmp_pat
 # ---- 5. pending runs are shared out ------------------------------------------------------
 
 
-async def test_pending_runs_are_shared_out_within_max_running(pg_url: str, tmp_path: Path) -> None:
+async def start_over_http(node: ServerProcess, workflow: str, input: Any) -> str:
+    status, body = await asyncio.to_thread(
+        http, "POST", node.http_url + "/api/runs", {"workflow": workflow, "input": input}
+    )
+    assert status == 202, body
+    return str(body["run_id"])
+
+
+@pytest.mark.parametrize("how", ["one-socket", "concurrent-http"])
+async def test_pending_runs_are_shared_out_within_max_running(pg_url: str, tmp_path: Path, how: str) -> None:
     with nodes(pg_url, tmp_path, "ab", "--takeover-seconds", TAKEOVER, "--max-running", "2") as (a, b):
         ca = await Client.connect(a.url)
-        run_ids = [await ca.start("sleep", {"seconds": 1}) for _ in range(8)]
+        if how == "one-socket":
+            run_ids = [await ca.start("sleep", {"seconds": 1}, subscribe=False) for _ in range(8)]
+        else:  # all at once: none of them may count a slot another one took
+            run_ids = list(await asyncio.gather(*(start_over_http(a, "sleep", {"seconds": 1}) for _ in range(8))))
+        await pipelined(ca, [{"type": "subscribe", "run_id": r} for r in run_ids])
         spans = []
         for run_id in run_ids:
             events = await ca.until_terminal(run_id, 30)

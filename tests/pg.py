@@ -8,6 +8,7 @@ import glob
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,14 @@ class Postgres:
     def restart(self) -> None:
         """pg_ctl restart -m fast: every connection is cut, then the server is back."""
         self._ctl("restart", "-m", "fast")
+
+    def outage(self, seconds: float) -> None:
+        """Down for `seconds` (pg_ctl stop -m fast), then started again, whatever happens."""
+        try:
+            self._ctl("stop", "-m", "fast")
+            time.sleep(seconds)
+        finally:
+            self._ctl("start")
 
     def stop(self) -> None:
         self._ctl("stop", "-m", "immediate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,9 @@ class Cluster:
         self._nudges: set[asyncio.Task[None]] = set()
         # Often enough that a dead node's runs move within takeover_seconds plus a beat.
         self.beat_seconds = max(0.2, min(2.0, takeover_seconds / 5))
+        # Since when this node's heartbeats have been getting through (None: they fail now);
+        # a node just started may take over at once.
+        self._beating_since: float | None = float("-inf")
         coordination.on_control(self._heard)
 
     def start(self) -> None:
@@ -89,19 +93,34 @@ class Cluster:
         free = self._free_slots()
         if free <= 0:
             return 0
-        taken = await self.coordination.claim(free, self.takeover_seconds, self._workflows())
+        taken = await self.coordination.claim(free, self._takeover_after(), self._workflows())
         for snapshot, takeover in taken:
             self._adopt(snapshot, takeover)
         if taken:
             log.info("node %s took %d run(s)", self.coordination.node_id, len(taken))
         return len(taken)
 
+    def _takeover_after(self) -> float | None:
+        """The takeover seconds, or None (free runs only) until this node's heartbeats have
+        got through for that long: after the database was away, every node looks silent
+        until it beats again, and none should take the others' runs meanwhile."""
+        since = self._beating_since
+        if since is None or time.monotonic() - since < self.takeover_seconds:
+            return None
+        return self.takeover_seconds
+
     async def _beat_loop(self) -> None:
         while True:
             try:
                 await self.coordination.heartbeat()
             except Exception as exc:  # the store is down: the writer retries; we try again next beat
-                log.warning("heartbeat failed: %s", exc)
+                if self._beating_since is not None:
+                    log.warning("heartbeat failed: %s; no takeovers until it gets through again", exc)
+                self._beating_since = None
+            else:
+                if self._beating_since is None:
+                    log.info("heartbeat got through again; takeovers in %g s", self.takeover_seconds)
+                    self._beating_since = time.monotonic()
             await asyncio.sleep(self.beat_seconds)
 
     async def _claim_loop(self) -> None:

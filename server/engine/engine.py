@@ -128,6 +128,7 @@ class Engine:
         self._threads = StepThreads(step_threads)
         self._active: dict[str, _ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
+        self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self.cluster: Cluster | None = None
@@ -135,7 +136,7 @@ class Engine:
             self.cluster = Cluster(
                 store.coordination,
                 takeover_seconds=takeover_seconds,
-                free_slots=lambda: self.max_running - len(self._active),
+                free_slots=lambda: self.max_running - len(self._active) - len(self._taking),
                 workflows=lambda: list(self.workflows),
                 adopt=self._adopt,
                 cancel=self.cancel,
@@ -205,9 +206,18 @@ class Engine:
     async def _create(self, workflow: Workflow, row: dict[str, Any], *, launch: bool = True) -> None:
         """Store a new run; in a cluster this node owns it only if it has a free slot (else
         it waits `pending` for whichever node has one)."""
+        run_id = row["run_id"]
         if self.cluster is not None and self.cluster.free_slots_now() > 0:
-            self.cluster.coordination.take_new(row["run_id"])
-        await self.store.create_run(row)
+            # Counted at once: starts that overlap while this one is stored must not take the same slot.
+            self.cluster.coordination.take_new(run_id)
+            self._taking.add(run_id)
+        try:
+            await self.store.create_run(row)
+        except BaseException:
+            if run_id in self._taking:
+                self._taking.discard(run_id)
+                self._forget(run_id)
+            raise
         if launch:
             self._begin(workflow, row)
 
@@ -242,6 +252,7 @@ class Engine:
                 run.task.cancel()
 
     def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool, reason: str = "restart") -> None:
+        self._taking.discard(row["run_id"])
         run = _ActiveRun(workflow, row, resumed, reason)
         self._active[row["run_id"]] = run
         run.task = asyncio.create_task(self._execute(run), name=f"runcast-run-{row['run_id']}")

@@ -34,6 +34,9 @@ MIGRATION_LOCK = 0x52434153_0001  # advisory lock keys: migrations, retention
 RETENTION_LOCK = 0x52434153_0002
 CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 8
+# A node frozen inside a transaction keeps its runs' rows locked, and claims skip locked
+# rows: the server ends such a transaction after this long, so that the runs can move.
+IDLE_IN_TRANSACTION_MS = 1000
 
 MIGRATIONS: list[str] = [
     """
@@ -82,16 +85,19 @@ UPSERT_RUN = (
     + ") ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
 )
-# Runs a node may take: pending and free, or pending/running with an owner that is gone.
+# Runs a node may take: pending and free, or pending/running with an owner that is gone
+# ($2 the takeover seconds; NULL: free runs only). Never its own: it runs those already.
 _ORPHANED = """
     status IN ('pending', 'running') AND (
         owner IS NULL
-        OR owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2))
+        OR ($2::float8 IS NOT NULL AND owner <> $3
+            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
     )
 """
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"  # our own transaction ended by the server (see above): write again
 
 
 def default_node_id() -> str:
@@ -140,7 +146,12 @@ class PostgresBackend:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT, command_timeout=60
+                self.url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=60,
+                server_settings={"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StoreError(
@@ -203,7 +214,7 @@ class PostgresBackend:
         if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
             return True
         code = getattr(exc, "sqlstate", None)
-        return isinstance(code, str) and code[:2] in _TRANSIENT_CLASSES
+        return isinstance(code, str) and (code[:2] in _TRANSIENT_CLASSES or code == IDLE_IN_TRANSACTION_TIMEOUT)
 
     def _conn(self) -> Any:
         if self._pool is None:
@@ -370,10 +381,11 @@ class PostgresBackend:
             )
 
     async def claim(
-        self, limit: int, takeover_seconds: float, workflows: list[str]
+        self, limit: int, takeover_seconds: float | None, workflows: list[str]
     ) -> list[tuple[dict[str, Any], bool]]:
         """Take up to `limit` runs of these workflows that no live node owns, oldest first:
-        (snapshot, taken over from another node)."""
+        (snapshot, taken over from another node). With `takeover_seconds` None, only runs
+        that have no owner at all."""
         if limit <= 0:
             return []
         async with self._conn() as conn, conn.transaction():
@@ -384,7 +396,7 @@ class PostgresBackend:
                     UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
                     RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
                 limit,
-                float(takeover_seconds),
+                float(takeover_seconds) if takeover_seconds is not None else None,
                 self.node_id,
                 workflows,
             )

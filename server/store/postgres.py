@@ -388,17 +388,26 @@ class PostgresBackend:
         that have no owner at all."""
         if limit <= 0:
             return []
+        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED"
+        seconds = float(takeover_seconds) if takeover_seconds is not None else None
+        return await self._take(chosen, limit, seconds, self.node_id, workflows)
+
+    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
+        """Take one run if no live node owns it (to cancel it here), else None."""
+        taken = await self._take(
+            f"run_id = $1 AND {_ORPHANED} FOR UPDATE", run_id, float(takeover_seconds), self.node_id
+        )
+        return taken[0] if taken else None
+
+    async def _take(self, chosen: str, *params: Any) -> list[tuple[dict[str, Any], bool]]:
+        """Own the runs `chosen` selects ($3 is this node), one epoch up: (snapshot, taken
+        over from another node) for each."""
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"""WITH chosen AS (
-                        SELECT n, owner FROM runs WHERE {_ORPHANED} AND workflow = ANY($4::text[])
-                        ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED)
+                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE {chosen})
                     UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
                     RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
-                limit,
-                float(takeover_seconds) if takeover_seconds is not None else None,
-                self.node_id,
-                workflows,
+                *params,
             )
         taken = []
         for row in rows:
@@ -406,22 +415,6 @@ class PostgresBackend:
             self.owned[snapshot["run_id"]] = row["epoch"]
             taken.append((snapshot, row["owner"] is not None and row["owner"] != self.node_id))
         return taken
-
-    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
-        """Take one run if no live node owns it (to cancel it here), else None."""
-        async with self._conn() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE run_id = $1 AND {_ORPHANED} FOR UPDATE)
-                    UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
-                    RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
-                run_id,
-                float(takeover_seconds),
-                self.node_id,
-            )
-        if row is None:
-            return None
-        self.owned[run_id] = row["epoch"]
-        return row_to_run(tuple(row)[: len(RUN_COLUMNS)]), row["owner"] is not None and row["owner"] != self.node_id
 
     def take_new(self, run_id: str) -> None:
         """This node owns a run it is creating (epoch 1)."""

@@ -30,8 +30,10 @@ import argparse
 import asyncio
 import contextlib
 import shutil
+import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +72,39 @@ class Nodes:
         self.workdir = workdir
         self.postgres = postgres
         self.k = 0
+        self.url = ""
 
     async def start(self, count: int, *flags: str) -> list[HttpServer]:
         """`count` nodes (a, b, ...) on one new database."""
-        url = self.postgres.new_database()
+        url = self.url = self.postgres.new_database()
         self.k += 1
         names = [f"{chr(ord('a') + i)}{self.k}" for i in range(count)]
         return [await start_runcast(self.workdir, n, "--node-id", n, *flags, db=url) for n in names]
+
+    def connections(self) -> int:
+        """Client connections to the newest database now (pg_stat_activity)."""
+        psql = pg.pg_bin("psql") or "psql"
+        name = self.url.rsplit("/", 1)[1]
+        sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+        argv = [psql, "-h", "127.0.0.1", "-p", str(self.postgres.port), "-U", "postgres", "-tAc", sql, "postgres"]
+        return int(subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout.strip())
+
+
+def commits(servers: list[HttpServer]) -> float:
+    """Store transactions the nodes committed so far (/metrics); each sends one NOTIFY."""
+    total = 0.0
+    for server in servers:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        total += sum(float(line.split()[1]) for line in lines if line.startswith("runcast_store_batches_total "))
+    return total
+
+
+async def ws_load(servers: list[HttpServer], sizes: Sizes) -> tuple[float, float]:
+    """bench/runs.py's /ws load on these nodes: (runs/s, store commits/s of all nodes together)."""
+    before = await asyncio.to_thread(commits, servers)
+    seconds = await ws_runs(servers, sizes.ws_runs, sizes.sockets)
+    return sizes.ws_runs / seconds, (await asyncio.to_thread(commits, servers) - before) / seconds
 
 
 def stop(servers: list[HttpServer]) -> None:
@@ -173,6 +201,7 @@ async def rounds(count: int, one: Callable[[int], Awaitable[None]]) -> None:
 
 async def c1_c2(sizes: Sizes, workdir: Path, nodes: Nodes, report: Report) -> None:
     runs_pg, live_pg, two = Pairs(), Pairs(), Pairs()
+    notes: list[str] = []
 
     async def one(r: int) -> None:
         sqlite = await start_runcast(workdir, f"sqlite{r}")
@@ -183,13 +212,15 @@ async def c1_c2(sizes: Sizes, workdir: Path, nodes: Nodes, report: Report) -> No
             sqlite.stop()
         single = await nodes.start(1)
         try:
-            pg_rate = sizes.ws_runs / await ws_runs(single, sizes.ws_runs, sizes.sockets)
+            pg_rate, pg_commits = await ws_load(single, sizes)
+            pg_conns = await asyncio.to_thread(nodes.connections)
             pg_live = await live(single[0], sizes.live_events, batch=False)
         finally:
             stop(single)
         pair = await nodes.start(2)
         try:
-            two_rate = sizes.ws_runs / await ws_runs(pair, sizes.ws_runs, sizes.sockets)
+            two_rate, two_commits = await ws_load(pair, sizes)
+            two_conns = await asyncio.to_thread(nodes.connections)
         finally:
             stop(pair)
         runs_pg.values.append(pg_rate)
@@ -203,8 +234,14 @@ async def c1_c2(sizes: Sizes, workdir: Path, nodes: Nodes, report: Report) -> No
             f"2 nodes {two_rate:,.0f}; live events/s sqlite {sqlite_live:,.0f}  postgres {pg_live:,.0f}",
             flush=True,
         )
+        notes.append(
+            f"round {r + 1}: commits (= NOTIFYs)/s 1 node {pg_commits:,.0f} ({8 * pg_rate / pg_commits:.1f} events "
+            f"each), 2 nodes {two_commits:,.0f} in all; connections after the load: 1 node {pg_conns}, "
+            f"2 nodes {two_conns}"
+        )
 
     await rounds(sizes.rounds, one)
+    report.notes.append("c1a/c2: " + "; ".join(notes))
     load = f"{sizes.ws_runs:,} chain3 runs, {sizes.sockets} sockets"
     report.rows.append(
         Row("c1a", f"runs/s over /ws, 1 node on PostgreSQL ({load})", "runs/s", *_pair(runs_pg, "SQLite, same load"))

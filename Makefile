@@ -53,7 +53,8 @@ postgres:
 
 test: lint browser postgres unit smoke
 
-bench: $(STAMP)
+# bench/cluster.py needs initdb/pg_ctl too (installed by `postgres` when root; skipped without).
+bench: $(STAMP) postgres
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/all.py
 

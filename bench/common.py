@@ -156,11 +156,14 @@ class HttpServer(Child):
         raise RuntimeError(f"{self.name} did not become healthy: {self.tail()}")
 
 
-async def start_runcast(workdir: Path, name: str, *flags: str, workflows: bool = True) -> HttpServer:
-    """`python -m server` on a fresh SQLite file, quiet, without the per-connection start limit
-    (so the benchmark measures the server, not the limiter), with bench/flows.py loaded."""
+async def start_runcast(
+    workdir: Path, name: str, *flags: str, workflows: bool = True, db: str | None = None
+) -> HttpServer:
+    """`python -m server` on a fresh SQLite file (or on `db`, e.g. a postgresql:// URL), quiet,
+    without the per-connection start limit (so the benchmark measures the server, not the
+    limiter), with bench/flows.py loaded."""
     port = free_port()
-    cmd = [PYTHON, "-m", "server", "--port", str(port), "--db", str(workdir / f"{name}.db")]
+    cmd = [PYTHON, "-m", "server", "--port", str(port), "--db", db or str(workdir / f"{name}.db")]
     cmd += ["--log-level", "warning", "--starts-per-second", "1000000", "--retention-days", "0"]
     if workflows:
         cmd += ["--workflows", FLOWS]

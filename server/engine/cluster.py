@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..store import Coordination
+from ..waiting import wait_set
 
 log = logging.getLogger("runcast.cluster")
 
@@ -126,8 +127,7 @@ class Cluster:
     async def _claim_loop(self) -> None:
         polls = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.beat_seconds)
+            await wait_set(self._wake, self.beat_seconds)
             self._wake.clear()
             try:
                 while await self.claim_now():

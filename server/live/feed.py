@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from ..store import Coordination, RunStore
+from ..waiting import wait_set
 from .broker import REFILL_PAGE, Broker
 
 log = logging.getLogger("runcast.feed")
@@ -54,9 +55,7 @@ class ClusterFeed:
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), CATCH_UP_SECONDS)
-            except TimeoutError:
+            if not await wait_set(self._wake, CATCH_UP_SECONDS):
                 self._everything = True  # the catch-up beat
             self._wake.clear()
             try:

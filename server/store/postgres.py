@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
+from ..waiting import wait_set
 from .base import FINISHED_STATUSES, RUN_COLUMNS, Batch, StoredEvent, StoreError, parse_cursor, row_to_run, run_params
 
 log = logging.getLogger("runcast.store")
@@ -60,7 +61,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_workflow ON runs (workflow, n);
     CREATE INDEX runs_by_status ON runs (status, n);
     CREATE INDEX runs_by_workflow_status ON runs (workflow, status, n);
-    CREATE INDEX runs_unfinished ON runs (owner, n) WHERE status IN ('pending', 'running');
+    CREATE INDEX runs_unfinished ON runs (n) WHERE status IN ('pending', 'running');  -- claims: oldest first
     CREATE INDEX runs_finished ON runs (finished_at) WHERE status IN ('completed', 'failed', 'cancelled');
     CREATE TABLE events (
         run_id TEXT NOT NULL,
@@ -246,9 +247,7 @@ class PostgresBackend:
                 self.listening, delay = True, 0.1
                 self._notify_all()  # whatever was missed while not listening
                 while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    if not lost.is_set():
+                    if not await wait_set(lost, 5.0):
                         await conn.execute("SELECT 1")  # a dead connection says so here
             except asyncio.CancelledError:
                 await self._drop_listener()

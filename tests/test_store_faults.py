@@ -366,13 +366,18 @@ async def test_sigterm_with_the_disk_full_exits_promptly_and_runs_resume(tmp_pat
             d = await Client.connect(server.url)
             for run_id in runs:
                 await d.request({"type": "subscribe", "run_id": run_id, "batch": True})
+            resumed = 0
             for run_id in runs:
                 events = await d.until_terminal(run_id, timeout=30)
                 assert_log(events)
                 assert events[-1]["event"] == "run_completed", events[-1]
-                assert [e["event"] for e in events].count("run_resumed") == 1
+                kinds = [e["event"] for e in events]
+                # a run that got to its end before the disk filled has nothing to resume
+                assert kinds.count("run_resumed") <= 1, kinds[-5:]
+                resumed += kinds.count("run_resumed")
                 assert events[: len(seen[run_id])] == seen[run_id]  # what was shown was stored
                 assert await stored_events(server, run_id) == events
+            assert resumed >= 1
         finally:
             server.stop()
 

@@ -10,7 +10,7 @@ The Python API uses the words of the background-workflow docs users know::
     run.has_completed()
 """
 
-from .agents import Agent, ModelError, OfflineModel, OpenAIChat, Team, default_model
+from .agents import Agent, ModelError, OfflineModel, OpenAIChat, Team, Tool, Toolkit, default_model, tool
 from .display import pprint_run_response
 from .engine import Engine, StepContext
 from .protocol import VERSION as __version__
@@ -67,9 +67,12 @@ __all__ = [
     "StepStatus",
     "Steps",
     "Team",
+    "Tool",
+    "Toolkit",
     "UnknownWorkflow",
     "Workflow",
     "__version__",
     "default_model",
     "pprint_run_response",
+    "tool",
 ]

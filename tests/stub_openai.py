@@ -38,6 +38,23 @@ def reply_text(model: str) -> str:
     return "".join(reply_chunks(model))
 
 
+# scenario -> the calls of its tool turn: (index, id, tool, the arguments in pieces, a chunk each)
+TOOL_SCENARIOS: dict[str, list[tuple[int, str, str, list[str]]]] = {
+    "tools-split": [(0, "call_a", "add", ['{"', 'a": ', "2", ', "b"', ": 3", "}"])],
+    "tools-parallel": [(0, "call_a", "add", ['{"a": 1,', ' "b": 2}']), (1, "call_b", "add", ['{"a": 3,', ' "b": 4}'])],
+    "tools-same-index": [(0, "call_a", "add", ['{"a": 1, "b": 2}']), (0, "call_b", "add", ['{"a": 5, "b": 5}'])],
+    "tools-raises": [(0, "call_a", "boom", ["{}"])],
+    "tools-unknown": [(0, "call_a", "nope", ['{"x": 1}'])],
+    "tools-bad-json": [(0, "call_a", "add", ['{"a": 2,'])],
+    "tools-forever": [(0, "call_{n}", "add", ['{"a": 1, "b": 1}'])],
+}
+
+
+def tool_answer(results: list[str]) -> str:
+    """The stub's text answer once it has the tool results."""
+    return "Results: " + " | ".join(results)
+
+
 @dataclass
 class Recorded:
     """One request the stub received."""
@@ -63,6 +80,8 @@ class StubOpenAI:
     stall-headers      nothing at all until the client leaves
     error-in-stream    a content chunk, then an error event inside the 200 stream
     no-done            content chunks, then the end of the body with no finish and no [DONE]
+    tools-*            the calls of TOOL_SCENARIOS while no tool result was sent, then
+                       "Results: " and the tool results' contents joined by " | "
     """
 
     def __init__(self) -> None:
@@ -129,6 +148,18 @@ class StubOpenAI:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply_text(model)}}],
             }
             await _json(send, 200, completion)
+        elif scenario in TOOL_SCENARIOS:
+            await _start_stream(send)
+            messages = body.get("messages", []) if isinstance(body, dict) else []
+            results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+            if results and scenario != "tools-forever":
+                events = _stream_events(model, [tool_answer(results)[:9], tool_answer(results)[9:]])
+            else:
+                events = _tool_events(model, TOOL_SCENARIOS[scenario], self.hits[scenario])
+            for event in events:
+                await _body(send, _event(event))
+            await _body(send, b"data: [DONE]\n\n")
+            await _body(send, b"", more=False)
         elif scenario == "stall-headers":
             await self._until_client_leaves(receive)
         else:
@@ -184,6 +215,28 @@ def _stream_events(model: str, chunks: list[str]) -> list[dict[str, Any]]:
     events = [_chunk(model, {"role": "assistant", "content": "", "refusal": None})]
     events += [_chunk(model, {"content": piece}) for piece in chunks]
     events.append(_chunk(model, {}, finish="stop"))
+    return events
+
+
+def _tool_events(model: str, calls: list[tuple[int, str, str, list[str]]], n: int) -> list[dict[str, Any]]:
+    """A tool turn as OpenAI streams it: the first fragment of a call has its id and name,
+    the rest only index and a piece of the arguments; the calls' fragments interleave."""
+    per_call = []
+    for index, call_id, name, pieces in calls:
+        head = {
+            "index": index,
+            "id": call_id.format(n=n),
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        per_call.append([head] + [{"index": index, "function": {"arguments": p}} for p in pieces])
+    events = [_chunk(model, {"role": "assistant", "content": None})]
+    if all(index == 0 for index, *_ in calls):  # calls sharing an index can only come one after another
+        events += [_chunk(model, {"tool_calls": [f]}) for fragments in per_call for f in fragments]
+    else:
+        for row in range(max(len(f) for f in per_call)):
+            events += [_chunk(model, {"tool_calls": [f[row]]}) for f in per_call if row < len(f)]
+    events.append(_chunk(model, {}, finish="tool_calls"))
     return events
 
 

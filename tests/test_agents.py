@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from server.agents import Agent, Model, ModelError, OfflineModel, OpenAIChat, Team, default_model
+from server.agents import Agent, Model, ModelError, OfflineModel, OpenAIChat, Team, Tool, ToolCall, default_model, tool
 from server.runtime import Runtime
 from server.workflow import Step, StepInput, Workflow
 
-from .stub_openai import StubOpenAI, reply_chunks, reply_text, serving
+from .stub_openai import StubOpenAI, reply_chunks, reply_text, serving, tool_answer
 
 KEY = "sk-test-0123456789secret"
 FAST = {"backoff": 0.01}  # retries in milliseconds, not seconds
@@ -335,3 +336,123 @@ async def _eventually(check: Any, timeout: float = 3.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+# ---- tools ----------------------------------------------------------------------------------
+
+
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    return a + b
+
+
+def boom() -> None:
+    """Always fails."""
+    raise RuntimeError("no luck")
+
+
+def tool_events(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e["event"], e["data"]) for e in events if e["event"].startswith("tool_call_")]
+
+
+async def test_a_turn_puts_a_call_split_over_many_chunks_together(stub: StubOpenAI) -> None:
+    spec = Tool.from_function(add).spec()
+
+    items = [item async for item in chat(stub, "tools-split").turn(MESSAGES, [spec])]
+
+    assert items == [ToolCall("call_a", "add", '{"a": 2, "b": 3}')]
+    assert stub.requests[0].body["tools"] == [spec]
+    assert "tools" not in (await _plain_request(stub))  # plain stream() sends none
+
+
+async def _plain_request(stub: StubOpenAI) -> dict[str, Any]:
+    stub.reset()
+    await collect(chat(stub).stream(MESSAGES))
+    return dict(stub.requests[0].body)
+
+
+async def test_an_agent_calls_a_tool_and_answers_with_its_result(stub: StubOpenAI, tmp_path: Path) -> None:
+    wf = Workflow("calc", [Step("think", agent=Agent("calc", chat(stub, "tools-split"), tools=[add, boom]))])
+
+    final, events = await run_to_end(tmp_path, wf, "2 + 3?")
+
+    assert final["status"] == "completed" and final["output"] == tool_answer(["5"])
+    assert tool_events(events) == [
+        ("tool_call_started", {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}}),
+        ("tool_call_completed", {"call_id": "call_a", "tool": "add", "result": 5}),
+    ]
+    kinds = [e["event"] for e in events if e["step"] == "think"]
+    assert kinds.index("step_started") < kinds.index("tool_call_started") < kinds.index("step_completed")
+    assert all(e["step"] == "think" for e in events if e["event"].startswith("tool_call_"))
+    first, second = (r.body["messages"] for r in stub.requests)
+    assert second[: len(first)] == first
+    assert second[len(first) :] == [
+        {"role": "assistant", "content": None, "tool_calls": [ToolCall("call_a", "add", '{"a": 2, "b": 3}').message()]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "5"},
+    ]
+
+
+@pytest.mark.parametrize(("scenario", "results"), [("tools-parallel", ["3", "7"]), ("tools-same-index", ["3", "10"])])
+async def test_the_calls_of_one_turn_run_at_once(
+    stub: StubOpenAI, tmp_path: Path, scenario: str, results: list[str]
+) -> None:
+    both_in = threading.Barrier(2, timeout=5)  # passes only while both calls run at the same time
+
+    @tool(name="add")
+    def add_together(a: int, b: int) -> int:
+        """Add two whole numbers, with company."""
+        both_in.wait()
+        return a + b
+
+    wf = Workflow("calc", [Step("think", agent=Agent("calc", chat(stub, scenario), tools=[add_together]))])
+
+    final, events = await run_to_end(tmp_path, wf, "sums")
+
+    assert final["output"] == tool_answer(results)
+    seen = tool_events(events)
+    assert [(kind, data["call_id"]) for kind, data in seen[:2]] == [
+        ("tool_call_started", "call_a"),
+        ("tool_call_started", "call_b"),
+    ]
+    assert sorted((kind, data["call_id"], data["result"]) for kind, data in seen[2:]) == [
+        ("tool_call_completed", "call_a", int(results[0])),
+        ("tool_call_completed", "call_b", int(results[1])),
+    ]
+    tool_messages = [m for m in stub.requests[1].body["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["call_a", "call_b"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "tool_name", "args", "error"),
+    [
+        ("tools-raises", "boom", {}, "RuntimeError: no luck"),
+        ("tools-unknown", "nope", {"x": 1}, "unknown tool 'nope'; the tools are add, boom"),
+        ("tools-bad-json", "add", '{"a": 2,', "the arguments are not valid JSON"),
+    ],
+)
+async def test_a_failed_call_is_told_to_the_model_and_the_step_goes_on(
+    stub: StubOpenAI, tmp_path: Path, scenario: str, tool_name: str, args: Any, error: str
+) -> None:
+    wf = Workflow("calc", [Step("think", agent=Agent("calc", chat(stub, scenario), tools=[add, boom]))])
+
+    final, events = await run_to_end(tmp_path, wf, "try")
+
+    assert final["status"] == "completed"
+    (started, start), (failed, fail) = tool_events(events)
+    assert (started, start) == ("tool_call_started", {"call_id": "call_a", "tool": tool_name, "args": args})
+    assert failed == "tool_call_failed" and fail["error"].startswith(error)
+    told = json.loads(stub.requests[1].body["messages"][-1]["content"])
+    assert told == {"error": fail["error"]}
+    assert final["output"] == tool_answer([json.dumps(told, separators=(",", ":"))])
+
+
+async def test_a_model_that_never_stops_calling_tools_fails_the_step(stub: StubOpenAI, tmp_path: Path) -> None:
+    agent = Agent("calc", chat(stub, "tools-forever"), tools=[add], max_tool_rounds=2)
+    wf = Workflow("calc", [Step("think", agent=agent)])
+
+    final, events = await run_to_end(tmp_path, wf, "loop")
+
+    assert final["status"] == "failed"
+    assert "AgentError: agent 'calc': the model still called tools after 2 rounds (max_tool_rounds)" in final["error"]
+    assert len(stub.requests) == 3
+    assert [kind for kind, _ in tool_events(events)] == ["tool_call_started", "tool_call_completed"] * 2

@@ -1,6 +1,22 @@
-"""Agents and teams as step executors, and the model clients they talk to."""
+"""Agents and teams as step executors, the tools they call, and the model clients they talk to."""
 
-from .agent import Agent, Team
-from .models import Message, Model, ModelError, OfflineModel, OpenAIChat, default_model
+from .agent import Agent, AgentError, Team
+from .models import Message, Model, ModelError, OfflineModel, OpenAIChat, ToolCall, ToolModel, default_model
+from .tools import Tool, Toolkit, tool
 
-__all__ = ["Agent", "Message", "Model", "ModelError", "OfflineModel", "OpenAIChat", "Team", "default_model"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "Message",
+    "Model",
+    "ModelError",
+    "OfflineModel",
+    "OpenAIChat",
+    "Team",
+    "Tool",
+    "ToolCall",
+    "ToolModel",
+    "Toolkit",
+    "default_model",
+    "tool",
+]

@@ -7,6 +7,11 @@ and streams its answer as text deltas::
     async for delta in model.stream([{"role": "user", "content": "Hi"}]):
         print(delta, end="")
 
+A model that can call tools also has `turn(messages, tools)`: one turn of the chat, its
+text deltas as they come and then the `ToolCall`s the model asked for, if any. Messages
+stay plain data in the OpenAI format (an assistant message with `tool_calls`, then one
+`{"role": "tool", "tool_call_id": ..., "content": ...}` per call).
+
 `default_model()` picks `OpenAIChat` when OPENAI_API_KEY is set and `OfflineModel`
 otherwise, so the demo works with no account and no network.
 """
@@ -22,13 +27,14 @@ import os
 import ssl
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
 log = logging.getLogger("runcast.models")
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL_ID = "gpt-4o-mini"
@@ -49,6 +55,29 @@ class Model(Protocol):
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield the answer to `messages` as text deltas, in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for: its `id`, the tool's `name`, and `arguments` as the
+    model wrote them (JSON text, not yet parsed: it may not be valid)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def message(self) -> dict[str, Any]:
+        """The call as it appears in an assistant message's `tool_calls`."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@runtime_checkable
+class ToolModel(Model, Protocol):
+    """A model that can call tools: `turn` streams one turn's text, then its tool calls."""
+
+    def turn(self, messages: list[Message], tools: list[dict[str, Any]]) -> AsyncIterator[str | ToolCall]:
+        """Yield the turn's text deltas, then the ToolCalls it ended with (none if it answered)."""
         ...
 
 
@@ -121,8 +150,18 @@ class OpenAIChat:
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield the answer's text deltas; raise ModelError when the call fails."""
+        async with closing(self.turn(messages, [])) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    yield item
+
+    async def turn(self, messages: list[Message], tools: list[dict[str, Any]]) -> AsyncIterator[str | ToolCall]:
+        """Yield one turn's text deltas, then the ToolCalls it asked for (`tools` in the
+        OpenAI format; none given, none sent); raise ModelError when the call fails."""
         url = f"{self.base_url}/chat/completions"
-        body = {"model": self.id, "messages": messages, "stream": True}
+        body: dict[str, Any] = {"model": self.id, "messages": messages, "stream": True}
+        if tools:
+            body["tools"] = tools
         headers = {"Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -135,9 +174,9 @@ class OpenAIChat:
                 try:
                     async with client.stream("POST", url, json=body, headers=headers) as response:
                         if response.is_success:
-                            async for delta in self._deltas(response):
+                            async for item in self._items(response):
                                 streamed = True
-                                yield delta
+                                yield item
                             return
                         error = ModelError(response.status_code, self._redact(await _error_message(response)))
                         if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
@@ -158,29 +197,39 @@ class OpenAIChat:
                 log.warning("model %s: %s; retry %d of %d in %.2fs", self.id, error, attempt, self.max_retries, delay)
                 await asyncio.sleep(delay)
 
-    async def _deltas(self, response: httpx.Response) -> AsyncIterator[str]:
-        """The text deltas of a successful response, event by event."""
+    async def _items(self, response: httpx.Response) -> AsyncIterator[str | ToolCall]:
+        """The text deltas of a successful response, event by event, then its tool calls."""
+        calls = _ToolCallAssembler()
         if "text/event-stream" not in response.headers.get("content-type", ""):
             # Some compatible servers ignore "stream": true and answer with one JSON completion.
-            text = _completion_text(_loads(await response.aread()))
+            payload = _loads(await response.aread())
+            text = _completion_text(payload)
             if text:
                 yield text
+            for fragment in _completion_tool_calls(payload):
+                calls.add(fragment)
+            for call in calls.done():
+                yield call
             return
         finished = False
         async with closing(_event_data(response)) as events:
             async for data in events:
                 if data == "[DONE]":
-                    return
-                text, done = self._chunk(data)
+                    break
+                text, done = self._chunk(data, calls)
                 finished = finished or done
                 if text:
                     yield text
-        if not finished:
-            # The connection closed cleanly but the answer never said it was complete.
-            raise ModelError(None, f"model {self.id!r}: the stream ended before the answer was complete")
+            else:
+                if not finished:
+                    # The connection closed cleanly but the answer never said it was complete.
+                    raise ModelError(None, f"model {self.id!r}: the stream ended before the answer was complete")
+        for call in calls.done():
+            yield call
 
-    def _chunk(self, data: str) -> tuple[str, bool]:
-        """One `data:` payload: (its text, whether it carries a finish_reason)."""
+    def _chunk(self, data: str, calls: _ToolCallAssembler) -> tuple[str, bool]:
+        """One `data:` payload: (its text, whether it carries a finish_reason); its tool-call
+        fragments go to `calls`."""
         chunk = _loads(data.encode())
         if not isinstance(chunk, dict):
             raise ModelError(None, f"model {self.id!r} sent an event that is not a JSON object: {data[:200]!r}")
@@ -192,11 +241,57 @@ class OpenAIChat:
         choice = choices[0]
         delta = choice.get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
+        fragments = delta.get("tool_calls") if isinstance(delta, dict) else None
+        for fragment in fragments if isinstance(fragments, list) else ():
+            calls.add(fragment)
         # Role-only and tool-call chunks have no (or null) content: nothing to stream.
         return (content if isinstance(content, str) else ""), bool(choice.get("finish_reason"))
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+class _ToolCallAssembler:
+    """Puts streamed tool-call fragments together. A fragment continues the call at its
+    `index`; one with a new `id` starts a new call even at a used index (some servers
+    send every call at index 0)."""
+
+    def __init__(self) -> None:
+        self._calls: list[dict[str, str]] = []
+        self._at: dict[int, dict[str, str]] = {}  # index -> the call fragments there continue
+
+    def add(self, fragment: Any) -> None:
+        if not isinstance(fragment, dict):
+            return
+        index = fragment.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        call_id = fragment.get("id")
+        current = self._at.get(index)
+        if current is None or (isinstance(call_id, str) and call_id and call_id != current["id"]):
+            current = {"id": "", "name": "", "arguments": ""}
+            self._calls.append(current)
+            self._at[index] = current
+        if isinstance(call_id, str) and call_id:
+            current["id"] = call_id
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str) and function["name"]:
+                current["name"] = function["name"]  # set, not appended: some servers repeat it
+            if isinstance(function.get("arguments"), str):
+                current["arguments"] += function["arguments"]
+
+    def done(self) -> list[ToolCall]:
+        """The calls, in the order they began; one with no id gets one."""
+        return [ToolCall(c["id"] or f"call_{n}", c["name"], c["arguments"]) for n, c in enumerate(self._calls, 1)]
+
+
+def _completion_tool_calls(payload: Any) -> list[Any]:
+    """The tool calls of a non-streamed chat completion, as fragments with their index."""
+    try:
+        calls = payload["choices"][0]["message"].get("tool_calls") or []
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return []
+    return [{**c, "index": n} for n, c in enumerate(calls) if isinstance(c, dict)]
 
 
 @functools.cache
@@ -317,6 +412,12 @@ class OfflineModel:
         for i, word in enumerate(self.reply(messages).split(" ")):
             await asyncio.sleep(self.delay)  # sleep(0) too: lets a cancel land between words
             yield word if i == 0 else " " + word
+
+    async def turn(self, messages: list[Message], tools: list[dict[str, Any]]) -> AsyncIterator[str | ToolCall]:
+        """The same answer as `stream`: the offline model never calls a tool."""
+        async with closing(self.stream(messages)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def reply(self, messages: list[Message]) -> str:
         """The whole answer, 2 to 4 sentences.

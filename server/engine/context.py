@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
 
 _SCALARS = (int, float, bool, type(None))
+
+ToolEvent = Literal["tool_call_started", "tool_call_completed", "tool_call_failed"]
+_TOOL_EVENTS = frozenset({"tool_call_started", "tool_call_completed", "tool_call_failed"})
 
 
 def _small(fields: dict[str, Any]) -> bool:
@@ -71,6 +74,14 @@ class StepContext:
         """Stream a piece of the step's output as a `step_output` event."""
         check_event_size("a piece of streamed output", delta, self.max_event_bytes)
         self._send("step_output", {"delta": delta})
+
+    def tool_event(self, event: ToolEvent, data: dict[str, Any]) -> None:
+        """Send a `tool_call_*` event (agent steps do, around each tool call); raise
+        EventTooLarge, sending nothing, when `data` is over the event limit."""
+        if event not in _TOOL_EVENTS:
+            raise ValueError(f"not a tool event: {event!r}")
+        check_event_size(f"a {event} event", data, self.max_event_bytes)
+        self._send(event, data)
 
     async def drain(self) -> None:
         """Wait while the store is far behind. An async step that emits events in a tight

@@ -1,0 +1,273 @@
+"""Tools: plain or async Python functions an agent's model may call.
+
+A tool's name, description and JSON Schema parameters come from the function itself,
+as agent frameworks take them: the name from ``__name__``, the description from the
+docstring's first paragraph, each parameter's type from its hint, its description from
+the docstring's Google-style ``Args:`` section, and whether it is required from its
+default::
+
+    def add(a: int, b: int) -> int:
+        \"\"\"Add two whole numbers.
+
+        Args:
+            a: The first number.
+            b: The second number.
+        \"\"\"
+        return a + b
+
+    Agent("calc", tools=[add])                      # a function
+    Agent("calc", tools=[tool(name="plus")(add)])   # renamed, or with a timeout
+    Agent("calc", tools=[Calculator()])             # a Toolkit: its public methods
+
+Plain functions run in worker threads, never on the event loop; every call has a
+timeout, and its arguments are checked against the schema before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, overload
+
+from ..protocol import InvalidInput, to_json_value
+from ..workflow.schema import compile_schema
+
+DEFAULT_TOOL_TIMEOUT = 60.0  # seconds a tool call may take before the model is told it timed out
+_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what the OpenAI API accepts as a function name
+_SECTIONS = ("args:", "arguments:", "parameters:", "params:")
+_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+class ToolCallFailed(Exception):
+    """A tool call could not give a result; its message is what the model is told."""
+
+
+@dataclass
+class Tool:
+    """A function the model may call: `name`, `description`, JSON Schema `parameters`,
+    and a per-call `timeout` in seconds. Calling the Tool calls the function."""
+
+    fn: Callable[..., Any]
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    timeout: float = DEFAULT_TOOL_TIMEOUT
+    _check: Callable[[Any], Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"tool name {self.name!r}: use 1 to 64 letters, digits, '_' or '-'")
+        if self.timeout <= 0:
+            raise ValueError(f"tool {self.name!r}: timeout must be > 0")
+        self._check = compile_schema(self.parameters)
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float = DEFAULT_TOOL_TIMEOUT,
+    ) -> Tool:
+        """A Tool described by `fn`'s signature, type hints and docstring."""
+        summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
+        return cls(
+            fn,
+            name or str(getattr(fn, "__name__", type(fn).__name__)),
+            summary if description is None else description,
+            parameters_schema(fn, arg_docs),
+            timeout,
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def spec(self) -> dict[str, Any]:
+        """The tool in the OpenAI chat API's `tools` format."""
+        function = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": function}
+
+    async def run(self, arguments: str) -> Any:
+        """Parse `arguments` (the model's JSON text), check them, call the function within
+        the timeout, and return its result as JSON; raise ToolCallFailed saying why not."""
+        try:
+            args = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            raise ToolCallFailed(f"the arguments are not valid JSON: {exc}") from None
+        try:
+            args = self._check(args)
+        except InvalidInput as exc:
+            raise ToolCallFailed(f"invalid arguments: {exc}") from None
+        try:
+            if inspect.iscoroutinefunction(self.fn):
+                result = await asyncio.wait_for(self.fn(**args), self.timeout)
+            else:
+                # A thread cannot be stopped: on timeout it is left to finish, its result unused.
+                result = await asyncio.wait_for(asyncio.to_thread(self.fn, **args), self.timeout)
+        except TimeoutError:
+            raise ToolCallFailed(f"timed out after {self.timeout:g} s") from None
+        except Exception as exc:
+            raise ToolCallFailed(f"{type(exc).__name__}: {exc}") from exc
+        return to_json_value(result)
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, timeout: float = DEFAULT_TOOL_TIMEOUT
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float = DEFAULT_TOOL_TIMEOUT,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a function a Tool, as `@tool` or `@tool(name=..., description=..., timeout=...)`;
+    what is not given comes from the function."""
+
+    def make(f: Callable[..., Any]) -> Tool:
+        return Tool.from_function(f, name=name, description=description, timeout=timeout)
+
+    return make(fn) if fn is not None else make
+
+
+class Toolkit:
+    """A group of tools: every public method of a subclass is one (a method made with
+    `@tool` keeps its options). Any object with a `tools()` method returning functions or
+    Tools may be given to an agent the same way."""
+
+    def tools(self) -> list[Any]:
+        """The bound public methods defined by subclasses, in definition order."""
+        found: list[Any] = []
+        for klass in reversed(type(self).__mro__):
+            if klass in (Toolkit, object):
+                continue
+            for attr, value in vars(klass).items():
+                if attr.startswith("_") or attr == "tools":
+                    continue
+                if isinstance(value, Tool):  # @tool on a method: bind it to this object
+                    bound = types.MethodType(value.fn, self)
+                    found.append(
+                        Tool.from_function(bound, name=value.name, description=value.description, timeout=value.timeout)
+                    )
+                elif inspect.isfunction(value):
+                    found.append(getattr(self, attr))
+        return found
+
+
+def as_tools(items: Iterable[Any]) -> dict[str, Tool]:
+    """Tools by name from functions, Tools, Toolkits and objects with `tools()`."""
+    by_name: dict[str, Tool] = {}
+    for item in items:
+        if isinstance(item, Tool):
+            found = [item]
+        elif callable(getattr(item, "tools", None)) and not inspect.isroutine(item):
+            found = list(as_tools(item.tools()).values())
+        elif callable(item):
+            found = [Tool.from_function(item)]
+        else:
+            raise TypeError(f"not a tool: {item!r} (give a function, a Tool or a Toolkit)")
+        for t in found:
+            if t.name in by_name:
+                raise ValueError(f"two tools are named {t.name!r}")
+            by_name[t.name] = t
+    return by_name
+
+
+# ---- schemas from signatures -------------------------------------------------------------
+
+
+def parameters_schema(fn: Callable[..., Any], descriptions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The JSON Schema of `fn`'s keyword-callable parameters (an object)."""
+    descriptions = descriptions or {}
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError) as exc:  # a hint naming something not importable here
+        raise TypeError(f"tool {getattr(fn, '__name__', fn)!r}: cannot read its type hints: {exc}") from exc
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            continue  # the model passes arguments by name only
+        schema = type_schema(hints.get(param.name, Any))
+        if param.name in descriptions:
+            schema["description"] = descriptions[param.name]
+        if param.default is param.empty:
+            required.append(param.name)
+        elif param.default is not None or _nullable(schema):
+            schema["default"] = to_json_value(param.default)
+        properties[param.name] = schema
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def type_schema(hint: Any) -> dict[str, Any]:
+    """The JSON Schema of one type hint; `Any` or an unknown class allows anything."""
+    if hint is None or hint is type(None):
+        return {"type": "null"}
+    if hint in _JSON_TYPES:
+        return {"type": _JSON_TYPES[hint]}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"enum": [to_json_value(m.value) for m in hint]}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        values = [to_json_value(a) for a in args]
+        kinds = {_JSON_TYPES.get(type(v)) for v in values}
+        return {"type": kinds.pop(), "enum": values} if len(kinds) == 1 and None not in kinds else {"enum": values}
+    if origin in (Union, types.UnionType):
+        options = [type_schema(a) for a in args]
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if hint in (list, tuple, set, frozenset) or origin in (list, tuple, set, frozenset, typing.Sequence):
+        item = args[0] if args else Any  # tuple[X, ...] and list[X] alike; fixed tuples are rare in tools
+        return {"type": "array", "items": type_schema(item)} if item is not Any else {"type": "array"}
+    if hint is dict or origin in (dict, typing.Mapping):
+        value = args[1] if len(args) == 2 else Any
+        return (
+            {"type": "object", "additionalProperties": type_schema(value)} if value is not Any else {"type": "object"}
+        )
+    return {}
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    return any(option.get("type") == "null" for option in schema.get("anyOf", ()))
+
+
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """(the first paragraph on one line, {parameter: description} from an `Args:` section)."""
+    lines = doc.strip().splitlines()
+    summary: list[str] = []
+    for line in lines:
+        if not line.strip() or line.strip().lower() in _SECTIONS:
+            break
+        summary.append(line.strip())
+    args: dict[str, str] = {}
+    current: str | None = None
+    in_args, indent, entry_depth = False, 0, 0
+    for line in lines:
+        stripped = line.strip()
+        if stripped.lower() in _SECTIONS:
+            in_args, current, indent = True, None, len(line) - len(line.lstrip())
+            continue
+        if not in_args or not stripped:
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth <= indent:  # the next section (Returns:, Raises:, ...) ends this one
+            in_args = False
+            continue
+        match = re.match(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", stripped)
+        if match and (current is None or depth <= entry_depth):
+            current, entry_depth = match.group(1), depth
+            args[current] = match.group(2).strip()
+        elif current is not None:  # a continuation line of the current entry
+            args[current] = f"{args[current]} {stripped}".strip()
+    return " ".join(summary), args

@@ -1,5 +1,6 @@
 """The live terminal view of `run` and `watch`: steps with state and duration, progress
-bars, the streamed text, and the final output, redrawn as events arrive (rich)."""
+bars, the tool calls of agent steps, the streamed text, and the final output, redrawn as
+events arrive (rich)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ from .view import View
 
 STATE_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "skipped": "dim", "pending": "dim"}
 TEXT_TAIL = 2000  # characters of streamed text kept on screen
+CALL_TEXT = 60  # characters of a tool call's arguments, and of its result or error, shown
+CALL_STATE = {"tool_call_started": "running", "tool_call_completed": "completed", "tool_call_failed": "failed"}
+
+
+def _short(value: Any, limit: int = CALL_TEXT) -> str:
+    """A value on one line, as JSON unless a string, cut to `limit` characters."""
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _seconds(start: str | None, end: str | None) -> str:
@@ -70,10 +80,15 @@ class LiveView(View):
                 self.workflow = data.get("workflow", self.workflow)
             case "step_started":
                 entry.update(state="running", attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
+                entry["calls"] = {}  # a new attempt makes its calls afresh
             case "step_output":
                 self.text[step or ""] = (self.text.get(step or "", "") + data.get("delta", ""))[-TEXT_TAIL:]
             case "progress":
                 entry["progress"] = data
+            case "tool_call_started" | "tool_call_completed" | "tool_call_failed":
+                call = entry.setdefault("calls", {}).setdefault(str(data.get("call_id")), {"tool": data.get("tool")})
+                call.update({k: data[k] for k in ("tool", "args", "result", "error") if k in data})
+                call["state"] = CALL_STATE[kind]
             case "step_completed":
                 entry.update(state="completed", end=ts)
             case "step_failed":
@@ -108,6 +123,17 @@ class LiveView(View):
         self.close()
         super().note(text)
 
+    @staticmethod
+    def _call_row(call: dict[str, Any]) -> tuple[Text, Text, str, str, Text]:
+        """A tool call as a row under its step: name, state, then the arguments and how it ended."""
+        detail = Text(f"({_short(call.get('args', ''))})", style="dim")
+        if "error" in call:
+            detail.append(f" ✗ {_short(call['error'])}", style="red")
+        elif "result" in call:
+            detail.append(f" → {_short(call['result'])}")
+        state = call.get("state", "running")
+        return Text(f"  ↳ {call.get('tool')}"), Text(state, style=STATE_STYLE.get(state, "")), "", "", detail
+
     def _render(self) -> RenderableType:
         head = Text.assemble(
             ("run ", "bold"),
@@ -135,6 +161,8 @@ class LiveView(View):
                 Text(attempt, style="yellow"),
                 progress,
             )
+            for call in entry.get("calls", {}).values():
+                table.add_row(*self._call_row(call))
         parts: list[RenderableType] = [head, table]
         for step, text in self.text.items():
             if text:

@@ -1,8 +1,10 @@
 """The background-workflow example from the agent-framework docs, ported to runcast.
 
-Only the imports changed (and the tools, which runcast does not call: the agents answer
-from their model alone). With no OPENAI_API_KEY the agents use the offline writer, so
-this runs anywhere:
+Only the imports changed, and the tools: the docs give the agents HackerNewsTools and a
+web search, which reach the network; here two local stand-ins with the same shape return
+fixed stories and results (marked LOCAL STAND-IN below), so the tool calls are real but
+nothing leaves the machine. With no OPENAI_API_KEY the agents use runcast's offline model
+that calls tools, so this runs anywhere:
 
     .venv/bin/python examples/background_poll.py
 
@@ -12,21 +14,62 @@ Set RUNCAST_POLL_SECONDS to poll faster than every 5 s (the tests do).
 import asyncio
 import os
 
-from server import Agent, OpenAIChat, SqliteDb, Step, Team, Workflow, default_model, pprint_run_response
+from server import Agent, OfflineToolModel, OpenAIChat, SqliteDb, Step, Team, Toolkit, Workflow, pprint_run_response
 
 POLL_SECONDS = float(os.environ.get("RUNCAST_POLL_SECONDS", "5"))
-# The docs use OpenAIChat(id="gpt-5-mini"); without a key, runcast's offline writer stands in.
-MODEL = OpenAIChat(id="gpt-5-mini") if os.environ.get("OPENAI_API_KEY") else default_model()
+# The docs use OpenAIChat(id="gpt-5-mini"); without a key, runcast's offline model that
+# calls tools stands in.
+MODEL = OpenAIChat(id="gpt-5-mini") if os.environ.get("OPENAI_API_KEY") else OfflineToolModel()
+
+
+# LOCAL STAND-IN for the docs' HackerNewsTools: the same kind of tool, fixed stories, no network.
+class HackerNewsTools(Toolkit):
+    """Top Hacker News stories (local stand-in: a fixed list, no network)."""
+
+    STORIES = [
+        {"title": "Show HN: Background jobs that stream their progress", "score": 412, "comments": 118},
+        {"title": "Small models are getting good at calling tools", "score": 377, "comments": 203},
+        {"title": "What we learned running agents in production for a year", "score": 295, "comments": 96},
+    ]
+
+    def get_top_hackernews_stories(self, num_stories: int = 3) -> list[dict[str, object]]:
+        """Get the top stories on Hacker News.
+
+        Args:
+            num_stories: How many stories to return.
+        """
+        return self.STORIES[: max(0, num_stories)]
+
+
+# LOCAL STAND-IN for the docs' web search tools: fixed results that name the query, no network.
+class WebSearchTools(Toolkit):
+    """Search the web (local stand-in: fixed results, no network)."""
+
+    def web_search(self, query: str, max_results: int = 2) -> list[dict[str, str]]:
+        """Search the web for a query.
+
+        Args:
+            query: What to search for.
+            max_results: At most this many results.
+        """
+        results = [
+            {"title": f"{query}: the year in review", "url": "https://example.com/review"},
+            {"title": f"Five trends in {query}", "url": "https://example.com/trends"},
+        ]
+        return results[: max(0, max_results)]
+
 
 # Define agents
 hackernews_agent = Agent(
     name="Hackernews Agent",
     model=MODEL,
+    tools=[HackerNewsTools()],
     role="Extract key insights and content from Hackernews posts",
 )
 web_agent = Agent(
     name="Web Agent",
     model=MODEL,
+    tools=[WebSearchTools()],
     role="Search the web for the latest news and trends",
 )
 

@@ -10,7 +10,18 @@ The Python API uses the words of the background-workflow docs users know::
     run.has_completed()
 """
 
-from .agents import Agent, ModelError, OfflineModel, OpenAIChat, Team, Tool, Toolkit, default_model, tool
+from .agents import (
+    Agent,
+    ModelError,
+    OfflineModel,
+    OfflineToolModel,
+    OpenAIChat,
+    Team,
+    Tool,
+    Toolkit,
+    default_model,
+    tool,
+)
 from .display import pprint_run_response
 from .engine import Engine, StepContext
 from .protocol import VERSION as __version__
@@ -50,6 +61,7 @@ __all__ = [
     "Loop",
     "ModelError",
     "OfflineModel",
+    "OfflineToolModel",
     "OpenAIChat",
     "Parallel",
     "PostgresDb",

@@ -7,6 +7,7 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .agents import Agent, OfflineToolModel
 from .engine import StepContext
 from .workflow import Node, Step, StepInput, Workflow
 
@@ -178,4 +179,59 @@ content = Workflow(
 )
 
 
-BUILT_IN: list[Workflow] = [echo, count, chain, sleep, fail, content]
+# ---- tools -------------------------------------------------------------------------
+
+NOTES = (
+    "Background workflows let people start long work and close the tab.",
+    "A run streams its events live: steps, progress, text and tool calls.",
+    "Every event is stored before it is shown, so a result is never lost.",
+    "Agents call tools, typed and documented Python functions, and use what they return.",
+    "A tool call that fails is told to the model; the step goes on.",
+    "Runs survive a server restart and resume from the step they were in.",
+)
+
+
+def word_count(text: str) -> int:
+    """Count the words in a text.
+
+    Args:
+        text: The text to count the words of.
+    """
+    return len(text.split())
+
+
+def search_notes(query: str, limit: int = 3) -> list[str]:
+    """Search the built-in notes for the words of a query, best matches first.
+
+    Args:
+        query: Words to look for.
+        limit: At most this many notes.
+    """
+    words = {w.strip(".,!?").lower() for w in query.split() if len(w) > 2}
+
+    def score(note: str) -> int:
+        return sum(w.strip(".,:").lower() in words for w in note.split())
+
+    ranked = sorted(NOTES, key=score, reverse=True)  # stable: ties keep the notes' order
+    return ranked[: max(0, limit)]
+
+
+tools = Workflow(
+    "tools",
+    [
+        Step(
+            "research",
+            agent=Agent(
+                "Researcher",
+                model=OfflineToolModel(),
+                role="a researcher who looks things up in local notes before answering",
+                tools=[word_count, search_notes],
+            ),
+        )
+    ],
+    description='An offline agent calls local tools (word_count, search_notes), then answers. Input {"topic": "..."}.',
+    input_schema=_object(topic={"type": "string", "default": "background workflows", "maxLength": 500}),
+)
+
+
+BUILT_IN: list[Workflow] = [echo, count, chain, sleep, fail, content, tools]

@@ -1,4 +1,4 @@
-// The run view (#/runs/<run_id>): a timeline of steps, progress, streamed text, the result.
+// The run view (#/runs/<run_id>): a timeline of steps, progress, tool calls, streamed text, the result.
 //
 // Events only change a plain model and mark what changed; the DOM is updated at most once
 // per animation frame, so a run with tens of thousands of events costs a few DOM writes a
@@ -16,6 +16,19 @@ const RUN_STATUS_OF_EVENT = {
   run_cancelled: 'cancelled',
 };
 
+const TOOL_CALL_STATUS = {
+  tool_call_started: 'running',
+  tool_call_completed: 'completed',
+  tool_call_failed: 'failed',
+};
+const CALL_TEXT = 120; // characters of a call's arguments, and of its result or error, shown
+
+/** A value on one line, as JSON unless a string, cut to `limit` characters. */
+function short(value, limit = CALL_TEXT) {
+  const text = (typeof value === 'string' ? value : (JSON.stringify(value) ?? '')).replace(/\s+/g, ' ');
+  return text.length <= limit ? text : `${text.slice(0, limit - 1)}…`;
+}
+
 function newStep(name, index) {
   return {
     name,
@@ -28,6 +41,8 @@ function newStep(name, index) {
     pendingText: '', // streamed text not yet in the DOM
     resetText: false, // a new attempt starts its text over
     progress: null,
+    calls: new Map(), // call_id -> {tool, args, result, error, status}: an agent step's tool calls
+    callsDirty: false,
     output: undefined,
     error: null,
     node: null,
@@ -149,6 +164,21 @@ export class RunView {
           Object.assign(step, { finishedAt: null, error: null, progress: null, output: undefined });
           // A step that runs again (a retry, or after a restart) streams its text from the start.
           Object.assign(step, { hasText: false, pendingText: '', resetText: true });
+          step.calls = new Map();
+          step.callsDirty = true;
+          break;
+        }
+        case 'tool_call_started':
+        case 'tool_call_completed':
+        case 'tool_call_failed': {
+          const step = this.step(e.step);
+          const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined };
+          Object.assign(call, { tool: data.tool ?? call.tool, status: TOOL_CALL_STATUS[e.event] });
+          if ('args' in data) call.args = data.args;
+          if ('result' in data) call.result = data.result;
+          if ('error' in data) call.error = data.error;
+          step.calls.set(data.call_id, call);
+          step.callsDirty = true;
           break;
         }
         case 'step_output': {
@@ -311,6 +341,12 @@ export class RunView {
         .join(' · ');
     }
 
+    if (step.callsDirty) {
+      step.callsDirty = false;
+      n.calls.replaceChildren(...[...step.calls.values()].map(renderCall));
+      show(n.calls, step.calls.size > 0);
+    }
+
     if (step.resetText) {
       n.textNode.data = '';
       step.resetText = false;
@@ -341,6 +377,7 @@ export class RunView {
       progress: el('progress', { 'aria-label': `Progress of ${step.name}` }),
       progressLabel: el('span', { class: 'progress-label' }),
       text: el('pre', { class: 'step-text', tabindex: '0', 'aria-label': `Text of ${step.name}` }, textNode),
+      calls: el('ul', { class: 'step-tools', 'aria-label': `Tool calls of ${step.name}`, hidden: true }),
       output: el('pre', { class: 'step-output' }),
       error: el('p', { class: 'step-error error' }),
       textNode,
@@ -351,6 +388,7 @@ export class RunView {
       { class: 'step', dataset: { step: step.name, index: String(step.index) } },
       el('div', { class: 'step-head' }, el('h4', { class: 'step-name' }, step.name), n.status, n.attempt, n.duration),
       n.progressBox,
+      n.calls,
       n.text,
       n.output,
       n.error,
@@ -359,4 +397,22 @@ export class RunView {
     const after = [...this.timeline.children].find((li) => Number(li.dataset.index) > step.index);
     this.timeline.insertBefore(n.li, after ?? null);
   }
+}
+
+/** One tool call as a list item: its name, status and arguments, then its result or error (text only). */
+function renderCall(call) {
+  const ended =
+    call.status === 'failed'
+      ? el('span', { class: 'tool-error error' }, `✗ ${short(call.error)}`)
+      : call.status === 'completed'
+        ? el('span', { class: 'tool-result' }, `→ ${short(call.result)}`)
+        : null;
+  return el(
+    'li',
+    { class: 'tool-call', dataset: { status: call.status } },
+    el('code', { class: 'tool-name' }, call.tool ?? '?'),
+    el('span', { class: `status status-${call.status}` }, call.status),
+    el('code', { class: 'tool-args' }, `(${call.args === undefined ? '' : short(call.args)})`),
+    ended,
+  );
 }

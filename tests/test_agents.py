@@ -17,7 +17,21 @@ from typing import Any
 
 import pytest
 
-from server.agents import Agent, Model, ModelError, OfflineModel, OpenAIChat, Team, Tool, ToolCall, default_model, tool
+from server import examples
+from server.agents import (
+    Agent,
+    Model,
+    ModelError,
+    OfflineModel,
+    OfflineToolModel,
+    OpenAIChat,
+    Team,
+    Tool,
+    ToolCall,
+    default_model,
+    tool,
+)
+from server.examples import word_count
 from server.runtime import Runtime
 from server.workflow import Step, StepInput, Workflow
 
@@ -456,3 +470,48 @@ async def test_a_model_that_never_stops_calling_tools_fails_the_step(stub: StubO
     assert "AgentError: agent 'calc': the model still called tools after 2 rounds (max_tool_rounds)" in final["error"]
     assert len(stub.requests) == 3
     assert [kind for kind, _ in tool_events(events)] == ["tool_call_started", "tool_call_completed"] * 2
+
+
+# ---- the offline model that calls tools -----------------------------------------------------
+
+
+def shout(text: str) -> str:
+    """Say a text louder."""
+    return text.upper()
+
+
+async def test_the_offline_tool_model_asks_for_the_tools_it_can_fill_then_answers_with_their_results() -> None:
+    model = OfflineToolModel(delay=0)
+    specs = [Tool.from_function(f).spec() for f in (add, shout, word_count)]
+    messages = [{"role": "system", "content": "You are R."}, {"role": "user", "content": '{"topic": "tide pools"}'}]
+
+    first = [item async for item in model.turn(messages, specs)]
+
+    assert [(c.name, json.loads(c.arguments)) for c in first if isinstance(c, ToolCall)] == [
+        ("shout", {"text": "tide pools"}),
+        ("word_count", {"text": "tide pools"}),
+    ]  # add needs integers: left alone
+    assert first == [item async for item in model.turn(messages, specs)]  # the same every time
+    assert len({c.id for c in first if isinstance(c, ToolCall)}) == 2
+    calls = [c for c in first if isinstance(c, ToolCall)]
+    after = [
+        *messages,
+        {"role": "assistant", "content": None, "tool_calls": [c.message() for c in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": '"TIDE POOLS"'},
+        {"role": "tool", "tool_call_id": calls[1].id, "content": "2"},
+    ]
+    answer = "".join([str(item) async for item in model.turn(after, specs)])
+    assert answer.endswith('Tool shout gave "TIDE POOLS". Tool word_count gave 2.') and "tide pools" in answer
+    assert "".join(await collect(model.stream(messages))) == model.reply(messages)  # no tools: plain answer
+
+
+async def test_the_tools_built_in_runs_its_tools_in_its_research_step(tmp_path: Path) -> None:
+    final, events = await run_to_end(tmp_path, examples.tools, {"topic": "tool calls"})
+
+    assert final["status"] == "completed"
+    seen = tool_events(events)
+    assert [kind for kind, _ in seen] == ["tool_call_started"] * 2 + ["tool_call_completed"] * 2
+    results = {d["tool"]: d["result"] for kind, d in seen if kind == "tool_call_completed"}
+    assert results["word_count"] == 2 and results["search_notes"][0] == examples.NOTES[1]
+    assert all(e["step"] == "research" for e in events if e["event"].startswith("tool_call_"))
+    assert "Tool search_notes gave" in final["output"]

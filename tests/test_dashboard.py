@@ -131,7 +131,7 @@ def run_ids_shown(page: Page) -> list[str]:
 
 def test_start_content_from_the_form(server: ServerProcess, page: Page) -> None:
     page.goto(server.http_url + "/#/workflows")
-    expect(page.locator("#workflow-list .workflow")).to_have_count(6)
+    expect(page.locator("#workflow-list .workflow")).to_have_count(7)
     content = page.locator('#workflow-list .workflow[data-workflow="content"]')
     expect(content.locator(".step-names li")).to_have_text(["research", "plan", "write"])
     expect(content).to_contain_text("research, plan and write")
@@ -160,6 +160,22 @@ def test_start_content_from_the_form(server: ServerProcess, page: Page) -> None:
     screenshot(page, "run.png")
     page.emulate_media(color_scheme="dark")
     screenshot(page, "run-dark.png")
+
+
+def test_the_tools_run_shows_its_tool_calls_inside_the_step(server: ServerProcess, page: Page) -> None:
+    run_id = post_run(server, "tools", {"topic": "tool calls"})["run_id"]
+    page.goto(f"{server.http_url}/#/runs/{run_id}")
+
+    calls = page.locator('[data-step="research"] .step-tools .tool-call')
+    expect(calls.locator(".tool-name")).to_have_text(["word_count", "search_notes"])
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(calls.locator(".status")).to_have_text(["completed", "completed"])
+    expect(calls.nth(0)).to_contain_text('({"text":"tool calls"})')
+    expect(calls.nth(0).locator(".tool-result")).to_have_text("→ 2")
+    expect(calls.nth(1).locator(".tool-result")).to_contain_text("A run streams its events live")
+    run = wait_finished(server, run_id)
+    assert step_texts(page)["research"] == run["output"]
+    screenshot(page, "run-tools.png")
 
 
 def test_deep_link_to_finished_runs(server: ServerProcess, page: Page) -> None:
@@ -232,7 +248,7 @@ def test_the_form_checks_json_and_shows_server_errors(server: ServerProcess, pag
     sent: list[dict[str, Any]] = []
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
     page.goto(server.http_url + "/#/workflows")
-    expect(page.locator("#start-workflow option")).to_have_count(6)
+    expect(page.locator("#start-workflow option")).to_have_count(7)
     page.select_option("#start-workflow", "count")
     expect(page.locator("#start-input")).to_have_value(json.dumps({"n": 5, "delay": 0.2}, indent=2))
 

@@ -323,3 +323,22 @@ async def test_metrics_count_what_happens(server: ServerProcess) -> None:
     assert value("runcast_events_delivered_total") >= 14
     assert value('runcast_errors_total{code="bad_json"}') == 1
     assert value("runcast_store_batch_ops_count") >= 1
+
+
+async def test_the_tools_built_in_streams_its_tool_calls_inside_research(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("tools", {"topic": "tool calls"})
+    events = await c.until_terminal(run_id)
+    assert_log(events)
+    research = [e for e in events if e["step"] == "research"]
+    kinds = [e["event"] for e in research]
+    assert kinds[0] == "step_started" and kinds[-1] == "step_completed"
+    calls = [e for e in research if e["event"].startswith("tool_call_")]
+    started = {e["data"]["call_id"]: n for n, e in enumerate(calls) if e["event"] == "tool_call_started"}
+    completed = {e["data"]["call_id"]: n for n, e in enumerate(calls) if e["event"] == "tool_call_completed"}
+    assert len(started) == 2 and started.keys() == completed.keys()
+    assert all(started[call_id] < completed[call_id] for call_id in started)
+    assert {e["data"]["tool"] for e in calls} == {"word_count", "search_notes"}
+    assert kinds.index("tool_call_completed") < kinds.index("step_output")
+    assert events[-1]["event"] == "run_completed" and "Tool word_count gave 2." in events[-1]["data"]["output"]
+    await c.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {"RUNCAST_POLL_SECONDS": "0.2"}
+    # PYTHONPATH: the examples import `server` from this checkout, not whichever one is installed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {
+        "RUNCAST_POLL_SECONDS": "0.2",
+        "PYTHONPATH": str(EXAMPLES.parent),
+    }
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
@@ -27,6 +34,13 @@ def test_background_poll_port(tmp_path: Path) -> None:
     assert "(Content Creation Workflow): completed" in out
     assert "Research Step                completed" in out and "AI trends in 2024" in out
     assert (tmp_path / "tmp" / "workflow.db").exists()
+    with contextlib.closing(sqlite3.connect(tmp_path / "tmp" / "workflow.db")) as db:
+        rows = db.execute("SELECT frame FROM events WHERE event = 'tool_call_completed' ORDER BY seq").fetchall()
+    done = [json.loads(frame) for (frame,) in rows]
+    assert [(e["step"], e["data"]["tool"]) for e in done] == [
+        ("Research Step", "get_top_hackernews_stories"),
+        ("Research Step", "web_search"),
+    ]
 
 
 def test_parallel_research(tmp_path: Path) -> None:

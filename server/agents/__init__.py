@@ -1,7 +1,17 @@
 """Agents and teams as step executors, the tools they call, and the model clients they talk to."""
 
 from .agent import Agent, AgentError, Team
-from .models import Message, Model, ModelError, OfflineModel, OpenAIChat, ToolCall, ToolModel, default_model
+from .models import (
+    Message,
+    Model,
+    ModelError,
+    OfflineModel,
+    OfflineToolModel,
+    OpenAIChat,
+    ToolCall,
+    ToolModel,
+    default_model,
+)
 from .tools import Tool, Toolkit, tool
 
 __all__ = [
@@ -11,6 +21,7 @@ __all__ = [
     "Model",
     "ModelError",
     "OfflineModel",
+    "OfflineToolModel",
     "OpenAIChat",
     "Team",
     "Tool",

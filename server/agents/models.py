@@ -12,7 +12,8 @@ text deltas as they come and then the `ToolCall`s the model asked for, if any. M
 stay plain data in the OpenAI format (an assistant message with `tool_calls`, then one
 `{"role": "tool", "tool_call_id": ..., "content": ...}` per call).
 
-`default_model()` picks `OpenAIChat` when OPENAI_API_KEY is set and `OfflineModel`
+`OfflineToolModel` is the same stand-in made to call the tools it is offered, once, and
+then answer with their results. `default_model()` picks `OpenAIChat` when OPENAI_API_KEY is set and `OfflineModel`
 otherwise, so the demo works with no account and no network.
 """
 
@@ -455,6 +456,82 @@ class OfflineModel:
         sentences.append(closers[(pick // 3) % 3])
         text = " ".join(sentences)
         return text.replace("{S}", subject[:1].upper() + subject[1:]).replace("{s}", subject)
+
+
+class OfflineToolModel(OfflineModel):
+    """An offline stand-in that calls tools, as predictably as `OfflineModel` answers.
+
+    Offered tools and not yet given any results since the last user message, it asks, in
+    one turn, for every tool whose required parameters are all strings, each filled with
+    the request's subject (a tool needing anything else is left alone), ids
+    ``call_<8 hex>_<n>`` stable for the same messages. Once the `tool` messages have come
+    back, it answers in text: `OfflineModel`'s reply, then one sentence per result. With no
+    tool it can fill, it just answers.
+    """
+
+    def __init__(self, id: str = "offline-researcher", delay: float = 0.03) -> None:
+        super().__init__(id, delay)
+
+    def __repr__(self) -> str:
+        return f"OfflineToolModel(id={self.id!r})"
+
+    async def turn(self, messages: list[Message], tools: list[dict[str, Any]]) -> AsyncIterator[str | ToolCall]:
+        """Tool calls when tools are offered and none has answered yet; else the text answer."""
+        results = _tool_results(messages)
+        if tools and not results:
+            calls = self.calls(messages, tools)
+            if calls:
+                await asyncio.sleep(self.delay)  # a cancel may land here too
+                for call in calls:
+                    yield call
+                return
+        for i, word in enumerate(self.answer(messages, results).split(" ")):
+            await asyncio.sleep(self.delay)
+            yield word if i == 0 else " " + word
+
+    def calls(self, messages: list[Message], tools: list[dict[str, Any]]) -> list[ToolCall]:
+        """The calls asked for first: each tool whose required parameters are strings."""
+        user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        subject = _subject(user.split("\n\n", 1)[0])
+        stamp = zlib.crc32("\n".join(str(m.get("content") or "") for m in messages).encode())
+        calls: list[ToolCall] = []
+        for spec in tools:
+            function = spec.get("function") or {}
+            parameters = function.get("parameters") or {}
+            properties = parameters.get("properties") or {}
+            required = parameters.get("required") or []
+            if not all((properties.get(name) or {}).get("type") == "string" for name in required):
+                continue
+            arguments = json.dumps({name: subject for name in required}, ensure_ascii=False)
+            calls.append(ToolCall(f"call_{stamp:08x}_{len(calls) + 1}", str(function.get("name", "")), arguments))
+        return calls
+
+    def answer(self, messages: list[Message], results: list[tuple[str, str]]) -> str:
+        """`reply(messages)`, then "Tool <name> gave <result>." per result, clipped."""
+        names = {
+            call.get("id"): (call.get("function") or {}).get("name", "a tool")
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+        }
+        found = [f"Tool {names.get(call_id, 'a tool')} gave {_clip(content)}." for call_id, content in results]
+        return " ".join([self.reply(messages), *found])
+
+
+def _tool_results(messages: list[Message]) -> list[tuple[str, str]]:
+    """(tool_call_id, content) of the `tool` messages after the last user message."""
+    results: list[tuple[str, str]] = []
+    for m in messages:
+        if m.get("role") == "user":
+            results = []
+        elif m.get("role") == "tool":
+            results.append((str(m.get("tool_call_id")), str(m.get("content") or "")))
+    return results
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _subject(request: str) -> str:

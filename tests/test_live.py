@@ -1,0 +1,40 @@
+"""The CLI's live view, fed events directly and drawn to a string."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from client.live import LiveView
+
+
+def event(seq: int, kind: str, step: str | None = None, **data: Any) -> dict[str, Any]:
+    return {"run_id": "r1", "seq": seq, "event": kind, "step": step, "ts": "2026-01-01T00:00:00Z", "data": data}
+
+
+def test_tool_calls_show_under_their_step_with_arguments_and_result_or_error() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=120, force_terminal=False))
+    events = [
+        event(1, "run_started", workflow="tools"),
+        event(2, "step_started", "research", attempt=1),
+        event(3, "tool_call_started", "research", call_id="a", tool="search_notes", args={"query": "x" * 200}),
+        event(4, "tool_call_started", "research", call_id="b", tool="word_count", args={"text": "two words"}),
+        event(5, "tool_call_completed", "research", call_id="a", tool="search_notes", result=["a note"]),
+        event(6, "tool_call_failed", "research", call_id="b", tool="word_count", error="ValueError: no"),
+        event(7, "step_output", "research", delta="The answer."),
+        event(8, "step_completed", "research", output="The answer."),
+        event(9, "run_completed", output="The answer."),
+    ]
+    for e in events:
+        view.event(e)
+    view.close()
+
+    screen = out.getvalue()
+    search = next(line for line in screen.splitlines() if "↳ search_notes" in line)
+    assert "completed" in search and '→ ["a note"]' in search and "…" in search and "x" * 100 not in search
+    count = next(line for line in screen.splitlines() if "↳ word_count" in line)
+    assert "failed" in count and '({"text":"two words"})' in count and "✗ ValueError: no" in count
+    assert screen.index("research") < screen.index("↳ search_notes") < screen.index("↳ word_count")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, KeysView
 
 from ..bounds import MAX_REPLY_BYTES
 from ..protocol import events_frame
@@ -253,9 +253,14 @@ class Broker:
                     sub.stop()
 
     @property
-    def followed(self) -> dict[str, int]:
-        """Each followed run, with the lowest seq its subscribers have had."""
-        return {run_id: min(s.next_seq for s in subs) - 1 for run_id, subs in self._subs.items() if subs}
+    def followed(self) -> KeysView[str]:
+        """The runs someone here follows (a view: no copy)."""
+        return self._subs.keys()
+
+    def had(self, run_id: str) -> int | None:
+        """The lowest seq the subscribers of a run have had, or None if nobody follows it."""
+        subs = self._subs.get(run_id)
+        return min(s.next_seq for s in subs) - 1 if subs else None
 
     @property
     def subscription_count(self) -> int:

@@ -50,7 +50,7 @@ class ClusterFeed:
             self._everything = True
         else:
             followed = self.broker.followed
-            self._dirty.update(r for r in runs if r in followed)
+            self._dirty.update(r for r in runs if r in followed)  # one lookup per run of the commit
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -66,15 +66,17 @@ class ClusterFeed:
                 await asyncio.sleep(CATCH_UP_SECONDS)
 
     async def _deliver(self) -> None:
-        followed = self.broker.followed  # run_id -> the lowest seq its subscribers have
         if self._everything:
             self._everything = False
-            remote = [r for r in followed if not self.coordination.owns(r)]
+            remote = [r for r in self.broker.followed if not self.coordination.owns(r)]
             heads = await self.coordination.heads(remote) if remote else {}
-            self._dirty.update(r for r, seq in heads.items() if seq > followed.get(r, seq))
+            for run_id, seq in heads.items():
+                had = self.broker.had(run_id)
+                if had is not None and seq > had:
+                    self._dirty.add(run_id)
         dirty, self._dirty = self._dirty, set()
         for run_id in dirty:
-            after = self.broker.followed.get(run_id)
+            after = self.broker.had(run_id)
             while after is not None:
                 events = await self.store.read_events(run_id, after, REFILL_PAGE)
                 if not events:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from .protocol import InvalidInput, json_bytes
 
 MAX_REPLY_BYTES = 1024 * 1024 - 4096  # a reply frame's budget: under 1 MiB with room for its envelope
@@ -30,14 +32,28 @@ def json_size(value: Any) -> int:
     return len(json_bytes(value))
 
 
+def _surely_fits(value: Any, limit: int) -> bool:
+    # A short string is judged by its length alone: JSON escapes at most 6 bytes per character.
+    return isinstance(value, str) and len(value) * 6 + 2 <= limit
+
+
 def check_event_size(what: str, value: Any, limit: int) -> None:
-    """Raise EventTooLarge if `value` is over `limit` bytes as JSON. Short strings are
-    judged by their length alone (JSON escapes at most 6 bytes per character)."""
-    if isinstance(value, str) and len(value) * 6 + 2 <= limit:
-        return
-    size = json_size(value)
-    if size > limit:
-        raise EventTooLarge(what, size, limit)
+    """Raise EventTooLarge if `value` is over `limit` bytes as JSON."""
+    if not _surely_fits(value, limit):
+        size = json_size(value)
+        if size > limit:
+            raise EventTooLarge(what, size, limit)
+
+
+def json_value_within(what: str, value: Any, limit: int) -> Any:
+    """`value` as it will look once it has crossed the wire (see protocol.to_json_value),
+    encoded once; raises EventTooLarge if it is over `limit` bytes as JSON."""
+    if _surely_fits(value, limit):
+        return value
+    raw = json_bytes(value)
+    if len(raw) > limit:
+        raise EventTooLarge(what, len(raw), limit)
+    return orjson.loads(raw)
 
 
 def clip_error(text: str) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error
-from ..protocol import to_json_value, utc_now
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
+from ..protocol import utc_now
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
 from .context import StepContext
 from .threads import Raised, StepThreads
@@ -145,11 +145,10 @@ class StepRunner:
             )
             self._contexts.add(context)
             try:
-                result, error = await self._attempt(step, previous, context)
+                content, stop, error = await self._attempt(step, previous, context)
             finally:
                 self._contexts.discard(context)
             if error is None:
-                content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
                 await self._completed(path, st, content)
                 return Outcome(st["output"], stop=stop)
             will_retry = st["attempts"] <= step.max_retries
@@ -162,24 +161,24 @@ class StepRunner:
                 return Outcome(previous, ran=False)
             raise StepFailure(path, error)
 
-    async def _attempt(self, step: Step, previous: Any, context: StepContext) -> tuple[Any, str | None]:
-        """One try of a step: (its result, None), or (None, why it failed). Whatever the
-        step raises is a failure of the step, except this task being cancelled."""
+    async def _attempt(self, step: Step, previous: Any, context: StepContext) -> tuple[Any, bool, str | None]:
+        """One try of a step: (its output as JSON, stop, None), or (None, False, why it
+        failed). Whatever the step raises is a failure of the step, except this task
+        being cancelled."""
         try:
             call = self._call(step, self._step_input(previous), context)
             result = await (asyncio.wait_for(call, step.timeout_seconds) if step.timeout_seconds else call)
             if isinstance(result, StepOutput) and not result.success:
-                return None, result.error or "step reported failure"
-            content = result.content if isinstance(result, StepOutput) else result
-            check_event_size(f"the output of step {context.step!r}", content, self.max_event_bytes)
-            return result, None
+                return None, False, result.error or "step reported failure"
+            content, stop = (result.content, result.stop) if isinstance(result, StepOutput) else (result, False)
+            return json_value_within(f"the output of step {context.step!r}", content, self.max_event_bytes), stop, None
         except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like fail the step too
             if is_cancel(exc):
                 raise
             context._cancel()  # a thread still running sees it and can stop
             if isinstance(exc, TimeoutError):
-                return None, f"timed out after {step.timeout_seconds:g} s"
-            return None, error_text(exc.original if isinstance(exc, Raised) else exc)
+                return None, False, f"timed out after {step.timeout_seconds:g} s"
+            return None, False, error_text(exc.original if isinstance(exc, Raised) else exc)
 
     async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
         try:
@@ -217,11 +216,6 @@ class StepRunner:
             await self._started(path, st)
         try:
             out = await self._run_group(group, path, previous)
-            if out.ran:
-                try:
-                    check_event_size(f"the output of step {path!r}", out.content, self.max_event_bytes)
-                except EventTooLarge as exc:
-                    raise StepFailure(path, str(exc)) from None
         except StepFailure as failure:
             await self._failed(path, st, failure.error, False)
             raise
@@ -257,7 +251,12 @@ class StepRunner:
             raise failure from None
         outs = [t.result() for t in running]
         content = {c.name: o.content for c, o in zip(group.children, outs, strict=True) if o.ran}
-        return Outcome(to_json_value(content), stop=any(o.stop for o in outs))
+        path = prefix.removesuffix("/")
+        try:  # the one group whose output is more than a child's (already checked) output
+            content = json_value_within(f"the output of step {path!r}", content, self.max_event_bytes)
+        except EventTooLarge as exc:
+            raise StepFailure(path, str(exc)) from None
+        return Outcome(content, stop=any(o.stop for o in outs))
 
     def _route(self, group: Router, picked: Any) -> list[Node]:
         by_name = {c.name: c for c in group.children}
@@ -311,7 +310,8 @@ class StepRunner:
         await self._record("step_failed", path, data)
 
     async def _completed(self, path: str, st: dict[str, Any], content: Any) -> None:
-        content = to_json_value(content)
+        """Record a step's end; `content` is a JSON value already (a step's checked output,
+        or a group's made of them)."""
         st.update(status="completed", output=content, finished_at=utc_now())
         self.outputs[path] = self.outputs[path.rsplit("/", 1)[-1]] = content
         await self._record("step_completed", path, {"output": content})

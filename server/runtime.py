@@ -81,14 +81,12 @@ class Runtime:
         self.store.abandon()
 
 
-class SqliteDb:
-    """Where a workflow's runs are kept when it is used straight from Python."""
+class Database:
+    """Where a workflow's runs are kept when it is used straight from Python: a runtime
+    on `url`, opened on first use in the running loop. See SqliteDb and PostgresDb."""
 
-    def __init__(self, db_file: str = "tmp/runcast.db", **_options: Any) -> None:
-        # Other options (e.g. session_table) are accepted so that code written for other
-        # frameworks runs unchanged; runcast keeps its own tables.
-        self.db_file = db_file
-        self.url = db_file
+    def __init__(self, url: str) -> None:
+        self.url = url
         self._runtime: Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
@@ -115,6 +113,7 @@ class SqliteDb:
         return engine
 
     def _runtime_options(self) -> dict[str, Any]:
+        """What this kind of database adds to its Runtime (e.g. a node id)."""
         return {}
 
     async def _let_go_with_the_loop(self, runtime: Runtime) -> None:
@@ -139,7 +138,8 @@ class SqliteDb:
         return await engine.wait(run_id)
 
     def _read_run(self, run_id: str) -> dict[str, Any] | None:
-        return read_run_sync(self.db_file, run_id)
+        """A run's committed snapshot, from any thread (for the blocking get_run)."""
+        raise NotImplementedError
 
     def get_run(self, run_id: str) -> RunOutput | None:
         snapshot = self._read_run(run_id)
@@ -161,19 +161,32 @@ class SqliteDb:
             self._guard.cancel()
 
 
+class SqliteDb(Database):
+    """The runs in one SQLite file."""
+
+    def __init__(self, db_file: str = "tmp/runcast.db", **_options: Any) -> None:
+        # Other options (e.g. session_table) are accepted so that code written for other
+        # frameworks runs unchanged; runcast keeps its own tables.
+        super().__init__(db_file)
+        self.db_file = db_file
+
+    def _read_run(self, run_id: str) -> dict[str, Any] | None:
+        return read_run_sync(self.db_file, run_id)
+
+
 _instances = itertools.count(1)
 
 
-class PostgresDb(SqliteDb):
-    """The same, on a cluster's PostgreSQL database (`postgresql://user@host/dbname`):
+class PostgresDb(Database):
+    """The runs in a cluster's PostgreSQL database (`postgresql://user@host/dbname`):
     runs started here may be run by any node, and any node's runs can be read here.
 
     Each `PostgresDb` is a node of its own, named `node_id` (default: host name, pid and a
     number); give a fixed one to take this node's unfinished runs back at once on the next
     start, rather than after --takeover-seconds."""
 
-    def __init__(self, db_url: str, node_id: str | None = None, **options: Any) -> None:
-        super().__init__(db_url, **options)
+    def __init__(self, db_url: str, node_id: str | None = None, **_options: Any) -> None:
+        super().__init__(db_url)
         self.db_url = db_url
         # Two of these in one process must not share a name: a node that opens releases
         # the runs of its name, and one that closes leaves for both.

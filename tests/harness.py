@@ -267,6 +267,19 @@ def stored_log(db: Path | str, run_id: str) -> list[str]:
         return pool.submit(asyncio.run, read()).result()
 
 
+def events_over_http(http_url: str, run_id: str) -> list[dict[str, Any]]:
+    """Every stored event of a run through `GET /api/runs/{id}/events`, page by page until
+    an empty page (a page may end early at 1 MiB). Blocking: use asyncio.to_thread."""
+    events: list[dict[str, Any]] = []
+    while True:
+        after = events[-1]["seq"] if events else 0
+        status, page = http("GET", f"{http_url}/api/runs/{run_id}/events?after={after}")
+        assert status == 200, page
+        if not page["events"]:
+            return events
+        events.extend(page["events"])
+
+
 def assert_log(events: list[dict[str, Any]], first: int = 1) -> None:
     """Seq contiguous from `first`, exactly one terminal event, and it is last."""
     seqs = [e["seq"] for e in events]

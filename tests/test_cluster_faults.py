@@ -19,7 +19,7 @@ import pytest
 
 from server.store.postgres import PostgresBackend
 
-from .harness import Client, ServerProcess, assert_log, http
+from .harness import Client, ServerProcess, assert_log, events_over_http, http
 from .pg import Postgres
 
 TAKEOVER = "2"  # --takeover-seconds: small, to keep the tests fast
@@ -43,14 +43,7 @@ def nodes(pg_url: str, folder: Path, names: str, *flags: str) -> Iterator[list[S
 
 async def stored_log(node: ServerProcess, run_id: str) -> list[dict[str, Any]]:
     """The run's events as stored, read page by page over HTTP."""
-    events: list[dict[str, Any]] = []
-    while True:
-        url = f"{node.http_url}/api/runs/{run_id}/events?after={events[-1]['seq'] if events else 0}"
-        status, body = await asyncio.to_thread(http, "GET", url)
-        assert status == 200, body
-        if not body["events"]:
-            return events
-        events.extend(body["events"])
+    return await asyncio.to_thread(events_over_http, node.http_url, run_id)
 
 
 async def get_run(node: ServerProcess, run_id: str) -> dict[str, Any]:

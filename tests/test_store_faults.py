@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ROOT, Client, ServerProcess, assert_log, free_port, http
+from .harness import ROOT, Client, ServerProcess, assert_log, events_over_http, free_port, http
 
 START_TIMEOUT = 10  # a refused database must make the server exit well within this
 
@@ -216,7 +216,6 @@ RUNS = 4
 EVENTS_PER_RUN = 20_000
 ROOM = 3 << 20  # bytes left free for the runs to fill: about a quarter of what they write
 WAL_AFTER_CHECKPOINT = 8 << 20  # the -wal file shrinks back to about this once checkpointed (journal_size_limit)
-PAGE = 10_000  # GET /api/runs/{id}/events gives at most this many at a time
 
 
 @contextlib.contextmanager
@@ -266,14 +265,7 @@ async def wait_health(server: ServerProcess, status: int, timeout: float = 15) -
 
 async def stored_events(server: ServerProcess, run_id: str) -> list[dict[str, object]]:
     """Every stored event of a run over HTTP, in pages."""
-    events: list[dict[str, object]] = []
-    while True:
-        url = f"{server.http_url}/api/runs/{run_id}/events?after={len(events)}&limit={PAGE}"
-        code, body = await asyncio.to_thread(http, "GET", url)
-        assert code == 200, body
-        if not body["events"]:  # a page may end early (1 MiB): only an empty one is the end
-            return events
-        events.extend(body["events"])
+    return await asyncio.to_thread(events_over_http, server.http_url, run_id)
 
 
 async def wait_for_file(path: Path, ok: Callable[[int], bool], timeout: float = 10) -> None:

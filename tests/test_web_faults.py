@@ -20,7 +20,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from server.web.serving import Server, WebSocketProtocol, missing_hooks, serving_classes
 
-from .harness import Client, ServerProcess, assert_log, http
+from .harness import Client, ServerProcess, assert_log, events_over_http, http
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -145,13 +145,7 @@ async def _read_until_closed(ws: websockets.ClientConnection, pause: float = 0) 
 
 
 def _full_log(base: str, run_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        status, page = http("GET", f"{base}/api/runs/{run_id}/events?after={len(events)}&limit=10000")
-        assert status == 200, page
-        if not page["events"]:
-            return events
-        events.extend(page["events"])
+    return events_over_http(base, run_id)
 
 
 def _wait_finished(base: str, run_id: str, timeout: float = 90) -> dict[str, Any]:

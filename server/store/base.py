@@ -139,7 +139,6 @@ class Coordination(Protocol):
     run, heartbeats, claims, takeovers, cancels asked through other nodes, wake-ups."""
 
     node_id: str
-    listening: bool
 
     async def heartbeat(self) -> None: ...
     async def claim(

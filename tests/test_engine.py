@@ -1007,3 +1007,50 @@ async def test_wait_returns_the_final_state_of_many_concurrent_runs(env: Env) ->
     finals = await asyncio.gather(*(engine.wait(snapshot["run_id"]) for snapshot, _ in started))
     assert {f["status"] for f in finals} == {"completed"}
     assert {f["last_seq"] for f in finals} == {8}
+
+
+# ---- a step's history ----------------------------------------------------------------
+
+
+async def test_history_is_empty_on_a_first_try_and_holds_earlier_tries(env: Env) -> None:
+    seen: list[list[tuple[str, Any]]] = []
+
+    async def flaky(step_input: StepInput, ctx: StepContext) -> int:
+        seen.append([(event, data.get("n")) for event, data in await ctx.history()])
+        ctx.progress(n=ctx.attempt)
+        if ctx.attempt < 3:
+            raise RuntimeError("again")
+        return ctx.attempt
+
+    def threaded(step_input: StepInput, ctx: StepContext) -> int:
+        return len(ctx.history_sync())
+
+    _, engine, _ = await env.open(
+        Workflow("w", [Step("flaky", flaky, max_retries=2, retry_delay=0), Step("count", threaded)])
+    )
+    final, _ = await run_to_end(engine, "w")
+    assert seen[0] == []
+    assert seen[2] == [
+        ("step_started", None),
+        ("progress", 1),
+        ("step_failed", None),
+        ("step_started", None),
+        ("progress", 2),
+        ("step_failed", None),
+        ("step_started", None),
+    ]
+    assert final["output"] == 0  # a step's first try sees nothing, whatever ran before it
+
+
+async def test_history_starts_after_the_step_last_completed(env: Env) -> None:
+    from server import Loop
+
+    seen: list[int] = []
+
+    async def body(step_input: StepInput, ctx: StepContext) -> int:
+        seen.append(len(await ctx.history()))
+        return ctx.attempt
+
+    _, engine, _ = await env.open(Workflow("w", [Loop("again", [Step("body", body)], max_iterations=3)]))
+    await run_to_end(engine, "w")
+    assert seen == [0, 1, 1]  # each iteration sees only its own step_started

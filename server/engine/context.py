@@ -11,6 +11,8 @@ from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
 
 _SCALARS = (int, float, bool, type(None))
 
+History = list[tuple[str, dict[str, Any]]]  # (event, data) of a step's stored events, oldest first
+
 ToolEvent = Literal["tool_call_started", "tool_call_completed", "tool_call_failed"]
 _TOOL_EVENTS = frozenset({"tool_call_started", "tool_call_completed", "tool_call_failed"})
 
@@ -40,6 +42,7 @@ class StepContext:
         *,
         threaded: bool = True,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        earlier: Callable[[], Coroutine[Any, Any, History]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.max_event_bytes = max_event_bytes
@@ -52,6 +55,8 @@ class StepContext:
         # Thread steps get their Event now (two threads must not race to make it); others
         # only if they ask, on the loop's thread: most steps never look.
         self._cancelled: threading.Event | None = threading.Event() if threaded else None
+        self._earlier = earlier
+        self._history: History | None = None if earlier is not None else []
 
     @property
     def cancelled(self) -> bool:
@@ -82,6 +87,22 @@ class StepContext:
             raise ValueError(f"not a tool event: {event!r}")
         check_event_size(f"a {event} event", data, self.max_event_bytes)
         self._send(event, data)
+
+    async def history(self) -> History:
+        """This step's stored events since the step last completed (this try's step_started too),
+        as (event, data), oldest first: what an interrupted step had already done (an
+        agent's finished tool calls, the answers to its questions). Empty on a first try;
+        read from the store once, on first use."""
+        if self._history is None:
+            assert self._earlier is not None
+            self._history = await self._earlier()
+        return self._history
+
+    def history_sync(self) -> History:
+        """`history()` for a step running in a worker thread."""
+        if self._history is None:
+            return asyncio.run_coroutine_threadsafe(self.history(), self._loop).result()
+        return self._history
 
     async def drain(self) -> None:
         """Wait while the store is far behind. An async step that emits events in a tight

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, clip_error
 from ..protocol import (
     RUN_ID_PATTERN,
@@ -32,7 +34,7 @@ from ..protocol import (
 from ..store import RunLost, RunStore
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
-from .context import StepContext
+from .context import History, StepContext
 from .runner import StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
 
@@ -388,6 +390,7 @@ class Engine:
             threads=self._threads,
             contexts=run.contexts,
             max_event_bytes=self.max_event_bytes,
+            earlier=functools.partial(self.step_history, row["run_id"]),
         )
         try:
             outcome = await runner.run()
@@ -395,6 +398,24 @@ class Engine:
             await self._finish(run, RunStatus.FAILED, error=str(failure))
             return
         await self._finish(run, RunStatus.COMPLETED, output=outcome.content)
+
+    async def step_history(self, run_id: str, path: str) -> History:
+        """The stored events of step `path` of a run since it last completed, as (event,
+        data), oldest first: what a step that is run again had done before."""
+        await self.store.flush()  # what this node queued counts too
+        found: History = []
+        after = 0
+        while page := await self.store.read_events(run_id, after, 1000):
+            for event in page:
+                frame = orjson.loads(event.frame)
+                if frame.get("step") != path:
+                    continue
+                if event.event == "step_completed":
+                    found = []
+                else:
+                    found.append((event.event, frame.get("data") or {}))
+            after = page[-1].seq
+        return found
 
     async def _finish(
         self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None

@@ -18,10 +18,11 @@ from typing import Any
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
 from ..protocol import utc_now
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
-from .context import StepContext
+from .context import History, StepContext
 from .threads import Raised, StepThreads
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
+Earlier = Callable[[str], Coroutine[Any, Any, History]]  # a step path -> its stored events (StepContext.history)
 
 
 class StepFailure(Exception):
@@ -82,8 +83,10 @@ class StepRunner:
         threads: StepThreads,
         contexts: set[StepContext],
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        earlier: Earlier | None = None,
     ) -> None:
         self.max_event_bytes = max_event_bytes
+        self._earlier = earlier
         self.run_id = run_id
         self.input = input
         self.plan = plan
@@ -131,6 +134,7 @@ class StepRunner:
     async def _step(self, step: Step, path: str, previous: Any) -> Outcome:
         st = self.states[path]
         while True:
+            fresh = st["attempts"] == 0 or self._earlier is None  # never started: nothing stored before
             await self._started(path, st)
             context = StepContext(
                 self.run_id,
@@ -142,6 +146,7 @@ class StepRunner:
                 # the context is used from a thread only by a generator step or one that takes it
                 threaded=step.kind == "sync_gen" or (step.kind == "sync" and step.wants_context),
                 max_event_bytes=self.max_event_bytes,
+                earlier=None if fresh or self._earlier is None else functools.partial(self._earlier, path),
             )
             self._contexts.add(context)
             try:

@@ -1,12 +1,16 @@
-// The run view (#/runs/<run_id>): a timeline of steps, progress, tool calls, streamed text, the result.
+// The run view (#/runs/<run_id>): the questions a waiting run asks, a waterfall of its steps'
+// attempts, and each step's progress, tool calls, streamed text and other events; the result.
 //
 // Events only change a plain model and mark what changed; the DOM is updated at most once
 // per animation frame, so a run with tens of thousands of events costs a few DOM writes a
 // frame however fast its events arrive. State comes from the events (seq 1 onwards); the
-// snapshot of `subscribed` only names the steps that have not started yet.
+// snapshot of `subscribed` only names the steps that have not started yet. An event this
+// page does not know is shown as it came (name and JSON), in its step or under the run.
 
+import { Asks } from './asks.js';
 import { el, show } from './dom.js';
 import { FINISHED, elapsed, formatDuration, formatTime, formatValue } from './format.js';
+import { Waterfall } from './waterfall.js';
 
 const RUN_STATUS_OF_EVENT = {
   run_started: 'running',
@@ -22,6 +26,8 @@ const TOOL_CALL_STATUS = {
   tool_call_failed: 'failed',
 };
 const CALL_TEXT = 120; // characters of a call's arguments, and of its result or error, shown
+const OTHER_SHOWN = 500; // unknown events shown per step (and for the run); the rest are counted
+const LIVE = new Set(['running', 'waiting', 'pending']);
 
 /** A value on one line, as JSON unless a string, cut to `limit` characters. */
 function short(value, limit = CALL_TEXT) {
@@ -43,6 +49,8 @@ function newStep(name, index) {
     progress: null,
     calls: new Map(), // call_id -> {tool, args, result, error, status}: an agent step's tool calls
     callsDirty: false,
+    others: [], // events this page does not know, as they came
+    othersShown: 0,
     output: undefined,
     error: null,
     node: null,
@@ -57,17 +65,24 @@ export class RunView {
     this.runId = null;
     this.listener = null;
     this.frame = 0;
+    this.warned = new Set(); // unknown event names already reported in the console
     this.root = document.getElementById('view-run');
     this.timeline = document.getElementById('timeline');
     this.statusBadge = document.getElementById('run-status');
     this.cancelButton = document.getElementById('run-cancel');
     this.message = document.getElementById('run-message');
+    this.otherList = document.getElementById('run-other-events');
+    this.waterfall = new Waterfall(document.getElementById('waterfall'));
+    this.asks = new Asks({ root: document.getElementById('run-asks'), socket, announce });
     this.cancelButton.addEventListener('click', () => this.cancel());
-    // Durations of running steps grow: repaint them once a second.
+    // Durations of running steps and the waterfall's running bars grow: repaint once a second.
     setInterval(() => {
-      if (this.runId === null || this.model.status !== 'running') return;
+      if (this.runId === null || !LIVE.has(this.model.status)) return;
       this.model.runDirty = true;
-      for (const step of this.model.steps.values()) if (step.status === 'running') this.model.dirty.add(step);
+      this.model.barsDirty = true;
+      for (const step of this.model.steps.values()) {
+        if (step.status === 'running' || step.status === 'waiting') this.model.dirty.add(step);
+      }
       this.schedule();
     }, 1000);
     this.reset(null);
@@ -89,11 +104,24 @@ export class RunView {
       steps: new Map(), // name -> step
       dirty: new Set(), // steps to repaint
       runDirty: true,
+      asks: new Map(), // request_id -> {request_id, prompt, schema, step}: open questions, in order
+      asksDirty: true,
+      bars: [], // every attempt of every step, in the order they started (waterfall.js)
+      openBars: new Map(), // step path -> its attempt still going on
+      barsDirty: true,
+      lastTs: null, // ms of the latest event: where an attempt cut off by a crash is drawn to end
+      skew: -Infinity, // the most the server's clock is seen ahead of ours (ts - arrival), in ms
+      others: [], // run-level events this page does not know
+      othersShown: 0,
     };
     this.renderedStatus = null;
     this.renderedInput = undefined;
     this.cancelling = false;
     this.timeline.replaceChildren();
+    this.waterfall.clear();
+    this.asks.reset(runId);
+    this.otherList.replaceChildren();
+    show(document.getElementById('run-other'), false);
     document.getElementById('run-input').textContent = '';
     this.setMessage(null);
   }
@@ -145,9 +173,11 @@ export class RunView {
   apply(events) {
     const m = this.model;
     m.runDirty = true; // at least the seq shown changes
+    const arrived = Date.now();
     for (const e of events) {
       m.lastSeq = e.seq;
       const data = e.data ?? {};
+      const ts = Date.parse(e.ts);
       const runStatus = RUN_STATUS_OF_EVENT[e.event];
       if (runStatus) m.status = runStatus;
       switch (e.event) {
@@ -157,15 +187,20 @@ export class RunView {
         case 'run_resumed':
           m.resumed = data.from_step ?? null;
           m.startedAt ??= e.ts;
+          // The attempts the crash cut off ended, as far as anyone knows, at the last event before.
+          this.endBars(m.lastTs ?? ts, 'interrupted');
+          if (m.asks.size > 0) m.status = 'waiting';
           break;
         case 'step_started': {
           const step = this.step(e.step, data.index);
-          Object.assign(step, { status: 'running', attempt: data.attempt ?? step.attempt + 1, startedAt: e.ts });
-          Object.assign(step, { finishedAt: null, error: null, progress: null, output: undefined });
+          const asked = this.asksOf(e.step).length > 0; // asked before a restart, not answered yet
+          Object.assign(step, { status: asked ? 'waiting' : 'running', attempt: data.attempt ?? step.attempt + 1 });
+          Object.assign(step, { startedAt: e.ts, finishedAt: null, error: null, progress: null, output: undefined });
           // A step that runs again (a retry, or after a restart) streams its text from the start.
           Object.assign(step, { hasText: false, pendingText: '', resetText: true });
           step.calls = new Map();
           step.callsDirty = true;
+          this.startBar(e.step, step.attempt, ts, asked);
           break;
         }
         case 'tool_call_started':
@@ -192,8 +227,41 @@ export class RunView {
         case 'progress':
           this.step(e.step).progress = data;
           break;
+        case 'input_requested': {
+          m.asks.set(data.request_id, {
+            request_id: data.request_id,
+            prompt: data.prompt,
+            schema: data.schema ?? null,
+            step: e.step,
+          });
+          m.asksDirty = true;
+          m.status = 'waiting';
+          if (e.step) {
+            this.step(e.step).status = 'waiting';
+            const bar = m.openBars.get(e.step);
+            if (bar && !bar.waits.some((w) => w.end === null)) bar.waits.push({ start: ts, end: null });
+            m.barsDirty = true;
+          }
+          break;
+        }
+        case 'input_received': {
+          const asked = m.asks.get(data.request_id);
+          m.asks.delete(data.request_id);
+          m.asksDirty = true;
+          const path = e.step ?? asked?.step;
+          if (path && this.asksOf(path).length === 0) {
+            const step = this.step(path);
+            if (step.status === 'waiting') step.status = 'running';
+            const bar = m.openBars.get(path);
+            for (const wait of bar?.waits ?? []) wait.end ??= ts;
+            m.barsDirty = true;
+          }
+          if (m.asks.size === 0 && m.status === 'waiting') m.status = 'running';
+          break;
+        }
         case 'step_completed':
           Object.assign(this.step(e.step), { status: 'completed', output: data.output, finishedAt: e.ts });
+          this.endBar(e.step, ts, 'completed');
           break;
         case 'step_failed':
           Object.assign(this.step(e.step), {
@@ -201,6 +269,7 @@ export class RunView {
             error: data.error ?? 'failed',
             finishedAt: e.ts,
           });
+          this.endBar(e.step, ts, 'failed');
           break;
         case 'run_completed':
           m.output = data.output;
@@ -213,18 +282,74 @@ export class RunView {
         case 'run_cancelled':
           this.finish(e.ts, 'cancelled');
           break;
-        default:
-          console.warn('runcast: unknown event', e.event, e);
+        default: {
+          // Never dropped: a newer server's event is shown as it came, in its step or for the run.
+          const holder = e.step ? this.step(e.step) : m;
+          holder.others.push(e);
+          if (!e.step) m.runDirty = true;
+          if (!this.warned.has(e.event)) {
+            this.warned.add(e.event);
+            console.warn('runcast: an event this page does not know, shown as it is:', e.event);
+          }
+        }
+      }
+      if (Number.isFinite(ts)) {
+        m.lastTs = Math.max(m.lastTs ?? ts, ts);
+        m.skew = Math.max(m.skew, ts - arrived);
       }
     }
     this.schedule();
   }
 
+  /** The open questions a step asked. */
+  asksOf(path) {
+    return [...this.model.asks.values()].filter((ask) => ask.step === path);
+  }
+
+  startBar(path, attempt, ts, waiting) {
+    const m = this.model;
+    const before = m.openBars.get(path);
+    if (before) this.endBar(path, m.lastTs ?? ts, 'interrupted');
+    const bar = { step: path, attempt, start: ts, end: null, status: 'running', waits: [] };
+    if (waiting) bar.waits.push({ start: ts, end: null });
+    m.bars.push(bar);
+    m.openBars.set(path, bar);
+    m.barsDirty = true;
+  }
+
+  endBar(path, ts, status) {
+    const bar = this.model.openBars.get(path);
+    if (!bar) return;
+    this.model.openBars.delete(path);
+    bar.end = Math.max(ts, bar.start);
+    bar.status = status;
+    for (const wait of bar.waits) wait.end ??= bar.end;
+    this.model.barsDirty = true;
+  }
+
+  endBars(ts, status) {
+    for (const path of [...this.model.openBars.keys()]) this.endBar(path, ts, status);
+  }
+
+  /** Our best guess at the server's "now": our clock, corrected by what the events' ts showed. */
+  now() {
+    const m = this.model;
+    const guess = Date.now() + (Number.isFinite(m.skew) ? m.skew : 0);
+    return m.lastTs === null ? guess : Math.max(guess, m.lastTs);
+  }
+
   /** The run ended: like the server, a step still running failed and the rest were skipped. */
   finish(ts, error) {
     this.model.finishedAt = ts;
+    this.endBars(Date.parse(ts), error === 'cancelled' ? 'cancelled' : 'failed');
+    if (this.model.asks.size > 0) {
+      this.model.asks.clear(); // nobody can answer a finished run
+      this.model.asksDirty = true;
+    }
     for (const step of this.model.steps.values()) {
-      if (step.status === 'running') Object.assign(step, { status: 'failed', error: error ?? 'stopped', finishedAt: ts });
+      if (step.status === 'running' || step.status === 'waiting') {
+        Object.assign(step, { status: 'failed', error: error ?? 'stopped', finishedAt: ts });
+      }
       else if (step.status === 'pending') step.status = 'skipped';
       else continue;
       this.model.dirty.add(step);
@@ -261,6 +386,11 @@ export class RunView {
     this.frame = 0;
     const m = this.model;
     if (m.runDirty) this.renderRun();
+    if (m.asksDirty) {
+      m.asksDirty = false;
+      this.asks.set([...m.asks.values()]);
+    }
+    if (m.barsDirty) this.renderBars();
     // Steps in index order: new step nodes go in the right place.
     const dirty = [...m.dirty].sort((a, b) => a.index - b.index);
     m.dirty.clear();
@@ -289,6 +419,11 @@ export class RunView {
     this.cancelButton.disabled = this.cancelling;
     this.cancelButton.textContent = this.cancelling ? 'Cancelling…' : 'Cancel run';
 
+    if (m.others.length > m.othersShown) {
+      appendOthers(m, this.otherList);
+      show(document.getElementById('run-other'), true);
+    }
+
     const resumed = document.getElementById('run-resumed');
     resumed.textContent = m.resumed ? `Resumed after a server restart, from step ${m.resumed}.` : '';
     show(resumed, Boolean(m.resumed));
@@ -309,6 +444,18 @@ export class RunView {
       this.announce(`Run ${this.runId} ${status}`);
     }
     if (status !== 'loading') this.renderedStatus = status;
+  }
+
+  renderBars() {
+    const m = this.model;
+    m.barsDirty = false;
+    show(document.getElementById('run-waterfall'), m.bars.length > 0);
+    if (m.bars.length === 0) return;
+    const now = this.now();
+    const origin = Math.min(Date.parse(m.startedAt ?? '') || Infinity, m.bars[0].start);
+    const finished = Date.parse(m.finishedAt ?? '');
+    const end = Number.isFinite(finished) ? finished : LIVE.has(m.status) ? now : (m.lastTs ?? now);
+    this.waterfall.render(m.bars, origin, Math.max(end, ...m.bars.map((b) => b.end ?? end)), now);
   }
 
   renderStep(step) {
@@ -347,6 +494,8 @@ export class RunView {
       show(n.calls, step.calls.size > 0);
     }
 
+    appendOthers(step, n.others);
+
     if (step.resetText) {
       n.textNode.data = '';
       step.resetText = false;
@@ -378,6 +527,7 @@ export class RunView {
       progressLabel: el('span', { class: 'progress-label' }),
       text: el('pre', { class: 'step-text', tabindex: '0', 'aria-label': `Text of ${step.name}` }, textNode),
       calls: el('ul', { class: 'step-tools', 'aria-label': `Tool calls of ${step.name}`, hidden: true }),
+      others: el('ul', { class: 'other-events', 'aria-label': `Other events of ${step.name}`, hidden: true }),
       output: el('pre', { class: 'step-output' }),
       error: el('p', { class: 'step-error error' }),
       textNode,
@@ -389,6 +539,7 @@ export class RunView {
       el('div', { class: 'step-head' }, el('h4', { class: 'step-name' }, step.name), n.status, n.attempt, n.duration),
       n.progressBox,
       n.calls,
+      n.others,
       n.text,
       n.output,
       n.error,
@@ -414,5 +565,32 @@ function renderCall(call) {
     el('span', { class: `status status-${call.status}` }, call.status),
     el('code', { class: 'tool-args' }, `(${call.args === undefined ? '' : short(call.args)})`),
     ended,
+  );
+}
+
+/** Add the events of `holder.others` not shown yet to `list`, up to OTHER_SHOWN, then a count. */
+function appendOthers(holder, list) {
+  if (holder.others.length === holder.othersShown) return;
+  const fresh = holder.others.slice(holder.othersShown, OTHER_SHOWN).map(renderOther);
+  list.append(...fresh);
+  holder.othersShown = holder.others.length;
+  const more = holder.others.length - OTHER_SHOWN;
+  if (more > 0) {
+    let note = list.querySelector('.other-more');
+    if (!note) note = list.appendChild(el('li', { class: 'other-more hint' }));
+    note.textContent = `and ${more} more (all are in /api/runs/…/events)`;
+  }
+  show(list, true);
+}
+
+/** An event this page does not know: its name and its data as JSON, as they came. */
+function renderOther(event) {
+  const json = JSON.stringify(event.data ?? null) ?? 'null';
+  return el(
+    'li',
+    { class: 'other-event', dataset: { event: String(event.event), seq: String(event.seq) } },
+    el('code', { class: 'event-name' }, String(event.event)),
+    ' ',
+    el('code', { class: 'event-data', title: json }, short(event.data ?? null, 400)),
   );
 }

@@ -1,0 +1,116 @@
+// The questions a waiting run asks (`input_requested`), each with a form made from its schema.
+//
+// A form is sent as `respond`; if the server refuses the answer (`invalid_input`, `conflict`)
+// its message is shown next to the form and the run keeps waiting. A form goes away when its
+// request is answered, by this page or anyone else (`input_received`), which run.js reports by
+// calling `set` with the requests still open.
+
+import { el, show } from './dom.js';
+import { FieldError, buildAnswer } from './schemaform.js';
+
+export class Asks {
+  constructor({ root, socket, announce }) {
+    this.root = root;
+    this.socket = socket;
+    this.announce = announce;
+    this.runId = null;
+    this.forms = new Map(); // request_id -> {form, field, button, error, sending}
+    // One delegated listener for every form in the list.
+    root.addEventListener('submit', (e) => {
+      const form = e.target.closest('form[data-request-id]');
+      if (!form) return;
+      e.preventDefault();
+      this.send(form.dataset.requestId);
+    });
+  }
+
+  /** The run whose questions are shown: a new run starts with none. */
+  reset(runId) {
+    this.runId = runId;
+    this.forms.clear();
+    this.root.replaceChildren();
+    show(this.root, false);
+  }
+
+  /** `requests`: the open ones, in the order asked ({request_id, prompt, schema, step}). */
+  set(requests) {
+    const open = new Set(requests.map((r) => r.request_id));
+    for (const [id, entry] of this.forms) {
+      if (open.has(id)) continue;
+      entry.form.remove();
+      this.forms.delete(id);
+    }
+    for (const request of requests) {
+      if (!this.forms.has(request.request_id)) this.add(request);
+    }
+    show(this.root, this.forms.size > 0);
+  }
+
+  add(request) {
+    const id = `ask-${this.forms.size}-${String(request.request_id).replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const field = buildAnswer(request.schema, id);
+    const button = el('button', { type: 'submit', class: 'primary' }, 'Send answer');
+    const error = el('p', { class: 'error ask-error', role: 'alert', hidden: true });
+    const status = el('p', { class: 'hint ask-status', 'aria-live': 'polite' });
+    const prompt = typeof request.prompt === 'string' ? request.prompt : JSON.stringify(request.prompt);
+    const form = el(
+      'form',
+      { class: 'card ask', novalidate: true, dataset: { requestId: request.request_id, step: request.step ?? '' } },
+      el(
+        'fieldset',
+        {},
+        el('legend', { class: 'ask-prompt' }, prompt || 'This run is waiting for input'),
+        request.step ? el('p', { class: 'hint' }, 'Asked by step ', el('code', {}, request.step)) : null,
+        field.node,
+      ),
+      el('div', { class: 'row' }, button, status),
+      error,
+    );
+    this.forms.set(request.request_id, { form, field, button, error, status, sending: false });
+    this.root.append(form);
+  }
+
+  setError(entry, text, input) {
+    entry.error.textContent = text ?? '';
+    show(entry.error, Boolean(text));
+    for (const node of entry.form.querySelectorAll('[aria-invalid]')) node.removeAttribute('aria-invalid');
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    }
+  }
+
+  send(requestId) {
+    const entry = this.forms.get(requestId);
+    if (!entry || entry.sending) return;
+    let value;
+    try {
+      value = entry.field.read();
+    } catch (err) {
+      if (!(err instanceof FieldError)) throw err;
+      this.setError(entry, err.message, err.input);
+      return;
+    }
+    this.setError(entry, null);
+    const runId = this.runId;
+    entry.sending = true;
+    entry.button.disabled = true;
+    entry.status.textContent = 'Sending…';
+    this.socket
+      .request({ type: 'respond', run_id: runId, request_id: requestId, value })
+      .then(() => {
+        if (runId !== this.runId) return;
+        entry.status.textContent = 'Answer sent.';
+        this.announce(`Answer sent to run ${runId}`);
+        // The form stays, disabled, until the run's `input_received` takes it away.
+      })
+      .catch((err) => {
+        if (runId !== this.runId) return;
+        entry.sending = false;
+        entry.button.disabled = false;
+        entry.status.textContent = '';
+        const reason = err.code === 'disconnected' ? 'not connected to the server; try again' : err.message;
+        this.setError(entry, `The answer was not accepted (${err.code}): ${reason}`);
+      });
+  }
+}

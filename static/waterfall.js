@@ -1,0 +1,105 @@
+// The run's timeline as a waterfall: one row per step, one bar per attempt, on one time axis.
+//
+// Plain elements positioned in percent of the axis (no library, no canvas): each bar is an
+// element with an accessible label, a running bar grows to "now", and the time a step spent
+// waiting for an answer is drawn inside its bar. The model (attempts) is kept by run.js from
+// the events' `ts`; this module only draws it.
+
+import { el } from './dom.js';
+import { formatDuration } from './format.js';
+
+const TICKS = 4; // intervals on the axis: 0, ¼, ½, ¾ and the end
+
+/**
+ * One attempt of a step, as run.js records it.
+ * @typedef {{step: string, attempt: number, start: number, end: number|null, status: string,
+ *            waits: {start: number, end: number|null}[], node?: HTMLElement}} Attempt
+ */
+
+/** A bar's description, for its tooltip and for screen readers. */
+export function describe(bar, origin, now) {
+  const end = bar.end ?? now;
+  const waited = bar.waits.reduce((sum, w) => sum + Math.max(0, (w.end ?? now) - w.start), 0);
+  const parts = [
+    `${bar.step}, attempt ${bar.attempt}: ${bar.status}`,
+    formatDuration(end - bar.start) || '0 ms',
+    `from ${formatDuration(bar.start - origin) || '0 ms'}`,
+  ];
+  if (waited > 0) parts.push(`waited ${formatDuration(waited)} for input`);
+  return parts.join(', ');
+}
+
+export class Waterfall {
+  constructor(root) {
+    this.root = root;
+    this.axis = el('div', { class: 'wf-axis', 'aria-hidden': 'true' });
+    this.rows = el('ol', { class: 'wf-rows' });
+    this.rowByStep = new Map(); // step path -> {li, track}
+    root.replaceChildren(this.axis, this.rows);
+  }
+
+  clear() {
+    this.rowByStep.clear();
+    this.axis.replaceChildren();
+    this.rows.replaceChildren();
+  }
+
+  /** Draw `bars` (in the order they started) between `origin` and `end` (ms since the epoch). */
+  render(bars, origin, end, now) {
+    const span = Math.max(end - origin, 1);
+    const at = (t) => `${Math.min(100, Math.max(0, ((t - origin) / span) * 100)).toFixed(3)}%`;
+    const width = (from, to) => `${Math.min(100, Math.max(0, ((to - from) / span) * 100)).toFixed(3)}%`;
+
+    this.axis.replaceChildren(
+      ...Array.from({ length: TICKS + 1 }, (_, i) =>
+        el('span', { class: 'wf-tick', style: `left: ${(i * 100) / TICKS}%` }, formatDuration((span * i) / TICKS) || '0 ms'),
+      ),
+    );
+    const totals = new Map(); // step path -> ms spent in all its attempts
+    for (const bar of bars) {
+      const row = this.row(bar.step);
+      totals.set(bar.step, (totals.get(bar.step) ?? 0) + Math.max(0, (bar.end ?? now) - bar.start));
+      if (!bar.node) {
+        bar.node = el('span', { class: 'wf-bar', role: 'img', dataset: { attempt: String(bar.attempt) } });
+        bar.waitNodes = [];
+        row.track.append(bar.node);
+      }
+      const barEnd = bar.end ?? now;
+      const text = describe(bar, origin, now);
+      bar.node.dataset.status = bar.status;
+      bar.node.style.left = at(bar.start);
+      bar.node.style.width = width(bar.start, barEnd);
+      bar.node.setAttribute('aria-label', text);
+      bar.node.title = text;
+      bar.waits.forEach((wait, i) => {
+        if (!bar.waitNodes[i]) {
+          bar.waitNodes[i] = el('span', { class: 'wf-wait', 'aria-hidden': 'true' });
+          row.track.append(bar.waitNodes[i]);
+        }
+        bar.waitNodes[i].style.left = at(wait.start);
+        bar.waitNodes[i].style.width = width(wait.start, wait.end ?? now);
+        bar.waitNodes[i].title = `${bar.step} waited for input: ${formatDuration((wait.end ?? now) - wait.start) || '0 ms'}`;
+      });
+    }
+    for (const [step, total] of totals) this.rowByStep.get(step).total.textContent = formatDuration(total) || '0 ms';
+  }
+
+  row(step) {
+    let row = this.rowByStep.get(step);
+    if (!row) {
+      const track = el('div', { class: 'wf-track' });
+      const total = el('span', { class: 'wf-total' });
+      const li = el(
+        'li',
+        { class: 'wf-row', dataset: { step } },
+        el('span', { class: 'wf-label', title: step }, step),
+        track,
+        total,
+      );
+      row = { li, track, total };
+      this.rowByStep.set(step, row);
+      this.rows.append(li);
+    }
+    return row;
+  }
+}

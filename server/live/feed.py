@@ -1,10 +1,17 @@
-"""The cluster feed: events that other nodes commit reach this node's subscribers.
+"""The cluster feed: events that other nodes commit reach this node's subscribers, and
+their runs' changes reach this node's runs feed.
 
 A notification (one per commit of another node: its runs and their last seqs) is only a
 wake-up; the events are read from the table by seq, after what this node's subscribers
 have, and offered to the broker like local commits. A periodic catch-up compares each
 followed run's last seq with what was offered, so that a lost notification or a dropped
 LISTEN connection delays delivery by at most a beat and never loses an event.
+
+For the runs feed (only while someone here watches runs), each run whose state another
+node wrote is read back once per wake-up, however many commits it had meanwhile, and
+offered to the feed, which sends it only if its status or a step's status moved. When a
+notice could not say which runs (too many for one, or the LISTEN connection was down),
+the runs the feed knows unfinished and the newest page of runs are read again.
 """
 
 from __future__ import annotations
@@ -16,21 +23,28 @@ import logging
 from ..store import Coordination, RunStore
 from ..waiting import wait_set
 from .broker import REFILL_PAGE, Broker
+from .runs_feed import RunsFeed
 
 log = logging.getLogger("runcast.feed")
 
 CATCH_UP_SECONDS = 1.0
+RUNS_CATCH_UP_PAGE = 100  # newest runs read again when a notice could not say which runs changed
 
 
 class ClusterFeed:
     """Reads other nodes' new events for the runs this node's clients follow."""
 
-    def __init__(self, broker: Broker, store: RunStore, coordination: Coordination) -> None:
+    def __init__(
+        self, broker: Broker, store: RunStore, coordination: Coordination, runs_feed: RunsFeed | None = None
+    ) -> None:
         self.broker = broker
         self.store = store
         self.coordination = coordination
+        self.runs_feed = runs_feed
         self._dirty: set[str] = set()
         self._everything = False
+        self._changed: set[str] = set()  # runs whose state another node wrote, for the runs feed
+        self._all_changed = False  # a notice that could not say which
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         coordination.on_events(self._heard)
@@ -45,12 +59,19 @@ class ClusterFeed:
                 await self._task
             self._task = None
 
-    def _heard(self, runs: dict[str, int] | None) -> None:
+    def _heard(self, runs: dict[str, int] | None, changed: set[str] | None) -> None:
         if runs is None:
             self._everything = True
         else:
             followed = self.broker.followed
             self._dirty.update(r for r in runs if r in followed)  # one lookup per run of the commit
+        if self.runs_feed is not None and self.runs_feed.watched:
+            if changed is not None:
+                self._changed |= changed
+            elif runs is not None:
+                self._changed.update(runs)
+            else:
+                self._all_changed = True
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -63,9 +84,33 @@ class ClusterFeed:
             except Exception as exc:  # the database is away: the next beat tries again
                 log.warning("cluster feed: %s", exc)
                 self._everything = True
+                self._all_changed = self.runs_feed is not None
                 await asyncio.sleep(CATCH_UP_SECONDS)
 
     async def _deliver(self) -> None:
+        await self._deliver_events()
+        if self.runs_feed is not None:
+            await self._deliver_changes(self.runs_feed)
+
+    async def _deliver_changes(self, feed: RunsFeed) -> None:
+        if not feed.watched:
+            self._changed.clear()
+            self._all_changed = False
+            return
+        if self._all_changed:
+            self._all_changed = False
+            runs, _ = await self.store.list_runs(None, None, RUNS_CATCH_UP_PAGE, None)
+            self._changed.update(r["run_id"] for r in runs)
+            self._changed.update(feed.unfinished)
+        changed, self._changed = self._changed, set()
+        for run_id in changed:
+            if self.coordination.owns(run_id):
+                continue  # this node's writer told the feed already
+            state = await self.store.get_run(run_id, steps=True)
+            if state is not None:
+                feed.offer(state, state["last_seq"])
+
+    async def _deliver_events(self) -> None:
         if self._everything:
             self._everything = False
             remote = [r for r in self.broker.followed if not self.coordination.owns(r)]

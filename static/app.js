@@ -59,9 +59,10 @@ const socket = new Socket(socketUrl(), {
     show(notice, false);
     feeds.resume();
     workflowsView.load();
-    runsView.load();
+    runsView.connected();
   },
   onEvents: (runId, events) => feeds.receive(runId, events),
+  onRunChanged: (run) => runsView.changed(run),
   onAuthNeeded(message) {
     authMessage.textContent = message;
     showConnection('token', {});
@@ -77,7 +78,7 @@ const socket = new Socket(socketUrl(), {
 });
 const feeds = new Feeds(socket);
 const runView = new RunView({ socket, feeds, announce });
-const runsView = new RunsView({ socket, feeds, announce });
+const runsView = new RunsView({ socket, announce });
 const workflowsView = new WorkflowsView({
   socket,
   announce,

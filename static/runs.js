@@ -1,32 +1,44 @@
-// The runs view: one page of recent runs (newest first), filters, paging, live status.
+// The runs view, a live control room: counts by status, filters (one of them "waiting for
+// input"), paging, and a table whose rows change in place through the runs feed.
 //
-// Only the current page is in the DOM. Each unfinished run on it is followed from the seq the
-// listing saw, so its row changes when its run starts or ends; runs created elsewhere appear
-// on the next listing (opening the view, Refresh, a filter, or a reconnect).
+// The feed (`subscribe_runs`) sends a `run_changed` frame whenever a run is created or changes
+// status, or its step does. As the contract says, after every (re)connect the view subscribes
+// first and lists second, and keeps for each run the snapshot with the highest `last_seq`, so a
+// frame that crosses the listing is never lost nor shown twice. The first page takes new runs
+// at its top (up to MAX_LIVE_ROWS); a run that stops matching the filters leaves the table.
+// The counts are of the most recent runs this page has listed or seen (the scope is shown).
 
 import { el, replaceChildren, show } from './dom.js';
 import { FINISHED, elapsed, formatDuration, formatTime } from './format.js';
 
 const PAGE_SIZE = 50;
+const RECENT = 500; // runs listed for the counts
+const MAX_LIVE_ROWS = 200; // new runs added to the first page before "show newest" is offered
+const MAX_KNOWN = 5000; // snapshots kept for merging; the oldest unused go first
+const COUNTED = ['waiting', 'running', 'pending', 'completed', 'failed', 'cancelled'];
+const COUNT_LABEL = { waiting: 'waiting for input' };
 
-const STATUS_OF_EVENT = {
-  run_started: 'running',
-  run_resumed: 'running',
-  run_completed: 'completed',
-  run_failed: 'failed',
-  run_cancelled: 'cancelled',
-};
+/** The order of the table: newest first (creation time, then id, as the server stores them). */
+function newer(a, b) {
+  if (a.created_at !== b.created_at) return (a.created_at ?? '') > (b.created_at ?? '');
+  return a.run_id > b.run_id;
+}
 
 export class RunsView {
-  constructor({ socket, feeds, announce }) {
+  constructor({ socket, announce }) {
     this.socket = socket;
-    this.feeds = feeds;
     this.announce = announce;
     this.cursors = []; // `before` cursors of the pages above this one; empty on the first page
     this.next = null;
-    this.rows = new Map(); // run_id -> {run, tr, listener}
+    this.rows = new Map(); // run_id -> row, in table order
+    this.known = new Map(); // run_id -> the snapshot with the highest last_seq seen
+    this.recent = new Map(); // run_id -> snapshot: the runs the counts are of
+    this.stepsOf = new Map(); // workflow -> its step names (list_workflows), for progress
     this.generation = 0; // a listing answered after a newer one was asked for is dropped
+    this.crossing = null; // frames that came while a listing was on its way: applied after it
+    this.feedWorkflow = null; // the workflow filter the feed has on this connection, '' for all
     this.visible = false;
+    this.unshown = 0; // new runs not added because the first page is full
 
     this.body = document.getElementById('runs-body');
     this.workflowFilter = document.getElementById('filter-workflow');
@@ -37,12 +49,16 @@ export class RunsView {
     this.olderButton = document.getElementById('runs-older');
     this.newerButton = document.getElementById('runs-newer');
     this.newestButton = document.getElementById('runs-newest');
+    this.counts = document.getElementById('runs-counts');
+    this.countsScope = document.getElementById('counts-scope');
+    this.more = document.getElementById('runs-more');
 
     for (const filter of [this.workflowFilter, this.statusFilter]) {
       filter.addEventListener('change', () => this.firstPage());
     }
     document.getElementById('runs-refresh').addEventListener('click', () => this.load());
     this.newestButton.addEventListener('click', () => this.firstPage());
+    this.more.addEventListener('click', () => this.firstPage());
     this.newerButton.addEventListener('click', () => {
       this.cursors.pop();
       this.load();
@@ -59,17 +75,27 @@ export class RunsView {
       if (!tr || e.target.closest('a')) return;
       location.hash = `#/runs/${encodeURIComponent(tr.dataset.runId)}`;
     });
-    // Durations of running runs grow while the view is open.
+    // One for the counts: each is a button that filters the table by its status.
+    this.counts.addEventListener('click', (e) => {
+      const button = e.target.closest('button[data-status]');
+      if (!button) return;
+      const status = button.dataset.status;
+      this.statusFilter.value = this.statusFilter.value === status ? '' : status;
+      this.firstPage();
+    });
+    // Durations of unfinished runs grow while the view is open.
     setInterval(() => {
       if (!this.visible) return;
-      for (const row of this.rows.values()) if (row.run.status === 'running') this.paintDuration(row);
+      for (const row of this.rows.values()) if (!FINISHED.has(row.run.status)) this.paintDuration(row);
     }, 1000);
+    this.paintCounts();
   }
 
   /** The workflow filter offers the server's workflows (and keeps a choice it does not know). */
   setWorkflows(workflows) {
     const current = this.workflowFilter.value;
     const names = workflows.map((wf) => wf.name);
+    this.stepsOf = new Map(workflows.map((wf) => [wf.name, wf.steps ?? []]));
     if (current && !names.includes(current)) names.push(current);
     replaceChildren(
       this.workflowFilter,
@@ -77,11 +103,25 @@ export class RunsView {
       ...names.map((name) => el('option', { value: name }, name)),
     );
     this.workflowFilter.value = current;
+    for (const row of this.rows.values()) this.paint(row);
   }
 
   setVisible(visible) {
+    if (visible === this.visible) return;
     this.visible = visible;
-    if (!visible) this.clear();
+    if (visible) return; // the router calls load()
+    this.generation++;
+    this.crossing = null;
+    if (this.feedWorkflow !== null && this.socket.usable) {
+      this.socket.request({ type: 'unsubscribe_runs' }).catch(() => {}); // best effort
+    }
+    this.feedWorkflow = null;
+  }
+
+  /** A new connection has no feed yet: the next load subscribes again. */
+  connected() {
+    this.feedWorkflow = null;
+    this.load();
   }
 
   firstPage() {
@@ -89,96 +129,260 @@ export class RunsView {
     this.load();
   }
 
+  matches(run) {
+    const workflow = this.workflowFilter.value;
+    const status = this.statusFilter.value;
+    return (!workflow || run.workflow === workflow) && (!status || run.status === status);
+  }
+
+  /** Subscribe first, then list (the contract's order), and merge what crossed the listing. */
   load() {
-    if (!this.visible || !this.socket.usable) return; // onReady lists again
+    if (!this.visible || !this.socket.usable) return; // connected() lists again
     const generation = ++this.generation;
-    const query = { type: 'list_runs', limit: PAGE_SIZE };
-    if (this.workflowFilter.value) query.workflow = this.workflowFilter.value;
-    if (this.statusFilter.value) query.status = this.statusFilter.value;
-    if (this.cursors.length > 0) query.before = this.cursors[this.cursors.length - 1];
-    this.socket
-      .request(query)
-      .then((reply) => {
+    const workflow = this.workflowFilter.value;
+    this.crossing = [];
+    const page = { type: 'list_runs', limit: PAGE_SIZE };
+    const recent = { type: 'list_runs', limit: RECENT };
+    if (workflow) page.workflow = recent.workflow = workflow;
+    if (this.statusFilter.value) page.status = this.statusFilter.value;
+    if (this.cursors.length > 0) page.before = this.cursors[this.cursors.length - 1];
+    this.subscribeFeed(workflow)
+      .then(() => Promise.all([this.socket.request(page), this.socket.request(recent)]))
+      .then(([pageReply, recentReply]) => {
         if (generation !== this.generation || !this.visible) return;
         show(this.error, false);
-        this.render(reply.runs, reply.next);
+        this.recent = new Map();
+        for (const run of recentReply.runs) this.recent.set(run.run_id, this.remember(run));
+        this.render(pageReply.runs.map((run) => this.remember(run)), pageReply.next);
+        const crossed = this.crossing;
+        this.crossing = null;
+        for (const run of crossed) this.changed(run);
+        this.paintCounts();
       })
       .catch((err) => {
-        if (generation !== this.generation || err.code === 'disconnected' || err.code === 'unauthorized') return;
+        if (generation !== this.generation) return;
+        this.crossing = null;
+        if (err.code === 'disconnected' || err.code === 'unauthorized') return; // listed again when ready
         this.error.textContent = `Could not list runs: ${err.message}`;
         show(this.error, true);
       });
   }
 
-  render(runs, next) {
-    const old = this.rows;
-    this.rows = new Map();
-    for (const run of runs) {
-      const row = this.buildRow(run);
-      this.rows.set(run.run_id, row);
-      if (!FINISHED.has(run.status)) {
-        row.listener = this.feeds.watch(run.run_id, run.last_seq, { onEvents: (events) => this.update(row, events) });
+  subscribeFeed(workflow) {
+    if (this.feedWorkflow === workflow) return Promise.resolve();
+    const message = { type: 'subscribe_runs' };
+    if (workflow) message.workflow = workflow;
+    return this.socket.request(message).then(() => {
+      this.feedWorkflow = workflow; // a second subscribe_runs replaces the filters
+    });
+  }
+
+  /** Keep the snapshot with the highest last_seq; returns the one kept. */
+  remember(run) {
+    const old = this.known.get(run.run_id);
+    let kept = run;
+    if (old && old.last_seq > run.last_seq) kept = old;
+    else if (old && old.last_seq === run.last_seq) kept = { ...old, ...run }; // a listing has no current_step
+    this.known.delete(run.run_id); // re-inserted last: the map's order is the order of use
+    this.known.set(run.run_id, kept);
+    if (this.known.size > MAX_KNOWN) {
+      for (const id of this.known.keys()) {
+        if (this.known.size <= MAX_KNOWN) break;
+        if (!this.rows.has(id) && !this.recent.has(id)) this.known.delete(id);
       }
     }
-    // Let go of the old rows' runs after following the new ones, so that a run on both
-    // pages keeps its subscription instead of unsubscribing and subscribing again.
-    for (const row of old.values()) if (row.listener) this.feeds.unwatch(row.listener);
-    replaceChildren(this.body, ...[...this.rows.values()].map((row) => row.tr));
+    return kept;
+  }
 
+  /** A `run_changed` frame: update its row, add it, or take it out; recount. */
+  changed(frame) {
+    if (!this.visible) return;
+    if (this.crossing) this.crossing.push(frame); // applied again once the listing is in
+    const run = this.remember(frame);
+    const workflow = this.workflowFilter.value;
+    if (!workflow || run.workflow === workflow) this.recent.set(run.run_id, run);
+    const row = this.rows.get(run.run_id);
+    if (row) {
+      const before = row.run.status;
+      row.run = run;
+      if (this.matches(run)) this.paint(row);
+      else this.drop(row);
+      if (before !== run.status) this.announceStatus(run);
+    } else if (this.matches(run) && this.belongsHere(run)) {
+      if (this.rows.size >= MAX_LIVE_ROWS) {
+        this.unshown++;
+        this.paintMore();
+      } else {
+        this.insert(this.buildRow(run));
+      }
+    }
+    this.paintCounts();
+  }
+
+  /** Only the first page takes runs it was not listed with, and only those within its range. */
+  belongsHere(run) {
+    if (this.cursors.length > 0 || this.crossing) return false;
+    if (this.next === null || this.rows.size === 0) return true;
+    const last = [...this.rows.values()].at(-1).run;
+    return newer(run, last);
+  }
+
+  announceStatus(run) {
+    if (run.status === 'waiting') this.announce(`Run ${run.run_id} is waiting for input`);
+    else if (FINISHED.has(run.status)) this.announce(`Run ${run.run_id} ${run.status}`);
+  }
+
+  render(runs, next) {
+    this.rows = new Map();
+    for (const run of runs) this.rows.set(run.run_id, this.buildRow(run));
+    replaceChildren(this.body, ...[...this.rows.values()].map((row) => row.tr));
     this.next = next;
-    show(this.empty, runs.length === 0);
+    this.unshown = 0;
+    this.paintMore();
     this.pageLabel.textContent = `Page ${this.cursors.length + 1}`;
     this.olderButton.disabled = next === null;
     this.newerButton.disabled = this.cursors.length === 0;
     this.newestButton.disabled = this.cursors.length === 0;
   }
 
-  clear() {
-    this.generation++;
-    for (const row of this.rows.values()) if (row.listener) this.feeds.unwatch(row.listener);
-    this.rows = new Map();
+  /** Put a new row where it belongs in newest-first order (usually the top). */
+  insert(row) {
+    const entries = [...this.rows.values()];
+    const before = entries.find((other) => newer(row.run, other.run));
+    this.body.insertBefore(row.tr, before ? before.tr : null);
+    const ordered = new Map();
+    for (const other of entries) {
+      if (other === before) ordered.set(row.run.run_id, row);
+      ordered.set(other.run.run_id, other);
+    }
+    if (!before) ordered.set(row.run.run_id, row);
+    this.rows = ordered;
+    row.tr.classList.add('fresh');
+    this.paintMore();
+  }
+
+  drop(row) {
+    row.tr.remove();
+    this.rows.delete(row.run.run_id);
+    this.paintMore();
+  }
+
+  paintMore() {
+    show(this.empty, this.rows.size === 0);
+    this.more.textContent = `${this.unshown} newer run${this.unshown === 1 ? '' : 's'} not shown: show the newest`;
+    show(this.more, this.unshown > 0);
+  }
+
+  paintCounts() {
+    const counts = Object.fromEntries(COUNTED.map((status) => [status, 0]));
+    for (const run of this.recent.values()) counts[run.status] = (counts[run.status] ?? 0) + 1;
+    const workflow = this.workflowFilter.value;
+    this.countsScope.textContent = `Of the ${this.recent.size} most recent runs${workflow ? ` of ${workflow}` : ''}:`;
+    const statuses = [...COUNTED, ...Object.keys(counts).filter((s) => !COUNTED.includes(s))];
+    const current = this.statusFilter.value;
+    const buttons = statuses.map((status) =>
+      el(
+        'li',
+        {},
+        el(
+          'button',
+          {
+            type: 'button',
+            class: `count count-${status}`,
+            dataset: { status, count: String(counts[status]) },
+            'aria-pressed': current === status ? 'true' : 'false',
+          },
+          el('span', { class: 'count-n' }, String(counts[status])),
+          ` ${COUNT_LABEL[status] ?? status}`,
+        ),
+      ),
+    );
+    replaceChildren(document.getElementById('count-list'), ...buttons);
   }
 
   /** A row's element and the cells that change later. */
   buildRow(run) {
     const href = `#/runs/${encodeURIComponent(run.run_id)}`;
-    const status = el('span', { class: `status status-${run.status}` }, run.status);
-    const duration = el('td', { class: 'duration' });
+    const cells = {
+      status: el('td', { class: 'status-cell' }),
+      step: el('td', { class: 'step-cell' }),
+      duration: el('td', { class: 'duration' }),
+    };
     const tr = el(
       'tr',
-      { dataset: { runId: run.run_id, status: run.status } },
+      { dataset: { runId: run.run_id } },
       el('td', {}, el('a', { href, class: 'mono run-link' }, run.run_id)),
       el('td', { class: 'workflow-cell' }, run.workflow),
-      el('td', {}, status),
+      cells.status,
+      cells.step,
       el('td', { class: 'created' }, el('time', { datetime: run.created_at }, formatTime(run.created_at))),
-      duration,
+      cells.duration,
     );
-    const row = { run, tr, status, duration, listener: null };
-    this.paintDuration(row);
+    const row = { run, tr, href, ...cells };
+    this.paint(row);
     return row;
+  }
+
+  paint(row) {
+    const { run } = row;
+    row.tr.dataset.status = run.status;
+    row.tr.dataset.seq = String(run.last_seq);
+    const badge = el('span', { class: `status status-${run.status}` }, run.status);
+    if (run.status === 'waiting') {
+      const asks = Array.isArray(run.waiting_for) ? run.waiting_for : [];
+      const prompt = asks.length > 0 && typeof asks[0].prompt === 'string' ? asks[0].prompt : '';
+      const more = asks.length > 1 ? ` (+${asks.length - 1})` : '';
+      replaceChildren(
+        row.status,
+        badge,
+        el('a', { href: row.href, class: 'answer-link' }, prompt ? `Answer: ${prompt}${more}` : 'Answer'),
+      );
+    } else {
+      replaceChildren(row.status, badge);
+    }
+    this.paintStep(row);
+    this.paintDuration(row);
+  }
+
+  /** The step running now and how far the run is, as a bar when that is known. */
+  paintStep(row) {
+    const { run } = row;
+    const progress = this.progressOf(run);
+    const step = typeof run.current_step === 'string' ? run.current_step : '';
+    const label = [step, progress ? `${progress.done}/${progress.total} steps` : ''].filter(Boolean).join(' · ');
+    if (run.status === 'pending') {
+      replaceChildren(row.step, el('span', { class: 'hint' }, 'queued'));
+      return;
+    }
+    if (FINISHED.has(run.status) && run.status !== 'completed') {
+      replaceChildren(row.step, step ? el('span', { class: 'step-now' }, step) : null);
+      return;
+    }
+    const bar = el('progress', { 'aria-label': `Progress of run ${run.run_id}` });
+    if (progress) {
+      bar.max = progress.total;
+      bar.value = Math.min(progress.done, progress.total);
+    } else if (run.status === 'completed') {
+      bar.max = 1;
+      bar.value = 1;
+    } // else indeterminate: running, but how far is not known
+    replaceChildren(row.step, bar, label ? el('span', { class: 'step-now' }, label) : null);
+  }
+
+  progressOf(run) {
+    if (Number.isFinite(run.steps_total) && run.steps_total > 0) {
+      return { done: Number.isFinite(run.steps_done) ? run.steps_done : 0, total: run.steps_total };
+    }
+    const steps = this.stepsOf.get(run.workflow);
+    if (!steps || steps.length === 0) return null;
+    if (run.status === 'completed') return { done: steps.length, total: steps.length };
+    const top = typeof run.current_step === 'string' ? run.current_step.split('/')[0] : null;
+    const index = top === null ? -1 : steps.indexOf(top);
+    return index < 0 ? null : { done: index, total: steps.length };
   }
 
   paintDuration(row) {
     const { run } = row;
     row.duration.textContent = run.started_at ? formatDuration(elapsed(run.started_at, run.finished_at)) : '';
-  }
-
-  /** Events of a run on this page: only those that change its status matter here. */
-  update(row, events) {
-    const { run } = row;
-    const before = run.status;
-    for (const event of events) {
-      const status = STATUS_OF_EVENT[event.event];
-      if (!status) continue;
-      run.status = status;
-      if (event.event === 'run_started') run.started_at = event.ts;
-      if (FINISHED.has(status)) run.finished_at = event.ts;
-    }
-    if (run.status === before) return;
-    row.status.className = `status status-${run.status}`;
-    row.status.textContent = run.status;
-    row.tr.dataset.status = run.status;
-    this.paintDuration(row);
-    if (FINISHED.has(run.status)) this.announce(`Run ${run.run_id} ${run.status}`);
   }
 }

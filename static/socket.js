@@ -31,6 +31,7 @@ export class Socket {
    *   onState(state, detail): 'connecting' | 'connected' | 'reconnecting' {delayMs} | 'token'
    *   onReady(): the connection may be used (after welcome, and after `authed` if needed)
    *   onEvents(runId, events): events of a run, in the order received
+ *   onRunChanged(run): a `run_changed` frame of the runs feed (`subscribe_runs`)
    *   onAuthNeeded(message): the server wants a (new) token
    *   onNotice(message): an error no request is waiting for
    */
@@ -136,6 +137,9 @@ export class Socket {
       case 'events':
         this.handlers.onEvents(msg.run_id, msg.events);
         break;
+      case 'run_changed':
+        this.handlers.onRunChanged?.(msg.run);
+        break;
       case 'error':
         this.failed(msg);
         break;
@@ -147,6 +151,9 @@ export class Socket {
       case 'runs':
       case 'workflows':
       case 'cancel_requested':
+      case 'responded':
+      case 'runs_subscribed':
+      case 'runs_unsubscribed':
       case 'pong':
         this.settle(msg);
         break;

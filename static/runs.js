@@ -310,7 +310,7 @@ export class RunsView {
     };
     const tr = el(
       'tr',
-      { dataset: { runId: run.run_id } },
+      { dataset: { runId: run.run_id, workflow: run.workflow } },
       el('td', {}, el('a', { href, class: 'mono run-link' }, run.run_id)),
       el('td', { class: 'workflow-cell' }, run.workflow),
       cells.status,

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,46 @@ def server(new_server: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
     proc = new_server().start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright, for one test module. In CI it must be there
+    (`make browser` installs it); only elsewhere may the dashboard tests skip."""
+    from playwright.sync_api import sync_playwright
+
+    from .browser import CHROMIUM, CHROMIUM_ARGS
+
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no chromium executable on PATH; in CI, make test must install it (make browser)")
+        pytest.skip("no chromium executable on PATH: install Debian's chromium (make browser)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console() -> Any:
+    from .browser import Console
+
+    return Console()
+
+
+@pytest.fixture
+def page(browser: Any, console: Any) -> Iterator[Any]:
+    """A fresh browser tab; its test fails on any console or page error it did not expect."""
+    from .browser import WAIT_MS
+
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("console", console.on_console)
+    page.on("pageerror", console.on_page_error)
+    yield page
+    context.close()
+    assert console.unexpected() == [], "errors in the browser console"
 
 
 @pytest.fixture(scope="session")

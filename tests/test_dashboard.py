@@ -1,62 +1,23 @@
 """The dashboard in real Chromium (Debian's package) against a real server on a free port.
 
 Screenshots of each view go to artifacts/ (git-ignored). Every test fails on a console error or
-an uncaught page error, except the one message the restart test expects while the server is down.
+an uncaught page error (the `page` fixture, conftest.py), except the one message the restart
+test expects while the server is down.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from .harness import ROOT, ServerProcess, http
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("no chromium executable on PATH: install Debian's chromium (make browser)", allow_module_level=True)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "artifacts"
-WAIT_MS = 15_000
-# What Chromium logs for each refused reconnect while the server is down (restart test only).
-WS_REFUSED = re.compile(r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed")
-
-
-class Console:
-    """Console errors and uncaught exceptions of one page; `allow` names the expected ones."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.allowed: list[re.Pattern[str]] = []
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def on_page_error(self, error: Exception) -> None:
-        self.errors.append(f"uncaught: {error}")
-
-    def allow(self, pattern: re.Pattern[str]) -> None:
-        self.allowed.append(pattern)
-
-    def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+from .browser import WS_REFUSED, Console, get_run, post_run, screenshot, wait_finished
+from .harness import ServerProcess, http
 
 
 @pytest.fixture(autouse=True)
@@ -64,56 +25,6 @@ def close_clients() -> None:
     """Replaces conftest's async fixture of this name for this module: these tests open no
     harness Clients, and sync Playwright's event loop stays current in this thread while the
     browser lives, so no other event loop may run here (pytest-asyncio's would refuse to)."""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def console() -> Console:
-    return Console()
-
-
-@pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.on("console", console.on_console)
-    page.on("pageerror", console.on_page_error)
-    yield page
-    context.close()
-    assert console.unexpected() == [], "errors in the browser console"
-
-
-def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
-
-
-def post_run(server: ServerProcess, workflow: str, input: Any) -> dict[str, Any]:
-    status, run = http("POST", server.http_url + "/api/runs", {"workflow": workflow, "input": input})
-    assert status == 202, run
-    return dict(run)
-
-
-def get_run(server: ServerProcess, run_id: str) -> dict[str, Any]:
-    status, run = http("GET", f"{server.http_url}/api/runs/{run_id}")
-    assert status == 200, run
-    return dict(run)
-
-
-def wait_finished(server: ServerProcess, run_id: str, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (run := get_run(server, run_id))["status"] not in ("completed", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"run {run_id} did not finish: {run['status']}"
-        time.sleep(0.02)
-    return run
 
 
 def step_texts(page: Page) -> dict[str, str]:

@@ -397,6 +397,29 @@ def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, da
     )
 
 
+CURRENT_STEP_STATUSES = ("running", "waiting")  # a step in one of these is where the run is now
+
+
+def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's steps say in brief, added to snapshots without steps (`run_changed`,
+    `list_runs`): `current_step`, the path of the last step in the snapshot's order
+    (parents before children, declared order) that is running or waiting for input, so
+    the deepest one, and of parallel branches the last declared (a group shows only in
+    the moment between its children), or null; `steps_done` and `steps_total`, the leaf
+    steps (not groups) completed or skipped, and all of them."""
+    current = None
+    done = total = 0
+    for i, st in enumerate(steps):
+        status = st.get("status")
+        if status in CURRENT_STEP_STATUSES:
+            current = st["name"]
+        if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
+            continue  # a group: its children follow it
+        total += 1
+        done += status in ("completed", "skipped")
+    return {"current_step": current, "steps_done": done, "steps_total": total}
+
+
 def run_changed_frame(run: dict[str, Any]) -> str:
     """A change of a run for the runs feed: its snapshot without steps, plus current_step."""
     return dumps({"type": "run_changed", "run": run})

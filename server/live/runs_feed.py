@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
-from ..protocol import run_changed_frame
+from ..protocol import run_changed_frame, run_progress
 from ..store import RunStore
 from ..store.base import FINISHED_STATUSES, Batch
 
@@ -37,31 +37,9 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024  # the same, by the frames' size
 MAX_STALE_RUNS = 100_000  # run ids to read again per watcher; past it the reader is too slow
 SEND_CHUNK = 64  # frames handed to the connection at a time: the rest stay replaceable
 RECENTLY_FINISHED = 4096  # finished runs remembered, so that a late re-read sends no second last frame
-CURRENT_STATUSES = ("running", "waiting")  # a step in one of these is where the run is now
 
-Send = Callable[[list[str]], Awaitable[None]]
-
-
-def current_step(steps: list[dict[str, Any]]) -> str | None:
-    """The path of the step the run is at: the last step, in the snapshot's order (parents
-    before children, in declared order), that is running (or waiting for input). So it is
-    the deepest running step, and of parallel branches the last declared; a group shows
-    only in the moment between its children."""
-    for st in reversed(steps):
-        if st.get("status") in CURRENT_STATUSES:
-            return str(st["name"])
-    return None
-
-
-def step_progress(steps: list[dict[str, Any]]) -> tuple[int, int]:
-    """(done, total) over the leaf steps (not groups): done is completed or skipped."""
-    done = total = 0
-    for i, st in enumerate(steps):
-        if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
-            continue  # a group: its children follow it
-        total += 1
-        done += st.get("status") in ("completed", "skipped")
-    return done, total
+Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
+Drained = Callable[[int], Awaitable[None]]  # returns once at most that many frames wait to be written
 
 
 @dataclass(slots=True)
@@ -86,8 +64,7 @@ def run_change(state: dict[str, Any], last_seq: int, before: str | None = None) 
     steps = state.get("steps") or []
     run = {k: v for k, v in state.items() if k != "steps"}
     run["last_seq"] = last_seq
-    run["current_step"] = current_step(steps)
-    run["steps_done"], run["steps_total"] = step_progress(steps)
+    run.update(run_progress(steps))
     frame = run_changed_frame(run)
     if len(frame) > MAX_REPLY_BYTES // 4 and len(frame.encode()) > MAX_REPLY_BYTES:  # huge input or output
         frame = run_changed_frame(bounded_run(run))
@@ -181,21 +158,25 @@ class RunsWatch:
     """One connection's runs feed: its filters and its pending frames, at most one per run.
 
     A pump task exists only while frames wait; it hands them to the connection a few at a
-    time, so that the rest stay replaceable while the connection's outbox is full. One
-    pump per watcher and one pending frame per run keep each run's frames in seq order."""
+    time, and only once the connection's outbox has (almost) drained, so that the rest stay
+    replaceable while the client reads slowly. One pump per watcher and one pending frame
+    per run keep each run's frames in seq order."""
 
     def __init__(
         self,
         feed: RunsFeed,
         send: Send,
+        drained: Drained,
         workflow: str | None,
         status: str | None,
+        *,
         on_too_slow: Callable[[], None],
     ) -> None:
         self.feed = feed
         self.workflow = workflow
         self.status = status
         self._send = send
+        self._drained = drained
         self._on_too_slow = on_too_slow
         self._pending: dict[str, RunChange] = {}  # oldest first
         self._bytes = 0
@@ -255,6 +236,7 @@ class RunsWatch:
     async def _pump(self) -> None:
         try:
             while not self.stopped and (self._stale or self._pending):
+                await self._drained(SEND_CHUNK)
                 while self._stale and len(self._pending) < SEND_CHUNK and not self.stopped:
                     await self._read_stale()
                 frames: list[str] = []

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..protocol import TERMINAL_EVENTS, dumps
+from ..protocol import TERMINAL_EVENTS, dumps, run_progress
 from ..wire import text_frame
 
 RUN_COLUMNS = (
@@ -124,13 +124,14 @@ def run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
 
 
 def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
-    """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract."""
+    """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract; without
+    steps, it says where the run is instead (`current_step`, `steps_done`, `steps_total`)."""
     run = dict(zip(RUN_COLUMNS, row, strict=True))
     for key in JSON_COLUMNS:
         value = run[key]
         run[key] = orjson.loads(value) if value is not None else None
     if not steps:
-        del run["steps"]
+        run.update(run_progress(run.pop("steps") or []))
     return run
 
 

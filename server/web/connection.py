@@ -168,6 +168,15 @@ class Connection:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
 
+    async def drained(self, frames: int) -> None:
+        """Wait until at most `frames` frames wait in the outbox (or the socket is gone): the
+        runs feed hands over its frames only then, so that the rest stay replaceable."""
+        while self.queued > frames and not self._gone:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+
     def write_now(self, data: bytes) -> bool:
         """Write framed bytes (`server.wire`) at once, if nothing queued must go before them
         and the socket takes them without waiting; False (nothing written) otherwise."""
@@ -298,7 +307,12 @@ class Connection:
                 # After the reply is queued and before the next message is read: a list_runs
                 # sent right after this sees every change the feed does not.
                 self.runs_watch = RunsWatch(
-                    self.runtime.runs_feed, self.send_many, message.workflow, message.status, self._too_slow
+                    self.runtime.runs_feed,
+                    self.send_many,
+                    self.drained,
+                    message.workflow,
+                    message.status,
+                    on_too_slow=self._too_slow,
                 )
                 self.runs_watch.start()
             case UnsubscribeRuns():

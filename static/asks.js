@@ -61,6 +61,7 @@ export class Asks {
         {},
         el('legend', { class: 'ask-prompt' }, prompt || 'This run is waiting for input'),
         request.step ? el('p', { class: 'hint' }, 'Asked by step ', el('code', {}, request.step)) : null,
+        deadline(request),
         field.node,
       ),
       el('div', { class: 'row' }, button, status),
@@ -113,4 +114,12 @@ export class Asks {
         this.setError(entry, `The answer was not accepted (${err.code}): ${reason}`);
       });
   }
+}
+
+/** "Answer by 10:42:03; after that the step goes on with false", when the question has a timeout. */
+function deadline(request) {
+  if (!Number.isFinite(request.expires_at)) return null;
+  const by = new Date(request.expires_at * 1000).toLocaleTimeString();
+  const after = 'default' in request ? `the step goes on with ${JSON.stringify(request.default)}` : 'the step fails';
+  return el('p', { class: 'hint ask-deadline' }, `Answer by ${by}; after that ${after}.`);
 }

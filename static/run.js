@@ -209,6 +209,9 @@ export class RunView {
           const step = this.step(e.step);
           const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined };
           Object.assign(call, { tool: data.tool ?? call.tool, status: TOOL_CALL_STATUS[e.event] });
+          // Who made the call (an agent of a team), and the call it was made under (a delegation).
+          if (typeof data.agent === 'string') call.agent = data.agent;
+          if (data.parent_call_id !== undefined && data.parent_call_id !== null) call.parent = data.parent_call_id;
           if ('args' in data) call.args = data.args;
           if ('result' in data) call.result = data.result;
           if ('error' in data) call.error = data.error;
@@ -228,12 +231,7 @@ export class RunView {
           this.step(e.step).progress = data;
           break;
         case 'input_requested': {
-          m.asks.set(data.request_id, {
-            request_id: data.request_id,
-            prompt: data.prompt,
-            schema: data.schema ?? null,
-            step: e.step,
-          });
+          m.asks.set(data.request_id, { ...data, schema: data.schema ?? null, step: e.step });
           m.asksDirty = true;
           m.status = 'waiting';
           if (e.step) {
@@ -560,7 +558,8 @@ function renderCall(call) {
         : null;
   return el(
     'li',
-    { class: 'tool-call', dataset: { status: call.status } },
+    { class: call.parent === undefined ? 'tool-call' : 'tool-call tool-nested', dataset: { status: call.status } },
+    call.agent ? el('span', { class: 'tool-agent' }, call.agent) : null,
     el('code', { class: 'tool-name' }, call.tool ?? '?'),
     el('span', { class: `status status-${call.status}` }, call.status),
     el('code', { class: 'tool-args' }, `(${call.args === undefined ? '' : short(call.args)})`),

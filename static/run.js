@@ -110,7 +110,7 @@ export class RunView {
       openBars: new Map(), // step path -> its attempt still going on
       barsDirty: true,
       lastTs: null, // ms of the latest event: where an attempt cut off by a crash is drawn to end
-      skew: -Infinity, // the most the server's clock is seen ahead of ours (ts - arrival), in ms
+      skew: 0, // how far the server's clock is seen ahead of ours (ts - arrival), in ms; never behind
       others: [], // run-level events this page does not know
       othersShown: 0,
     };
@@ -187,8 +187,11 @@ export class RunView {
         case 'run_resumed':
           m.resumed = data.from_step ?? null;
           m.startedAt ??= e.ts;
-          // The attempts the crash cut off ended, as far as anyone knows, at the last event before.
-          this.endBars(m.lastTs ?? ts, 'interrupted');
+          // The attempts the crash cut off ended, as far as anyone knows, at the last event before;
+          // a step waiting for an answer was not cut off: it still waits.
+          for (const [path, bar] of [...m.openBars]) {
+            if (!bar.waits.some((w) => w.end === null)) this.endBar(path, m.lastTs ?? ts, 'interrupted');
+          }
           if (m.asks.size > 0) m.status = 'waiting';
           break;
         case 'step_started': {
@@ -329,10 +332,11 @@ export class RunView {
     for (const path of [...this.model.openBars.keys()]) this.endBar(path, ts, status);
   }
 
-  /** Our best guess at the server's "now": our clock, corrected by what the events' ts showed. */
+  /** Our best guess at the server's "now": our clock, or later if an event's ts was ahead of it.
+   * (Replayed events are old, so they cannot tell whether the server's clock is behind ours.) */
   now() {
     const m = this.model;
-    const guess = Date.now() + (Number.isFinite(m.skew) ? m.skew : 0);
+    const guess = Date.now() + m.skew;
     return m.lastTs === null ? guess : Math.max(guess, m.lastTs);
   }
 

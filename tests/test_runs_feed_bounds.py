@@ -1,4 +1,5 @@
-"""The runs feed's bounds and pure parts, on a real SQLite store (no server, no sockets)."""
+"""The runs feed's bounds and pure parts, on a real SQLite store (no server, no sockets), and
+the client's bookkeeping of it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from client.runs import RunsFollower, feed_filters
 from server.live import runs_feed
 from server.live.runs_feed import RunsFeed, RunsWatch
 from server.protocol import run_progress
@@ -129,3 +131,27 @@ async def test_a_reader_behind_on_too_many_runs_is_let_go(tmp_path: Path, monkey
         assert feed.watcher_count == 1
     finally:
         await store.close()
+
+
+# ---- the client's side: pure bookkeeping --------------------------------------------
+
+
+def test_a_client_iterator_keeps_the_highest_last_seq_and_the_newest_state_per_run() -> None:
+    follower = RunsFollower(None, "running")
+    follower.offer({"run_id": "a", "workflow": "w", "status": "pending", "last_seq": 0})  # not in the filter
+    follower.offer({"run_id": "a", "workflow": "w", "status": "running", "last_seq": 2})
+    follower.offer({"run_id": "a", "workflow": "w", "status": "running", "last_seq": 4})
+    follower.offer({"run_id": "a", "workflow": "w", "status": "running", "last_seq": 3})  # older: a late list
+    follower.offer({"run_id": "b", "workflow": "w", "status": "completed", "last_seq": 9})  # never had it
+    assert list(follower.waiting.values()) == [{"run_id": "a", "workflow": "w", "status": "running", "last_seq": 4}]
+    follower.waiting.clear()
+    follower.offer({"run_id": "a", "workflow": "w", "status": "completed", "last_seq": 8})  # it leaves: told
+    follower.offer({"run_id": "a", "workflow": "w", "status": "completed", "last_seq": 8})  # the list says it again
+    assert [r["last_seq"] for r in follower.waiting.values()] == [8]
+    # One server-side feed per connection: the iterators' filters if they agree, else wider.
+    assert feed_filters([RunsFollower("w", "running"), RunsFollower("w", "running")]) == {
+        "workflow": "w",
+        "status": "running",
+    }
+    assert feed_filters([RunsFollower("w", "running"), RunsFollower("w", None)]) == {"workflow": "w"}
+    assert feed_filters([RunsFollower("w", None), RunsFollower("v", None)]) == {}

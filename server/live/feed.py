@@ -8,10 +8,11 @@ followed run's last seq with what was offered, so that a lost notification or a 
 LISTEN connection delays delivery by at most a beat and never loses an event.
 
 For the runs feed (only while someone here watches runs), each run whose state another
-node wrote is read back once per wake-up, however many commits it had meanwhile, and
-offered to the feed, which sends it only if its status or a step's status moved. When a
-notice could not say which runs (too many for one, or the LISTEN connection was down),
-the runs the feed knows unfinished and the newest page of runs are read again.
+node wrote is read back once per wake-up, however many commits it had meanwhile, in a
+task of its own so that events are not delayed by it, and offered to the feed, which
+sends it only if its status or a step's status moved. When a notice could not say which
+runs (too many for one, or the LISTEN connection was down), the runs the feed knows
+unfinished and the newest page of runs are read again.
 """
 
 from __future__ import annotations
@@ -46,18 +47,23 @@ class ClusterFeed:
         self._changed: set[str] = set()  # runs whose state another node wrote, for the runs feed
         self._all_changed = False  # a notice that could not say which
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._runs_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         coordination.on_events(self._heard)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="runcast-cluster-feed")
+        self._tasks.append(asyncio.create_task(self._loop(), name="runcast-cluster-feed"))
+        if self.runs_feed is not None:
+            # A task of its own: reading runs back for the runs feed must not delay events.
+            self._tasks.append(asyncio.create_task(self._runs_loop(self.runs_feed), name="runcast-cluster-runs"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
 
     def _heard(self, runs: dict[str, int] | None, changed: set[str] | None) -> None:
         if runs is None:
@@ -72,6 +78,7 @@ class ClusterFeed:
                 self._changed.update(runs)
             else:
                 self._all_changed = True
+            self._runs_wake.set()
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -84,33 +91,44 @@ class ClusterFeed:
             except Exception as exc:  # the database is away: the next beat tries again
                 log.warning("cluster feed: %s", exc)
                 self._everything = True
-                self._all_changed = self.runs_feed is not None
                 await asyncio.sleep(CATCH_UP_SECONDS)
 
-    async def _deliver(self) -> None:
-        await self._deliver_events()
-        if self.runs_feed is not None:
-            await self._deliver_changes(self.runs_feed)
+    async def _runs_loop(self, feed: RunsFeed) -> None:
+        while True:
+            await self._runs_wake.wait()
+            self._runs_wake.clear()
+            try:
+                await self._deliver_changes(feed)
+            except Exception as exc:  # the database is away: the runs left are read once it is back
+                log.warning("cluster feed (runs): %s", exc)
+                self._runs_wake.set()
+                await asyncio.sleep(CATCH_UP_SECONDS)
 
     async def _deliver_changes(self, feed: RunsFeed) -> None:
+        """Read back each run another node changed (once, however many commits it had
+        since) and offer it to the runs feed. What fails to be read stays to read."""
         if not feed.watched:
             self._changed.clear()
             self._all_changed = False
             return
         if self._all_changed:
-            self._all_changed = False
             runs, _ = await self.store.list_runs(None, None, RUNS_CATCH_UP_PAGE, None)
+            self._all_changed = False
             self._changed.update(r["run_id"] for r in runs)
             self._changed.update(feed.unfinished)
-        changed, self._changed = self._changed, set()
-        for run_id in changed:
+        while self._changed:
+            run_id = self._changed.pop()
             if self.coordination.owns(run_id):
                 continue  # this node's writer told the feed already
-            state = await self.store.get_run(run_id, steps=True)
+            try:
+                state = await self.store.get_run(run_id, steps=True)
+            except Exception:
+                self._changed.add(run_id)
+                raise
             if state is not None:
                 feed.offer(state, state["last_seq"])
 
-    async def _deliver_events(self) -> None:
+    async def _deliver(self) -> None:
         if self._everything:
             self._everything = False
             remote = [r for r in self.broker.followed if not self.coordination.owns(r)]

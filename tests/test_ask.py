@@ -4,6 +4,7 @@ answers that come back over /ws and HTTP; on real servers and real sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -403,3 +404,122 @@ async def test_two_racing_answers_through_two_nodes_one_wins(pg_url: str, tmp_pa
     finally:
         a.stop()
         b.stop()
+
+
+# ---- in process: how a step's code meets an ask ---------------------------------------------
+
+
+class Engines:
+    """An engine on a real SqliteStore, with every committed event kept per run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.events: dict[str, list[tuple[str, str | None, dict[str, Any]]]] = {}
+
+    async def open(self, *workflows: Workflow) -> Engine:
+        self.store = SqliteStore(self.path)
+        await self.store.open()
+        self.store.add_listener(self._heard)
+        self.engine = Engine(self.store, workflows)
+        await self.engine.recover()
+        return self.engine
+
+    def _heard(self, batch: Any) -> None:
+        for event in batch:
+            frame = json.loads(event.frame)
+            self.events.setdefault(event.run_id, []).append((frame["event"], frame["step"], frame["data"]))
+
+    async def until(self, run_id: str, status: str) -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            while True:
+                run = await self.store.get_run(run_id)
+                if run is not None and run["status"] == status:
+                    return run
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.engine.shutdown()
+        await self.store.close()
+
+
+async def test_an_ask_is_not_swallowed_by_except_exception_nor_a_step_timeout(tmp_path: Path) -> None:
+    async def careful(step_input: StepInput, ctx: StepContext) -> str:
+        try:
+            answer = await ctx.ask("Go?")
+        except Exception:  # the suspension is no Exception: it passes through
+            return "swallowed"
+        return f"got {answer}"
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("careful", [Step("careful", careful, timeout_seconds=5)]))
+    try:
+        run_id = (await engine.start("careful", None))[0]["run_id"]
+        run = await env.until(run_id, "waiting")
+        await engine.respond(run_id, run["waiting_for"][0]["request_id"], "yes")
+        assert (await engine.wait(run_id))["output"] == "got yes"
+    finally:
+        await env.close()
+
+
+async def test_a_retry_after_an_ask_timed_out_asks_again(tmp_path: Path) -> None:
+    async def patient(step_input: StepInput, ctx: StepContext) -> Any:
+        return await ctx.ask("Still there?", timeout=0.2)
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("patient", [Step("patient", patient, max_retries=1, retry_delay=0)]))
+    try:
+        run_id = (await engine.start("patient", None))[0]["run_id"]
+        first = (await env.until(run_id, "waiting"))["waiting_for"][0]
+        async with asyncio.timeout(5):
+            while True:
+                run = await env.store.get_run(run_id)
+                assert run is not None
+                if run["status"] == "waiting" and run["waiting_for"][0]["request_id"] != first["request_id"]:
+                    break
+                await asyncio.sleep(0.01)
+        await engine.respond(run_id, run["waiting_for"][0]["request_id"], "here")
+        assert (await engine.wait(run_id))["output"] == "here"
+        kinds = [(event, data.get("attempt")) for event, _, data in env.events[run_id] if event.startswith("step_")]
+        assert kinds == [("step_started", 1), ("step_failed", 1), ("step_started", 2), ("step_completed", None)]
+    finally:
+        await env.close()
+
+
+async def test_a_bad_schema_or_prompt_fails_the_step_that_asks(tmp_path: Path) -> None:
+    async def bad_schema(step_input: StepInput, ctx: StepContext) -> Any:
+        return await ctx.ask("?", schema={"type": "no-such-type"})
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("bad", [Step("bad", bad_schema)]))
+    try:
+        run_id = (await engine.start("bad", None))[0]["run_id"]
+        run = await engine.wait(run_id)
+        assert run["status"] == "failed" and "JSON Schema" in run["error"], run["error"]
+    finally:
+        await env.close()
+
+
+async def test_the_python_api_answers_with_arespond(tmp_path: Path) -> None:
+    from server import SqliteDb
+
+    async def approve(step_input: StepInput, ctx: StepContext) -> Any:
+        answer = await ctx.ask("Publish this?", schema={"type": "boolean"})
+        return "published" if answer else "kept"
+
+    db = SqliteDb(db_file=str(tmp_path / "api.db"))
+    wf = Workflow("publish", [Step("approve", approve)], db=db)
+    try:
+        out = await wf.arun("draft", background=True)
+        async with asyncio.timeout(5):
+            while (run := await wf.aget_run(out.run_id)) is None or run.status != "waiting":
+                await asyncio.sleep(0.01)
+        request = run.waiting_for[0]
+        assert request["prompt"] == "Publish this?" and request["step"] == "approve"
+        answered = await wf.arespond(out.run_id, request["request_id"], True)
+        assert answered.waiting_for == [] and answered.status in ("running", "completed")
+        async with asyncio.timeout(5):
+            while (run := await wf.aget_run(out.run_id)) is None or not run.has_completed():
+                await asyncio.sleep(0.01)
+        assert run.content == "published"
+    finally:
+        await db.close()

@@ -661,6 +661,8 @@ class Engine:
     async def _go_on(self, row: dict[str, Any]) -> None:
         """Continue a run that has had all its answers (this node holds it)."""
         workflow = self.workflows.get(row["workflow"])
+        if self._stopping:
+            return  # stored `running`: it resumes at the next start (or on another node)
         if workflow is not None:
             self._launch(workflow, row, resumed=False, continued=True)
             return

@@ -1,12 +1,13 @@
 // The questions a waiting run asks (`input_requested`), each with a form made from its schema.
 //
-// A form is sent as `respond`; if the server refuses the answer (`invalid_input`, `conflict`)
+// A yes-or-no question (a boolean schema, e.g. a step's confirmation) gets two buttons
+// instead of a checkbox. A form is sent as `respond`; if the server refuses the answer (`invalid_input`, `conflict`)
 // its message is shown next to the form and the run keeps waiting. A form goes away when its
 // request is answered, by this page or anyone else (`input_received`), which run.js reports by
 // calling `set` with the requests still open.
 
 import { el, show } from './dom.js';
-import { FieldError, buildAnswer } from './schemaform.js';
+import { FieldError, buildAnswer, widgetKind } from './schemaform.js';
 
 export class Asks {
   constructor({ root, socket, announce }) {
@@ -14,13 +15,13 @@ export class Asks {
     this.socket = socket;
     this.announce = announce;
     this.runId = null;
-    this.forms = new Map(); // request_id -> {form, field, button, error, sending}
+    this.forms = new Map(); // request_id -> {form, field, buttons, error, status, sending}
     // One delegated listener for every form in the list.
     root.addEventListener('submit', (e) => {
       const form = e.target.closest('form[data-request-id]');
       if (!form) return;
       e.preventDefault();
-      this.send(form.dataset.requestId);
+      this.send(form.dataset.requestId, e.submitter?.dataset.answer);
     });
   }
 
@@ -48,8 +49,14 @@ export class Asks {
 
   add(request) {
     const id = `ask-${this.forms.size}-${String(request.request_id).replace(/[^A-Za-z0-9_-]/g, '_')}`;
-    const field = buildAnswer(request.schema, id);
-    const button = el('button', { type: 'submit', class: 'primary' }, 'Send answer');
+    const yesNo = widgetKind(request.schema) === 'boolean';
+    const field = yesNo ? null : buildAnswer(request.schema, id);
+    const buttons = yesNo
+      ? [
+          el('button', { type: 'submit', class: 'primary', dataset: { answer: 'true' } }, 'Yes'),
+          el('button', { type: 'submit', dataset: { answer: 'false' } }, 'No'),
+        ]
+      : [el('button', { type: 'submit', class: 'primary' }, 'Send answer')];
     const error = el('p', { class: 'error ask-error', role: 'alert', hidden: true });
     const status = el('p', { class: 'hint ask-status', 'aria-live': 'polite' });
     const prompt = typeof request.prompt === 'string' ? request.prompt : JSON.stringify(request.prompt);
@@ -62,12 +69,12 @@ export class Asks {
         el('legend', { class: 'ask-prompt' }, prompt || 'This run is waiting for input'),
         request.step ? el('p', { class: 'hint' }, 'Asked by step ', el('code', {}, request.step)) : null,
         deadline(request),
-        field.node,
+        field?.node,
       ),
-      el('div', { class: 'row' }, button, status),
+      el('div', { class: 'row' }, ...buttons, status),
       error,
     );
-    this.forms.set(request.request_id, { form, field, button, error, status, sending: false });
+    this.forms.set(request.request_id, { form, field, buttons, error, status, sending: false });
     this.root.append(form);
   }
 
@@ -81,12 +88,13 @@ export class Asks {
     }
   }
 
-  send(requestId) {
+  /** Send the form's answer; `pressed` is the answer of a yes-or-no button ('true', 'false'). */
+  send(requestId, pressed) {
     const entry = this.forms.get(requestId);
-    if (!entry || entry.sending) return;
+    if (!entry || entry.sending || (!entry.field && pressed === undefined)) return;
     let value;
     try {
-      value = entry.field.read();
+      value = entry.field ? entry.field.read() : pressed === 'true';
     } catch (err) {
       if (!(err instanceof FieldError)) throw err;
       this.setError(entry, err.message, err.input);
@@ -95,7 +103,7 @@ export class Asks {
     this.setError(entry, null);
     const runId = this.runId;
     entry.sending = true;
-    entry.button.disabled = true;
+    for (const button of entry.buttons) button.disabled = true;
     entry.status.textContent = 'Sending…';
     this.socket
       .request({ type: 'respond', run_id: runId, request_id: requestId, value })
@@ -108,7 +116,7 @@ export class Asks {
       .catch((err) => {
         if (runId !== this.runId) return;
         entry.sending = false;
-        entry.button.disabled = false;
+        for (const button of entry.buttons) button.disabled = false;
         entry.status.textContent = '';
         const reason = err.code === 'disconnected' ? 'not connected to the server; try again' : err.message;
         this.setError(entry, `The answer was not accepted (${err.code}): ${reason}`);

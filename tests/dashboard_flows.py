@@ -73,3 +73,12 @@ async def _ask_everything(step_input: StepInput, ctx: StepContext) -> Any:
 
 
 every_kind = Workflow("every_kind", [Step("form", _ask_everything)], description="asks with every kind of field")
+
+confirm = Workflow(
+    "confirm",
+    [
+        Step("deploy", lambda si: "deployed", requires_confirmation=True, confirmation_message="Deploy to production?"),
+        Step("notify", lambda si: f"told everyone: {si.previous_step_content}"),
+    ],
+    description="deploy only once a person says yes",
+)

@@ -182,6 +182,20 @@ def test_an_answer_the_server_refuses_shows_its_error(live_server: ServerProcess
     expect(page.locator("#run-asks")).to_be_hidden()
 
 
+def test_a_yes_or_no_question_has_two_buttons(live_server: ServerProcess, page: Page) -> None:
+    yes, no = (post_run(live_server, "confirm", None)["run_id"] for _ in range(2))
+    for run_id, button in ((yes, "Yes"), (no, "No")):
+        page.goto(f"{live_server.http_url}/#/runs/{run_id}")
+        form = page.locator("#run-asks form.ask")
+        expect(form.locator(".ask-prompt")).to_have_text("Deploy to production?")
+        expect(form.locator("input")).to_have_count(0)
+        form.get_by_role("button", name=button, exact=True).click()
+        expect(page.locator("#run-status")).to_have_text("completed")
+    assert wait_finished(live_server, yes)["output"] == "told everyone: deployed"
+    skipped = wait_finished(live_server, no)
+    assert [s["status"] for s in skipped["steps"]] == ["skipped", "completed"]
+
+
 def test_the_form_has_a_field_for_each_kind_of_schema(live_server: ServerProcess, page: Page) -> None:
     sent: list[dict[str, Any]] = []
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))

@@ -38,7 +38,8 @@ export class RunsView {
     this.crossing = null; // frames that came while a listing was on its way: applied after it
     this.feedWorkflow = null; // the workflow filter the feed has on this connection, '' for all
     this.visible = false;
-    this.unshown = 0; // new runs not added because the first page is full
+    this.unshown = new Set(); // ids of new runs not added because the first page is full
+    this.countsFrame = 0; // the counts are repainted at most once per animation frame
 
     this.body = document.getElementById('runs-body');
     this.workflowFilter = document.getElementById('filter-workflow');
@@ -200,7 +201,7 @@ export class RunsView {
     if (this.crossing) this.crossing.push(frame); // applied again once the listing is in
     const run = this.remember(frame);
     const workflow = this.workflowFilter.value;
-    if (!workflow || run.workflow === workflow) this.recent.set(run.run_id, run);
+    if (!workflow || run.workflow === workflow) this.keepRecent(run);
     const row = this.rows.get(run.run_id);
     if (row) {
       const before = row.run.status;
@@ -210,13 +211,26 @@ export class RunsView {
       if (before !== run.status) this.announceStatus(run);
     } else if (this.matches(run) && this.belongsHere(run)) {
       if (this.rows.size >= MAX_LIVE_ROWS) {
-        this.unshown++;
+        this.unshown.add(run.run_id);
         this.paintMore();
       } else {
         this.insert(this.buildRow(run));
       }
     }
-    this.paintCounts();
+    if (this.countsFrame === 0) {
+      this.countsFrame = requestAnimationFrame(() => {
+        this.countsFrame = 0;
+        this.paintCounts();
+      });
+    }
+  }
+
+  /** Count this run; past twice RECENT runs, only the RECENT newest are counted. */
+  keepRecent(run) {
+    this.recent.set(run.run_id, run);
+    if (this.recent.size <= 2 * RECENT) return;
+    const newest = [...this.recent.values()].sort((a, b) => (newer(a, b) ? -1 : 1)).slice(0, RECENT);
+    this.recent = new Map(newest.map((r) => [r.run_id, r]));
   }
 
   /** Only the first page takes runs it was not listed with, and only those within its range. */
@@ -237,7 +251,7 @@ export class RunsView {
     for (const run of runs) this.rows.set(run.run_id, this.buildRow(run));
     replaceChildren(this.body, ...[...this.rows.values()].map((row) => row.tr));
     this.next = next;
-    this.unshown = 0;
+    this.unshown = new Set();
     this.paintMore();
     this.pageLabel.textContent = `Page ${this.cursors.length + 1}`;
     this.olderButton.disabled = next === null;
@@ -269,8 +283,9 @@ export class RunsView {
 
   paintMore() {
     show(this.empty, this.rows.size === 0);
-    this.more.textContent = `${this.unshown} newer run${this.unshown === 1 ? '' : 's'} not shown: show the newest`;
-    show(this.more, this.unshown > 0);
+    const n = this.unshown.size;
+    this.more.textContent = `${n} newer run${n === 1 ? '' : 's'} not shown: show the newest`;
+    show(this.more, n > 0);
   }
 
   paintCounts() {

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,25 @@ def test_counts_and_the_waiting_filter(live_server: ServerProcess, page: Page) -
     page.locator('.count[data-status="waiting"]').click()  # again: the filter is lifted
     expect(page.locator("#filter-status")).to_have_value("")
     expect(page.locator("#runs-body tr")).to_have_count(3)
+
+
+def test_a_flood_of_new_runs_is_bounded_on_the_first_page(live_server: ServerProcess, page: Page) -> None:
+    page.goto(live_server.http_url + "/")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: post_run(live_server, "echo", i)["run_id"], range(230)))
+    # The first page takes new runs up to 200 rows, then offers the newest instead of growing.
+    expect(page.locator("#runs-more")).to_have_text("30 newer runs not shown: show the newest")
+    expect(page.locator("#runs-body tr")).to_have_count(200)
+    shown = page.locator("#runs-body tr").evaluate_all("rs => rs.map(r => r.dataset.runId)")
+    assert len(set(shown)) == 200 and set(shown) <= set(ids)
+    for run_id in ids:
+        wait_finished(live_server, run_id)
+    expect(page.locator('.count[data-status="completed"]')).to_have_attribute("data-count", "230")
+    page.locator("#runs-more").click()
+    expect(page.locator("#runs-more")).to_be_hidden()
+    expect(page.locator("#runs-body tr")).to_have_count(50)
+    newest = http("GET", live_server.http_url + "/api/runs?limit=50")[1]["runs"]
+    assert page.locator("#runs-body tr").evaluate_all("rs => rs.map(r => r.dataset.runId)") == [
+        r["run_id"] for r in newest
+    ]

@@ -40,6 +40,37 @@ def live_server(tmp_path: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
+@pytest.fixture
+def clis() -> Iterator[list[subprocess.Popen[str]]]:
+    """The CLI processes a test starts; any still running at its end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for cli in started:
+        cli.kill()
+        cli.wait(10)
+
+
+def run_from_the_cli(server: ServerProcess, clis: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """`python -m client run approval`, which watches its run to the end (reconnecting if need be)."""
+    command = ["run", "approval", "--input", json.dumps(TOPIC)]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "client", "--url", server.url, "--json", *command],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    clis.append(cli)
+    return cli
+
+
+def cli_outputs(cli: subprocess.Popen[str]) -> list[Any]:
+    """Wait for the CLI to end (it must succeed); the outputs of the run_completed it printed."""
+    out, err = cli.communicate(timeout=20)
+    assert cli.returncode == 0, err
+    return [json.loads(line)["data"]["output"] for line in out.splitlines() if '"run_completed"' in line]
+
+
 def row_of(page: Page, run_id: str) -> Any:
     return page.locator(f'#runs-body tr[data-run-id="{run_id}"]')
 
@@ -50,62 +81,53 @@ def request_id_of(server: ServerProcess, run_id: str) -> str:
 
 
 def test_a_run_started_from_the_cli_shows_up_live_and_is_answered_by_a_click(
-    live_server: ServerProcess, page: Page
+    live_server: ServerProcess, page: Page, clis: list[subprocess.Popen[str]]
 ) -> None:
     page.goto(live_server.http_url + "/")
     expect(page.locator("#connection")).to_have_text("Connected")
     expect(page.locator("#runs-empty")).to_be_visible()
-    command = ["run", "approval", "--input", json.dumps(TOPIC)]
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "client", "--url", live_server.url, "--json", *command],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # No click, no reload: the run appears, streams its draft, then waits for an answer.
-        rows = page.locator("#runs-body tr")
-        expect(rows).to_have_count(1)
-        row = rows.first
-        expect(row).to_have_attribute("data-workflow", "approval")
-        expect(row).to_have_attribute("data-status", "waiting")
-        expect(row.locator(".answer-link")).to_have_text("Answer: Publish this draft?")
-        expect(row.locator(".step-now")).to_have_text("review · 1/4 steps")
-        expect(page.locator('.count[data-status="waiting"]')).to_have_attribute("data-count", "1")
-        screenshot(page, "control-room.png", full_page=False)
+    cli = run_from_the_cli(live_server, clis)
+    # No click, no reload: the run appears, streams its draft, then waits for an answer.
+    rows = page.locator("#runs-body tr")
+    expect(rows).to_have_count(1)
+    row = rows.first
+    expect(row).to_have_attribute("data-workflow", "approval")
+    expect(row).to_have_attribute("data-status", "waiting")
+    expect(row.locator(".answer-link")).to_have_text("Answer: Publish this draft?")
+    expect(row.locator(".step-now")).to_have_text("review · 1/4 steps")
+    expect(page.locator('.count[data-status="waiting"]')).to_have_attribute("data-count", "1")
+    screenshot(page, "control-room.png", full_page=False)
 
-        row.locator(".answer-link").click()
-        form = page.locator("#run-asks form.ask")
-        expect(form.locator(".ask-prompt")).to_have_text("Publish this draft?")
-        expect(page.locator("#run-status")).to_have_text("waiting")
-        expect(page.locator('.wf-row[data-step="review"] .wf-wait')).to_have_count(1)
-        screenshot(page, "run-waiting.png")
-        form.get_by_label("Approve").check()
-        form.get_by_role("button", name="Send answer").click()
-        expect(page.locator("#run-status")).to_have_text("completed")
-        expect(page.locator("#run-asks")).to_be_hidden()
-        expect(page.locator("#run-output")).to_have_text(json.dumps({"published": DRAFT}, indent=2))
+    row.locator(".answer-link").click()
+    form = page.locator("#run-asks form.ask")
+    expect(form.locator(".ask-prompt")).to_have_text("Publish this draft?")
+    expect(page.locator("#run-status")).to_have_text("waiting")
+    expect(page.locator('.wf-row[data-step="review"] .wf-wait')).to_have_count(1)
+    screenshot(page, "run-waiting.png")
+    form.get_by_label("Approve").check()
+    form.get_by_role("button", name="Send answer").click()
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#run-asks")).to_be_hidden()
+    expect(page.locator("#run-output")).to_have_text(json.dumps({"published": DRAFT}, indent=2))
 
-        page.go_back()
-        expect(row).to_have_attribute("data-status", "completed")
-        expect(page.locator('.count[data-status="waiting"]')).to_have_attribute("data-count", "0")
-        out, err = cli.communicate(timeout=20)
-    finally:
-        cli.kill()
-    assert cli.returncode == 0, err
-    ends = [json.loads(line) for line in out.splitlines() if '"run_completed"' in line]
-    assert [e["data"]["output"] for e in ends] == [{"published": DRAFT}]
+    page.go_back()
+    expect(row).to_have_attribute("data-status", "completed")
+    expect(page.locator('.count[data-status="waiting"]')).to_have_attribute("data-count", "0")
+    assert cli_outputs(cli) == [{"published": DRAFT}]
 
 
 def test_the_control_room_carries_on_across_a_server_restart(
-    live_server: ServerProcess, page: Page, console: Console
+    live_server: ServerProcess, page: Page, console: Console, clis: list[subprocess.Popen[str]]
 ) -> None:
     console.allow(WS_REFUSED)
-    first = post_run(live_server, "approval", TOPIC)["run_id"]
-    request_id = request_id_of(live_server, first)
     page.goto(live_server.http_url + "/")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    cli = run_from_the_cli(live_server, clis)
+    rows = page.locator("#runs-body tr")
+    expect(rows).to_have_count(1)
+    first = str(rows.first.get_attribute("data-run-id"))
     expect(row_of(page, first)).to_have_attribute("data-status", "waiting")
+    request_id = request_id_of(live_server, first)
     # A second tab follows the run itself.
     tab = page.context.new_page()
     tab.on("console", console.on_console)
@@ -149,6 +171,8 @@ def test_the_control_room_carries_on_across_a_server_restart(
     steps = [s["name"] for s in run["steps"] if s["status"] == "completed"]
     assert "decide/revise" in steps and "decide/publish" not in steps
     tab.close()
+    # The CLI that started the run followed it across the restart to its end.
+    assert cli_outputs(cli) == [run["output"]]
 
 
 def test_an_answer_the_server_refuses_shows_its_error(live_server: ServerProcess, page: Page) -> None:

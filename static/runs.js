@@ -18,6 +18,16 @@ const MAX_KNOWN = 5000; // snapshots kept for merging; the oldest unused go firs
 const COUNTED = ['waiting', 'running', 'pending', 'completed', 'failed', 'cancelled'];
 const COUNT_LABEL = { waiting: 'waiting for input' };
 
+/**
+ * Of two snapshots of one run, the one with the higher last_seq; at the same last_seq, the
+ * newer one's fields over the older's (a listing's entry may lack what a frame had).
+ */
+export function keepNewest(old, run) {
+  if (!old || run.last_seq > old.last_seq) return run;
+  if (run.last_seq < old.last_seq) return old;
+  return { ...old, ...run };
+}
+
 /** The order of the table: newest first (creation time, then id, as the server stores them). */
 function newer(a, b) {
   if (a.created_at !== b.created_at) return (a.created_at ?? '') > (b.created_at ?? '');
@@ -180,10 +190,7 @@ export class RunsView {
 
   /** Keep the snapshot with the highest last_seq; returns the one kept. */
   remember(run) {
-    const old = this.known.get(run.run_id);
-    let kept = run;
-    if (old && old.last_seq > run.last_seq) kept = old;
-    else if (old && old.last_seq === run.last_seq) kept = { ...old, ...run }; // a listing has no current_step
+    const kept = keepNewest(this.known.get(run.run_id), run);
     this.known.delete(run.run_id); // re-inserted last: the map's order is the order of use
     this.known.set(run.run_id, kept);
     if (this.known.size > MAX_KNOWN) {

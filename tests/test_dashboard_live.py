@@ -220,6 +220,15 @@ def test_a_yes_or_no_question_has_two_buttons(live_server: ServerProcess, page: 
     skipped = wait_finished(live_server, no)
     assert [s["status"] for s in skipped["steps"]] == ["skipped", "completed"]
 
+    # Answered by someone else while the page shows the question: the form goes away.
+    elsewhere = post_run(live_server, "confirm", None)["run_id"]
+    page.goto(f"{live_server.http_url}/#/runs/{elsewhere}")
+    expect(page.locator("#run-asks .ask-prompt")).to_have_text("Deploy to production?")
+    answer = {"request_id": request_id_of(live_server, elsewhere), "value": True}
+    assert http("POST", f"{live_server.http_url}/api/runs/{elsewhere}/respond", answer)[0] == 200
+    expect(page.locator("#run-asks")).to_be_hidden()
+    expect(page.locator("#run-status")).to_have_text("completed")
+
 
 def test_the_form_has_a_field_for_each_kind_of_schema(live_server: ServerProcess, page: Page) -> None:
     sent: list[dict[str, Any]] = []
@@ -362,3 +371,37 @@ def test_a_flood_of_new_runs_is_bounded_on_the_first_page(live_server: ServerPro
     assert page.locator("#runs-body tr").evaluate_all("rs => rs.map(r => r.dataset.runId)") == [
         r["run_id"] for r in newest
     ]
+
+
+def test_pure_parts_in_the_browser(live_server: ServerProcess, page: Page) -> None:
+    """What kind of field each schema gets, and which of two snapshots of a run is kept."""
+    page.goto(live_server.http_url + "/")  # the modules are imported from the dashboard's origin
+    kinds = page.evaluate(
+        """async () => {
+            const { widgetKind } = await import('/schemaform.js');
+            return [
+                {type: 'boolean'}, {type: 'integer'}, {type: ['number', 'null']}, {type: 'string'},
+                {enum: [1, 'a']}, {const: 'x'}, {type: 'object', properties: {}}, {type: 'object'},
+                {type: 'array'}, {anyOf: [{type: 'string'}]}, {type: ['string', 'integer']}, {}, null,
+            ].map(widgetKind);
+        }"""
+    )
+    assert kinds == [
+        "boolean", "number", "number", "string", "choice", "choice", "object", "json",
+        "json", "json", "json", "json", "json",
+    ]  # fmt: skip
+    kept = page.evaluate(
+        """async () => {
+            const { keepNewest } = await import('/runs.js');
+            const listed = {run_id: 'r', status: 'running', last_seq: 5};
+            const frame = {run_id: 'r', status: 'running', last_seq: 5, current_step: 'b'};
+            const later = {run_id: 'r', status: 'completed', last_seq: 9, current_step: null};
+            return [
+                keepNewest(undefined, listed), keepNewest(later, listed), keepNewest(listed, later),
+                keepNewest(frame, listed), keepNewest(listed, frame),
+            ];
+        }"""
+    )
+    frame = {"run_id": "r", "status": "running", "last_seq": 5, "current_step": "b"}
+    later = {"run_id": "r", "status": "completed", "last_seq": 9, "current_step": None}
+    assert kept == [{"run_id": "r", "status": "running", "last_seq": 5}, later, later, frame, frame]

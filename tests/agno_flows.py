@@ -1,0 +1,68 @@
+"""Agno workflows for tests/test_agno.py, plain Agno code: served by `--workflows`.
+
+Each agent's model talks to the stub OpenAI server at AGNO_STUB (its scenario in the path).
+"""
+
+from __future__ import annotations
+
+import os
+
+from agno.agent import Agent
+from agno.models.openai import OpenAIChat
+from agno.workflow import Parallel, Step, Steps, Workflow
+from agno.workflow.types import StepInput, StepOutput
+
+STUB = os.environ.get("AGNO_STUB", "http://127.0.0.1:9")
+
+
+def model(scenario: str, id: str) -> OpenAIChat:
+    return OpenAIChat(id=id, base_url=f"{STUB}/{scenario}/v1", api_key="sk-stub")
+
+
+def fine(step_input: StepInput) -> StepOutput:
+    return StepOutput(content=f"fine with {step_input.input}")
+
+
+def says_no(step_input: StepInput) -> StepOutput:
+    return StepOutput(content="nothing", success=False, error=f"the step said no to {step_input.previous_step_content}")
+
+
+def shout(step_input: StepInput) -> StepOutput:
+    return StepOutput(content=str(step_input.previous_step_content).upper())
+
+
+def right(step_input: StepInput) -> StepOutput:
+    return StepOutput(content=f"right of {step_input.input}")
+
+
+def branches(step_input: StepInput) -> StepOutput:
+    return StepOutput(content=step_input.get_step_content("both"))
+
+
+failing = Workflow(
+    name="agno-fail", steps=[Step(name="ok", executor=fine), Step(name="no", executor=says_no, max_retries=0)]
+)
+
+flaky = Workflow(
+    name="agno-retry",
+    steps=[Step(name="flaky", agent=Agent(name="Flaky", model=model("stream-fail-once", "flaky-1")), max_retries=1)],
+)
+
+two_steps = Workflow(
+    name="agno-two",
+    steps=[
+        Step(name="first", agent=Agent(name="First", model=model("ok", "first-1"))),
+        Step(name="second", agent=Agent(name="Second", model=model("stall-once", "second-1"))),
+        Step(name="shout", executor=shout),
+    ],
+)
+
+groups = Workflow(
+    name="agno-groups",
+    steps=[
+        Parallel(Step(name="left", executor=fine), Step(name="right", executor=right), name="both"),
+        Step(name="branches", executor=branches),  # Agno's view of the Parallel before it
+        Steps(name="then", steps=[Step(name="again", executor=fine), Step(name="loud", executor=shout)]),
+        Step(name="after", executor=shout),  # sees the last inner step's content
+    ],
+)

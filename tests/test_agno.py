@@ -1,0 +1,228 @@
+"""Agno workflows served by runcast: an unchanged Agno module given to `--workflows`, its
+models aimed at the stub OpenAI server, seen by a client over /ws."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import ROOT, Client, ServerProcess, assert_log
+from .stub_openai import EVERY_TOOL_ARGS, EVERY_TOOL_TASK, StubOpenAI, every_tool_answer, reply_text, serving
+
+if importlib.util.find_spec("agno") is None and not os.environ.get("CI"):
+    pytest.skip("agno is not installed: pip install -e '.[agno]'", allow_module_level=True)
+
+EXAMPLE = ROOT / "examples" / "agno_workflow.py"
+FLOWS = Path(__file__).with_name("agno_flows.py")
+CONTENT = "Content Creation Workflow"
+
+
+def stub_env(stub: StubOpenAI) -> dict[str, str]:
+    """What the served Agno code reads: the openai library's base URL and key, the flows' stub."""
+    return {
+        "OPENAI_BASE_URL": stub.url("every-tool"),
+        "OPENAI_API_KEY": "sk-stub",
+        "AGNO_STUB": f"http://127.0.0.1:{stub.port}",
+        "AGNO_TELEMETRY": "false",  # nothing leaves the machine
+    }
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubOpenAI]:
+    with serving(StubOpenAI()) as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def server(stub: StubOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with pytest.MonkeyPatch.context() as env:  # the child server inherits the environment
+        for key, value in stub_env(stub).items():
+            env.setenv(key, value)
+        db = tmp_path_factory.mktemp("agno") / "agno.db"
+        proc = ServerProcess(db, "--workflows", str(EXAMPLE), "--workflows", str(FLOWS)).start(timeout=60)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def by_step(events: list[dict[str, Any]], step: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["step"] == step]
+
+
+def text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["data"]["delta"] for e in events if e["event"] == "step_output")
+
+
+async def test_the_agno_example_runs_as_runcast_steps_with_its_text_and_tool_calls(
+    server: ServerProcess, stub: StubOpenAI
+) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start(CONTENT, "AI trends in 2024")
+    events = await client.until_terminal(run_id)
+    assert_log(events)  # seq 1..n without gaps, one terminal event last
+
+    steps = [(e["event"], e["step"]) for e in events if e["event"] in ("step_started", "step_completed")]
+    assert steps == [
+        ("step_started", "Research Step"),
+        ("step_completed", "Research Step"),
+        ("step_started", "Content Planning Step"),
+        ("step_completed", "Content Planning Step"),
+    ]
+    research, planning = by_step(events, "Research Step"), by_step(events, "Content Planning Step")
+
+    # The team leader delegates to each member, and each member calls its tool: all are tool calls
+    # of the step, each start followed by its end with the same call_id.
+    tools = [(e["event"], e["data"]["tool"]) for e in research if e["event"].startswith("tool_call_")]
+    assert tools == [
+        ("tool_call_started", "delegate_task_to_member"),
+        ("tool_call_started", "get_top_hackernews_stories"),
+        ("tool_call_completed", "get_top_hackernews_stories"),
+        ("tool_call_completed", "delegate_task_to_member"),
+        ("tool_call_started", "delegate_task_to_member"),
+        ("tool_call_started", "web_search"),
+        ("tool_call_completed", "web_search"),
+        ("tool_call_completed", "delegate_task_to_member"),
+    ]
+    calls = [e["data"] for e in research if e["event"] == "tool_call_started"]
+    assert len({c["call_id"] for c in calls}) == 4
+    assert calls[0]["args"] == {"member_id": "hackernews-agent", "task": EVERY_TOOL_TASK}
+    assert calls[1]["args"] == {"num_stories": EVERY_TOOL_ARGS["integer"]}
+    assert calls[3]["args"] == {"query": EVERY_TOOL_ARGS["string"], "max_results": EVERY_TOOL_ARGS["integer"]}
+    done = {e["data"]["call_id"]: e["data"] for e in research if e["event"] == "tool_call_completed"}
+    stories = done[calls[1]["call_id"]]["result"]  # the stand-in's JSON text, given back as JSON
+    assert [s["title"] for s in stories][:1] == ["Show HN: Background jobs that stream their progress"]
+    assert len(stories) == 2
+    assert done[calls[0]["call_id"]]["result"] == every_tool_answer("gpt-5-mini", EVERY_TOOL_TASK, 1)
+
+    # step_output is the leader's text (members' text reaches it as tool results), once.
+    leader = every_tool_answer("gpt-5-mini", "AI trends in 2024", 2)
+    assert text(research) == leader
+    assert research[-1]["data"]["output"] == leader
+    # The planner sees the research step's output, as under Agno.
+    assert text(planning) == every_tool_answer("gpt-5-mini", leader, 0)
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == text(planning)
+    assert planning[-1]["data"]["output"] == text(planning)
+    asked = [r.body["messages"][-1]["content"] for r in stub.requests if r.body["model"] == "gpt-5-mini"]
+    assert leader in asked
+    await client.close()
+
+
+async def test_list_workflows_shows_the_agno_workflows_with_their_steps(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    reply = await client.request({"type": "list_workflows"})
+    listed = {w["name"]: w for w in reply["workflows"]}
+    assert listed[CONTENT]["steps"] == ["Research Step", "Content Planning Step"]
+    assert listed[CONTENT]["description"] == "Automated content creation from blog posts to social media"
+    assert listed["agno-two"]["steps"] == ["first", "second", "shout"]
+    assert listed["agno-groups"]["steps"] == ["both", "branches", "then", "after"]
+    assert "echo" in listed  # the built-in ones are still there
+    assert "db (SqliteDb) is not used" in server.tail(20_000)
+    await client.close()
+
+
+async def test_an_unsuccessful_agno_step_fails_the_step_and_the_run(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start("agno-fail", "x")
+    events = await client.until_terminal(run_id)
+    assert_log(events)
+    ok = by_step(events, "ok")
+    assert ok[-1]["event"] == "step_completed" and ok[-1]["data"]["output"] == "fine with x"
+    failed = [e for e in events if e["event"] == "step_failed"]
+    assert [(e["step"], e["data"]["will_retry"], e["data"]["attempt"]) for e in failed] == [("no", False, 1)]
+    assert "the step said no to fine with x" in failed[0]["data"]["error"]
+    assert events[-1]["event"] == "run_failed" and "the step said no" in events[-1]["data"]["error"]
+    await client.close()
+
+
+async def test_an_agno_retry_is_a_runcast_attempt_and_streams_its_output_once(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start("agno-retry", "hi")
+    events = await client.until_terminal(run_id)
+    assert_log(events)
+    kinds = [(e["event"], e["data"].get("attempt")) for e in events if e["event"] in ("step_started", "step_failed")]
+    assert kinds == [("step_started", 1), ("step_failed", 1), ("step_started", 2)]
+    assert [e["data"]["will_retry"] for e in events if e["event"] == "step_failed"] == [True]
+    second = events.index(next(e for e in events if e["event"] == "step_started" and e["data"]["attempt"] == 2))
+    first_try, second_try = events[:second], events[second:]
+    assert text(first_try) == "Hello"  # the stub's first piece, before it broke off
+    assert text(second_try) == reply_text("flaky-1")  # the whole answer, once
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == reply_text("flaky-1")
+    await client.close()
+
+
+async def test_agno_groups_are_one_step_each_with_their_inner_steps_as_progress(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start("agno-groups", "y")
+    events = await client.until_terminal(run_id)
+    assert_log(events)
+    steps = [e["step"] for e in events if e["event"] == "step_completed"]
+    assert steps == ["both", "branches", "then", "after"]
+    inner = [(e["step"], e["data"]["step"], e["data"]["status"]) for e in events if e["event"] == "progress"]
+    assert sorted(x for x in inner if x[0] == "both") == [
+        ("both", "left", "completed"),
+        ("both", "left", "started"),
+        ("both", "right", "completed"),
+        ("both", "right", "started"),
+    ]
+    assert [x for x in inner if x[0] == "then"] == [
+        ("then", "again", "started"),
+        ("then", "again", "completed"),
+        ("then", "loud", "started"),
+        ("then", "loud", "completed"),
+    ]
+    outputs = {e["step"]: e["data"]["output"] for e in events if e["event"] == "step_completed"}
+    assert outputs["both"] == {"left": "fine with y", "right": "right of y"}  # as runcast's own Parallel
+    assert outputs["branches"] == {"left": "fine with y", "right": "right of y"}  # Agno's get_step_content
+    assert outputs["then"] == "FINE WITH Y"  # what Agno hands on from a Steps: its last inner step's
+    assert outputs["after"] == "FINE WITH Y"
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == "FINE WITH Y"
+    await client.close()
+
+
+async def test_a_kill_between_agno_steps_resumes_at_the_step_it_was_in(tmp_path: Path) -> None:
+    with serving(StubOpenAI()) as stub, pytest.MonkeyPatch.context() as env:
+        for key, value in stub_env(stub).items():
+            env.setenv(key, value)
+        proc = ServerProcess(tmp_path / "kill.db", "--workflows", str(FLOWS)).start(timeout=60)
+        try:
+            client = await Client.connect(proc.url)
+            run_id = await client.start("agno-two", "go")
+            # The second step's model has sent its first piece and then stalls: kill -9 now.
+            await client.wait(lambda m: m.get("event") == "step_output" and m.get("step") == "second", timeout=30)
+            proc.kill()
+            await client.close()
+            proc.restart()
+            client = await Client.connect(proc.url)
+            await client.request({"type": "subscribe", "run_id": run_id})
+            events = await client.until_terminal(run_id)
+        finally:
+            proc.stop()
+    assert_log(events)
+    started = [(e["step"], e["data"]["attempt"]) for e in events if e["event"] == "step_started"]
+    assert started == [("first", 1), ("second", 1), ("second", 2), ("shout", 1)]
+    resumed = [e["data"] for e in events if e["event"] == "run_resumed"]
+    assert resumed == [{"reason": "restart", "from_step": "second"}]
+    assert stub.hits["ok"] == 1  # the first step's model was not asked again
+    assert stub.hits["stall-once"] == 2
+    assert events[-1]["event"] == "run_completed"
+    assert events[-1]["data"]["output"] == reply_text("second-1").upper()
+    await client.close()
+
+
+def test_the_example_is_agno_code_that_runs_under_agno_too(stub: StubOpenAI, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | stub_env(stub)
+    env["RUNCAST_POLL_SECONDS"] = "0.2"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Run ID:" in done.stdout and "answers 'AI trends in 2024'" in done.stdout
+    assert (tmp_path / "tmp" / "workflow.db").exists()  # Agno's own db, used when Agno runs it

@@ -226,3 +226,110 @@ def test_the_example_is_agno_code_that_runs_under_agno_too(stub: StubOpenAI, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Run ID:" in done.stdout and "answers 'AI trends in 2024'" in done.stdout
     assert (tmp_path / "tmp" / "workflow.db").exists()  # Agno's own db, used when Agno runs it
+
+
+async def test_cancelling_a_run_stops_its_agno_step_and_its_model_call(server: ServerProcess, stub: StubOpenAI) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start("agno-two", "stop")
+    await client.wait(lambda m: m.get("event") == "step_output" and m.get("step") == "second", timeout=30)
+    reply = await client.request({"type": "cancel", "run_id": run_id})
+    assert reply["type"] == "cancel_requested"
+    events = await client.until_terminal(run_id, timeout=5)
+    assert_log(events)
+    assert events[-1]["event"] == "run_cancelled"
+    assert not [e for e in events if e["step"] == "shout"]
+    await client.close()
+
+
+# ---- the mapping itself, on Agno's own objects (no server) --------------------------------
+
+
+def test_agno_steps_become_runcast_steps_with_agno_retries_moved_to_runcast() -> None:
+    from agno.workflow import Parallel, Step, Workflow
+    from agno.workflow.types import StepOutput
+
+    from server.agents.agno import from_agno
+
+    def work(step_input: Any) -> StepOutput:
+        return StepOutput(content="done")
+
+    plain, careful = Step(name="plain", executor=work), Step(name="careful", executor=work, max_retries=5)
+    optional = Step(name="optional", executor=work, max_retries=0, skip_on_failure=True)
+    both = Parallel(Step(name="a", executor=work, max_retries=1), Step(name="b", executor=work), name="both")
+    wf = from_agno(Workflow(name="W", description="d", steps=[plain, careful, optional, both]))
+    assert (wf.name, wf.description, [s.name for s in wf.steps]) == ("W", "d", ["plain", "careful", "optional", "both"])
+    assert [s.max_retries for s in wf.steps] == [3, 5, 0, 3]  # Agno's default is 3; a container's largest
+    assert [s.skip_on_failure for s in wf.steps] == [False, False, True, False]
+    assert [plain.max_retries, careful.max_retries, *(s.max_retries for s in both.steps)] == [0, 0, 0, 0]
+    assert not optional.skip_on_failure  # Agno raises, runcast marks the step skipped
+
+
+def test_agno_workflows_that_runcast_cannot_serve_are_refused_by_name() -> None:
+    from agno.workflow import Step, Workflow
+    from agno.workflow.types import HumanReview
+
+    from server.agents.agno import from_agno
+
+    def work(step_input: Any) -> str:
+        return "done"
+
+    with pytest.raises(ValueError, match="needs a name"):
+        from_agno(Workflow(steps=[Step(name="s", executor=work)]))
+    with pytest.raises(ValueError, match="not a function"):
+        from_agno(Workflow(name="F", steps=work))
+    confirm = Step(name="send", executor=work, human_review=HumanReview(requires_confirmation=True))
+    with pytest.raises(ValueError, match="'send': human review is not served"):
+        from_agno(Workflow(name="H", steps=[confirm]))
+
+
+async def test_agno_events_map_to_runcast_events_each_tool_call_ending_once() -> None:
+    import asyncio
+
+    from agno.models.response import ToolExecution
+    from agno.run.agent import RunContentEvent, ToolCallCompletedEvent, ToolCallErrorEvent, ToolCallStartedEvent
+    from agno.run.team import RunContentEvent as TeamRunContentEvent
+
+    from server.agents.agno import _Events
+    from server.engine.context import StepContext
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+    emit = lambda event, data: sent.append((event, data))  # noqa: E731
+    ctx = StepContext("r", "s", 1, emit, asyncio.get_running_loop(), threaded=False)
+    events = _Events(ctx)
+    call = ToolExecution(tool_call_id="c1", tool_name="add", tool_args={"a": 1})
+    for event in [
+        TeamRunContentEvent(content="lead "),
+        RunContentEvent(content="member text", parent_run_id="team-run"),  # a member's: not streamed
+        ToolCallStartedEvent(tool=call),
+        ToolCallErrorEvent(tool=call, error="bad"),
+        ToolCallCompletedEvent(tool=ToolExecution(tool_call_id="c1", tool_name="add", result="2")),  # ended already
+        ToolCallStartedEvent(tool=ToolExecution(tool_name="search", tool_args={"q": "x"})),  # no id: one is made
+        ToolCallCompletedEvent(tool=ToolExecution(tool_call_id="c2", tool_name="add", result="[1]")),  # never started
+        RunContentEvent(content="done"),
+    ]:
+        events.send(event)
+    events.end_open("interrupted")
+    assert sent == [
+        ("step_output", {"delta": "lead "}),
+        ("tool_call_started", {"call_id": "c1", "tool": "add", "args": {"a": 1}}),
+        ("tool_call_failed", {"call_id": "c1", "tool": "add", "error": "bad"}),
+        ("tool_call_started", {"call_id": "search-1", "tool": "search", "args": {"q": "x"}}),
+        ("step_output", {"delta": "done"}),
+        ("tool_call_failed", {"call_id": "search-1", "tool": "search", "error": "interrupted"}),
+    ]
+
+
+def test_agno_values_become_json() -> None:
+    from pydantic import BaseModel
+
+    from server.agents.agno import _result, as_json
+
+    class Plan(BaseModel):
+        weeks: int
+        topics: list[str]
+
+    assert as_json(Plan(weeks=4, topics=["a"])) == {"weeks": 4, "topics": ["a"]}
+    assert as_json({"plan": Plan(weeks=1, topics=[]), 2: (1, 2)}) == {"plan": {"weeks": 1, "topics": []}, "2": [1, 2]}
+    assert as_json(object).startswith("<class")
+    assert _result('[{"title": "x"}]') == [{"title": "x"}]  # Agno gives tool results as text
+    assert _result("plain words") == "plain words"

@@ -11,6 +11,7 @@ from agno.agent import Agent
 from agno.models.openai import OpenAIChat
 from agno.workflow import Parallel, Step, Steps, Workflow
 from agno.workflow.types import StepInput, StepOutput
+from pydantic import BaseModel
 
 STUB = os.environ.get("AGNO_STUB", "http://127.0.0.1:9")
 
@@ -66,3 +67,17 @@ groups = Workflow(
         Step(name="after", executor=shout),  # sees the last inner step's content
     ],
 )
+
+
+class Topic(BaseModel):
+    topic: str
+    weeks: int = 4
+
+
+def plan(step_input: StepInput) -> StepOutput:
+    topic = step_input.input  # the model instance, as under Agno
+    return StepOutput(content=Topic(topic=f"plan for {topic.topic}", weeks=topic.weeks * 2))
+
+
+typed = Workflow(name="agno-typed", input_schema=Topic, steps=[Step(name="plan", executor=plan)])
+typed_again = typed  # the same workflow under two names is served once

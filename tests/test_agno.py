@@ -128,6 +128,20 @@ async def test_list_workflows_shows_the_agno_workflows_with_their_steps(server: 
     await client.close()
 
 
+async def test_an_agno_input_schema_checks_the_input_and_steps_get_its_model(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    bad = await client.request({"type": "start", "workflow": "agno-typed", "input": {"weeks": 2}})
+    assert bad["type"] == "error" and bad["code"] == "invalid_input" and "topic" in bad["message"]
+    run_id = await client.start("agno-typed", {"topic": "AI"})
+    events = await client.until_terminal(run_id)
+    assert events[-1]["event"] == "run_completed"
+    # The step got Agno's model instance, its default filled in; its pydantic output is stored as JSON.
+    assert events[-1]["data"]["output"] == {"topic": "plan for AI", "weeks": 8}
+    listed = {w["name"]: w for w in (await client.request({"type": "list_workflows"}))["workflows"]}
+    assert listed["agno-typed"]["input_schema"]["required"] == ["topic"]
+    await client.close()
+
+
 async def test_an_unsuccessful_agno_step_fails_the_step_and_the_run(server: ServerProcess) -> None:
     client = await Client.connect(server.url)
     run_id = await client.start("agno-fail", "x")
@@ -256,12 +270,15 @@ def test_agno_steps_become_runcast_steps_with_agno_retries_moved_to_runcast() ->
     plain, careful = Step(name="plain", executor=work), Step(name="careful", executor=work, max_retries=5)
     optional = Step(name="optional", executor=work, max_retries=0, skip_on_failure=True)
     both = Parallel(Step(name="a", executor=work, max_retries=1), Step(name="b", executor=work), name="both")
-    wf = from_agno(Workflow(name="W", description="d", steps=[plain, careful, optional, both]))
+    agno_workflow = Workflow(name="W", description="d", steps=[plain, careful, optional, both])
+    wf = from_agno(agno_workflow)
     assert (wf.name, wf.description, [s.name for s in wf.steps]) == ("W", "d", ["plain", "careful", "optional", "both"])
     assert [s.max_retries for s in wf.steps] == [3, 5, 0, 3]  # Agno's default is 3; a container's largest
     assert [s.skip_on_failure for s in wf.steps] == [False, False, True, False]
     assert [plain.max_retries, careful.max_retries, *(s.max_retries for s in both.steps)] == [0, 0, 0, 0]
     assert not optional.skip_on_failure  # Agno raises, runcast marks the step skipped
+    again = from_agno(agno_workflow)  # wrapping it again gives the same
+    assert [(s.max_retries, s.skip_on_failure) for s in again.steps] == [(3, False), (5, False), (0, True), (3, False)]
 
 
 def test_agno_workflows_that_runcast_cannot_serve_are_refused_by_name() -> None:

@@ -20,7 +20,8 @@ hide every failure, is not followed: a failure fails the step, as Agno's "fail" 
 
 Runcast stores everything: an Agno Workflow's `db` is not used (said once in the log),
 nor is its session: each run is its own Agno session (session_id = the run id), and
-`session_state` starts from the Workflow's for every step. A step sees what it would see
+`session_state` starts from the Workflow's for every step, and no workflow history
+(`add_workflow_history_to_steps`) is given to the steps. A step sees what it would see
 under Agno: the run's input and the earlier steps' outputs, as runcast stored them (JSON:
 a pydantic output comes back as a dict). A container's stored output is what Agno hands
 on from it: its last inner step's content, or for a Parallel {branch: content}.
@@ -59,7 +60,8 @@ def agno_workflows(values: Iterable[Any]) -> list[Workflow]:
         return []
     from agno.workflow.workflow import Workflow as AgnoWorkflow
 
-    return [from_agno(value) for value in values if isinstance(value, AgnoWorkflow)]
+    found = {id(value): value for value in values if isinstance(value, AgnoWorkflow)}  # once, even if aliased
+    return [from_agno(value) for value in found.values()]
 
 
 def from_agno(agno_workflow: Any) -> Workflow:
@@ -96,11 +98,14 @@ def _step(agno_workflow: Any, node: Any, index: int, names: list[str]) -> Step:
 
     retries = 0
     for inner in _agno_steps(node):
-        retries = max(retries, inner.max_retries)
+        # Agno's own values are kept on the step, so that wrapping it again gives the same.
+        inner._runcast_retries = getattr(inner, "_runcast_retries", inner.max_retries)
+        retries = max(retries, inner._runcast_retries)
         inner.max_retries = 0  # runcast retries: a retry is a new attempt, streamed afresh
     _refuse_human_review(agno_workflow.name, node)
-    skip = isinstance(node, AgnoStep) and node.skip_on_failure
-    if skip:
+    skip = False
+    if isinstance(node, AgnoStep):
+        node._runcast_skip = skip = getattr(node, "_runcast_skip", node.skip_on_failure)
         node.skip_on_failure = False  # so that Agno raises and runcast marks the step skipped
 
     async def execute(step_input: StepInput, ctx: StepContext) -> Any:

@@ -105,8 +105,9 @@ def _step(agno_workflow: Any, node: Any, index: int, names: list[str]) -> Step:
     _refuse_human_review(agno_workflow.name, node)
     skip = False
     if isinstance(node, AgnoStep):
-        node._runcast_skip = skip = getattr(node, "_runcast_skip", node.skip_on_failure)
-        node.skip_on_failure = False  # so that Agno raises and runcast marks the step skipped
+        step: Any = node
+        step._runcast_skip = skip = getattr(step, "_runcast_skip", step.skip_on_failure)
+        step.skip_on_failure = False  # so that Agno raises and runcast marks the step skipped
 
     async def execute(step_input: StepInput, ctx: StepContext) -> Any:
         return await _execute(agno_workflow, node, index, names, step_input, ctx)

@@ -6,6 +6,7 @@ Each agent's model talks to the stub OpenAI server at AGNO_STUB (its scenario in
 from __future__ import annotations
 
 import os
+import time
 
 from agno.agent import Agent
 from agno.models.openai import OpenAIChat
@@ -14,6 +15,7 @@ from agno.workflow.types import StepInput, StepOutput
 from pydantic import BaseModel
 
 STUB = os.environ.get("AGNO_STUB", "http://127.0.0.1:9")
+FLAG = os.environ.get("AGNO_FLAG", "")  # wait_for_flag returns once this file exists
 
 
 def model(scenario: str, id: str) -> OpenAIChat:
@@ -40,6 +42,14 @@ def branches(step_input: StepInput) -> StepOutput:
     return StepOutput(content=step_input.get_step_content("both"))
 
 
+def wait_for_flag() -> str:
+    """Wait until the test lets this call finish (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while not (FLAG and os.path.exists(FLAG)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "the flag is up" if FLAG and os.path.exists(FLAG) else "no flag"
+
+
 failing = Workflow(
     name="agno-fail", steps=[Step(name="ok", executor=fine), Step(name="no", executor=says_no, max_retries=0)]
 )
@@ -55,6 +65,14 @@ two_steps = Workflow(
         Step(name="first", agent=Agent(name="First", model=model("ok", "first-1"))),
         Step(name="second", agent=Agent(name="Second", model=model("stall-once", "second-1"))),
         Step(name="shout", executor=shout),
+    ],
+)
+
+waiting = Workflow(
+    name="agno-wait",
+    steps=[
+        Step(name="slow", agent=Agent(name="Slow", model=model("every-tool", "slow-1"), tools=[wait_for_flag])),
+        Step(name="loud", executor=shout),
     ],
 )
 

@@ -202,33 +202,57 @@ async def test_agno_groups_are_one_step_each_with_their_inner_steps_as_progress(
 
 
 async def test_a_kill_between_agno_steps_resumes_at_the_step_it_was_in(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
     with serving(StubOpenAI()) as stub, pytest.MonkeyPatch.context() as env:
-        for key, value in stub_env(stub).items():
+        for key, value in {**stub_env(stub), "AGNO_FLAG": str(flag)}.items():
             env.setenv(key, value)
         proc = ServerProcess(tmp_path / "kill.db", "--workflows", str(FLOWS)).start(timeout=60)
         try:
             client = await Client.connect(proc.url)
-            run_id = await client.start("agno-two", "go")
-            # The second step's model has sent its first piece and then stalls: kill -9 now.
+            # Two runs cut off mid-step by kill -9: one while its model streams (then stalls),
+            # one inside a tool call (that waits for the flag).
+            streaming = await client.start("agno-two", "go")
+            in_tool = await client.start("agno-wait", "wait")
             await client.wait(lambda m: m.get("event") == "step_output" and m.get("step") == "second", timeout=30)
+            await client.wait(lambda m: m.get("event") == "tool_call_started" and m.get("step") == "slow", timeout=30)
             proc.kill()
             await client.close()
+            flag.touch()
             proc.restart()
             client = await Client.connect(proc.url)
-            await client.request({"type": "subscribe", "run_id": run_id})
-            events = await client.until_terminal(run_id)
+            logs = {}
+            for run_id in (streaming, in_tool):
+                await client.request({"type": "subscribe", "run_id": run_id})
+                logs[run_id] = await client.until_terminal(run_id)
         finally:
             proc.stop()
-    assert_log(events)
+    for events in logs.values():
+        assert_log(events)
+        assert events[-1]["event"] == "run_completed"
+
+    events = logs[streaming]
     started = [(e["step"], e["data"]["attempt"]) for e in events if e["event"] == "step_started"]
     assert started == [("first", 1), ("second", 1), ("second", 2), ("shout", 1)]
     resumed = [e["data"] for e in events if e["event"] == "run_resumed"]
     assert resumed == [{"reason": "restart", "from_step": "second"}]
     assert stub.hits["ok"] == 1  # the first step's model was not asked again
     assert stub.hits["stall-once"] == 2
-    assert events[-1]["event"] == "run_completed"
     assert events[-1]["data"]["output"] == reply_text("second-1").upper()
+
+    events = logs[in_tool]
+    resumed_at = next(i for i, e in enumerate(events) if e["event"] == "run_resumed")
+    tools = [(e["event"], e["data"]) for e in events if e["event"].startswith("tool_call_")]
+    (_, cut), (_, ended), (_, again), (_, done) = tools
+    assert cut["tool"] == "wait_for_flag" and ended == {**cut_off(cut), "error": "interrupted"}
+    assert events.index(next(e for e in events if e["data"] == ended)) > resumed_at
+    assert again["call_id"] != cut["call_id"]  # the step ran again from its start: a new call
+    assert done == {"call_id": again["call_id"], "tool": "wait_for_flag", "result": "the flag is up"}
+    assert events[-1]["data"]["output"] == every_tool_answer("slow-1", "wait", 1).upper()
     await client.close()
+
+
+def cut_off(started: dict[str, Any]) -> dict[str, Any]:
+    return {"call_id": started["call_id"], "tool": started["tool"]}
 
 
 def test_the_example_is_agno_code_that_runs_under_agno_too(stub: StubOpenAI, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ While a step runs, Agno's events become runcast events:
     model text of the step's agent or team leader  -> step_output (members' text is not
                                                       streamed: their tool calls are)
     tool call started / completed / error          -> tool_call_started / _completed / _failed
+                                                      (a call cut off by a crash: _failed
+                                                      "interrupted" when the step runs again)
     a step inside a Steps, Parallel, ... container -> progress {"step", "status"}
 
 A step Agno reports as unsuccessful fails the runcast step. Agno's own retries are turned
@@ -31,6 +33,7 @@ Agno is imported only when a loaded module has already imported it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -174,6 +177,7 @@ async def _execute(
     from agno.workflow.step import Step as AgnoStep
     from agno.workflow.types import StepOutput as AgnoStepOutput
 
+    await _end_interrupted(ctx)
     agno_input = _agno_input(agno_workflow, index, names, step_input)
     run_id = ctx.run_id
     run = WorkflowRunOutput(
@@ -214,7 +218,10 @@ async def _execute(
                 output = item
             else:
                 events.send(item)
-    except BaseException as exc:
+    except asyncio.CancelledError:
+        events.end_open("cancelled")
+        raise
+    except Exception as exc:
         events.end_open(clip_error(str(exc) or type(exc).__name__))
         raise
     finally:
@@ -228,6 +235,19 @@ async def _execute(
     if isinstance(node, AgnoStep) and not output.success:  # a container's flag may sum up tolerated failures
         raise AgnoStepFailed(output.error or f"Agno step {names[index]!r} reported failure")
     return StepOutput(content=_output(node, output), stop=bool(output.stop))
+
+
+async def _end_interrupted(ctx: StepContext) -> None:
+    """A step run again after a crash or takeover: its calls cut off then end as "interrupted"
+    (the Agno step itself runs again from its start, its tool calls too)."""
+    cut_off: dict[str, str] = {}
+    for event, data in await ctx.history():
+        if event == "tool_call_started":
+            cut_off[str(data.get("call_id"))] = str(data.get("tool"))
+        elif event in ("tool_call_completed", "tool_call_failed"):
+            cut_off.pop(str(data.get("call_id")), None)
+    for call_id, tool in cut_off.items():
+        ctx.tool_event("tool_call_failed", {"call_id": call_id, "tool": tool, "error": "interrupted"})
 
 
 def _output(node: Any, output: Any) -> Any:

@@ -85,6 +85,7 @@ def from_agno(agno_workflow: Any) -> Workflow:
     nodes = list(agno_workflow.steps or [])
     names = [node.name or f"step_{i + 1}" for i, node in enumerate(nodes)]
     steps = [_step(agno_workflow, node, i, names) for i, node in enumerate(nodes)]
+    log.info("Agno workflow %r served, its steps: %s", name, ", ".join(repr(n) for n in names))
     schema = agno_workflow.input_schema
     return Workflow(
         name,

@@ -68,6 +68,13 @@ two_steps = Workflow(
     ],
 )
 
+
+def wait_here(step_input: StepInput) -> StepOutput:
+    return StepOutput(content=wait_for_flag())
+
+
+blocking = Workflow(name="agno-blocking", steps=[Step(name="wait", executor=wait_here)])
+
 waiting = Workflow(
     name="agno-wait",
     steps=[

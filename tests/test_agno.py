@@ -42,10 +42,11 @@ def stub() -> Iterator[StubOpenAI]:
 
 @pytest.fixture(scope="module")
 def server(stub: StubOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("agno")
     with pytest.MonkeyPatch.context() as env:  # the child server inherits the environment
-        for key, value in stub_env(stub).items():
+        for key, value in {**stub_env(stub), "AGNO_FLAG": str(folder / "flag")}.items():
             env.setenv(key, value)
-        db = tmp_path_factory.mktemp("agno") / "agno.db"
+        db = folder / "agno.db"
         proc = ServerProcess(db, "--workflows", str(EXAMPLE), "--workflows", str(FLOWS)).start(timeout=60)
     try:
         yield proc
@@ -264,6 +265,21 @@ def test_the_example_is_agno_code_that_runs_under_agno_too(stub: StubOpenAI, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Run ID:" in done.stdout and "answers 'AI trends in 2024'" in done.stdout
     assert (tmp_path / "tmp" / "workflow.db").exists()  # Agno's own db, used when Agno runs it
+
+
+async def test_a_plain_agno_function_step_runs_in_a_thread_not_on_the_servers_loop(server: ServerProcess) -> None:
+    client = await Client.connect(server.url)
+    run_id = await client.start("agno-blocking", None)
+    await client.wait(lambda m: m.get("event") == "step_started" and m.get("run_id") == run_id)
+    # The step blocks (it waits for the flag file) and the server still answers at once.
+    pong = await client.request({"type": "ping"}, timeout=2)
+    assert pong["type"] == "pong"
+    assert not [e for e in client.events(run_id) if e["event"] == "step_completed"]
+    flag = Path(server.db).with_name("flag")
+    flag.touch()
+    events = await client.until_terminal(run_id)
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == "the flag is up"
+    await client.close()
 
 
 async def test_cancelling_a_run_stops_its_agno_step_and_its_model_call(server: ServerProcess, stub: StubOpenAI) -> None:

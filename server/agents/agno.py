@@ -3,8 +3,10 @@ runcast Workflow with the same name, description and steps.
 
 Each top-level Agno step (a Step with an agent, a team, a function or a nested workflow,
 or a Steps, Parallel, Condition, Loop or Router) is one runcast step, run by Agno's own
-machinery (`aexecute_stream`), so Agno's evaluators, selectors, end conditions and
-aggregation behave exactly as under Agno; runcast checkpoints between these steps.
+machinery (`aexecute_stream`; a Step with a plain function, which Agno's async path would
+call on the event loop, runs `execute_stream` in a worker thread), so Agno's evaluators,
+selectors, end conditions and aggregation behave exactly as under Agno; runcast
+checkpoints between these steps.
 While a step runs, Agno's events become runcast events:
 
     model text of the step's agent or team leader  -> step_output (members' text is not
@@ -116,7 +118,11 @@ def _step(agno_workflow: Any, node: Any, index: int, names: list[str]) -> Step:
     async def execute(step_input: StepInput, ctx: StepContext) -> Any:
         return await _execute(agno_workflow, node, index, names, step_input, ctx)
 
-    return Step(names[index], execute, description=node.description, max_retries=retries, skip_on_failure=skip)
+    def execute_in_thread(step_input: StepInput, ctx: StepContext) -> Any:
+        return _execute_in_thread(agno_workflow, node, index, names, step_input, ctx)
+
+    run = execute_in_thread if _blocking(node) else execute
+    return Step(names[index], run, description=node.description, max_retries=retries, skip_on_failure=skip)
 
 
 def _agno_steps(node: Any) -> Iterator[Any]:
@@ -168,17 +174,75 @@ def _input_check(schema: Any) -> Any:
     return check
 
 
+def _blocking(node: Any) -> bool:
+    """An Agno Step whose function is plain (not async): Agno's async path would call it on
+    the event loop, stalling the server; it runs in a worker thread instead."""
+    import inspect
+
+    from agno.workflow.step import Step as AgnoStep
+
+    if not isinstance(node, AgnoStep) or node.executor_type != "function":
+        return False
+    fn = node.active_executor
+    return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+
+
 async def _execute(
     agno_workflow: Any, node: Any, index: int, names: list[str], step_input: StepInput, ctx: StepContext
 ) -> Any:
     """Run one top-level Agno step with Agno's machinery, its events sent as runcast's."""
-    from agno.run.base import RunContext
     from agno.run.cancel import acleanup_member_runs, acleanup_run
-    from agno.run.workflow import WorkflowRunOutput
-    from agno.workflow.step import Step as AgnoStep
-    from agno.workflow.types import StepOutput as AgnoStepOutput
 
-    await _end_interrupted(ctx)
+    _end_interrupted(ctx, await ctx.history())
+    agno_input, options = _prepared(agno_workflow, index, names, step_input, ctx)
+    events = _Events(ctx)
+    try:
+        async for item in node.aexecute_stream(agno_input, **options):
+            events.take(item)
+    except asyncio.CancelledError:
+        events.end_open("cancelled")
+        raise
+    except Exception as exc:
+        events.end_open(clip_error(str(exc) or type(exc).__name__))
+        raise
+    finally:
+        await acleanup_member_runs(ctx.run_id)
+        await acleanup_run(ctx.run_id)
+    return _finished(node, names[index], events)
+
+
+def _execute_in_thread(
+    agno_workflow: Any, node: Any, index: int, names: list[str], step_input: StepInput, ctx: StepContext
+) -> Any:
+    """`_execute` for a blocking Agno Step, in a worker thread, through Agno's sync path."""
+    from agno.run.cancel import cleanup_member_runs, cleanup_run
+
+    _end_interrupted(ctx, ctx.history_sync())
+    agno_input, options = _prepared(agno_workflow, index, names, step_input, ctx)
+    events = _Events(ctx)
+    try:
+        for item in node.execute_stream(agno_input, **options):
+            events.take(item)
+            if ctx.cancelled:  # the run is over; leave Agno's generator (it is closed)
+                events.end_open("cancelled")
+                return None
+    except Exception as exc:
+        events.end_open(clip_error(str(exc) or type(exc).__name__))
+        raise
+    finally:
+        cleanup_member_runs(ctx.run_id)
+        cleanup_run(ctx.run_id)
+    return _finished(node, names[index], events)
+
+
+def _prepared(
+    agno_workflow: Any, index: int, names: list[str], step_input: StepInput, ctx: StepContext
+) -> tuple[Any, dict[str, Any]]:
+    """Agno's StepInput for the step, and the options its (a)execute_stream is called with:
+    one Agno session per run, no store of Agno's, every event streamed."""
+    from agno.run.base import RunContext
+    from agno.run.workflow import WorkflowRunOutput
+
     agno_input = _agno_input(agno_workflow, index, names, step_input)
     run_id = ctx.run_id
     run = WorkflowRunOutput(
@@ -199,50 +263,41 @@ async def _execute(
         dependencies=agno_workflow.dependencies,
         metadata=agno_workflow.metadata,
     )
-    events = _Events(ctx)
-    output: Any = None
-    try:
-        async for item in node.aexecute_stream(
-            agno_input,
-            session_id=run_id,
-            user_id=agno_workflow.user_id,
-            stream_events=True,
-            stream_executor_events=True,
-            workflow_run_response=run,
-            run_context=run_context,
-            step_index=index,
-            store_executor_outputs=False,  # runcast keeps the output; nothing to pile up in memory
-            add_dependencies_to_context=agno_workflow.add_dependencies_to_context,
-            add_session_state_to_context=agno_workflow.add_session_state_to_context,
-        ):
-            if isinstance(item, AgnoStepOutput):
-                output = item
-            else:
-                events.send(item)
-    except asyncio.CancelledError:
-        events.end_open("cancelled")
-        raise
-    except Exception as exc:
-        events.end_open(clip_error(str(exc) or type(exc).__name__))
-        raise
-    finally:
-        await acleanup_member_runs(run_id)
-        await acleanup_run(run_id)
+    options = {
+        "session_id": run_id,
+        "user_id": agno_workflow.user_id,
+        "stream_events": True,
+        "stream_executor_events": True,
+        "workflow_run_response": run,
+        "run_context": run_context,
+        "step_index": index,
+        "store_executor_outputs": False,  # runcast keeps the output; nothing to pile up in memory
+        "add_dependencies_to_context": agno_workflow.add_dependencies_to_context,
+        "add_session_state_to_context": agno_workflow.add_session_state_to_context,
+    }
+    return agno_input, options
+
+
+def _finished(node: Any, name: str, events: _Events) -> StepOutput:
+    """The runcast output of an Agno step that ran to its end, or the error it failed with."""
+    from agno.workflow.step import Step as AgnoStep
+
     events.end_open("the step ended before the tool call did")
+    output = events.output
     if output is None:
-        raise AgnoStepFailed(f"Agno step {names[index]!r} gave no output")
+        raise AgnoStepFailed(f"Agno step {name!r} gave no output")
     if getattr(output, "is_paused", False):
-        raise AgnoStepFailed(f"Agno step {names[index]!r} paused for a person, which runcast does not serve")
+        raise AgnoStepFailed(f"Agno step {name!r} paused for a person, which runcast does not serve")
     if isinstance(node, AgnoStep) and not output.success:  # a container's flag may sum up tolerated failures
-        raise AgnoStepFailed(output.error or f"Agno step {names[index]!r} reported failure")
+        raise AgnoStepFailed(output.error or f"Agno step {name!r} reported failure")
     return StepOutput(content=_output(node, output), stop=bool(output.stop))
 
 
-async def _end_interrupted(ctx: StepContext) -> None:
+def _end_interrupted(ctx: StepContext, history: list[tuple[str, dict[str, Any]]]) -> None:
     """A step run again after a crash or takeover: its calls cut off then end as "interrupted"
     (the Agno step itself runs again from its start, its tool calls too)."""
     cut_off: dict[str, str] = {}
-    for event, data in await ctx.history():
+    for event, data in history:
         if event == "tool_call_started":
             cut_off[str(data.get("call_id"))] = str(data.get("tool"))
         elif event in ("tool_call_completed", "tool_call_failed"):
@@ -302,6 +357,16 @@ class _Events:
         self.ctx = ctx
         self.open: dict[str, str] = {}  # call_id -> tool, of calls started and not yet ended
         self.calls = 0
+        self.output: Any = None  # the last StepOutput Agno gave (the step's own comes last)
+
+    def take(self, item: Any) -> None:
+        """One item of Agno's stream: an event to send, or a StepOutput to keep."""
+        from agno.workflow.types import StepOutput as AgnoStepOutput
+
+        if isinstance(item, AgnoStepOutput):
+            self.output = item
+        else:
+            self.send(item)
 
     def send(self, event: Any) -> None:
         kind = type(event).__name__

@@ -3,8 +3,8 @@ runcast Workflow with the same name, description and steps.
 
 Each top-level Agno step (a Step with an agent, a team, a function or a nested workflow,
 or a Steps, Parallel, Condition, Loop or Router) is one runcast step, run by Agno's own
-machinery (`aexecute_stream`; a Step with a plain function, which Agno's async path would
-call on the event loop, runs `execute_stream` in a worker thread), so Agno's evaluators,
+machinery (`aexecute_stream`; one that holds a plain function, which Agno's async path
+would call on the event loop, runs `execute_stream` in a worker thread), so Agno's evaluators,
 selectors, end conditions and aggregation behave exactly as under Agno; runcast
 checkpoints between these steps.
 While a step runs, Agno's events become runcast events:
@@ -175,16 +175,16 @@ def _input_check(schema: Any) -> Any:
 
 
 def _blocking(node: Any) -> bool:
-    """An Agno Step whose function is plain (not async): Agno's async path would call it on
-    the event loop, stalling the server; it runs in a worker thread instead."""
+    """True if `node` holds an Agno Step with a plain (not async) function: Agno's async path
+    would call it on the event loop, stalling the server, so the node runs in a worker
+    thread, through Agno's sync path."""
     import inspect
 
-    from agno.workflow.step import Step as AgnoStep
-
-    if not isinstance(node, AgnoStep) or node.executor_type != "function":
-        return False
-    fn = node.active_executor
-    return not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    for step in _agno_steps(node):
+        fn = step.active_executor
+        if step.executor_type == "function" and not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+            return True
+    return False
 
 
 async def _execute(
@@ -214,7 +214,8 @@ async def _execute(
 def _execute_in_thread(
     agno_workflow: Any, node: Any, index: int, names: list[str], step_input: StepInput, ctx: StepContext
 ) -> Any:
-    """`_execute` for a blocking Agno Step, in a worker thread, through Agno's sync path."""
+    """`_execute` for a step that holds a plain function, in a worker thread, through Agno's
+    sync path."""
     from agno.run.cancel import cleanup_member_runs, cleanup_run
 
     _end_interrupted(ctx, ctx.history_sync())

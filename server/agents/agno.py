@@ -359,12 +359,13 @@ class _Events:
         self.open: dict[str, str] = {}  # call_id -> tool, of calls started and not yet ended
         self.calls = 0
         self.output: Any = None  # the last StepOutput Agno gave (the step's own comes last)
+        from agno.workflow.types import StepOutput as AgnoStepOutput
+
+        self._output_type = AgnoStepOutput
 
     def take(self, item: Any) -> None:
         """One item of Agno's stream: an event to send, or a StepOutput to keep."""
-        from agno.workflow.types import StepOutput as AgnoStepOutput
-
-        if isinstance(item, AgnoStepOutput):
+        if isinstance(item, self._output_type):
             self.output = item
         else:
             self.send(item)

@@ -272,7 +272,7 @@ async def test_a_plain_agno_function_step_runs_in_a_thread_not_on_the_servers_lo
     run_id = await client.start("agno-blocking", None)
     await client.wait(lambda m: m.get("event") == "step_started" and m.get("run_id") == run_id)
     # The step blocks (it waits for the flag file) and the server still answers at once.
-    pong = await client.request({"type": "ping"}, timeout=2)
+    pong = await client.request({"type": "ping"}, timeout=5)  # the step would block for 10 s
     assert pong["type"] == "pong"
     assert not [e for e in client.events(run_id) if e["event"] == "step_completed"]
     flag = Path(server.db).with_name("flag")

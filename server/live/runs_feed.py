@@ -22,13 +22,14 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..protocol import run_changed_frame, run_progress
 from ..store import RunStore
 from ..store.base import FINISHED_STATUSES, Batch
+from ..wire import text_frame
 
 log = logging.getLogger("runcast.runs_feed")
 
@@ -40,6 +41,7 @@ RECENTLY_FINISHED = 4096  # finished runs remembered, so that a late re-read sen
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 Drained = Callable[[int], Awaitable[None]]  # returns once at most that many frames wait to be written
+WriteNow = Callable[[bytes], bool]  # framed bytes to the socket at once, if it takes them (see Connection)
 
 
 @dataclass(slots=True)
@@ -52,10 +54,18 @@ class RunChange:
     before: str | None  # the status of the run's previous frame, when that was another
     last_seq: int
     frame: str
+    _wire: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return len(self.frame)
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as WebSocket bytes, framed on first use and shared by every watcher."""
+        if self._wire is None:
+            self._wire = text_frame(self.frame)
+        return self._wire
 
 
 def run_change(state: dict[str, Any], last_seq: int, before: str | None = None) -> RunChange:
@@ -171,12 +181,14 @@ class RunsWatch:
         status: str | None,
         *,
         on_too_slow: Callable[[], None],
+        write_now: WriteNow | None = None,
     ) -> None:
         self.feed = feed
         self.workflow = workflow
         self.status = status
         self._send = send
         self._drained = drained
+        self._write_now = write_now
         self._on_too_slow = on_too_slow
         self._pending: dict[str, RunChange] = {}  # oldest first
         self._bytes = 0
@@ -239,15 +251,17 @@ class RunsWatch:
                 await self._drained(SEND_CHUNK)
                 while self._stale and len(self._pending) < SEND_CHUNK and not self.stopped:
                     await self._read_stale()
-                frames: list[str] = []
-                while self._pending and len(frames) < SEND_CHUNK:
+                chunk: list[RunChange] = []
+                while self._pending and len(chunk) < SEND_CHUNK:
                     run_id = next(iter(self._pending))
                     change = self._pending.pop(run_id)
                     self._bytes -= change.size
-                    frames.append(change.frame)
-                if frames and not self.stopped:
-                    self.sent += len(frames)
-                    await self._send(frames)
+                    chunk.append(change)
+                if chunk and not self.stopped:
+                    self.sent += len(chunk)
+                    # Straight to the socket when nothing waits before them; else queued.
+                    if self._write_now is None or not self._write_now(b"".join([c.wire for c in chunk])):
+                        await self._send([c.frame for c in chunk])
         except asyncio.CancelledError:
             raise
         except Exception:  # a dead socket ends the feed; anything else is a bug to see

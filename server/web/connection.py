@@ -318,6 +318,7 @@ class Connection:
                     message.workflow,
                     message.status,
                     on_too_slow=self._too_slow,
+                    write_now=self.write_now,
                 )
                 self.runs_watch.start()
             case UnsubscribeRuns():

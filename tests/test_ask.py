@@ -523,3 +523,22 @@ async def test_the_python_api_answers_with_arespond(tmp_path: Path) -> None:
         assert run.content == "published"
     finally:
         await db.close()
+
+
+async def test_a_timeout_fires_on_another_node_when_the_asking_node_is_gone(pg_url: str, tmp_path: Path) -> None:
+    a = ServerProcess.node(pg_url, tmp_path, "a", "--workflows", FLOWS).start()
+    b = ServerProcess.node(pg_url, tmp_path, "b", "--workflows", FLOWS).start()
+    try:
+        ca = await Client.connect(a.url)
+        run_id = await ca.start("timed", {"timeout": 1.0, "default": "nobody came"})
+        await waiting(ca, run_id)
+        a.kill()
+        cb = await Client.connect(b.url)
+        await cb.request({"type": "subscribe", "run_id": run_id})
+        events = await cb.until_terminal(run_id, timeout=10)
+        assert_log(events)
+        assert events[-1]["data"]["output"] == "nobody came"
+        assert "run_resumed" not in [e["event"] for e in events]
+    finally:
+        a.stop()
+        b.stop()

@@ -43,7 +43,7 @@ async def test_a_client_sees_the_tool_calls_inside_the_step_and_the_answer(
     started, completed = (e for e in events if e["event"].startswith("tool_call_"))
     assert (started["step"], started["data"]) == (
         "think",
-        {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, "round": 1, "agent": "Calc"},
+        {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, "round_calls": 1, "round": 1, "agent": "Calc"},
     )
     assert (completed["step"], completed["data"]) == (
         "think",

@@ -395,7 +395,10 @@ async def test_an_agent_calls_a_tool_and_answers_with_its_result(stub: StubOpenA
 
     assert final["status"] == "completed" and final["output"] == tool_answer(["5"])
     assert tool_events(events) == [
-        ("tool_call_started", {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, **CALC_ROUND_1}),
+        (
+            "tool_call_started",
+            {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, "round_calls": 1, **CALC_ROUND_1},
+        ),
         ("tool_call_completed", {"call_id": "call_a", "tool": "add", "result": 5, **CALC_ROUND_1}),
     ]
     kinds = [e["event"] for e in events if e["step"] == "think"]
@@ -458,7 +461,7 @@ async def test_a_failed_call_is_told_to_the_model_and_the_step_goes_on(
     (started, start), (failed, fail) = tool_events(events)
     assert (started, start) == (
         "tool_call_started",
-        {"call_id": "call_a", "tool": tool_name, "args": args, **CALC_ROUND_1},
+        {"call_id": "call_a", "tool": tool_name, "args": args, "round_calls": 1, **CALC_ROUND_1},
     )
     assert failed == "tool_call_failed" and fail["error"].startswith(error)
     told = json.loads(stub.requests[1].body["messages"][-1]["content"])

@@ -149,10 +149,18 @@ class Agent:
             raise AgentError(f"agent {self.name!r}: model {model!r} cannot call tools")
         specs = [t.spec() for t in self.tools.values()]
         messages = list(messages)
-        number = 1  # the round the next turn would be
-        for past_round in past.rounds if past is not None else ():
+        past = past or Past()
+        for cut in past.cut:  # a round stored only in part: its turn is asked again below
+            for c in cut.calls:
+                if c.open:
+                    scope.report(
+                        "tool_call_failed",
+                        {"call_id": c.ids[-1], "tool": c.call.name, "error": INTERRUPTED},
+                        cut.number,
+                    )
+        for past_round in past.rounds:
             messages += await self._finish(past_round, scope)
-            number = past_round.number + 1
+        number = past.next_round  # the round the next turn would be
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
@@ -176,7 +184,8 @@ class Agent:
             # Every start of the round is stored before any call runs: a resumed try finds
             # the whole round together.
             for call in calls:
-                scope.report("tool_call_started", {"call_id": call.id, "tool": call.name, "args": _args(call)}, number)
+                data = {"call_id": call.id, "tool": call.name, "args": _args(call), "round_calls": len(calls)}
+                scope.report("tool_call_started", data, number)
             results = await asyncio.gather(*(self._call(call, scope, number, [call.id]) for call in calls))
             messages += [
                 {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)

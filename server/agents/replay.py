@@ -2,12 +2,13 @@
 
 The stored event log is the checkpoint. Each tool round of an agent leaves, in order,
 the text its model streamed (`step_output` deltas), then every `tool_call_started` of the
-round (`round`: its number), then one `tool_call_completed` or `tool_call_failed` per
-call. When the step runs again (after a crash, a restart, a takeover or a retry), those
-events are read back (`StepContext.history()`) and turned here into the rounds that had
-been asked: what each assistant message said and called, and what each tool told. A
-call with no end is `open` (it was cut off); text streamed after the last round is a
-turn that was cut off, asked of the model again. Pure: events in, rounds out.
+round (`round`: its number, `round_calls`: how many calls it has), then one
+`tool_call_completed` or `tool_call_failed` per call. When the step runs again (after a
+crash, a restart, a takeover or a retry), those events are read back
+(`StepContext.history()`) and turned here into the rounds that had been asked: what each
+assistant message said and called, and what each tool told. A call with no end is
+`open` (it was cut off); text streamed after the last round is a turn that was cut off,
+asked of the model again. Pure: events in, rounds out.
 
 Events carry who made them: `agent` (the agent's name) and, for the members of a
 coordinating team, `parent_call_id` (the leader's tool call the member works on); a
@@ -52,20 +53,27 @@ class PastCall:
 @dataclass
 class PastRound:
     """One round that had called tools: its `number` (1 first), the `text` streamed before
-    the calls, and the `calls`, in the order the model asked them."""
+    the calls, the `calls`, in the order the model asked them, and `asked`, how many it
+    asked (more than `calls` when a crash lost the rest of the round's starts)."""
 
     number: int
     text: str
     calls: list[PastCall] = field(default_factory=list)
+    asked: int = 0
 
 
 @dataclass
 class Past:
     """What an agent had done: its `rounds` of calls, and `tail`, the text streamed after the
-    last of them (a finished answer, or a turn cut off, as the caller knows)."""
+    last of them (a finished answer, or a turn cut off, as the caller knows). `cut` are
+    the rounds whose starts were not all stored (a crash between two commits): nothing of
+    theirs ran to an end, so their turn is asked again and their calls are interrupted.
+    `next_round` is the number of the next round."""
 
     rounds: list[PastRound] = field(default_factory=list)
     tail: str = ""
+    cut: list[PastRound] = field(default_factory=list)
+    next_round: int = 1
 
     @property
     def text(self) -> str:
@@ -111,7 +119,7 @@ def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] 
 def rebuild(entries: Iterable[Entry]) -> Past:
     """The rounds recorded by one conversation's entries (see `conversation`)."""
     past = Past()
-    calls: dict[str, PastCall] = {}  # every try's call_id -> its call
+    calls: dict[str, PastCall] = {}  # every try's call_id -> its call (the latest, if a cut turn reused it)
     text: list[str] = []
     last_started = False
     for event, data in entries:
@@ -122,7 +130,7 @@ def rebuild(entries: Iterable[Entry]) -> Past:
             text.append(str(data.get("delta", "")))
         elif event == "tool_call_started":
             call_id = str(data.get("call_id", ""))
-            again = calls.get(str(data.get("retry_of")))
+            again = calls.get(str(data.get("retry_of"))) if "retry_of" in data else None
             if again is not None:
                 again.ids.append(call_id)
                 again.open, again.told = True, None
@@ -134,6 +142,8 @@ def rebuild(entries: Iterable[Entry]) -> Past:
             if not past.rounds or past.rounds[-1].number != number:
                 past.rounds.append(PastRound(number, "".join(text)))
                 text = []
+            asked = data.get("round_calls")
+            past.rounds[-1].asked = asked if isinstance(asked, int) else len(past.rounds[-1].calls) + 1
             call = PastCall(ToolCall(call_id, str(data.get("tool", "")), _arguments(data.get("args"))), [call_id])
             past.rounds[-1].calls.append(call)
             calls[call_id] = call
@@ -147,6 +157,9 @@ def rebuild(entries: Iterable[Entry]) -> Past:
             elif data.get("error") != INTERRUPTED:
                 found.told = told_error(str(data.get("error")))
     past.tail = "".join(text)
+    past.next_round = past.rounds[-1].number + 1 if past.rounds else 1
+    past.cut = [r for r in past.rounds if len(r.calls) < r.asked]
+    past.rounds = [r for r in past.rounds if len(r.calls) >= r.asked]
     return past
 
 

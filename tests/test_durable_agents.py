@@ -1,0 +1,117 @@
+"""Agents that act, in a real server over /ws: an agent step killed (kill -9) in the middle
+of a tool call goes on after the restart without making again the calls that had
+completed; a coordinating team's leader delegates to two members at once and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .agent_flows import PLANNER_ANSWER
+from .harness import Client, ServerProcess, assert_log
+
+FLOWS = Path(__file__).with_name("agent_flows.py")
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RUNCAST_AGENT_DIR", str(tmp_path))  # the child server's tools count their calls here
+    return tmp_path
+
+
+@pytest.fixture
+def server(folder: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(folder / "agents.db", "--workflows", str(FLOWS)).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def until(predicate: Any, timeout: float = 10) -> None:
+    """Wait for something a tool does in the server process (no event tells of it)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def tools_of(events: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    out = []
+    for e in events:
+        if e["event"].startswith("tool_call_"):
+            d = e["data"]
+            out.append((e["event"], d["call_id"], d.get("result", d.get("error", d.get("args")))))
+    return out
+
+
+async def test_kill_9_in_a_tool_call_resumes_the_agent_without_repeating_completed_calls(
+    server: ServerProcess, folder: Path
+) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("durable_agent", "plan")
+    await c.wait(lambda m: m.get("event") == "tool_call_started" and m["data"]["tool"] == "slow")
+    await until(lambda: len(lines(folder / "slow.calls")) == 1)  # the slow call is running, blocked
+
+    server.kill()
+    server.restart()
+
+    d = await Client.connect(server.url)
+    await d.request({"type": "subscribe", "run_id": run_id, "after": 0})
+    events = await d.until_terminal(run_id)
+    assert_log(events)
+    assert lines(folder / "note.calls") == ["tides"]  # completed before the crash: not made again
+    assert lines(folder / "slow.calls") == ["moons", "moons"]  # cut off: made again
+    assert tools_of(events) == [
+        ("tool_call_started", "call_1_1", {"topic": "tides"}),
+        ("tool_call_completed", "call_1_1", "noted tides"),
+        ("tool_call_started", "call_2_1", {"topic": "moons"}),
+        ("tool_call_failed", "call_2_1", "interrupted"),
+        ("tool_call_started", "call_2_1~2", {"topic": "moons"}),
+        ("tool_call_completed", "call_2_1~2", "looked up moons"),
+    ]
+    again = next(e for e in events if e["data"].get("call_id") == "call_2_1~2")
+    assert again["data"]["retry_of"] == "call_2_1" and again["data"]["round"] == 2
+    assert [e["data"]["reason"] for e in events if e["event"] == "run_resumed"] == ["restart"]
+    assert events[-1]["event"] == "run_completed"
+    assert events[-1]["data"]["output"] == PLANNER_ANSWER  # the whole answer, as if never cut off
+    deltas = "".join(e["data"]["delta"] for e in events if e["event"] == "step_output")
+    assert deltas == PLANNER_ANSWER  # the rounds' text streamed once: before the crash, the rest after
+    await c.close()
+    await d.close()
+
+
+async def test_a_coordinating_team_delegates_to_two_members_at_once_and_answers(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("desk", "Tidal power")
+    events = await c.until_terminal(run_id)
+
+    assert_log(events)
+    leader = [e for e in events if e["event"].startswith("tool_call_") and e["data"]["agent"] == "desk"]
+    assert [(e["event"], e["data"]["tool"]) for e in leader[:2]] == [
+        ("tool_call_started", "delegate_to_researcher"),
+        ("tool_call_started", "delegate_to_writer"),
+    ]  # one round, both at once
+    assert {e["data"]["round"] for e in leader} == {1}
+    ends = {e["data"]["tool"]: e for e in leader[2:]}
+    assert sorted(ends) == ["delegate_to_researcher", "delegate_to_writer"]
+    assert all(e["event"] == "tool_call_completed" for e in ends.values())
+    for name in ("researcher", "writer"):
+        ended = ends[f"delegate_to_{name}"]
+        spoken = [e for e in events if e["event"] == "step_output" and e["data"].get("agent") == name]
+        assert spoken and {e["data"]["parent_call_id"] for e in spoken} == {ended["data"]["call_id"]}
+        assert "".join(e["data"]["delta"] for e in spoken) == ended["data"]["result"]
+        assert all(e["seq"] < ended["seq"] for e in spoken)
+    own = "".join(e["data"]["delta"] for e in events if e["event"] == "step_output" and "agent" not in e["data"])
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == own
+    assert "Tool delegate_to_researcher gave" in own and "Tool delegate_to_writer gave" in own
+    await c.close()

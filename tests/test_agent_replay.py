@@ -5,12 +5,27 @@ an earlier try's events, through a real StepContext."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server import Agent, OfflineModel, OfflineToolModel, StepContext, StepInput, StepOutput, Team, tool
+from server import (
+    Agent,
+    ModelError,
+    OfflineModel,
+    OfflineToolModel,
+    Runtime,
+    Step,
+    StepContext,
+    StepInput,
+    StepOutput,
+    Team,
+    Workflow,
+    tool,
+)
 from server.agents.replay import conversation, rebuild, told_error
 
 from .agent_flows import ScriptedModel
@@ -283,3 +298,45 @@ def test_a_coordinating_team_needs_distinct_member_names() -> None:
         Team("desk", [Agent("a")], mode="broadcast")  # type: ignore[arg-type]
     team = Team("desk", [Agent("Chief Editor", role="an editor")], mode="coordinate")
     assert team.leader is not None and list(team.leader.tools) == ["delegate_to_Chief_Editor"]
+
+
+# ---- a retry, through the engine -------------------------------------------------------------
+
+
+async def test_a_retried_agent_step_does_not_make_again_the_calls_its_failed_try_completed(tmp_path: Path) -> None:
+    made: list[str] = []
+
+    @tool
+    def note(topic: str) -> str:
+        """Write a topic down."""
+        made.append(topic)
+        return f"noted {topic}"
+
+    class FailsOnce(ScriptedModel):
+        """Fails its first answer after the tool results (a model server's 503, say)."""
+
+        failed = False
+
+        async def turn(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[Any]:
+            if any(m["role"] == "tool" for m in messages) and not self.failed:
+                self.failed = True
+                raise ModelError(503, "busy")
+            async for item in super().turn(messages, tools):
+                yield item
+
+    model = FailsOnce("m", [("Noting.", [("note", {"topic": "tides"})]), (" Told {results}.", [])], delay=0)
+    step = Step("think", agent=Agent("A", model, tools=[note]), max_retries=1, retry_delay=0)
+    rt = Runtime(str(tmp_path / "a.db"), [Workflow("retry", [step])])
+    await rt.open()
+    try:
+        snapshot, _ = await rt.engine.start("retry", "q")
+        final = await asyncio.wait_for(rt.engine.wait(snapshot["run_id"]), 10)
+        events = [json.loads(e.frame) for e in await rt.store.read_events(snapshot["run_id"], 0, 1000)]
+    finally:
+        await rt.close()
+
+    assert final["status"] == "completed" and final["output"] == "Noting. Told noted tides."
+    assert made == ["tides"]  # the first try's completed call was not made again
+    kinds = [e["event"] for e in events if e["step"] == "think"]
+    assert kinds.count("tool_call_started") == 1 and kinds.count("step_failed") == 1
+    assert kinds[-1] == "step_completed"

@@ -252,7 +252,8 @@ async def test_a_sequential_team_run_again_asks_only_the_member_that_was_cut_off
 
     assert output == whole
     assert asked == ({"researcher": 0, "writer": 1} if at == "writer" else {"researcher": 1, "writer": 1})
-    assert not any(d.get("delta", "").strip() == f"## {at}" for _, d in log)  # its heading is not streamed again
+    kept = next(d["delta"] for e, d in log if e == "step_output")  # streamed again first, in one delta
+    assert whole.startswith(kept) and kept.endswith(f"## {at}\n\n")  # its cut-off first turn is asked again
 
 
 def coordinated(asked: dict[str, int]) -> Team:
@@ -340,3 +341,59 @@ async def test_a_retried_agent_step_does_not_make_again_the_calls_its_failed_try
     kinds = [e["event"] for e in events if e["step"] == "think"]
     assert kinds.count("tool_call_started") == 1 and kinds.count("step_failed") == 1
     assert kinds[-1] == "step_completed"
+
+
+# ---- any two interruptions, for agents and both kinds of team ---------------------------------
+
+
+def scripted_member(name: str, made: list[str]) -> Agent:
+    @tool(name=f"{name}_notes")
+    def notes(topic: str) -> str:
+        """Find notes on a topic."""
+        made.append(name)
+        return f"{name} on {topic}"
+
+    script = [(f"{name} looks.", [(f"{name}_notes", {"topic": "tides"})]), (" {results}", [])]
+    return Agent(name, ScriptedModel(name, script, delay=0), tools=[notes])
+
+
+def sequential_with_tools(made: list[str]) -> Team:
+    return Team("desk", [scripted_member("ann", made), scripted_member("bob", made)])
+
+
+def coordinated_with_tools(made: list[str]) -> Team:
+    leader = ScriptedModel(
+        "lead",
+        [
+            ("Asking.", [("delegate_to_ann", {"task": "tides"}), ("delegate_to_bob", {"task": "moons"})]),
+            (" {results}", []),
+        ],
+        delay=0,
+    )
+    return Team("desk", [scripted_member("ann", made), scripted_member("bob", made)], mode="coordinate", model=leader)
+
+
+@pytest.mark.parametrize("make", [sequential_with_tools, coordinated_with_tools])
+async def test_a_team_cut_off_twice_anywhere_answers_the_same_and_makes_each_call_once(
+    make: Callable[[list[str]], Team],
+) -> None:
+    made: list[str] = []
+    whole, first = await drive(make(made).stream, None)
+    assert sorted(made) == ["ann", "bob"]
+
+    def key(data: dict[str, Any]) -> tuple[Any, ...]:  # a call of the model's, whichever try made it
+        parent = data.get("parent_call_id")
+        return data["agent"], parent and parent.split("~")[0], data["call_id"].split("~")[0]
+
+    for cut in range(1, len(first) + 1):
+        _, second = await drive(make([]).stream, tries(first[:cut]))
+        for cut2 in range(len(second) + 1):
+            stored = [("step_started", {"attempt": 1}), *first[:cut], ("step_started", {"attempt": 2}), *second[:cut2]]
+            made = []
+            output, third = await drive(make(made).stream, [*stored, ("step_started", {"attempt": 3})])
+            assert output == whole, (cut, cut2)
+            log = [*stored, *third]
+            starts = sorted(d["call_id"] for e, d in log if e == "tool_call_started")
+            assert starts == sorted(d["call_id"] for e, d in log if e in ("tool_call_completed", "tool_call_failed"))
+            completed = [key(d) for e, d in log if e == "tool_call_completed"]
+            assert len(completed) == len(set(completed)) == 2 + (2 if make is coordinated_with_tools else 0)

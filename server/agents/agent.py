@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bounds import EventTooLarge, clip_error
-from ..workflow import StepInput, StepOutput
+from ..workflow import StepInput
 from .models import Message, Model, ToolCall, ToolModel, closing, default_model
 from .replay import INTERRUPTED, Past, PastRound, conversation, rebuild, told_error, told_result
 from .tools import Tool, ToolCallFailed, as_tools
@@ -106,30 +106,26 @@ class Agent:
         user = f"Original request: {request}\n\nPrevious step output:\n{previous}" if previous else request
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str | StepOutput]:
+    async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str]:
         """Stream the model's answer to `step_input` as text deltas (the step executor);
         tool calls are reported through `ctx`, when given. Run again after an interruption,
         it goes on from the step's stored events (see `respond`)."""
-        async with closing(self.respond(self.model or default_model(), self.messages(step_input), ctx)) as items:
-            async for item in items:
-                yield item
+        async with closing(self.respond(self.model or default_model(), self.messages(step_input), ctx)) as deltas:
+            async for delta in deltas:
+                yield delta
 
-    async def respond(
-        self, model: Model, messages: list[Message], ctx: StepContext | None
-    ) -> AsyncIterator[str | StepOutput]:
+    async def respond(self, model: Model, messages: list[Message], ctx: StepContext | None) -> AsyncIterator[str]:
         """`answer` as a step: first its conversation is rebuilt from what the step had
         stored (nothing on a first try), so tool calls that had completed are not made
-        again. Resumed after rounds of calls, it ends with a StepOutput holding the whole
-        answer, the rounds' earlier text included, because only the new text streams now."""
+        again. A try that goes on from earlier rounds streams their text again first, in
+        one delta, then only what is new: the step's text is still its whole answer."""
         scope = await Scope.of(ctx, self.name)
         past = rebuild(conversation(scope.history, self.name)) if scope.history and self.tools else Past()
-        new: list[str] = []
+        if past.text:
+            yield past.text
         async with closing(self.answer(model, messages, scope, past)) as deltas:
             async for delta in deltas:
-                new.append(delta)
                 yield delta
-        if past.rounds:
-            yield StepOutput(content=past.text + "".join(new))
 
     async def answer(
         self, model: Model, messages: list[Message], scope: Scope, past: Past | None = None

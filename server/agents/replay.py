@@ -8,7 +8,9 @@ crash, a restart, a takeover or a retry), those events are read back
 (`StepContext.history()`) and turned here into the rounds that had been asked: what each
 assistant message said and called, and what each tool told. A call with no end is
 `open` (it was cut off); text streamed after the last round is a turn that was cut off,
-asked of the model again. Pure: events in, rounds out.
+asked of the model again. A try that goes on streams the kept rounds' text again first,
+in one delta, so that a step run again streams its text from the start, as every step
+does; that delta is recognised and left out here. Pure: events in, rounds out.
 
 Events carry who made them: `agent` (the agent's name) and, for the members of a
 coordinating team, `parent_call_id` (the leader's tool call the member works on); a
@@ -61,6 +63,11 @@ class PastRound:
     calls: list[PastCall] = field(default_factory=list)
     asked: int = 0
 
+    @property
+    def whole(self) -> bool:
+        """Every call it asked for was stored (else a crash fell between two commits)."""
+        return len(self.calls) >= self.asked
+
 
 @dataclass
 class Past:
@@ -77,7 +84,8 @@ class Past:
 
     @property
     def text(self) -> str:
-        """The text of its rounds, as it had streamed."""
+        """The text of its rounds, as it had streamed: what a try going on from them streams
+        again first."""
         return "".join(r.text for r in self.rounds)
 
 
@@ -92,14 +100,15 @@ def told_error(error: str) -> str:
 
 
 def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] = ()) -> list[Entry]:
-    """The entries of one agent's conversation, and the `step_started` between them (a new
-    try: text of a turn cut off before it is dropped).
+    """The entries of one agent's conversation, and the `step_started` of each new try.
 
     With no `parents`, the step's own agent: tool events named `agent` (or unnamed) and the
     text that names nobody. With `parents`, a coordinating team's member: its tool events
-    and text, named `agent`, working on one of the leader's calls in `parents`.
+    and text, named `agent`, working on one of the leader's calls in `parents`; its work
+    under a new try of that call begins with a `step_started` too.
     """
     own: list[Entry] = []
+    working_on: Any = None
     for event, data in history:
         if event == "step_started":
             own.append((event, data))
@@ -107,6 +116,9 @@ def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] 
             parent = data.get("parent_call_id")
             if parents:
                 mine = parent in parents and data.get("agent") == agent
+                if mine and working_on is not None and parent != working_on:
+                    own.append(("step_started", {}))
+                working_on = parent if mine else working_on
             elif event == "step_output":
                 mine = parent is None and "agent" not in data
             else:
@@ -116,19 +128,31 @@ def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] 
     return own
 
 
-def rebuild(entries: Iterable[Entry]) -> Past:
-    """The rounds recorded by one conversation's entries (see `conversation`)."""
+def rebuild(entries: Iterable[Entry], *, replayed: bool = True) -> Past:
+    """The rounds recorded by one conversation's entries (see `conversation`).
+
+    A try that goes on from earlier rounds streams their text again first, as one delta
+    (`Past.text`), so that every step run again streams its text from the start; that
+    delta is known here and left out. `replayed=False` when someone else (a sequential
+    team) streams it and has left it out already.
+    """
     past = Past()
     calls: dict[str, PastCall] = {}  # every try's call_id -> its call (the latest, if a cut turn reused it)
     text: list[str] = []
     last_started = False
+    replay: str | None = None  # the text the new try streams again first
     for event, data in entries:
         started, last_started = last_started, event == "tool_call_started"
         if event == "step_started":
             text = []
+            replay = (kept_text(past) or None) if replayed else None
         elif event == "step_output":
-            text.append(str(data.get("delta", "")))
+            delta = str(data.get("delta", ""))
+            expected, replay = replay, None
+            if delta != expected:
+                text.append(delta)
         elif event == "tool_call_started":
+            replay = None
             call_id = str(data.get("call_id", ""))
             again = calls.get(str(data.get("retry_of"))) if "retry_of" in data else None
             if again is not None:
@@ -148,6 +172,7 @@ def rebuild(entries: Iterable[Entry]) -> Past:
             past.rounds[-1].calls.append(call)
             calls[call_id] = call
         elif event in TOOL_EVENTS:
+            replay = None
             found = calls.get(str(data.get("call_id", "")))
             if found is None or found.ids[-1] != data.get("call_id"):
                 continue  # the end of a call it does not know, or of an earlier try
@@ -158,9 +183,14 @@ def rebuild(entries: Iterable[Entry]) -> Past:
                 found.told = told_error(str(data.get("error")))
     past.tail = "".join(text)
     past.next_round = past.rounds[-1].number + 1 if past.rounds else 1
-    past.cut = [r for r in past.rounds if len(r.calls) < r.asked]
-    past.rounds = [r for r in past.rounds if len(r.calls) >= r.asked]
+    past.cut = [r for r in past.rounds if not r.whole]
+    past.rounds = [r for r in past.rounds if r.whole]
     return past
+
+
+def kept_text(past: Past) -> str:
+    """The text of the rounds stored whole so far: what a try going on from them keeps."""
+    return "".join(r.text for r in past.rounds if r.whole)
 
 
 def _arguments(args: Any) -> str:

@@ -24,10 +24,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal
 
-from ..workflow import StepInput, StepOutput
+from ..workflow import StepInput
 from .agent import DEFAULT_MAX_TOOL_ROUNDS, Agent, Scope, ToolCallContext, _lines
 from .models import Model, closing, default_model, default_tool_model
-from .replay import Entry, Past, conversation, rebuild
+from .replay import TOOL_EVENTS, Entry, Past, conversation, rebuild
 from .tools import Tool
 
 if TYPE_CHECKING:
@@ -94,77 +94,101 @@ class Team:
     def __repr__(self) -> str:
         return f"Team({self.name!r}, members={[m.name for m in self.members]}, mode={self.mode!r})"
 
-    async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str | StepOutput]:
+    async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str]:
         """The step executor: the members' work streamed as the team's mode says."""
         if self.leader is not None:
             model = self.model or default_tool_model()
             answer = self.leader.respond(model, self.leader.messages(step_input), ctx)
         else:
             answer = self._in_turn(step_input, ctx)
-        async with closing(answer) as items:
-            async for item in items:
-                yield item
+        async with closing(answer) as deltas:
+            async for delta in deltas:
+                yield delta
 
-    async def _in_turn(self, step_input: StepInput, ctx: StepContext | None) -> AsyncIterator[str | StepOutput]:
-        """Every member's answer in turn, each under its heading. Run again, a member whose
-        next member's heading was stored had finished: its text is taken from the events;
-        the member that was cut off goes on from its own (agent.respond), the rest run."""
+    async def _in_turn(self, step_input: StepInput, ctx: StepContext | None) -> AsyncIterator[str]:
+        """Every member's answer in turn, each under its heading. Run again, it streams the
+        text kept so far again first, in one delta: the members that had finished (their
+        next member's heading was stored) are not asked again, the member that was cut off
+        goes on from its own stored events, the rest run."""
         scope = await Scope.of(ctx, self.name)
-        headings = [_heading(i, m) for i, m in enumerate(self.members)]
-        reached = _segments(scope.history, headings)
+        reached = self._segments(scope.history)
+        pasts = self._pasts(reached)
+        kept = self._kept(pasts)
+        if kept:
+            yield kept
         previous = step_input.previous_step_content
-        whole: list[str] = []
         for index, member in enumerate(self.members):
-            whole.append(headings[index])
-            past = rebuild(conversation(reached[index], member.name)) if index < len(reached) else None
-            if past is not None and index < len(reached) - 1:
-                text = past.text + past.tail  # finished before the interruption
-            else:
-                if past is None:
-                    yield headings[index]
-                member_input = StepInput(step_input.input, previous, dict(step_input.previous_step_outputs))
-                model = member.model or self.model or default_model()
-                messages = member.messages(member_input, team_instructions=self.instructions)
-                parts: list[str] = []
-                async with closing(member.answer(model, messages, scope.named(member.name), past)) as deltas:
-                    async for delta in deltas:
-                        parts.append(delta)
-                        yield delta
-                text = (past.text if past is not None else "") + "".join(parts)
-            whole.append(text)
-            previous = text
-        if reached:  # resumed: only part of the text streamed now
-            yield StepOutput(content="".join(whole))
+            past = pasts[index] if index < len(pasts) else None
+            if past is not None and index < len(pasts) - 1:
+                previous = past.text + past.tail  # finished before the interruption
+                continue
+            if past is None:
+                yield _heading(index, member)
+            member_input = StepInput(step_input.input, previous, dict(step_input.previous_step_outputs))
+            model = member.model or self.model or default_model()
+            messages = member.messages(member_input, team_instructions=self.instructions)
+            parts = [past.text] if past is not None else []
+            async with closing(member.answer(model, messages, scope.named(member.name), past)) as deltas:
+                async for delta in deltas:
+                    parts.append(delta)
+                    yield delta
+            previous = "".join(parts)
+
+    def _pasts(self, reached: list[list[Entry]]) -> list[Past]:
+        """What each member reached had done, from its part of the stored events."""
+        return [rebuild(conversation(seg, self.members[i].name), replayed=False) for i, seg in enumerate(reached)]
+
+    def _kept(self, pasts: list[Past]) -> str:
+        """The text a try going on from `pasts` (one per member reached) keeps: the headings
+        and whole answers of the members that had finished, then the last one's heading and
+        the text of its rounds of calls."""
+        parts: list[str] = []
+        for index, past in enumerate(pasts):
+            finished = index < len(pasts) - 1
+            parts += [_heading(index, self.members[index]), past.text + (past.tail if finished else "")]
+        return "".join(parts)
+
+    def _segments(self, history: History) -> list[list[Entry]]:
+        """The team's stored events cut at each member's heading: one list per member
+        reached, the heading left out, and so is the kept text a new try streamed first."""
+        headings = [_heading(i, m) for i, m in enumerate(self.members)]
+        found: list[list[Entry]] = []
+        replay: str | None = None
+        for event, data in history:
+            if event == "step_output" and "agent" not in data:
+                delta, (expected, replay) = data.get("delta"), (replay, None)
+                if delta == expected:
+                    continue
+                if len(found) < len(headings) and delta == headings[len(found)]:
+                    found.append([])
+                    continue
+            elif event == "step_started":
+                replay = self._kept(self._pasts(found)) or None
+            elif event in TOOL_EVENTS:
+                replay = None
+            if found:
+                found[-1].append((event, data))
+        return found
 
     async def _delegate(self, member: Agent, call: ToolCallContext, task: str) -> str:
         """A member's answer to one task of the leader's, its text streamed under its name;
-        a task that was cut off goes on from the member's own stored events."""
+        a task that was cut off goes on from the member's own stored events, streaming the
+        text it keeps again first."""
         scope = call.scope.member(member.name, call.call_id)
         past = rebuild(conversation(scope.history, member.name, call.tries)) if scope.history else Past()
+        parts = [past.text]
+        if past.text:
+            await scope.say(past.text)
         messages = member.messages(StepInput(task))
-        parts: list[str] = []
         async with closing(member.answer(member.model or default_model(), messages, scope, past)) as deltas:
             async for delta in deltas:
                 parts.append(delta)
                 await scope.say(delta)
-        return past.text + "".join(parts)
+        return "".join(parts)
 
 
 def _heading(index: int, member: Agent) -> str:
     return f"## {member.name}\n\n" if index == 0 else f"\n\n## {member.name}\n\n"
-
-
-def _segments(history: History, headings: list[str]) -> list[list[Entry]]:
-    """A sequential team's stored events cut at each member's heading: one list per member
-    reached, the heading left out."""
-    found: list[list[Entry]] = []
-    for event, data in history:
-        heading = headings[len(found)] if len(found) < len(headings) else None
-        if event == "step_output" and "agent" not in data and data.get("delta") == heading:
-            found.append([])
-        elif found:
-            found[-1].append((event, data))
-    return found
 
 
 def _member_tool(team: Team, member: Agent, timeout: float) -> Tool:

@@ -215,7 +215,7 @@ def _member_tool(team: Team, member: Agent, timeout: float) -> Tool:
 
 def _roster(members: list[Agent], tools: list[Tool]) -> list[str]:
     """The leader's standing instructions: who is on the team and how to ask them."""
-    lines = ["Delegate the work to your team's members with their tools, then answer with the result."]
+    lines = ["Your team's members, each asked through a tool:"]
     for member, t in zip(members, tools, strict=True):
         lines.append(f"- {t.name}: {member.name}" + (f", {member.role}" if member.role else ""))
-    return lines
+    return [*lines, "Delegate the work to the members who fit it, then answer with what they found."]

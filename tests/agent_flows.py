@@ -102,3 +102,30 @@ desk = Workflow(
         )
     ],
 )
+
+
+def _member(name: str, tool_name: str, topic: str) -> Agent:
+    script: Script = [(f"{name} starts.", [(tool_name, {"topic": topic})]), (" {results}", [])]
+    return Agent(name, ScriptedModel(name, script), tools=[note, slow])
+
+
+LEAD_SCRIPT: Script = [
+    ("Asking both.", [("delegate_to_quick", {"task": "tides"}), ("delegate_to_steady", {"task": "moons"})]),
+    (" Both said: {results}", []),
+]
+LEAD_ANSWER = "Asking both. Both said: quick starts. noted tides; steady starts. looked up moons"
+
+durable_desk = Workflow(
+    "durable_desk",
+    [
+        Step(
+            "draft",
+            team=Team(
+                "lead",
+                [_member("quick", "note", "tides"), _member("steady", "slow", "moons")],
+                mode="coordinate",
+                model=ScriptedModel("lead", LEAD_SCRIPT),
+            ),
+        )
+    ],
+)

@@ -1,19 +1,20 @@
 """Agents that act, in a real server over /ws: an agent step killed (kill -9) in the middle
 of a tool call goes on after the restart without making again the calls that had
-completed; a coordinating team's leader delegates to two members at once and answers."""
+completed (on PostgreSQL too); a coordinating team's leader delegates to two members at
+once and answers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .agent_flows import PLANNER_ANSWER
-from .harness import Client, ServerProcess, assert_log
+from .agent_flows import LEAD_ANSWER, PLANNER_ANSWER
+from .harness import BACKENDS, Client, ServerProcess, assert_log
 
 FLOWS = Path(__file__).with_name("agent_flows.py")
 
@@ -54,9 +55,18 @@ def tools_of(events: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
 async def test_kill_9_in_a_tool_call_resumes_the_agent_without_repeating_completed_calls(
-    server: ServerProcess, folder: Path
+    new_server: Callable[..., ServerProcess], folder: Path
 ) -> None:
+    server = new_server("--workflows", str(FLOWS)).start()
+    try:
+        await kill_9_in_a_tool_call(server, folder)
+    finally:
+        server.stop()
+
+
+async def kill_9_in_a_tool_call(server: ServerProcess, folder: Path) -> None:
     c = await Client.connect(server.url)
     run_id = await c.start("durable_agent", "plan")
     await c.wait(lambda m: m.get("event") == "tool_call_started" and m["data"]["tool"] == "slow")
@@ -117,3 +127,49 @@ async def test_a_coordinating_team_delegates_to_two_members_at_once_and_answers(
     assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == own
     assert "Tool delegate_to_researcher gave" in own and "Tool delegate_to_writer gave" in own
     await c.close()
+
+
+async def test_kill_9_in_a_member_s_tool_call_repeats_neither_the_member_that_had_answered_nor_its_calls(
+    server: ServerProcess, folder: Path
+) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("durable_desk", "plan")
+    await until(lambda: len(lines(folder / "slow.calls")) == 1)  # the member "steady" is in its slow tool
+    await c.wait(lambda m: m.get("event") == "tool_call_completed" and m["data"]["tool"] == "delegate_to_quick")
+
+    server.kill()
+    server.restart()
+
+    d = await Client.connect(server.url)
+    await d.request({"type": "subscribe", "run_id": run_id, "after": 0})
+    events = await d.until_terminal(run_id)
+    assert_log(events)
+    assert lines(folder / "note.calls") == ["tides"]  # "quick" had answered: not asked again
+    assert lines(folder / "slow.calls") == ["moons", "moons"]
+    calls = [
+        (e["event"], e["data"]["agent"], e["data"]["call_id"], e["data"].get("parent_call_id"))
+        for e in events
+        if e["event"].startswith("tool_call_")
+    ]
+    assert calls[:2] == [
+        ("tool_call_started", "lead", "call_1_1", None),
+        ("tool_call_started", "lead", "call_1_2", None),
+    ]
+    assert ("tool_call_completed", "lead", "call_1_1", None) in calls  # before the crash, once
+    assert [c for c in calls if c[1] == "lead"][-3:] == [
+        ("tool_call_failed", "lead", "call_1_2", None),  # interrupted
+        ("tool_call_started", "lead", "call_1_2~2", None),
+        ("tool_call_completed", "lead", "call_1_2~2", None),
+    ]
+    steady = [c for c in calls if c[1] == "steady"]
+    assert steady == [
+        ("tool_call_started", "steady", "call_1_1", "call_1_2"),
+        ("tool_call_failed", "steady", "call_1_1", "call_1_2~2"),  # interrupted, told under the new task
+        ("tool_call_started", "steady", "call_1_1~2", "call_1_2~2"),
+        ("tool_call_completed", "steady", "call_1_1~2", "call_1_2~2"),
+    ]
+    failed = [e["data"]["error"] for e in events if e["event"] == "tool_call_failed"]
+    assert failed == ["interrupted", "interrupted"]
+    assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == LEAD_ANSWER
+    await c.close()
+    await d.close()

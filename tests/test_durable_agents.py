@@ -164,7 +164,7 @@ async def test_kill_9_in_a_member_s_tool_call_repeats_neither_the_member_that_ha
     steady = [c for c in calls if c[1] == "steady"]
     assert steady == [
         ("tool_call_started", "steady", "call_1_1", "call_1_2"),
-        ("tool_call_failed", "steady", "call_1_1", "call_1_2~2"),  # interrupted, told under the new task
+        ("tool_call_failed", "steady", "call_1_1", "call_1_2"),  # interrupted, under the task it began in
         ("tool_call_started", "steady", "call_1_1~2", "call_1_2~2"),
         ("tool_call_completed", "steady", "call_1_1~2", "call_1_2~2"),
     ]

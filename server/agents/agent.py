@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..bounds import EventTooLarge, clip_error
 from ..workflow import StepInput
 from .models import Message, Model, ToolCall, ToolModel, closing, default_model
-from .replay import INTERRUPTED, Past, PastRound, conversation, rebuild, told_error, told_result
+from .replay import INTERRUPTED, Past, PastCall, PastRound, conversation, rebuild, told_error, told_result
 from .tools import Tool, ToolCallFailed, as_tools
 
 if TYPE_CHECKING:
@@ -148,12 +148,7 @@ class Agent:
         past = past or Past()
         for cut in past.cut:  # a round stored only in part: its turn is asked again below
             for c in cut.calls:
-                if c.open:
-                    scope.report(
-                        "tool_call_failed",
-                        {"call_id": c.ids[-1], "tool": c.call.name, "error": INTERRUPTED},
-                        cut.number,
-                    )
+                _interrupted(c, scope, cut.number)
         for past_round in past.rounds:
             messages += await self._finish(past_round, scope)
         number = past.next_round  # the round the next turn would be
@@ -192,9 +187,7 @@ class Agent:
         """The messages of a round an earlier try had asked, its cut-off calls made again."""
         again = [c for c in done.calls if c.told is None]
         for c in again:
-            if c.open:
-                data = {"call_id": c.ids[-1], "tool": c.call.name, "error": INTERRUPTED}
-                scope.report("tool_call_failed", data, done.number)
+            _interrupted(c, scope, done.number)
         tries = [ToolCall(c.next_id(), c.call.name, c.call.arguments) for c in again]
         for c, t in zip(again, tries, strict=True):
             data = {"call_id": t.id, "tool": t.name, "args": _args(t), "retry_of": c.call.id}
@@ -247,13 +240,14 @@ class Scope:
     def named(self, agent: str) -> Scope:
         return Scope(self.ctx, self.history, agent, self.parent_call_id)
 
-    def report(self, event: ToolEvent, data: dict[str, Any], number: int) -> None:
-        """Send a tool event of round `number`, named by who made it."""
+    def report(self, event: ToolEvent, data: dict[str, Any], number: int, *, under: str | None = None) -> None:
+        """Send a tool event of round `number`, named by who made it (`under`: the leader's
+        call it belongs to, when not the one this scope works on)."""
         if self.ctx is None:  # called outside the engine (a test, a script): nobody to tell
             return
         data = {**data, "round": number, "agent": self.agent}
-        if self.parent_call_id is not None:
-            data["parent_call_id"] = self.parent_call_id
+        if (under or self.parent_call_id) is not None:
+            data["parent_call_id"] = under or self.parent_call_id
         self.ctx.tool_event(event, data)
 
     async def say(self, delta: str) -> None:
@@ -276,6 +270,15 @@ class ToolCallContext:
     scope: Scope
     call_id: str
     tries: tuple[str, ...]
+
+
+def _interrupted(call: PastCall, scope: Scope, number: int) -> None:
+    """End a call cut off by an interruption (if its last try had not ended), under the
+    same leader's call as its start."""
+    if call.open:
+        data = {"call_id": call.ids[-1], "tool": call.call.name, "error": INTERRUPTED}
+        scope.report("tool_call_failed", data, number, under=call.parent_call_id)
+        call.open = False
 
 
 def _args(call: ToolCall) -> Any:

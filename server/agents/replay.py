@@ -40,12 +40,13 @@ class PastCall:
     """A tool call the model had asked for: `call` as it asked it (its id, tool, arguments),
     `ids` the call_ids it was made under (the model's id first, then `~2`, ...), `told` what
     the model is told once a try ended (None while it has no answer), `open` when the last
-    try started and never ended."""
+    try started and never ended; its end is reported under that try's `parent_call_id`."""
 
     call: ToolCall
     ids: list[str]
     told: str | None = None
     open: bool = True
+    parent_call_id: str | None = None  # the leader's call its last try worked on (a team member's)
 
     def next_id(self) -> str:
         """The call_id of the next try."""
@@ -108,7 +109,7 @@ def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] 
     under a new try of that call begins with a `step_started` too.
     """
     own: list[Entry] = []
-    working_on: Any = None
+    tries_seen: set[Any] = set()
     for event, data in history:
         if event == "step_started":
             own.append((event, data))
@@ -116,9 +117,10 @@ def conversation(history: Iterable[Entry], agent: str, parents: Collection[str] 
             parent = data.get("parent_call_id")
             if parents:
                 mine = parent in parents and data.get("agent") == agent
-                if mine and working_on is not None and parent != working_on:
-                    own.append(("step_started", {}))
-                working_on = parent if mine else working_on
+                if mine and parent not in tries_seen:
+                    if tries_seen:  # the leader made the call again: the member's new try
+                        own.append(("step_started", {}))
+                    tries_seen.add(parent)
             elif event == "step_output":
                 mine = parent is None and "agent" not in data
             else:
@@ -158,6 +160,7 @@ def rebuild(entries: Iterable[Entry], *, replayed: bool = True) -> Past:
             if again is not None:
                 again.ids.append(call_id)
                 again.open, again.told = True, None
+                again.parent_call_id = data.get("parent_call_id")
                 calls[call_id] = again
                 continue
             number = data.get("round")
@@ -168,7 +171,8 @@ def rebuild(entries: Iterable[Entry], *, replayed: bool = True) -> Past:
                 text = []
             asked = data.get("round_calls")
             past.rounds[-1].asked = asked if isinstance(asked, int) else len(past.rounds[-1].calls) + 1
-            call = PastCall(ToolCall(call_id, str(data.get("tool", "")), _arguments(data.get("args"))), [call_id])
+            asked_call = ToolCall(call_id, str(data.get("tool", "")), _arguments(data.get("args")))
+            call = PastCall(asked_call, [call_id], parent_call_id=data.get("parent_call_id"))
             past.rounds[-1].calls.append(call)
             calls[call_id] = call
         elif event in TOOL_EVENTS:

@@ -66,6 +66,8 @@ def slow(topic: str) -> str:
     """Look a topic up, slowly the first time (long enough to be killed)."""
     path = calls_file("slow")
     first = not path.exists()
+    with calls_file("slow").with_suffix(".pids").open("a") as f:
+        f.write(f"{os.getpid()}\n")  # which server runs it (a cluster test kills that node)
     with path.open("a") as f:
         f.write(topic + "\n")
     if first:

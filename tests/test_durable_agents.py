@@ -68,16 +68,28 @@ async def test_kill_9_in_a_tool_call_resumes_the_agent_without_repeating_complet
 
 async def kill_9_in_a_tool_call(server: ServerProcess, folder: Path) -> None:
     c = await Client.connect(server.url)
-    run_id = await c.start("durable_agent", "plan")
-    await c.wait(lambda m: m.get("event") == "tool_call_started" and m["data"]["tool"] == "slow")
-    await until(lambda: len(lines(folder / "slow.calls")) == 1)  # the slow call is running, blocked
+    run_id = await start_until_slow(c, folder)
 
     server.kill()
     server.restart()
 
     d = await Client.connect(server.url)
     await d.request({"type": "subscribe", "run_id": run_id, "after": 0})
-    events = await d.until_terminal(run_id)
+    assert_went_on(await d.until_terminal(run_id), folder, "restart")
+    await c.close()
+    await d.close()
+
+
+async def start_until_slow(c: Client, folder: Path) -> str:
+    """Start the durable agent and wait until its second tool call is blocked in the tool."""
+    run_id = await c.start("durable_agent", "plan")
+    await c.wait(lambda m: m.get("event") == "tool_call_started" and m["data"]["tool"] == "slow")
+    await until(lambda: len(lines(folder / "slow.calls")) == 1)
+    return run_id
+
+
+def assert_went_on(events: list[dict[str, Any]], folder: Path, reason: str) -> None:
+    """The durable agent's run, cut off in its slow call, went on from its checkpoint."""
     assert_log(events)
     assert lines(folder / "note.calls") == ["tides"]  # completed before the crash: not made again
     assert lines(folder / "slow.calls") == ["moons", "moons"]  # cut off: made again
@@ -91,15 +103,36 @@ async def kill_9_in_a_tool_call(server: ServerProcess, folder: Path) -> None:
     ]
     again = next(e for e in events if e["data"].get("call_id") == "call_2_1~2")
     assert again["data"]["retry_of"] == "call_2_1" and again["data"]["round"] == 2
-    assert [e["data"]["reason"] for e in events if e["event"] == "run_resumed"] == ["restart"]
+    assert [e["data"]["reason"] for e in events if e["event"] == "run_resumed"] == [reason]
     assert events[-1]["event"] == "run_completed"
     assert events[-1]["data"]["output"] == PLANNER_ANSWER  # the whole answer, as if never cut off
     last_try = max(i for i, e in enumerate(events) if e["event"] == "step_started")
     deltas = [e["data"]["delta"] for e in events[last_try:] if e["event"] == "step_output"]
     assert deltas[0] == "Noting first. Now the slow part."  # the kept rounds' text, streamed again at once
     assert "".join(deltas) == PLANNER_ANSWER  # a step run again streams its text from the start
-    await c.close()
-    await d.close()
+
+
+async def test_a_takeover_in_a_tool_call_goes_on_from_the_agent_s_checkpoint(pg_url: str, folder: Path) -> None:
+    nodes = [ServerProcess.node(pg_url, folder, n, "--workflows", str(FLOWS), "--takeover-seconds", "2") for n in "ab"]
+    try:
+        for node in nodes:
+            node.start()
+        c = await Client.connect(nodes[0].url)
+        run_id = await start_until_slow(c, folder)
+        owner_pid = int(lines(folder / "slow.pids")[0])
+        [owner] = [n for n in nodes if n.proc is not None and n.proc.pid == owner_pid]
+        [other] = [n for n in nodes if n is not owner]
+
+        owner.kill()
+
+        d = await Client.connect(other.url)
+        await d.request({"type": "subscribe", "run_id": run_id, "after": 0})
+        assert_went_on(await d.until_terminal(run_id, timeout=40), folder, "takeover")
+        await c.close()
+        await d.close()
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 async def test_a_coordinating_team_delegates_to_two_members_at_once_and_answers(server: ServerProcess) -> None:

@@ -26,6 +26,7 @@ from server import (
     Workflow,
     tool,
 )
+from server.agents import ToolCall
 from server.agents.replay import conversation, rebuild, told_error
 
 from .agent_flows import ScriptedModel
@@ -166,7 +167,6 @@ async def test_an_agent_run_again_from_any_point_answers_as_if_never_cut_off_and
         output, log = await drive(agent.stream, tries(prefix))
 
         assert output == whole, cut
-        assert agent.model.seen[-1] == last_messages, cut  # type: ignore[union-attr]
         ended = {d["call_id"] for e, d in prefix if e in ("tool_call_completed", "tool_call_failed")}
         open_ = [d for e, d in prefix if e == "tool_call_started" and d["call_id"] not in ended]
         assert [d["call_id"] for e, d in log if e == "tool_call_failed"] == [d["call_id"] for d in open_], cut
@@ -176,9 +176,11 @@ async def test_an_agent_run_again_from_any_point_answers_as_if_never_cut_off_and
             d["round_calls"] > sum(1 for e2, d2 in prefix if e2 == "tool_call_started" and d2["round"] == d["round"])
             for d in open_
         )
-        if round_cut:  # a crash between two commits of one round's starts: the turn is asked again
-            assert made[: len(open_)] == [d["call_id"] for d in open_], cut
+        if round_cut:  # a crash between two commits of one round's starts: the turn is asked again,
+            # its calls under new ids (the model's own are taken), a round later
+            assert made[: len(open_)] == [d["call_id"] + "-2" for d in open_], cut
         else:
+            assert agent.model.seen[-1] == last_messages, cut  # type: ignore[union-attr]
             assert [d["call_id"] + "~2" for d in open_] == made[: len(open_)], cut
         assert not ended & {d.get("call_id") for _, d in log}, cut  # a completed call sends nothing new
         assert sum(counts.values()) == 3 - len(ended), cut
@@ -202,6 +204,31 @@ async def test_an_agent_cut_off_twice_still_answers_the_same_and_each_call_ends_
             assert sorted(starts) == sorted(ends), (cut, cut2)  # every start has its one end
             completed = [d["result"] for e, d in log if e == "tool_call_completed"]
             assert sorted(completed) == ["looked up moons", "looked up waves", "noted tides"], (cut, cut2)
+
+
+async def test_calls_a_model_numbers_afresh_each_turn_get_ids_of_their_own() -> None:
+    @tool
+    def echo(topic: str) -> str:
+        """Say it back."""
+        return topic
+
+    class SameIds(ScriptedModel):
+        async def turn(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[Any]:
+            async for item in super().turn(messages, tools):
+                yield ToolCall("call_1", item.name, item.arguments) if isinstance(item, ToolCall) else item
+
+    script = [("", [("echo", {"topic": "a"})]), ("", [("echo", {"topic": "b"})]), ("{results}", [])]
+    whole, first = await drive(Agent("A", SameIds("m", script, delay=0), tools=[echo]).stream, None)
+    assert [d["call_id"] for e, d in first if e == "tool_call_started"] == ["call_1", "call_1-2"]
+    assert whole == "a; b"
+    cut = [i for i, (e, _) in enumerate(first) if e == "tool_call_started"][1] + 1  # in the second round's call
+    output, log = await drive(Agent("A", SameIds("m", script, delay=0), tools=[echo]).stream, tries(first[:cut]))
+    assert output == whole
+    assert [(e, d["call_id"]) for e, d in log if e.startswith("tool_call_")] == [
+        ("tool_call_failed", "call_1-2"),
+        ("tool_call_started", "call_1-2~2"),
+        ("tool_call_completed", "call_1-2~2"),
+    ]
 
 
 async def test_a_tool_that_had_failed_is_not_made_again() -> None:

@@ -152,13 +152,14 @@ class Agent:
         for past_round in past.rounds:
             messages += await self._finish(past_round, scope)
         number = past.next_round  # the round the next turn would be
+        used = {i for r in (*past.rounds, *past.cut) for c in r.calls for i in c.ids}
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
             async with closing(model.turn(messages, specs)) as items:
                 async for item in items:
                     if isinstance(item, ToolCall):
-                        calls.append(item)
+                        calls.append(_unique(item, used, number))
                     else:
                         text.append(item)
                         yield item
@@ -270,6 +271,17 @@ class ToolCallContext:
     scope: Scope
     call_id: str
     tries: tuple[str, ...]
+
+
+def _unique(call: ToolCall, used: set[str], number: int) -> ToolCall:
+    """The call with an id no other call of this conversation has: some servers number
+    their calls afresh each turn (or send none), and a resumed agent must tell them apart.
+    The model is given the call back under this id, so it stays consistent."""
+    call_id, n = call.id or "call", number
+    while call_id in used:
+        call_id, n = f"{call.id or 'call'}-{n}", n + 1
+    used.add(call_id)
+    return call if call_id == call.id else ToolCall(call_id, call.name, call.arguments)
 
 
 def _interrupted(call: PastCall, scope: Scope, number: int) -> None:

@@ -196,12 +196,15 @@ export class RunView {
           break;
         case 'step_started': {
           const step = this.step(e.step, data.index);
+          const wasCompleted = step.status === 'completed';
           const asked = this.asksOf(e.step).length > 0; // asked before a restart, not answered yet
           Object.assign(step, { status: asked ? 'waiting' : 'running', attempt: data.attempt ?? step.attempt + 1 });
           Object.assign(step, { startedAt: e.ts, finishedAt: null, error: null, progress: null, output: undefined });
           // A step that runs again (a retry, or after a restart) streams its text from the start.
           Object.assign(step, { hasText: false, pendingText: '', resetText: true });
-          step.calls = new Map();
+          // An agent run again keeps the calls it had made (they are not made again); a step
+          // that starts over after completing (a loop's next iteration) makes new ones.
+          if (wasCompleted) step.calls = new Map();
           step.callsDirty = true;
           this.startBar(e.step, step.attempt, ts, asked);
           break;
@@ -210,11 +213,14 @@ export class RunView {
         case 'tool_call_completed':
         case 'tool_call_failed': {
           const step = this.step(e.step);
-          const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined };
+          const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined, text: '' };
           Object.assign(call, { tool: data.tool ?? call.tool, status: TOOL_CALL_STATUS[e.event] });
-          // Who made the call (an agent of a team), and the call it was made under (a delegation).
-          if (typeof data.agent === 'string') call.agent = data.agent;
-          if (data.parent_call_id !== undefined && data.parent_call_id !== null) call.parent = data.parent_call_id;
+          // A coordinating team's member names itself: its calls show under its name, and
+          // under the leader's call that gave it the task.
+          if (typeof data.parent_call_id === 'string') {
+            call.agent = data.agent;
+            call.parent = data.parent_call_id;
+          }
           if ('args' in data) call.args = data.args;
           if ('result' in data) call.result = data.result;
           if ('error' in data) call.error = data.error;
@@ -224,7 +230,13 @@ export class RunView {
         }
         case 'step_output': {
           const step = this.step(e.step);
-          if (typeof data.delta === 'string' && data.delta !== '') {
+          const task = typeof data.parent_call_id === 'string' ? step.calls.get(data.parent_call_id) : undefined;
+          if (task && typeof data.delta === 'string') {
+            // A team member's text, shown under the leader's call that gave it the task.
+            task.speaker = data.agent;
+            task.text = (task.text ?? '') + data.delta;
+            step.callsDirty = true;
+          } else if (typeof data.delta === 'string' && data.delta !== '') {
             step.pendingText += data.delta;
             step.hasText = true;
           }
@@ -552,7 +564,8 @@ export class RunView {
   }
 }
 
-/** One tool call as a list item: its name, status and arguments, then its result or error (text only). */
+/** One tool call as a list item: who made it (a team member), its name, status and arguments, then
+ * its result or error, and the text a member streamed while working on it (text only). */
 function renderCall(call) {
   const ended =
     call.status === 'failed'
@@ -560,14 +573,18 @@ function renderCall(call) {
       : call.status === 'completed'
         ? el('span', { class: 'tool-result' }, `→ ${short(call.result)}`)
         : null;
+  const spoken = call.text
+    ? el('p', { class: 'tool-text', 'aria-label': `Text of ${call.speaker ?? 'a member'}` }, call.text)
+    : null;
   return el(
     'li',
     { class: call.parent === undefined ? 'tool-call' : 'tool-call tool-nested', dataset: { status: call.status } },
-    call.agent ? el('span', { class: 'tool-agent' }, call.agent) : null,
+    call.agent ? el('span', { class: 'tool-agent' }, `${call.agent} › `) : null,
     el('code', { class: 'tool-name' }, call.tool ?? '?'),
     el('span', { class: `status status-${call.status}` }, call.status),
     el('code', { class: 'tool-args' }, `(${call.args === undefined ? '' : short(call.args)})`),
     ended,
+    spoken,
   );
 }
 

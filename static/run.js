@@ -363,9 +363,11 @@ export class RunView {
     for (const step of this.model.steps.values()) {
       if (step.status === 'running' || step.status === 'waiting') {
         Object.assign(step, { status: 'failed', error: error ?? 'stopped', finishedAt: ts });
+      } else if (step.status === 'pending') {
+        step.status = 'skipped';
+      } else {
+        continue;
       }
-      else if (step.status === 'pending') step.status = 'skipped';
-      else continue;
       this.model.dirty.add(step);
     }
   }

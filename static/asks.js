@@ -38,6 +38,8 @@ export class Asks {
     const open = new Set(requests.map((r) => r.request_id));
     for (const [id, entry] of this.forms) {
       if (open.has(id)) continue;
+      // Focus in a form that goes would fall to the page's start: keep the reader in the run.
+      if (entry.form.contains(document.activeElement)) document.getElementById('run-title')?.focus();
       entry.form.remove();
       this.forms.delete(id);
     }

@@ -1,21 +1,26 @@
 """An approval workflow: draft a text, ask a person whether to publish it, then publish or revise.
 
-    python -m server --workflows examples/approval.py
-    python -m client run approval --input '{"topic": "background workflows"}'
+    .venv/bin/python -m server --workflows examples/approval.py
+    .venv/bin/python -m client run approval --input '{"topic": "background workflows"}'
 
 The run streams its draft, then waits (status `waiting`) for an answer to "Publish this
-draft?": open the dashboard (http://127.0.0.1:8000/), tick "approve" (or leave a note) and
+draft?": open the dashboard (http://127.0.0.1:8000/), tick "Approve" (or leave a note) and
 send; or answer over the wire with `respond`. A waiting run holds no worker and survives a
 restart of the server with the same question; the draft is not written again.
+
+Without a server, the Python API plays the person (`--revise NOTE` answers no, with a note):
+
+    .venv/bin/python examples/approval.py [--revise "shorter, please"]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server import Router, Step, StepContext, StepInput, Workflow
+from server import Router, RunOutput, SqliteDb, Step, StepContext, StepInput, Workflow
 
 WORD_DELAY = 0.02  # seconds between streamed words
 
@@ -71,4 +76,29 @@ approval = Workflow(
         "type": "object",
         "properties": {"topic": {"type": "string", "default": "background workflows", "maxLength": 500}},
     },
+    db=SqliteDb(db_file="tmp/examples.db"),  # for the Python API below; a server keeps its own --db
 )
+
+
+async def poll(run_id: str, until: Callable[[RunOutput], bool]) -> RunOutput:
+    """Read the run every 50 ms until `until(run)` holds."""
+    while (run := await approval.aget_run(run_id)) is None or not until(run):
+        await asyncio.sleep(0.05)
+    return run
+
+
+async def main(note: str | None) -> None:
+    started = await approval.arun(input={"topic": "background workflows"}, background=True)
+    run = await poll(started.run_id, lambda r: bool(r.waiting_for))  # the draft streams first
+    question = run.waiting_for[0]
+    print(f"{run.status}: {question['prompt']}")
+    answer = {"approve": True} if note is None else {"approve": False, "note": note}
+    await approval.arespond(run.run_id, question["request_id"], answer)
+    run = await poll(run.run_id, RunOutput.has_completed)
+    print(f"{run.status}: {run.content}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Draft, ask, then publish or revise.")
+    parser.add_argument("--revise", metavar="NOTE", help="answer no, with this note")
+    asyncio.run(main(parser.parse_args().revise))

@@ -15,14 +15,14 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, cwd: Path) -> str:
+def run_example(name: str, cwd: Path, *args: str) -> str:
     # PYTHONPATH: the examples import `server` from this checkout, not whichever one is installed.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {
         "RUNCAST_POLL_SECONDS": "0.2",
         "PYTHONPATH": str(EXAMPLES.parent),
     }
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -53,3 +53,9 @@ def test_parallel_research(tmp_path: Path) -> None:
 def test_flaky_retry(tmp_path: Path, times: int) -> None:
     for _ in range(times):  # a second run in the same folder starts afresh
         assert "completed: answer after 3 attempts (3 attempts)" in run_example("flaky_retry.py", tmp_path)
+
+
+@pytest.mark.parametrize(("args", "output"), [([], "{'published': "), (["--revise", "shorter"], "(revised: shorter)")])
+def test_approval(tmp_path: Path, args: list[str], output: str) -> None:
+    out = run_example("approval.py", tmp_path, *args)
+    assert out.startswith("waiting: Publish this draft?\ncompleted: ") and output in out

@@ -82,3 +82,10 @@ confirm = Workflow(
     ],
     description="deploy only once a person says yes",
 )
+
+
+async def _ship(step_input: StepInput, ctx: StepContext) -> Any:
+    return await ctx.ask("Ship it?", schema={"type": "boolean"}, timeout=600, default=False)
+
+
+deadline = Workflow("deadline", [Step("ship", _ship)], description="a question with a timeout and a default")

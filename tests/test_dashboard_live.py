@@ -220,6 +220,14 @@ def test_a_yes_or_no_question_has_two_buttons(live_server: ServerProcess, page: 
     skipped = wait_finished(live_server, no)
     assert [s["status"] for s in skipped["steps"]] == ["skipped", "completed"]
 
+    # A question with a timeout says by when, and what happens then.
+    timed = post_run(live_server, "deadline", None)["run_id"]
+    page.goto(f"{live_server.http_url}/#/runs/{timed}")
+    hint = page.locator("#run-asks .ask-deadline")
+    expect(hint).to_have_text(re.compile(r"^Answer by .+; after that the step goes on with false\.$"))
+    page.locator("#run-asks").get_by_role("button", name="Yes", exact=True).click()
+    expect(page.locator("#run-output")).to_have_text("true")
+
     # Answered by someone else while the page shows the question: the form goes away.
     elsewhere = post_run(live_server, "confirm", None)["run_id"]
     page.goto(f"{live_server.http_url}/#/runs/{elsewhere}")

@@ -13,9 +13,9 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,8 @@ from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
+
+T = TypeVar("T")
 
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
@@ -139,7 +141,7 @@ class Engine:
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._held: dict[str, _RunLock] = {}  # waiting runs being answered, cancelled or expired here
         self._answer_checks: dict[str, Check] = {}  # compiled request schemas, by their JSON
         self._timeouts: asyncio.Task[None] | None = None
@@ -513,7 +515,7 @@ class Engine:
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
             if run is None and snapshot["status"] == RunStatus.WAITING:
-                cancelled = await self._cancel_waiting(run_id)
+                cancelled = await self._to_the_end(self._cancel_waiting(run_id))
                 return cancelled if cancelled is not None else await self.cancel(run_id)
             if run is None and self.cluster is not None:
                 return await self._cancel_elsewhere(snapshot)
@@ -568,6 +570,9 @@ class Engine:
             check_event_size("the answer", value, self.max_event_bytes)
         except EventTooLarge as exc:
             raise InvalidInput(str(exc)) from None
+        return await self._to_the_end(self._respond(run_id, request_id, value))
+
+    async def _respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
         async with self._hold(run_id):
             snapshot = await self._waiting_run(run_id)
             request = _request(snapshot, request_id)
@@ -579,6 +584,19 @@ class Engine:
         if answered is None:
             raise Conflict(f"run {run_id!r} is no longer waiting for request {request_id!r}")
         return answered
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to its end even if the caller goes away (a client that disconnects
+        mid-answer): a run taken or answered must also be released or continued."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._ended_alone)
+        return await asyncio.shield(task)
+
+    def _ended_alone(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # seen: its caller may be gone
+            log.debug("an answer or cancel ended with %r", task.exception())
 
     def _answer_check(self, schema: dict[str, Any]) -> Check:
         key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()

@@ -48,6 +48,7 @@ T = TypeVar("T")
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
 TIMEOUT_CHECK_SECONDS = 60.0  # how often a lone server looks for expired requests it was not told of
+TIMEOUTS_PAGE = 100  # expired requests closed per look
 HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
 
 
@@ -286,6 +287,8 @@ class Engine:
         keep taking (free runs, and the runs of nodes that went silent)."""
         if self._timeouts is None:
             self._timeouts = asyncio.create_task(self._watch_timeouts(), name="runcast-ask-timeouts")
+        else:
+            self._timeouts_due.set()  # a workflow registered since: its expired requests too
         if self.cluster is not None:
             count = await self.cluster.claim_now()
             self.cluster.start()
@@ -745,19 +748,23 @@ class Engine:
         while True:
             delay = every
             try:
-                due = await self.store.due_waits(100)
-                now = time.time()
-                for run_id, at in due:
-                    if at <= now:
-                        await self._expire(run_id)
-                later = [at for _, at in due if at > now]
-                if later:
-                    delay = min(delay, min(later) - time.time())
-                elif len(due) == 100:
-                    delay = 0
+                due = await self.store.due_waits(list(self.workflows), TIMEOUTS_PAGE)
             except Exception as exc:  # the store is away: try again in a while
                 log.warning("checking for expired requests failed: %s", exc)
-                delay = 1.0
+                due, delay = [], 1.0
+            now = time.time()
+            for run_id, at in due:
+                if at <= now:
+                    try:
+                        await self._expire(run_id)
+                    except Exception as exc:  # e.g. held by another node for too long: next round
+                        log.warning("run %s: its expired request could not be closed: %s", run_id, exc)
+                        delay = 1.0
+            later = [at for _, at in due if at > now]
+            if later:
+                delay = min(delay, min(later) - time.time())
+            elif len(due) == TIMEOUTS_PAGE and delay == every:
+                delay = 0  # a full page, all closed: there may be more
             await wait_set(self._timeouts_due, max(0.0, delay))
             self._timeouts_due.clear()
 

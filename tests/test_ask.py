@@ -157,8 +157,8 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
 
     store = SqliteStore(str(tmp_path / "runcast.db"))
     await store.open()
-    engine = Engine(store, [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])])
-    engine._threads.max_threads = 1
+    workflows = [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])]
+    engine = Engine(store, workflows, step_threads=1)
     try:
         ids = [(await engine.start("ask", None))[0]["run_id"] for _ in range(3)]
         async with asyncio.timeout(5):
@@ -177,6 +177,23 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
     finally:
         await engine.shutdown()
         await store.close()
+
+
+async def test_two_answers_at_once_on_one_server_one_wins(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        c, d = await Client.connect(server.url), await Client.connect(server.url)
+        for _ in range(5):
+            run_id = await c.start("greet", None)
+            rid = (await waiting(c, run_id))["waiting_for"][0]["request_id"]
+            replies = await asyncio.gather(respond(c, run_id, rid, "c"), respond(d, run_id, rid, "d"))
+            kinds = sorted(r["type"] if r["type"] == "responded" else r["code"] for r in replies)
+            assert kinds == ["conflict", "responded"], replies
+            events = await c.until_terminal(run_id)
+            assert_log(events)
+            assert [e["event"] for e in events].count("input_received") == 1
+    finally:
+        server.stop()
 
 
 @both_backends

@@ -559,3 +559,41 @@ async def test_a_timeout_fires_on_another_node_when_the_asking_node_is_gone(pg_u
     finally:
         a.stop()
         b.stop()
+
+
+# ---- pure parts ------------------------------------------------------------------------------
+
+
+def test_respond_frames_are_parsed_and_checked() -> None:
+    from server.protocol import ErrorCode, ParseError, Respond, parse_client_frame
+
+    ok = parse_client_frame(json.dumps({"type": "respond", "id": 3, "run_id": "r", "request_id": "q", "value": None}))
+    assert ok == Respond(3, "r", "q", None)
+    for bad in (
+        {"type": "respond", "run_id": "r", "request_id": "q"},
+        {"type": "respond", "run_id": "r", "value": 1},
+        {"type": "respond", "request_id": "q", "value": 1},
+        {"type": "respond", "run_id": "r", "request_id": 5, "value": 1},
+    ):
+        parsed = parse_client_frame(json.dumps(bad))
+        assert isinstance(parsed, ParseError) and parsed.code == ErrorCode.BAD_REQUEST, bad
+
+
+def test_asks_are_matched_by_order_within_one_try() -> None:
+    from server.engine.context import answered_asks
+
+    history = [
+        ("step_started", {"attempt": 1}),
+        ("input_requested", {"request_id": "a", "prompt": "A?"}),
+        ("input_received", {"request_id": "a", "value": 1}),
+        ("step_failed", {"attempt": 1, "will_retry": True}),
+        ("step_started", {"attempt": 2}),
+        ("input_requested", {"request_id": "c", "prompt": "ok?", "kind": "confirmation"}),
+        ("input_requested", {"request_id": "b", "prompt": "A?"}),
+        ("input_received", {"request_id": "b", "value": 2}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),  # stored again: one ask
+    ]
+    asked, answers = answered_asks(history)
+    assert [a["request_id"] for a in asked] == ["b", "d"]
+    assert answers["b"]["value"] == 2 and "d" not in answers

@@ -146,6 +146,23 @@ async def test_waiting_runs_hold_no_running_slot(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_the_runs_feed_shows_a_run_go_waiting_and_on(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        watcher, c = await Client.connect(server.url), await Client.connect(server.url)
+        assert (await watcher.request({"type": "subscribe_runs", "status": "waiting"}))["type"] == "runs_subscribed"
+        run_id = await c.start("approve", None)
+        frame = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert frame["run"]["status"] == "waiting" and frame["run"]["current_step"] == "approve"
+        assert [w["prompt"] for w in frame["run"]["waiting_for"]] == ["Publish this?"]
+        rid = frame["run"]["waiting_for"][0]["request_id"]
+        await respond(c, run_id, rid, {"ok": True})
+        left = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert left["run"]["status"] != "waiting" and left["run"]["waiting_for"] == []
+    finally:
+        server.stop()
+
+
 async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> None:
     """In process, with one worker thread: three plain steps wait, a fourth still runs."""
 

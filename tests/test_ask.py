@@ -614,3 +614,15 @@ def test_asks_are_matched_by_order_within_one_try() -> None:
     asked, answers = answered_asks(history)
     assert [a["request_id"] for a in asked] == ["b", "d"]
     assert answers["b"]["value"] == 2 and "d" not in answers
+
+
+def test_a_snapshot_with_many_large_questions_still_fits_one_frame() -> None:
+    from server.bounds import MAX_REPLY_BYTES, bounded_run, json_size
+
+    asks = [{"request_id": f"q{i}", "prompt": "?" * 200_000, "schema": None, "step": f"s{i}"} for i in range(6)]
+    run = {"run_id": "r", "status": "waiting", "input": None, "output": None, "error": None, "steps": []}
+    bounded = bounded_run({**run, "waiting_for": asks})
+    assert json_size(bounded) <= MAX_REPLY_BYTES
+    assert any(name.startswith("waiting_for[") for name in bounded["truncated"])
+    assert [w["request_id"] for w in bounded["waiting_for"]] == [f"q{i}" for i in range(6)]
+    assert asks[0]["prompt"] == "?" * 200_000  # the run itself is untouched

@@ -146,6 +146,23 @@ async def test_waiting_runs_hold_no_running_slot(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_the_runs_feed_shows_a_run_go_waiting_and_on(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        watcher, c = await Client.connect(server.url), await Client.connect(server.url)
+        assert (await watcher.request({"type": "subscribe_runs", "status": "waiting"}))["type"] == "runs_subscribed"
+        run_id = await c.start("approve", None)
+        frame = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert frame["run"]["status"] == "waiting" and frame["run"]["current_step"] == "approve"
+        assert [w["prompt"] for w in frame["run"]["waiting_for"]] == ["Publish this?"]
+        rid = frame["run"]["waiting_for"][0]["request_id"]
+        await respond(c, run_id, rid, {"ok": True})
+        left = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert left["run"]["status"] != "waiting" and left["run"]["waiting_for"] == []
+    finally:
+        server.stop()
+
+
 async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> None:
     """In process, with one worker thread: three plain steps wait, a fourth still runs."""
 
@@ -157,8 +174,8 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
 
     store = SqliteStore(str(tmp_path / "runcast.db"))
     await store.open()
-    engine = Engine(store, [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])])
-    engine._threads.max_threads = 1
+    workflows = [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])]
+    engine = Engine(store, workflows, step_threads=1)
     try:
         ids = [(await engine.start("ask", None))[0]["run_id"] for _ in range(3)]
         async with asyncio.timeout(5):
@@ -177,6 +194,23 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
     finally:
         await engine.shutdown()
         await store.close()
+
+
+async def test_two_answers_at_once_on_one_server_one_wins(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        c, d = await Client.connect(server.url), await Client.connect(server.url)
+        for _ in range(5):
+            run_id = await c.start("greet", None)
+            rid = (await waiting(c, run_id))["waiting_for"][0]["request_id"]
+            replies = await asyncio.gather(respond(c, run_id, rid, "c"), respond(d, run_id, rid, "d"))
+            kinds = sorted(r["type"] if r["type"] == "responded" else r["code"] for r in replies)
+            assert kinds == ["conflict", "responded"], replies
+            events = await c.until_terminal(run_id)
+            assert_log(events)
+            assert [e["event"] for e in events].count("input_received") == 1
+    finally:
+        server.stop()
 
 
 @both_backends
@@ -542,3 +576,53 @@ async def test_a_timeout_fires_on_another_node_when_the_asking_node_is_gone(pg_u
     finally:
         a.stop()
         b.stop()
+
+
+# ---- pure parts ------------------------------------------------------------------------------
+
+
+def test_respond_frames_are_parsed_and_checked() -> None:
+    from server.protocol import ErrorCode, ParseError, Respond, parse_client_frame
+
+    ok = parse_client_frame(json.dumps({"type": "respond", "id": 3, "run_id": "r", "request_id": "q", "value": None}))
+    assert ok == Respond(3, "r", "q", None)
+    for bad in (
+        {"type": "respond", "run_id": "r", "request_id": "q"},
+        {"type": "respond", "run_id": "r", "value": 1},
+        {"type": "respond", "request_id": "q", "value": 1},
+        {"type": "respond", "run_id": "r", "request_id": 5, "value": 1},
+    ):
+        parsed = parse_client_frame(json.dumps(bad))
+        assert isinstance(parsed, ParseError) and parsed.code == ErrorCode.BAD_REQUEST, bad
+
+
+def test_asks_are_matched_by_order_within_one_try() -> None:
+    from server.engine.context import answered_asks
+
+    history = [
+        ("step_started", {"attempt": 1}),
+        ("input_requested", {"request_id": "a", "prompt": "A?"}),
+        ("input_received", {"request_id": "a", "value": 1}),
+        ("step_failed", {"attempt": 1, "will_retry": True}),
+        ("step_started", {"attempt": 2}),
+        ("input_requested", {"request_id": "c", "prompt": "ok?", "kind": "confirmation"}),
+        ("input_requested", {"request_id": "b", "prompt": "A?"}),
+        ("input_received", {"request_id": "b", "value": 2}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),  # stored again: one ask
+    ]
+    asked, answers = answered_asks(history)
+    assert [a["request_id"] for a in asked] == ["b", "d"]
+    assert answers["b"]["value"] == 2 and "d" not in answers
+
+
+def test_a_snapshot_with_many_large_questions_still_fits_one_frame() -> None:
+    from server.bounds import MAX_REPLY_BYTES, bounded_run, json_size
+
+    asks = [{"request_id": f"q{i}", "prompt": "?" * 200_000, "schema": None, "step": f"s{i}"} for i in range(6)]
+    run = {"run_id": "r", "status": "waiting", "input": None, "output": None, "error": None, "steps": []}
+    bounded = bounded_run({**run, "waiting_for": asks})
+    assert json_size(bounded) <= MAX_REPLY_BYTES
+    assert any(name.startswith("waiting_for[") for name in bounded["truncated"])
+    assert [w["request_id"] for w in bounded["waiting_for"]] == [f"q{i}" for i in range(6)]
+    assert asks[0]["prompt"] == "?" * 200_000  # the run itself is untouched

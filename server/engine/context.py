@@ -119,7 +119,8 @@ def _small(fields: dict[str, Any]) -> bool:
 
 
 class StepContext:
-    """Lets a running step report progress and stream output, from a coroutine or a thread.
+    """Lets a running step report progress, stream output and ask for input, from a
+    coroutine or a thread.
 
     An executor receives it as a second argument when it takes one:
     `def fetch(step_input, ctx): ctx.progress(current=1, total=3)`.

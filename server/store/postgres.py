@@ -546,11 +546,12 @@ class PostgresBackend:
         """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""
         return []
 
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
-                " ORDER BY wake_at LIMIT $1",
+                " AND workflow = ANY($1::text[]) ORDER BY wake_at LIMIT $2",
+                workflows,
                 limit,
             )
         return [(row[0], float(row[1])) for row in rows]

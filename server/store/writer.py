@@ -373,9 +373,9 @@ class Store:
         """Runs left pending or running, oldest first: what a restart must continue."""
         return await self.backend.unfinished_runs()
 
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
-        """(run_id, wake_at) of waiting runs whose first open request expires, soonest first."""
-        return await self.backend.due_waits(limit)
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
+        """(run_id, wake_at) of these workflows' waiting runs with a timeout, soonest first."""
+        return await self.backend.due_waits(workflows, limit)
 
     def release(self, run_id: str) -> None:
         """This process stops writing a run for now (it waits): forget its last seq, so that

@@ -69,10 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the run instead of detaching")
     p = command("poll", "print a run's snapshot")
     p.add_argument("run_id")
-    p = command("runs", "list runs, newest first")
+    p = command("runs", "list runs, newest first (or, with --watch, print each change as it happens)")
     p.add_argument("--workflow", default=None)
-    p.add_argument("--status", default=None, choices=["pending", "running", "completed", "failed", "cancelled"])
+    p.add_argument("--status", default=None, help="pending, running, completed, failed, cancelled, ...")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--watch", action="store_true", help="then print one line per change of a run, until Ctrl-C")
     command("workflows", "list the workflows the server knows")
     p = command("cancel", "cancel a run")
     p.add_argument("run_id")
@@ -114,6 +115,16 @@ async def _watch(client: Client, run_id: str, after: int, view: View, cancel_on_
     return EXIT_BY_STATUS.get(status, EXIT_FAILED)
 
 
+async def _watch_runs(client: Client, args: argparse.Namespace, view: View) -> int:
+    """`runs --watch`: one line per change of a run (after a reconnect, the changes missed)."""
+    try:
+        async for run in client.subscribe_runs(args.workflow, args.status):
+            view.run_changed(run)
+    except asyncio.CancelledError:  # Ctrl-C
+        return EXIT_OK
+    return EXIT_OK
+
+
 async def _main(args: argparse.Namespace) -> int:
     json_mode = args.json or not sys.stdout.isatty()
     view: View = JsonView() if json_mode else LiveView() if args.command in ("run", "watch") else TextView()
@@ -136,6 +147,8 @@ async def _command(args: argparse.Namespace, view: View) -> int:
                 run = await client.poll(args.run_id)
                 view.snapshot(run)
                 return EXIT_BY_STATUS.get(run["status"], EXIT_OK)
+            case "runs" if args.watch:
+                return await _watch_runs(client, args, view)
             case "runs":
                 runs, _ = await client.list_runs(args.workflow, args.status, args.limit)
                 view.runs(runs)

@@ -123,7 +123,7 @@ class PostgresBackend:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
-        self._on_events: list[Callable[[dict[str, int] | None], None]] = []
+        self._on_events: list[Callable[[dict[str, int] | None, set[str] | None], None]] = []
         self._on_control: list[Callable[[dict[str, Any]], None]] = []
         self.listening = False  # the LISTEN connection is up (else only the periodic catch-up delivers)
 
@@ -224,8 +224,10 @@ class PostgresBackend:
 
     # ---- notifications -----------------------------------------------------------------
 
-    def on_events(self, callback: Callable[[dict[str, int] | None], None]) -> None:
-        """Call `callback({run_id: last_seq})` when another node committed events (None: any run)."""
+    def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None:
+        """Call `callback({run_id: last_seq}, changed)` when another node committed: the runs
+        it wrote (None: any run), and `changed`, those whose state (status, steps) it wrote
+        (None: any of them may have; the runs feed then reads them all)."""
         self._on_events.append(callback)
 
     def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -270,7 +272,7 @@ class PostgresBackend:
 
     def _notify_all(self) -> None:
         for callback in self._on_events:
-            callback(None)
+            callback(None, None)
 
     def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         try:
@@ -281,8 +283,10 @@ class PostgresBackend:
             return  # our own commit: the local broker has it already
         if channel == EVENTS_CHANNEL:
             runs = None if message.get("all") else message.get("runs", {})
+            changed = message.get("changed")  # absent from an older node's: any may have changed
+            states = set(changed) if runs is not None and isinstance(changed, list) else None
             for callback in self._on_events:
-                callback(runs)
+                callback(runs, states)
         else:
             for control in self._on_control:
                 control(message)
@@ -318,8 +322,8 @@ class PostgresBackend:
                     [s for s, _ in seq_only],
                 )
             pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
-            if batch.seqs:
-                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch.seqs))
+            if batch.seqs or batch.runs:
+                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
         return pruned
 
     async def _fence(self, conn: Any, batch: Batch) -> set[str]:
@@ -342,8 +346,13 @@ class PostgresBackend:
         batch.lost |= lost
         return lost
 
-    def _events_payload(self, seqs: dict[str, int]) -> str:
-        payload = _payload(self.node_id, {"runs": seqs})
+    def _events_payload(self, batch: Batch) -> str:
+        """The runs of a commit with their last seqs (new runs at 0) and which of them had
+        their state written (`changed`, for the runs feed); what does not fit says less."""
+        runs = {run_id: batch.seqs.get(run_id, 0) for run_id in batch.runs} | batch.seqs
+        payload = _payload(self.node_id, {"runs": runs, "changed": list(batch.runs)})
+        if len(payload.encode()) > NOTIFY_LIMIT:
+            payload = _payload(self.node_id, {"runs": runs})
         return payload if len(payload.encode()) <= NOTIFY_LIMIT else _payload(self.node_id, {"all": True})
 
     async def _prune(self, conn: Any, finished_before: str, limit: int) -> int:

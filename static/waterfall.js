@@ -87,12 +87,18 @@ export class Waterfall {
   row(step) {
     let row = this.rowByStep.get(step);
     if (!row) {
+      const depth = step.split('/').length - 1;
       const track = el('div', { class: 'wf-track' });
       const total = el('span', { class: 'wf-total' });
       const li = el(
         'li',
         { class: 'wf-row', dataset: { step } },
-        el('span', { class: 'wf-label', title: step }, step),
+        // A nested step shows its own name, indented under its parent's (the title has the path).
+        el(
+          'span',
+          { class: 'wf-label', title: step, style: `padding-left: ${depth * 0.9}rem` },
+          step.slice(step.lastIndexOf('/') + 1),
+        ),
         track,
         total,
       );

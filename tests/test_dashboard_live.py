@@ -109,6 +109,9 @@ def test_a_run_started_from_the_cli_shows_up_live_and_is_answered_by_a_click(
     expect(page.locator("#run-status")).to_have_text("completed")
     expect(page.locator("#run-asks")).to_be_hidden()
     expect(page.locator("#run-output")).to_have_text(json.dumps({"published": DRAFT}, indent=2))
+    # The timeline: a row per step that ran, a nested one under its group by its own name.
+    expect(page.locator(".wf-row .wf-label")).to_have_text(["draft", "review", "decide", "publish"])
+    expect(page.locator('.wf-row[data-step="decide/publish"] .wf-label')).to_have_attribute("title", "decide/publish")
 
     page.go_back()
     expect(row).to_have_attribute("data-status", "completed")

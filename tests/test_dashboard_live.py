@@ -56,6 +56,7 @@ def run_from_the_cli(server: ServerProcess, clis: list[subprocess.Popen[str]]) -
     cli = subprocess.Popen(
         [sys.executable, "-m", "client", "--url", server.url, "--json", *command],
         cwd=ROOT,
+        stdin=subprocess.DEVNULL,  # no terminal: the CLI asks nobody, it watches
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -75,10 +75,12 @@ class StepContext:
             check_event_size("a progress event", fields, self.max_event_bytes)
         self._send("progress", fields)
 
-    def output(self, delta: str) -> None:
-        """Stream a piece of the step's output as a `step_output` event."""
-        check_event_size("a piece of streamed output", delta, self.max_event_bytes)
-        self._send("step_output", {"delta": delta})
+    def output(self, delta: str, **fields: str) -> None:
+        """Stream a piece of the step's output as a `step_output` event; `fields` are added
+        to its data (a coordinating team's member names itself: `agent`, `parent_call_id`)."""
+        data = {**fields, "delta": delta}
+        check_event_size("a piece of streamed output", data if fields else delta, self.max_event_bytes)
+        self._send("step_output", data)
 
     def tool_event(self, event: ToolEvent, data: dict[str, Any]) -> None:
         """Send a `tool_call_*` event (agent steps do, around each tool call); raise

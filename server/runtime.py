@@ -141,6 +141,11 @@ class Database:
         engine = await self.engine_for(workflow)
         return await engine.wait(run_id)
 
+    async def respond_run(self, workflow: Workflow, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer a request of a waiting run (the run then goes on in this process)."""
+        engine = await self.engine_for(workflow)
+        return await engine.respond(run_id, request_id, value)
+
     def _read_run(self, run_id: str) -> dict[str, Any] | None:
         """A run's committed snapshot, from any thread (for the blocking get_run)."""
         raise NotImplementedError

@@ -123,6 +123,8 @@ def main() -> int:
     goals += [(s.title.split(":")[0], s.met) for rep in reports for s in rep.scales if s.met is not None]
     if args.quick:
         print("goals: not judged (--quick sizes are a smoke check)")
+    elif not goals:
+        print("goals: none among these figures")
     else:
         print("goals: " + ", ".join(f"{fig} {met_text(met)}" for fig, met in goals))
     print(f"scripts: {', '.join(f'{r.script} {r.seconds:.0f} s' for r in reports)}; total {seconds:.0f} s")

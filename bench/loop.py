@@ -7,6 +7,8 @@ measured in the same run, on real servers over /ws (workflows: bench/loopflows.p
   the step sends once its ask returned (the run goes on: the step runs again from its start
   and reads its stored answer), against `start` -> `run_started` and -> the same `progress`
   of `tells`, the same step without the ask. One message at a time on one socket, p50 / p99.
+  L1e: one step asking many times in a row (`questions`): the time to answer its last asks
+  against its first (each answer runs the step again past every ask answered so far).
 - L2 waiting runs held: two servers with `--max-running 8`; on one, N runs wait for an answer.
   Its RSS with them against the same server idle just before; and runs/s of a load of short
   runs (chain3 over /ws, 4 sockets) on it against the server with none waiting: waiting runs
@@ -67,12 +69,29 @@ class Sizes:
     watchers: int  # L3
     agent_runs: int  # L4: runs per load
     stored_rounds: tuple[int, ...]  # L5: K
+    asks_in_a_row: int  # L1e
 
 
 FULL = Sizes(
-    rounds=3, latency_samples=200, waiting=2000, load_runs=500, watchers=10, agent_runs=100, stored_rounds=(100, 1000)
+    rounds=5,
+    latency_samples=200,
+    waiting=2000,
+    load_runs=500,
+    watchers=10,
+    agent_runs=100,
+    stored_rounds=(100, 1000),
+    asks_in_a_row=200,
 )
-QUICK = Sizes(rounds=1, latency_samples=30, waiting=200, load_runs=100, watchers=10, agent_runs=20, stored_rounds=(20,))
+QUICK = Sizes(
+    rounds=1,
+    latency_samples=30,
+    waiting=200,
+    load_runs=100,
+    watchers=10,
+    agent_runs=20,
+    stored_rounds=(20,),
+    asks_in_a_row=40,
+)
 
 
 async def start_loop_server(workdir: Path, name: str, *flags: str) -> HttpServer:
@@ -173,6 +192,23 @@ async def answer_latency(wire: Wire, n: int, tag: str) -> dict[str, list[float]]
         (t1, _), (t2, _), _ = await gather_timed(first, step, end)
         out["respond_first"].append((t1 - began) * 1e3)
         out["respond_step"].append((t2 - began) * 1e3)
+    return out
+
+
+async def answer_growth(wire: Wire, n: int, tag: str) -> list[float]:
+    """One `questions` run asking n times in a row, each answered as it comes: for each
+    answer, respond -> the next input_requested (the last: run_completed) seen, in ms."""
+    run_id = f"questions-{tag}"
+    asked = wire.expect(run_id, "input_requested")
+    await wire.send({"type": "start", "workflow": "questions", "input": {"n": n}, "run_id": run_id})
+    ((_, data),) = await gather_timed(asked)
+    out: list[float] = []
+    for i in range(n):
+        following = wire.expect(run_id, "input_requested" if i < n - 1 else "run_completed")
+        began = time.perf_counter()
+        await wire.send({"type": "respond", "run_id": run_id, "request_id": data["request_id"], "value": i})
+        ((now, data),) = await gather_timed(following)
+        out.append((now - began) * 1e3)
     return out
 
 
@@ -343,6 +379,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     lat: dict[str, list[list[float]]] = {}
     feed: dict[str, list[float]] = {"none": [], "watched": [], "frames_min": [], "frames_max": [], "lag": []}
     agent: dict[str, list[float]] = {}
+    growth: list[list[float]] = []
     resume: dict[int, list[dict[str, float]]] = {k: [] for k in (0, *sizes.stored_rounds)}
     watchers = Watchers()
     try:
@@ -357,6 +394,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         for r in range(sizes.rounds):
             for kind, values in (await answer_latency(wire, sizes.latency_samples, str(r))).items():
                 lat.setdefault(kind, []).append(values)
+            growth.append(await answer_growth(wire, sizes.asks_in_a_row, str(r)))
 
             feed["none"].append(await chain3_rate(server, sizes.load_runs))
             await watchers.open(server, sizes.watchers)
@@ -471,6 +509,19 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     report.rows.append(
         ms_row("L1d", "same, p99", "respond_step", "start_step", "start -> the same event of `tells` (no ask)", 99)
     )
+    q, tail = sizes.asks_in_a_row, 10
+    report.rows.append(
+        Row(
+            "L1e",
+            f"respond -> the next ask seen, answers {q - tail + 1}-{q} of one step asking {q} times (median)",
+            "ms",
+            [median(g[-tail:]) for g in growth],
+            f"same, answers 1-{tail}",
+            [median(g[:tail]) for g in growth],
+            lower_is_better=True,
+            note=f"all {q} answers of that step took {median(sum(g) for g in growth) / 1e3:.2f} s",
+        )
+    )
     w = sizes.waiting
     grown = (rss["after"] - rss["before"]) / w
     report.rows.append(
@@ -554,7 +605,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 f"those {k:,} rounds made live",
                 [t["live_ms"] for t in resume[k]],
                 lower_is_better=True,
-                note=f"with 0 stored rounds the same retry takes {base0:.2f} ms",
+                note=f"with 0 stored rounds the same retry takes {base0:.2f} ms" if i == 0 else "",
             )
         )
     notes.append(f"{sizes.rounds} rounds; {env_note()}")

@@ -2,6 +2,8 @@
 
 - `asks`: one async step that asks (`ctx.ask`), then sends one `progress` event and ends:
   the path of an answer. `tells` is the same step without the ask: its baseline.
+- `questions`: one async step that asks `n` times in a row: each answer runs the step again
+  from its start, past every ask answered so far.
 - `emits`: one async step that sends `n` progress events: the events of an agent's tool
   rounds without the rounds.
 - `tools`: an agent step whose model (`QuietToolModel`, the offline tool model with no delay)
@@ -35,6 +37,13 @@ async def _asks(step_input: StepInput, ctx: StepContext) -> Any:
 async def _tells(step_input: StepInput, ctx: StepContext) -> Any:
     ctx.progress(answered=True)
     return step_input.input
+
+
+async def _questions(step_input: StepInput, ctx: StepContext) -> int:
+    n = int(step_input.input["n"])
+    for i in range(n):
+        await ctx.ask(f"Question {i + 1}?")
+    return n
 
 
 async def _emits(step_input: StepInput, ctx: StepContext) -> int:
@@ -99,6 +108,7 @@ class RoundsModel(OfflineToolModel):
 
 asks = Workflow("asks", [Step("ask", _asks)], description="asks, then one progress event")
 tells = Workflow("tells", [Step("tell", _tells)], description="one progress event (asks without the ask)")
+questions = Workflow("questions", [Step("ask", _questions)], description='{"n"}: asks n times in a row')
 emits = Workflow("emits", [Step("emit", _emits)], description='{"n"}: n progress events')
 tools = Workflow(
     "tools",

@@ -127,13 +127,24 @@ class Wire:
                 fut = self.events.pop((msg["run_id"], msg["event"]), None)
                 if fut is not None and not fut.done():
                     fut.set_result((now, msg["data"]))
+                elif msg["event"] in ("run_failed", "run_cancelled"):  # what was awaited will not come
+                    self._fail(msg["run_id"], f"run {msg['run_id']} ended {msg['event']}: {msg['data']}")
             elif "id" in msg:
                 reply = self.replies.pop(msg["id"], None)
-                if reply is not None and not reply.done():
-                    if msg["type"] == "error":
+                if msg["type"] == "error":
+                    self._fail(None, f"server error: {msg}")
+                    if reply is not None and not reply.done():
                         reply.set_exception(RuntimeError(f"server error: {msg}"))
-                    else:
-                        reply.set_result(msg)
+                        reply.exception()  # seen here: a sender need not await its reply
+                elif reply is not None and not reply.done():
+                    reply.set_result(msg)
+
+    def _fail(self, run_id: str | None, why: str) -> None:
+        """Fail what is awaited (of one run, or all): an error should not wait for a timeout."""
+        for key, fut in list(self.events.items()):
+            if (run_id is None or key[0] == run_id) and not fut.done():
+                fut.set_exception(RuntimeError(why))
+                del self.events[key]
 
     def expect(self, run_id: str, event: str) -> asyncio.Future[tuple[float, dict[str, Any]]]:
         fut: asyncio.Future[tuple[float, dict[str, Any]]] = asyncio.get_running_loop().create_future()
@@ -146,9 +157,6 @@ class Wire:
         self.replies[msg_id] = fut
         await self.ws.send(orjson.dumps({**msg, "id": msg_id}).decode())
         return fut
-
-    async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.wait_for(await self.send(msg), 30)
 
     async def close(self) -> None:
         await self.ws.close()

@@ -223,9 +223,12 @@ async def answer_growth(wire: Wire, n: int, tag: str) -> list[float]:
 # ---- loads over /ws -----------------------------------------------------------------------
 
 
-async def load(server: HttpServer, workflow: str, inputs: Sequence[Any], sockets: int = 4) -> tuple[float, int]:
+async def load(
+    server: HttpServer, workflow: str, inputs: Sequence[Any], sockets: int = 4, ended: list[float] | None = None
+) -> tuple[float, int]:
     """Start one run per input, pipelined over `sockets` sockets, each subscribed to its runs;
-    (seconds to the last terminal event, events received)."""
+    (seconds to the last terminal event, events received). The perf_counter of that last
+    event is appended to `ended`, when given."""
     conns = [await websockets.connect(server.ws_url(), **WS_KW) for _ in range(sockets)]
     try:
         for ws in conns:
@@ -259,13 +262,16 @@ async def load(server: HttpServer, workflow: str, inputs: Sequence[Any], sockets
 
         began = time.perf_counter()
         counts = await asyncio.gather(*(one_socket(ws, s) for ws, s in zip(conns, shares, strict=True)))
-        return time.perf_counter() - began, sum(counts)
+        end = time.perf_counter()
+        if ended is not None:
+            ended.append(end)
+        return end - began, sum(counts)
     finally:
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
 
-async def chain3_rate(server: HttpServer, runs: int) -> float:
-    seconds, events = await load(server, "chain3", ["go"] * runs)
+async def chain3_rate(server: HttpServer, runs: int, ended: list[float] | None = None) -> float:
+    seconds, events = await load(server, "chain3", ["go"] * runs, ended=ended)
     if events != runs * 8:
         raise RuntimeError(f"chain3: {events} events for {runs} runs")
     return runs / seconds
@@ -344,10 +350,6 @@ class Watchers:
             self.conns.append(conn)
         await asyncio.wait_for(asyncio.gather(*(c.state for c in self.conns)), 30)
 
-    def reset(self) -> None:
-        for conn in self.conns:
-            self.frames[conn] = self.completed[conn] = 0
-
     async def all_completed(self, runs: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while any(c < runs for c in self.completed.values()):
@@ -379,7 +381,6 @@ async def resume_timings(wire: Wire, rounds: int, key: str) -> dict[str, float]:
 
 async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
     sizes = QUICK if args.quick else FULL
-    notes: list[str] = []
 
     # L1, L3, L4, L5 on one server with the default settings.
     server = await start_loop_server(workdir, "loop")
@@ -407,10 +408,10 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             feed["none"].append(await chain3_rate(server, sizes.load_runs))
             await watchers.open(server, sizes.watchers)
             try:
-                began = time.perf_counter()
-                feed["watched"].append(await chain3_rate(server, sizes.load_runs))
+                ended: list[float] = []
+                feed["watched"].append(await chain3_rate(server, sizes.load_runs, ended))
                 await watchers.all_completed(sizes.load_runs)
-                feed["lag"].append(time.perf_counter() - began - sizes.load_runs / feed["watched"][-1])
+                feed["lag"].append(time.perf_counter() - ended[0])
                 feed["frames_min"].append(min(watchers.frames.values()) / sizes.load_runs)
                 feed["frames_max"].append(max(watchers.frames.values()) / sizes.load_runs)
             finally:
@@ -616,8 +617,7 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
                 note=f"with 0 stored rounds the same retry takes {base0:.2f} ms" if i == 0 else "",
             )
         )
-    notes.append(f"{sizes.rounds} rounds; {env_note()}")
-    report.notes += notes
+    report.notes.append(f"{sizes.rounds} rounds; {env_note()}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ from rich.text import Text
 
 from .view import View
 
-STATE_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "skipped": "dim", "pending": "dim"}
+STATE_STYLE = {
+    "running": "yellow",
+    "waiting": "bold magenta",
+    "completed": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "pending": "dim",
+}
 TEXT_TAIL = 2000  # characters of streamed text kept on screen
 CALL_TEXT = 60  # characters of a tool call's arguments, and of its result or error, shown
 CALL_STATE = {"tool_call_started": "running", "tool_call_completed": "completed", "tool_call_failed": "failed"}
@@ -53,9 +60,10 @@ class LiveView(View):
         self.result: RenderableType | None = None
         self.notice = ""
         self._live: Live | None = None
+        self._held = False  # a question is being asked below the last frame: no redrawing
 
     def _start_live(self) -> None:
-        if self._live is None:
+        if self._live is None and not self._held:
             self._live = Live(self._render(), console=self.console, refresh_per_second=12, transient=False)
             self._live.start()
 
@@ -64,6 +72,14 @@ class LiveView(View):
             self._live.update(self._render(), refresh=True)
             self._live.stop()
             self._live = None
+
+    def hold(self) -> None:
+        self.close()  # the last frame stays on screen, the question goes below it
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        self._start_live()
 
     def started(self, run: dict[str, Any]) -> None:
         self.run_id, self.workflow = run["run_id"], run["workflow"]
@@ -81,6 +97,7 @@ class LiveView(View):
             case "step_started":
                 entry.update(state="running", attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
                 entry["calls"] = {}  # a new attempt makes its calls afresh
+                entry["asks"] = {}
             case "step_output":
                 self.text[step or ""] = (self.text.get(step or "", "") + data.get("delta", ""))[-TEXT_TAIL:]
             case "progress":
@@ -89,6 +106,18 @@ class LiveView(View):
                 call = entry.setdefault("calls", {}).setdefault(str(data.get("call_id")), {"tool": data.get("tool")})
                 call.update({k: data[k] for k in ("tool", "args", "result", "error") if k in data})
                 call["state"] = CALL_STATE[kind]
+            case "input_requested":
+                ask = {"prompt": data.get("prompt"), "open": True}
+                entry.setdefault("asks", {})[str(data.get("request_id"))] = ask
+                entry["state"] = "waiting"
+                self.status = "waiting" if self.status == "running" else self.status
+            case "input_received":
+                ask = entry.setdefault("asks", {}).setdefault(str(data.get("request_id")), {"prompt": ""})
+                ask.update(open=False, value=data.get("value"))
+                if entry["state"] == "waiting" and not any(a.get("open") for a in entry["asks"].values()):
+                    entry["state"] = "running"
+                if self.status == "waiting" and not self._open_asks():
+                    self.status = "running"
             case "step_completed":
                 entry.update(state="completed", end=ts)
             case "step_failed":
@@ -107,8 +136,11 @@ class LiveView(View):
                 self.status = "cancelled"
                 self.result = Panel(Text("the run was cancelled"), border_style="yellow")
         self._start_live()
-        assert self._live is not None
-        self._live.update(self._render())
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _open_asks(self) -> bool:
+        return any(a.get("open") for entry in self.steps.values() for a in entry.get("asks", {}).values())
 
     def connection(self, state: str) -> None:
         self.notice = (
@@ -133,6 +165,20 @@ class LiveView(View):
             detail.append(f" → {_short(call['result'])}")
         state = call.get("state", "running")
         return Text(f"  ↳ {call.get('tool')}"), Text(state, style=STATE_STYLE.get(state, "")), "", "", detail
+
+    @staticmethod
+    def _ask_row(ask: dict[str, Any]) -> tuple[Text, Text, str, str, Text]:
+        """An input request as a row under its step: the prompt, and the answer once given."""
+        if ask.get("open"):
+            return (
+                Text(f"  ? {ask.get('prompt')}", style="magenta"),
+                Text("waiting", style="bold magenta"),
+                "",
+                "",
+                Text(""),
+            )
+        answer = Text(f"→ {_short(ask.get('value'))}", style="dim")
+        return Text(f"  ? {ask.get('prompt')}", style="dim"), Text("answered", style="green"), "", "", answer
 
     def _render(self) -> RenderableType:
         head = Text.assemble(
@@ -163,6 +209,8 @@ class LiveView(View):
             )
             for call in entry.get("calls", {}).values():
                 table.add_row(*self._call_row(call))
+            for ask in entry.get("asks", {}).values():
+                table.add_row(*self._ask_row(ask))
         parts: list[RenderableType] = [head, table]
         for step, text in self.text.items():
             if text:

@@ -1,0 +1,186 @@
+"""What `run` and `watch` do when the run they follow waits for input: at a terminal, ask
+the person there (questions built from the request's schema) and send the answer; anywhere
+else, print the `respond` command that answers it, and keep watching either way.
+
+Which requests are open comes from the run itself: those in the snapshot's `waiting_for`
+when watching began, then each `input_requested` that arrives live; an `input_received`
+closes one. An `input_requested` replayed from before the snapshot is either in
+`waiting_for` or already answered, so replaying a run's log never asks twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from typing import Any
+
+import orjson
+
+from .client import Client
+from .errors import Conflict, InvalidInput, RunNotFound
+from .feeds import TERMINAL_EVENTS
+from .questions import MISSING, EndOfInput, ask, example
+from .terminal import Terminal
+from .view import View, describe
+
+Request = dict[str, Any]  # request_id, prompt, schema, step: as in a snapshot's waiting_for
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def respond_command(program: str, run_id: str, request: Request) -> str:
+    """The command line that answers `request` (with a value of the right shape to edit)."""
+    value = _json(example(request.get("schema")))
+    words = [*shlex.split(program), "respond", run_id, "--request-id", str(request["request_id"]), "--value", value]
+    return shlex.join(words)
+
+
+class Prompter:
+    """Follows the open input requests of one watched run (see the module docstring).
+    With `terminal` None it only tells how to answer; otherwise it asks, one request at a
+    time, while events go on arriving (they are shown between the questions)."""
+
+    def __init__(
+        self, client: Client, run_id: str, view: View, terminal: Terminal | None, program: str = "runcast"
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.view = view
+        self.terminal = terminal
+        self.program = program
+        self._known_until = 0  # events up to this seq were in the snapshot
+        self._initial: list[Request] = []  # the snapshot's open requests, asked once the replay has caught up
+        self._queue: dict[str, Request] = {}  # open requests not asked yet, in the order they came
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._current: str | None = None  # the request being asked
+        self._asking: asyncio.Task[Any] | None = None  # reading its answer (cancelled if answered elsewhere)
+        self._told: set[str] = set()  # requests whose respond command was printed
+
+    @property
+    def asking(self) -> bool:
+        return self._current is not None
+
+    def begin(self, run: dict[str, Any], after: int) -> None:
+        """Watching starts from `after`; `run` is a snapshot taken before subscribing."""
+        self._known_until = int(run.get("last_seq") or 0)
+        self._initial = [r for r in run.get("waiting_for") or [] if isinstance(r, dict) and "request_id" in r]
+        if after >= self._known_until:
+            self._catch_up()
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Called with each event, after the view has shown it."""
+        kind, data = event["event"], event.get("data") or {}
+        if kind == "input_requested" and event["seq"] > self._known_until:
+            self._offer({**{k: data.get(k) for k in ("request_id", "prompt", "schema")}, "step": event.get("step")})
+        elif kind == "input_received":
+            self._answered(str(data.get("request_id")), data.get("value"))
+        elif kind in TERMINAL_EVENTS:
+            self._queue.clear()
+            self._initial.clear()
+            if self._asking is not None:
+                self._asking.cancel()
+        if self.asking and self.terminal is not None and (line := describe(event)):
+            self.terminal.interject(line)
+        if event["seq"] >= self._known_until:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        initial, self._initial = self._initial, []
+        for request in initial:
+            self._offer(request)
+
+    def _offer(self, request: Request) -> None:
+        request_id = str(request["request_id"])
+        if request_id == self._current or request_id in self._queue:
+            return
+        if self.terminal is None:
+            self._tell(request)
+            return
+        self._queue[request_id] = request
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._ask_each(), name="runcast-prompter")
+
+    def _tell(self, request: Request) -> None:
+        request_id = str(request["request_id"])
+        if request_id in self._told:
+            return
+        self._told.add(request_id)
+        where = f"step {request.get('step')}: " if request.get("step") else ""
+        self.view.note(
+            f"run {self.run_id} is waiting for input ({where}{request.get('prompt')}); answer with: "
+            + respond_command(self.program, self.run_id, request)
+        )
+
+    def _answered(self, request_id: str, value: Any) -> None:
+        self._queue.pop(request_id, None)
+        self._initial = [r for r in self._initial if str(r["request_id"]) != request_id]
+        if request_id == self._current and self._asking is not None and not self._asking.done():
+            self._asking.cancel()
+            if self.terminal is not None:
+                self.terminal.discard_typed()
+                self.terminal.write(f"\n  answered elsewhere: {_json(value)}\n")
+
+    async def _ask_each(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and self.terminal is not None:
+                request_id, request = next(iter(self._queue.items()))
+                del self._queue[request_id]
+                self._current = request_id
+                self.view.hold()
+                try:
+                    await self._ask(request, self.terminal)
+                finally:
+                    self._current = None
+                    self.view.release()
+            for request in list(self._queue.values()):  # the input ended: tell how to answer instead
+                self._tell(request)
+            self._queue.clear()
+
+    async def _ask(self, request: Request, terminal: Terminal) -> None:
+        """Ask until the server takes an answer, someone else answers, or the input ends."""
+        request_id = str(request["request_id"])
+        where = f"{request.get('step')} asks" if request.get("step") else "the run asks"
+        terminal.write(f"\n{where}: {request.get('prompt')}\n")
+        given = MISSING
+        while True:
+            self._asking = asyncio.ensure_future(ask(request.get("schema"), terminal, given))
+            try:
+                value = await self._asking
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # this watch is ending (Ctrl-C), not just this question
+                return  # answered elsewhere (already said) or the run ended
+            except EndOfInput:
+                terminal.write("\n")
+                self.terminal = None
+                self._tell(request)
+                return
+            finally:
+                self._asking = None
+            try:
+                run = await self.client.respond(self.run_id, request_id, value)
+            except InvalidInput as exc:
+                terminal.write(f"  not accepted: {exc.message}\n")
+                given = value
+                continue
+            except Conflict:
+                terminal.write("  someone else answered first; watching on\n")
+                return
+            except RunNotFound as exc:
+                terminal.write(f"  {exc.message}\n")
+                return
+            terminal.write(f"  sent; the run is {run.get('status')}\n")
+            return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -24,6 +24,7 @@ from .questions import MISSING, EndOfInput, ask, example
 from .terminal import Terminal
 from .view import View, describe
 
+SEND_PATIENCE = 10.0  # seconds an answer sent just before the run ended may take to be acknowledged
 Request = dict[str, Any]  # request_id, prompt, schema, step: as in a snapshot's waiting_for
 
 
@@ -59,10 +60,13 @@ class Prompter:
         self._current: str | None = None  # the request being asked
         self._asking: asyncio.Task[Any] | None = None  # reading its answer (cancelled if answered elsewhere)
         self._told: set[str] = set()  # requests whose respond command was printed
+        self._sending = False  # an answer is on its way to the server
+        self._closing = False
 
     @property
     def asking(self) -> bool:
-        return self._current is not None
+        """A question is on the screen (events are shown between it and the answer)."""
+        return self._asking is not None
 
     def begin(self, run: dict[str, Any], after: int) -> None:
         """Watching starts from `after`; `run` is a snapshot taken before subscribing."""
@@ -126,7 +130,7 @@ class Prompter:
                 self.terminal.write(f"\n  answered elsewhere: {_json(value)}\n")
 
     async def _ask_each(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             while self._queue and self.terminal is not None:
@@ -164,6 +168,7 @@ class Prompter:
                 return
             finally:
                 self._asking = None
+            self._sending = True
             try:
                 run = await self.client.respond(self.run_id, request_id, value)
             except InvalidInput as exc:
@@ -176,11 +181,21 @@ class Prompter:
             except RunNotFound as exc:
                 terminal.write(f"  {exc.message}\n")
                 return
+            finally:
+                self._sending = False
             terminal.write(f"  sent; the run is {run.get('status')}\n")
             return
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """The watch is over: an answer on its way is let through (and its outcome shown);
+        a question still on the screen is called off."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._sending:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), SEND_PATIENCE)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

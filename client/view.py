@@ -36,7 +36,7 @@ def describe(event: dict[str, Any]) -> str | None:
             if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
                 filled = int(20 * min(current / total, 1))
                 bar = f"[{'#' * filled}{'.' * (20 - filled)}] {current}/{total} "
-            return f"  {bar}{data.get('message', '')}".rstrip()
+            return f"  {step} {bar}{data.get('message', '')}".rstrip()
         case "input_requested":
             return f"  {step} is waiting for input: {data.get('prompt')}"
         case "input_received":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import time
 from typing import Any
 
 import orjson
@@ -37,6 +38,14 @@ def respond_command(program: str, run_id: str, request: Request) -> str:
     value = _json(example(request.get("schema")))
     words = [*shlex.split(program), "respond", run_id, "--request-id", str(request["request_id"]), "--value", value]
     return shlex.join(words)
+
+
+def _deadline(request: Request) -> str:
+    """How long the request stays open, when the server says (`expires_at`, epoch seconds)."""
+    expires_at = request.get("expires_at")
+    if not isinstance(expires_at, int | float):
+        return ""
+    return f" (answer within {max(0, round(expires_at - time.time()))} s)"
 
 
 class Prompter:
@@ -79,7 +88,7 @@ class Prompter:
         """Called with each event, after the view has shown it."""
         kind, data = event["event"], event.get("data") or {}
         if kind == "input_requested" and event["seq"] > self._known_until:
-            self._offer({**{k: data.get(k) for k in ("request_id", "prompt", "schema")}, "step": event.get("step")})
+            self._offer({**data, "step": event.get("step")})
         elif kind == "input_received":
             self._answered(str(data.get("request_id")), data.get("value"))
         elif kind in TERMINAL_EVENTS:
@@ -151,8 +160,8 @@ class Prompter:
         """Ask until the server takes an answer, someone else answers, or the input ends."""
         request_id = str(request["request_id"])
         where = f"{request.get('step')} asks" if request.get("step") else "the run asks"
-        terminal.write(f"\n{where}: {request.get('prompt')}\n")
-        given = MISSING
+        terminal.write(f"\n{where}: {request.get('prompt')}{_deadline(request)}\n")
+        given = request.get("default", MISSING)  # a server may say what a request takes if not answered
         while True:
             self._asking = asyncio.ensure_future(ask(request.get("schema"), terminal, given))
             try:

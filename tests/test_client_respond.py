@@ -93,6 +93,60 @@ async def test_client_respond_answers_and_raises_typed_errors(server: ServerProc
         assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == {"ok": True}
 
 
+class CuttingProxy:
+    """A TCP relay between a client and a real server that can lose the server's next
+    bytes and cut both connections (what a network failure does to a reply in flight)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.cut_next_reply = False
+        self.port = 0
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bool) -> None:
+            while data := await reader.read(65536):
+                if reply and self.cut_next_reply:
+                    self.cut_next_reply = False
+                    client_out.transport.abort()
+                    server_out.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        await asyncio.gather(
+            pipe(client_in, server_out, False), pipe(server_in, client_out, True), return_exceptions=True
+        )
+
+
+async def test_a_respond_whose_reply_was_lost_is_not_a_conflict(server: ServerProcess) -> None:
+    states: list[str] = []
+    async with CuttingProxy(server.port) as proxy, Client(proxy.url, on_state=states.append, max_backoff=0.2) as c:
+        run_id = (await c.start("approval"))["run_id"]
+        [request] = await open_requests(c, run_id)
+        proxy.cut_next_reply = True  # the server takes the answer; its reply is lost, the client reconnects
+        run = await c.respond(run_id, request["request_id"], {"ok": True})  # sent again: the server says conflict
+        assert run["run_id"] == run_id and "reconnecting" in states
+        with pytest.raises(Conflict):  # a different answer than the one recorded is a real conflict
+            proxy.cut_next_reply = True
+            await c.respond(run_id, request["request_id"], {"ok": False})
+    assert (await finish(server, run_id))["output"] == {"ok": True}
+
+
 def test_sync_client_respond(server: ServerProcess) -> None:
     run_id, [request] = asyncio.run(start_waiting(server, "approval"))
     with SyncClient(server.url) as c:

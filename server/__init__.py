@@ -23,7 +23,7 @@ from .agents import (
     tool,
 )
 from .display import pprint_run_response
-from .engine import Engine, StepContext
+from .engine import AskTimeout, Engine, StepContext
 from .protocol import VERSION as __version__
 from .protocol import (
     BadRequest,
@@ -52,6 +52,7 @@ from .workflow import (
 
 __all__ = [
     "Agent",
+    "AskTimeout",
     "BadRequest",
     "Condition",
     "Conflict",

@@ -112,6 +112,14 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Respond:
+    id: MessageId
+    run_id: str
+    request_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class ListWorkflows:
     id: MessageId
 
@@ -136,7 +144,7 @@ class Auth:
     token: str
 
 
-ClientMessage = Start | Subscribe | Unsubscribe | Poll | Cancel | ListWorkflows | ListRuns | Ping | Auth
+ClientMessage = Start | Subscribe | Unsubscribe | Poll | Cancel | Respond | ListWorkflows | ListRuns | Ping | Auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +156,7 @@ class ParseError:
     id: MessageId = None
 
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 
 
 def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -205,6 +213,15 @@ def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None
     return workflow, status, limit, before
 
 
+def parse_answer(obj: dict[str, Any]) -> tuple[str, Any]:
+    """(request_id, value) of a `respond` (also the body of `POST /api/runs/{id}/respond`)."""
+    request_id = _string(obj, "request_id")
+    assert request_id is not None
+    if "value" not in obj:
+        raise BadRequest("field 'value' is required (any JSON, null too)")
+    return request_id, obj["value"]
+
+
 def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
     match kind:
         case "start":
@@ -228,6 +245,10 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
             if kind == "poll":
                 return Poll(mid, run_id)
             return Cancel(mid, run_id) if kind == "cancel" else Unsubscribe(mid, run_id)
+        case "respond":
+            run_id = _run_id(obj)
+            assert run_id is not None
+            return Respond(mid, run_id, *parse_answer(obj))
         case "list_workflows":
             return ListWorkflows(mid)
         case "list_runs":

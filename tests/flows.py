@@ -108,3 +108,59 @@ optional = Workflow(
     ],
 )
 early = Workflow("early", [Step("first", lambda si: StepOutput(content="x", stop=True)), Step("never", _text("no"))])
+
+
+# ---- people in the loop (tests/test_ask.py) ----------------------------------------------
+
+_YES_NO = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+
+
+async def _approve(step_input: StepInput, ctx: StepContext) -> dict:
+    answer = await ctx.ask("Publish this?", schema=_YES_NO)
+    return {"ok": answer["ok"], "topic": step_input.input}
+
+
+def _greet(step_input: StepInput, ctx: StepContext) -> str:
+    name = ctx.ask("Your name?", {"type": "string"})  # a plain function step: the answer itself
+    return f"hello {name}"
+
+
+async def _two_asks(step_input: StepInput, ctx: StepContext) -> list:
+    first = await ctx.ask("First?")
+    second = await ctx.ask(f"Second, after {first}?")
+    return [first, second]
+
+
+def _asker(prompt: str):
+    async def run(step_input: StepInput, ctx: StepContext):
+        return await ctx.ask(prompt)
+
+    return run
+
+
+async def _timed(step_input: StepInput, ctx: StepContext):
+    given = {"default": step_input.input["default"]} if "default" in step_input.input else {}
+    return await ctx.ask("Quick?", timeout=step_input.input["timeout"], **given)
+
+
+approve = Workflow("approve", [Step("approve", _approve)])
+greet = Workflow("greet", [Step("greet", _greet)])
+two_asks = Workflow("two_asks", [Step("both", _two_asks)])
+both_branches = Workflow(
+    "both_branches",
+    [
+        Parallel(Step("left", _asker("Left?")), Step("right", _asker("Right?")), Step("plain", _text("p")), name="ask"),
+        Step("after", lambda si: si.previous_step_content),
+    ],
+)
+timed = Workflow("timed", [Step("quick", _timed)])
+confirm = Workflow(
+    "confirm",
+    [
+        Step("deploy", _text("deployed"), requires_confirmation=True, confirmation_message="Deploy now?"),
+        Step("after", lambda si: si.previous_step_content),
+    ],
+)
+confirm_or_cancel = Workflow(
+    "confirm_or_cancel", [Step("deploy", _text("deployed"), requires_confirmation=True, on_reject="cancel")]
+)

@@ -37,6 +37,7 @@ def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra:
         "finished_at": None,
         "last_seq": 0,
         "steps": [],
+        "waiting_for": [],
     }
     row.update(extra)
     return row
@@ -380,6 +381,7 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
         "finished_at",
         "last_seq",
         "steps",
+        "waiting_for",
     }
     no_steps = await store.get_run("r", steps=False)
     assert no_steps is not None and "steps" not in no_steps

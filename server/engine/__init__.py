@@ -1,8 +1,8 @@
 """Running: the engine (the one place a run changes state), the step runner, worker
 threads and the step context."""
 
-from .context import StepContext
+from .context import AskTimeout, StepContext
 from .engine import DEFAULT_MAX_RUNNING, Engine, new_run_id
 from .threads import StepThreads
 
-__all__ = ["DEFAULT_MAX_RUNNING", "Engine", "StepContext", "StepThreads", "new_run_id"]
+__all__ = ["DEFAULT_MAX_RUNNING", "AskTimeout", "Engine", "StepContext", "StepThreads", "new_run_id"]

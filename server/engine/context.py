@@ -1,13 +1,17 @@
-"""The step context: how a running step reports progress and streams output."""
+"""The step context: how a running step reports progress, streams output and asks for input."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
+from ..workflow.schema import compile_schema
 
 _SCALARS = (int, float, bool, type(None))
 
@@ -15,6 +19,96 @@ History = list[tuple[str, dict[str, Any]]]  # (event, data) of a step's stored e
 
 ToolEvent = Literal["tool_call_started", "tool_call_completed", "tool_call_failed"]
 _TOOL_EVENTS = frozenset({"tool_call_started", "tool_call_completed", "tool_call_failed"})
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # no default given to `ask`
+
+
+class Suspended(BaseException):
+    """Raised by `ask` when its answer is not there yet: it unwinds the step (its thread is
+    freed, its coroutine ends), which then waits, neither done nor failed. A BaseException,
+    so that a step's `except Exception` does not swallow it."""
+
+    def __init__(self, request: Request | None = None) -> None:
+        super().__init__("waiting for input")
+        self.request = request
+
+
+class AskTimeout(Exception):
+    """No answer came within an ask's `timeout`, and it had no default: the step fails
+    (and is tried again if it has retries left; a new try asks again)."""
+
+
+@dataclass
+class Request:
+    """One question a step asks: what `input_requested` stores and `waiting_for` lists."""
+
+    request_id: str
+    prompt: str
+    schema: dict[str, Any] | None
+    step: str
+    timeout: float | None = None
+    default: Any = UNSET
+    confirmation: bool = False  # asked by `Step(requires_confirmation=True)`, not by the step
+    expires_at: float | None = None  # epoch seconds; set when it is stored
+    stored: bool = False  # asked before (an `input_requested` holds it)
+
+    def data(self) -> dict[str, Any]:
+        """The `input_requested` event's data (and, with `step`, a `waiting_for` entry)."""
+        data: dict[str, Any] = {"request_id": self.request_id, "prompt": self.prompt, "schema": self.schema}
+        if self.timeout is not None:
+            data["timeout"] = self.timeout
+            data["expires_at"] = self.expires_at
+        if self.default is not UNSET:
+            data["default"] = self.default
+        if self.confirmation:
+            data["kind"] = "confirmation"
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], step: str) -> Request:
+        return cls(
+            data["request_id"],
+            data.get("prompt", ""),
+            data.get("schema"),
+            step,
+            timeout=data.get("timeout"),
+            default=data.get("default", UNSET),
+            confirmation=data.get("kind") == "confirmation",
+            expires_at=data.get("expires_at"),
+            stored=True,
+        )
+
+
+def new_request_id() -> str:
+    """A unique id that sorts by creation time."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
+
+
+def answered_asks(history: History) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The step's asks of this try, in order, and their answers by request id. A try ends at
+    a `step_failed`: a retry asks again. Confirmation questions are not the step's asks."""
+    start = max((i + 1 for i, (event, _) in enumerate(history) if event == "step_failed"), default=0)
+    asked: dict[str, dict[str, Any]] = {}
+    answers: dict[str, dict[str, Any]] = {}
+    for event, data in history[start:]:
+        if event == "input_requested" and data.get("kind") != "confirmation":
+            asked.setdefault(data["request_id"], data)
+        elif event == "input_received":
+            answers[data["request_id"]] = data
+    return list(asked.values()), answers
+
+
+def answer_of(asked: dict[str, Any], received: dict[str, Any]) -> Any:
+    """The value an answered ask returns; AskTimeout if it timed out with no default."""
+    if received.get("timed_out") and "default" not in asked:
+        raise AskTimeout(f"no answer came within {asked.get('timeout') or 0:g} s")
+    return received.get("value")
 
 
 def _small(fields: dict[str, Any]) -> bool:
@@ -57,6 +151,7 @@ class StepContext:
         self._cancelled: threading.Event | None = threading.Event() if threaded else None
         self._earlier = earlier
         self._history: History | None = None if earlier is not None else []
+        self._asked = 0  # asks made so far in this execution of the step
 
     @property
     def cancelled(self) -> bool:
@@ -103,6 +198,60 @@ class StepContext:
         if self._history is None:
             return asyncio.run_coroutine_threadsafe(self.history(), self._loop).result()
         return self._history
+
+    def ask(
+        self, prompt: str, schema: dict[str, Any] | None = None, *, timeout: float | None = None, default: Any = UNSET
+    ) -> Any:
+        """Ask a person (or a program) for input, and return the answer (`respond`'s `value`,
+        checked against the JSON Schema `schema`). Await it in an async step; in a plain
+        function step it returns the answer itself.
+
+        Until the answer comes the step does not wait in memory: it stops here (holding no
+        thread and no --max-running slot) and runs again from its start once answered,
+        when each ask it had answered returns the stored answer at once. So the code before
+        an ask runs again: keep side effects after the asks, or make them safe to repeat.
+        With `timeout` (seconds), no answer in time returns `default`, or, with none given,
+        raises AskTimeout in the step."""
+        if not isinstance(prompt, str):
+            raise TypeError("ask(prompt): the prompt must be a string")
+        if schema is not None:
+            compile_schema(schema)  # a schema that is not JSON Schema fails the step here
+        if timeout is not None and not timeout > 0:
+            raise ValueError("ask(timeout=...) must be a number of seconds above 0")
+        asked = {"prompt": prompt, "schema": schema, "default": default}
+        check_event_size("an input request", asked, self.max_event_bytes)
+        if threading.get_ident() == self._loop_thread:
+            return self._ask_async(prompt, schema, timeout, default)
+        return self._answer(self.history_sync(), prompt, schema, timeout, default)
+
+    async def _ask_async(self, prompt: str, schema: dict[str, Any] | None, timeout: float | None, default: Any) -> Any:
+        return self._answer(await self.history(), prompt, schema, timeout, default)
+
+    def _answer(
+        self, history: History, prompt: str, schema: dict[str, Any] | None, timeout: float | None, default: Any
+    ) -> Any:
+        """The k-th ask of this execution is the k-th stored request of this try."""
+        asked, answers = answered_asks(history)
+        k, self._asked = self._asked, self._asked + 1
+        if k < len(asked):
+            request = asked[k]
+            received = answers.get(request["request_id"])
+            if received is not None:
+                return answer_of(request, received)
+            raise Suspended(Request.from_data(request, self.step))  # asked before, still open
+        raise Suspended(Request(new_request_id(), prompt, schema, self.step, timeout, default))
+
+    async def _confirm(self, prompt: str) -> bool:
+        """The answer to the step's confirmation question (asked once per run of the step,
+        whatever its tries): True to go on."""
+        for event, data in await self.history():
+            if event == "input_requested" and data.get("kind") == "confirmation":
+                for later, answer in await self.history():
+                    if later == "input_received" and answer.get("request_id") == data["request_id"]:
+                        return answer.get("value") is True
+                raise Suspended(Request.from_data(data, self.step))
+        schema = {"type": "boolean"}
+        raise Suspended(Request(new_request_id(), prompt, schema, self.step, confirmation=True))
 
     async def drain(self) -> None:
         """Wait while the store is far behind. An async step that emits events in a tight

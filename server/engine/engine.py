@@ -8,17 +8,18 @@ unfinished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..bounds import DEFAULT_MAX_EVENT_BYTES, clip_error
+from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error
 from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
@@ -32,16 +33,20 @@ from ..protocol import (
     utc_now,
 )
 from ..store import RunLost, RunStore
+from ..waiting import wait_set
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
+from ..workflow.schema import Check, compile_schema
 from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
-from .context import History, StepContext
-from .runner import StepFailure, StepRunner, error_text, is_cancel
+from .context import History, Request, StepContext, Suspended
+from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
 
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
+TIMEOUT_CHECK_SECONDS = 60.0  # how often a lone server looks for expired requests it was not told of
+HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
 
 
 _TERMINAL_EVENT = {
@@ -78,6 +83,7 @@ def _new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node])
         "finished_at": None,
         "last_seq": 0,
         "steps": [_new_step(path) for path, _ in walk(steps)],
+        "waiting_for": [],
     }
 
 
@@ -104,6 +110,7 @@ class _ActiveRun:
     cancel_requested: bool = False
     lost: bool = False  # another node owns it now
     began: bool = False  # its task has started running (a task cancelled before that runs nothing)
+    continued: bool = False  # it goes on after the answers it waited for (no run_started/run_resumed)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -133,6 +140,10 @@ class Engine:
         self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
+        self._held: dict[str, _RunLock] = {}  # waiting runs being answered, cancelled or expired here
+        self._answer_checks: dict[str, Check] = {}  # compiled request schemas, by their JSON
+        self._timeouts: asyncio.Task[None] | None = None
+        self._timeouts_due = asyncio.Event()
         self.cluster: Cluster | None = None
         if store.coordination is not None:  # a shared database: runs are claimed, not just started
             self.cluster = Cluster(
@@ -253,9 +264,17 @@ class Engine:
                     context._cancel()
                 run.task.cancel()
 
-    def _launch(self, workflow: Workflow, row: dict[str, Any], *, resumed: bool, reason: str = "restart") -> None:
+    def _launch(
+        self,
+        workflow: Workflow,
+        row: dict[str, Any],
+        *,
+        resumed: bool,
+        reason: str = "restart",
+        continued: bool = False,
+    ) -> None:
         self._taking.discard(row["run_id"])
-        run = _ActiveRun(workflow, row, resumed, reason)
+        run = _ActiveRun(workflow, row, resumed, reason, continued=continued)
         self._active[row["run_id"]] = run
         run.task = asyncio.create_task(self._execute(run), name=f"runcast-run-{row['run_id']}")
 
@@ -263,6 +282,8 @@ class Engine:
         """Continue every run a crash left pending or running (of the `only` workflows,
         if given); returns how many. In a cluster: take what this node has room for, and
         keep taking (free runs, and the runs of nodes that went silent)."""
+        if self._timeouts is None:
+            self._timeouts = asyncio.create_task(self._watch_timeouts(), name="runcast-ask-timeouts")
         if self.cluster is not None:
             count = await self.cluster.claim_now()
             self.cluster.start()
@@ -333,9 +354,7 @@ class Engine:
 
     def _state(self, run: _ActiveRun) -> dict[str, Any]:
         # A copy: the writer encodes it later, and the run moves on meanwhile.
-        state = dict(run.row)
-        state["steps"] = [dict(s) for s in run.row["steps"]]
-        return state
+        return _copy(run.row)
 
     async def _record(self, run: _ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True) -> None:
         await self.store.backlog()
@@ -356,7 +375,9 @@ class Engine:
         nodes = list(walk(plan))
         steps = row["steps"] = _align_steps([path for path, _ in nodes], row["steps"])
         row["status"] = RunStatus.RUNNING.value
-        if run.resumed:
+        if run.continued:
+            pass  # its last input_received (stored with this state) marks where it goes on
+        elif run.resumed:
             # The first step (not group) that had not completed is where the run goes on.
             from_step = next(
                 (
@@ -391,13 +412,47 @@ class Engine:
             contexts=run.contexts,
             max_event_bytes=self.max_event_bytes,
             earlier=functools.partial(self.step_history, row["run_id"]),
+            continued=run.continued,
         )
         try:
             outcome = await runner.run()
         except StepFailure as failure:
             await self._finish(run, RunStatus.FAILED, error=str(failure))
             return
+        except Suspended:
+            await self._suspend(run, runner.requests)
+            return
+        except Rejected as rejected:
+            log.info("run_id=%s step %s was not confirmed: cancelling the run", row["run_id"], rejected.path)
+            await self._finish(run, RunStatus.CANCELLED)
+            return
         await self._finish(run, RunStatus.COMPLETED, output=outcome.content)
+
+    async def _suspend(self, run: _ActiveRun, requests: list[Request]) -> None:
+        """The run has nothing left to do but wait for answers: store its requests (each
+        `input_requested` with the state so far, the first making the run `waiting`) and
+        end its task; it holds no slot and no thread, and in a cluster no owner."""
+        row = run.row
+        run_id = row["run_id"]
+        row["status"] = RunStatus.WAITING.value
+        waiting: list[dict[str, Any]] = list(row.get("waiting_for") or [])
+        row["waiting_for"] = waiting
+        now = time.time()
+        committed: asyncio.Future[int] | None = None
+        for request in requests:
+            if request.timeout is not None and request.expires_at is None:
+                request.expires_at = now + request.timeout
+            data = request.data()
+            if all(w["request_id"] != request.request_id for w in waiting):
+                waiting.append({**data, "step": request.step})
+            await self.store.backlog()
+            committed = self.store.append_nowait(run_id, "input_requested", request.step, data, self._state(run))
+        assert committed is not None, "a run waits only for what a step asked"
+        await committed
+        self.store.release(run_id)
+        log.info("run_id=%s workflow=%s status=waiting requests=%d", run_id, row["workflow"], len(waiting))
+        if any(w.get("expires_at") is not None for w in waiting):
+            self._timeouts_due.set()
 
     async def step_history(self, run_id: str, path: str) -> History:
         """The stored events of step `path` of a run since it last completed, as (event,
@@ -427,11 +482,11 @@ class Engine:
         error = clip_error(error) if error is not None else None
         now = utc_now()
         for st in row["steps"]:
-            if st["status"] == StepStatus.RUNNING:
+            if st["status"] in (StepStatus.RUNNING, StepStatus.WAITING):
                 st.update(status=StepStatus.FAILED.value, error=error or status.value, finished_at=now)
             elif st["status"] == StepStatus.PENDING:
                 st["status"] = StepStatus.SKIPPED.value
-        row.update(status=status.value, output=output, error=error, finished_at=now)
+        row.update(status=status.value, output=output, error=error, finished_at=now, waiting_for=[])
         data: dict[str, Any] = {}
         if status == RunStatus.COMPLETED:
             data = {"output": output}
@@ -440,12 +495,14 @@ class Engine:
         log.info("run_id=%s workflow=%s status=%s error=%s", row["run_id"], row["workflow"], status.value, error)
         # Queued in the same breath as the state change, so a cancel cannot split them.
         committed = self.store.append_nowait(row["run_id"], _TERMINAL_EVENT[status], None, data, self._state(run))
-        await asyncio.shield(committed)
+        row["last_seq"] = await asyncio.shield(committed)
 
     # ---- control ---------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
-        """Ask a run to stop; it then ends with run_cancelled. Returns the snapshot."""
+        """Ask a run to stop; it then ends with run_cancelled. Returns the snapshot (a
+        waiting run ends at once: the snapshot is the cancelled run)."""
+        await self._settled(run_id)
         run = self._active.get(run_id)
         if run is not None and run.row["status"] in FINISHED:
             raise Conflict(f"run {run_id!r} has already {run.row['status']}; nothing to cancel")
@@ -455,6 +512,9 @@ class Engine:
                 raise RunNotFound(f"no run with id {run_id!r}")
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
+            if run is None and snapshot["status"] == RunStatus.WAITING:
+                cancelled = await self._cancel_waiting(run_id)
+                return cancelled if cancelled is not None else await self.cancel(run_id)
             if run is None and self.cluster is not None:
                 return await self._cancel_elsewhere(snapshot)
             return snapshot
@@ -492,13 +552,214 @@ class Engine:
             snapshot = await self.store.get_run(run_id)
             if snapshot is None:
                 raise RunNotFound(f"no run with id {run_id!r}")
-            if snapshot["status"] in FINISHED or self.cluster is None:
+            if snapshot["status"] in FINISHED or (self.cluster is None and snapshot["status"] != RunStatus.WAITING):
                 return snapshot
-            await asyncio.sleep(0.1)  # run by another node (or waiting for a free one)
+            await asyncio.sleep(0.1)  # run by another node (or waiting for a free one, or for answers)
+
+    # ---- people in the loop ------------------------------------------------------------
+
+    async def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer a request of a waiting run: RunNotFound, Conflict (it does not wait for
+        that request), InvalidInput (the value does not fit the request's schema; it keeps
+        waiting). Returns the snapshot with the answer recorded; once a run has all its
+        answers it goes on, here."""
+        value = to_json_value(value)
+        try:
+            check_event_size("the answer", value, self.max_event_bytes)
+        except EventTooLarge as exc:
+            raise InvalidInput(str(exc)) from None
+        async with self._hold(run_id):
+            snapshot = await self._waiting_run(run_id)
+            request = _request(snapshot, request_id)
+            if request is None:
+                raise Conflict(_not_waiting(snapshot, request_id))
+            if request.get("schema") is not None:
+                self._answer_check(request["schema"])(value)
+            answered = await self._record_answer(snapshot, request_id, {"request_id": request_id, "value": value})
+        if answered is None:
+            raise Conflict(f"run {run_id!r} is no longer waiting for request {request_id!r}")
+        return answered
+
+    def _answer_check(self, schema: dict[str, Any]) -> Check:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+        check = self._answer_checks.get(key)
+        if check is None:
+            if len(self._answer_checks) >= 256:
+                self._answer_checks.clear()  # bounded: recompiling now and then is cheap
+            check = self._answer_checks[key] = compile_schema(schema)
+        return check
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, run_id: str) -> AsyncIterator[None]:
+        """One answer, cancel or timeout of a waiting run at a time on this node (in a
+        cluster, `_claim_waiting` also makes it one at a time across nodes)."""
+        lock = self._held.get(run_id)
+        if lock is None:
+            lock = self._held[run_id] = _RunLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                yield
+        finally:
+            lock.users -= 1
+            if lock.users == 0:
+                del self._held[run_id]
+
+    async def _settled(self, run_id: str) -> None:
+        """If this node's run is storing its requests right now, wait until it has."""
+        run = self._active.get(run_id)
+        if run is not None and run.row["status"] == RunStatus.WAITING:
+            await asyncio.shield(run.done)
+
+    async def _waiting_run(self, run_id: str) -> dict[str, Any]:
+        await self._settled(run_id)
+        snapshot = await self.store.get_run(run_id)
+        if snapshot is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return snapshot
+
+    async def _record_answer(
+        self, snapshot: dict[str, Any], request_id: str, data: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Store `input_received` with the run's new state (the request no longer open; with
+        none left, the run `running` again) and go on with the run here if it may. None if,
+        in a cluster, another node closed the request first."""
+        run_id = snapshot["run_id"]
+        if self.cluster is not None:
+            held = await self._claim_waiting(run_id, lambda row: _request(row, request_id) is not None)
+            if held is None:
+                return None
+            snapshot = held
+        state = snapshot
+        request = _request(state, request_id)
+        assert request is not None
+        state["waiting_for"] = [w for w in state["waiting_for"] if w["request_id"] != request_id]
+        if not state["waiting_for"]:
+            state["status"] = RunStatus.RUNNING.value
+            for st in state["steps"]:
+                if st["status"] == StepStatus.WAITING:
+                    st["status"] = StepStatus.RUNNING.value
+        try:
+            await self.store.backlog()
+            seq = await self.store.append_nowait(run_id, "input_received", request["step"], data, _copy(state))
+        except BaseException:
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    await self.cluster.coordination.release(run_id)
+            raise
+        state["last_seq"] = seq
+        answered = _copy(state)
+        log.info("run_id=%s request %s answered%s", run_id, request_id, " (timed out)" if data.get("timed_out") else "")
+        if state["status"] == RunStatus.WAITING:
+            self.store.release(run_id)
+            if self.cluster is not None:
+                self.cluster.coordination.forget(run_id)  # that write let go of it (see PostgresBackend)
+        else:
+            await self._go_on(state)
+        return answered
+
+    async def _go_on(self, row: dict[str, Any]) -> None:
+        """Continue a run that has had all its answers (this node holds it)."""
+        workflow = self.workflows.get(row["workflow"])
+        if workflow is not None:
+            self._launch(workflow, row, resumed=False, continued=True)
+            return
+        if self.cluster is not None:  # a node that has its workflow takes it up, as after a restart
+            await self.cluster.coordination.release(row["run_id"])
+            self.cluster.nudge_others()
+            return
+        task = asyncio.create_task(
+            self._end_unresumable(row, f"interrupted: workflow {row['workflow']!r} is not registered")
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _claim_waiting(self, run_id: str, still: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """In a cluster: take a waiting run for this node, so that one node at a time writes
+        it (the store's fencing makes a loser's write fail). Waits while another node holds
+        it (answering it too), bounded; None once it no longer passes `still`."""
+        assert self.cluster is not None
+        coordination = self.cluster.coordination
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cluster.takeover_seconds + HOLD_SLACK_SECONDS
+        while True:
+            row = await coordination.claim_waiting(run_id, self.cluster.takeover_seconds)
+            if row is not None:
+                self.store.release(run_id)  # its last seq is read afresh: another node wrote since
+                if still(row):
+                    return row
+                await coordination.release(run_id)
+                return None
+            snapshot = await self.store.get_run(run_id)
+            if snapshot is None or snapshot["status"] != RunStatus.WAITING or not still(snapshot):
+                return None
+            if loop.time() > deadline:
+                raise RuncastError(f"run {run_id!r} is busy on another node; try again", ErrorCode.OVERLOADED)
+            await asyncio.sleep(0.05)
+
+    async def _cancel_waiting(self, run_id: str) -> dict[str, Any] | None:
+        """End a waiting run cancelled, here and now; None if it is no longer waiting (it
+        went on meanwhile: cancel it as a running run)."""
+        async with self._hold(run_id):
+            row = await self._waiting_run(run_id)
+            if row["status"] != RunStatus.WAITING:
+                return None
+            if self.cluster is not None:
+                held = await self._claim_waiting(run_id, lambda _row: True)
+                if held is None:
+                    return None
+                row = held
+            workflow = self.workflows.get(row["workflow"]) or Workflow(row["workflow"], [])
+            try:
+                await self._finish(_ActiveRun(workflow, row, resumed=True), RunStatus.CANCELLED)
+            finally:
+                self._forget(run_id)
+            return _copy(row)
+
+    async def _watch_timeouts(self) -> None:
+        """Answer expired requests with their default (or a timeout the step fails with):
+        from the store, so that it survives restarts and does not need the node that
+        asked. A lone server sleeps until the next expiry it knows of; a cluster's nodes
+        also look every heartbeat, for the requests of other nodes."""
+        every = self.cluster.beat_seconds if self.cluster is not None else TIMEOUT_CHECK_SECONDS
+        while True:
+            delay = every
+            try:
+                due = await self.store.due_waits(100)
+                now = time.time()
+                for run_id, at in due:
+                    if at <= now:
+                        await self._expire(run_id)
+                later = [at for _, at in due if at > now]
+                if later:
+                    delay = min(delay, min(later) - time.time())
+                elif len(due) == 100:
+                    delay = 0
+            except Exception as exc:  # the store is away: try again in a while
+                log.warning("checking for expired requests failed: %s", exc)
+                delay = 1.0
+            await wait_set(self._timeouts_due, max(0.0, delay))
+            self._timeouts_due.clear()
+
+    async def _expire(self, run_id: str) -> None:
+        """Close the expired requests of one waiting run (each as if answered)."""
+        async with self._hold(run_id):
+            snapshot: dict[str, Any] | None = await self._waiting_run(run_id)
+            while snapshot is not None and snapshot["status"] == RunStatus.WAITING:
+                now = time.time()
+                request = next((w for w in snapshot["waiting_for"] if _expired(w, now)), None)
+                if request is None:
+                    return
+                data = {"request_id": request["request_id"], "value": request.get("default"), "timed_out": True}
+                snapshot = await self._record_answer(snapshot, request["request_id"], data)
+                if snapshot is None:
+                    return
 
     def abandon(self) -> None:
         """Stop at once without waiting for anything (the loop is going away)."""
         self._stopping = True
+        if self._timeouts is not None:
+            self._timeouts.cancel()
         for run in self._active.values():
             for context in run.contexts:
                 context._cancel()
@@ -510,6 +771,10 @@ class Engine:
         """Stop every run where it is, writing nothing: they resume on the next start (in a
         cluster, on another node as soon as this one has left)."""
         self._stopping = True
+        if self._timeouts is not None:
+            self._timeouts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timeouts
         if self.cluster is not None:
             await self.cluster.stop()
         runs = list(self._active.values())
@@ -520,6 +785,43 @@ class Engine:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown()
+
+
+@dataclass
+class _RunLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def _request(run: dict[str, Any], request_id: str) -> dict[str, Any] | None:
+    """The open request `request_id` of a run (its waiting_for entry), or None."""
+    return next((w for w in run.get("waiting_for") or () if w.get("request_id") == request_id), None)
+
+
+def _expired(request: dict[str, Any], now: float) -> bool:
+    expires_at = request.get("expires_at")
+    return expires_at is not None and expires_at <= now
+
+
+def _not_waiting(run: dict[str, Any], request_id: str) -> str:
+    """Why a respond is a conflict, in a line."""
+    if run["status"] in FINISHED:
+        return f"run {run['run_id']!r} has already {run['status']}; it waits for nothing"
+    if run["status"] != RunStatus.WAITING:
+        return f"run {run['run_id']!r} is {run['status']}, not waiting for request {request_id!r}"
+    open_ids = ", ".join(repr(w["request_id"]) for w in run["waiting_for"]) or "nothing"
+    return (
+        f"run {run['run_id']!r} does not wait for request {request_id!r} (already answered, or never asked); "
+        f"it waits for {open_ids}"
+    )
+
+
+def _copy(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy that the run's own later changes do not reach."""
+    out = dict(row)
+    out["steps"] = [dict(s) for s in row["steps"]]
+    out["waiting_for"] = list(row.get("waiting_for") or [])
+    return out
 
 
 def _align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:

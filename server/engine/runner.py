@@ -18,7 +18,7 @@ from typing import Any
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
 from ..protocol import utc_now
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
-from .context import History, StepContext
+from .context import AskTimeout, History, Request, StepContext, Suspended
 from .threads import Raised, StepThreads
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
@@ -32,6 +32,14 @@ class StepFailure(Exception):
         super().__init__(f"step {path!r} failed: {error}")
         self.path = path
         self.error = error
+
+
+class Rejected(Exception):
+    """A step's confirmation was answered "no" and it says `on_reject="cancel"`: the run ends cancelled."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"step {path!r} was not confirmed")
+        self.path = path
 
 
 @dataclass
@@ -84,9 +92,14 @@ class StepRunner:
         contexts: set[StepContext],
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         earlier: Earlier | None = None,
+        continued: bool = False,
     ) -> None:
         self.max_event_bytes = max_event_bytes
         self._earlier = earlier
+        # The run goes on after its answers came: a step (or group) left running is the same
+        # try going on, with no new step_started.
+        self._continued = continued
+        self.requests: list[Request] = []  # what the steps that stopped to wait asked
         self.run_id = run_id
         self.input = input
         self.plan = plan
@@ -131,11 +144,19 @@ class StepRunner:
 
     # ---- steps -----------------------------------------------------------------------
 
+    def _continuing(self, st: dict[str, Any]) -> bool:
+        return self._continued and st["status"] in ("running", "waiting") and st["attempts"] > 0
+
     async def _step(self, step: Step, path: str, previous: Any) -> Outcome:
         st = self.states[path]
+        continuing = self._continuing(st)
         while True:
             fresh = st["attempts"] == 0 or self._earlier is None  # never started: nothing stored before
-            await self._started(path, st)
+            if continuing:
+                st.update(status="running", error=None)  # stored with the step's next event
+            else:
+                await self._started(path, st)
+            continuing = False
             context = StepContext(
                 self.run_id,
                 path,
@@ -150,7 +171,17 @@ class StepRunner:
             )
             self._contexts.add(context)
             try:
+                if step.requires_confirmation and not await context._confirm(step.confirmation_message):
+                    st.update(status="skipped", finished_at=utc_now())  # stored with the run's next event
+                    if step.on_reject == "cancel":
+                        raise Rejected(path)
+                    return Outcome(previous, ran=False)
                 content, stop, error = await self._attempt(step, previous, context)
+            except Suspended as suspended:
+                st["status"] = "waiting"  # stored with its input_requested
+                assert suspended.request is not None
+                self.requests.append(suspended.request)
+                raise Suspended() from None
             finally:
                 self._contexts.discard(context)
             if error is None:
@@ -180,10 +211,13 @@ class StepRunner:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt and the like fail the step too
             if is_cancel(exc):
                 raise
+            original = exc.original if isinstance(exc, Raised) else exc
+            if isinstance(original, Suspended):
+                raise original from None  # not a failure: the step waits for its answer
             context._cancel()  # a thread still running sees it and can stop
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError) and step.timeout_seconds and not isinstance(exc, AskTimeout):
                 return None, False, f"timed out after {step.timeout_seconds:g} s"
-            return None, False, error_text(exc.original if isinstance(exc, Raised) else exc)
+            return None, False, error_text(original)
 
     async def _call(self, step: Step, step_input: StepInput, context: StepContext) -> Any:
         try:
@@ -217,7 +251,9 @@ class StepRunner:
 
     async def _group(self, group: Group, path: str, previous: Any) -> Outcome:
         st = self.states[path]
-        if not isinstance(group, Loop) or st["attempts"] == 0:
+        if self._continuing(st):
+            st["status"] = "running"
+        elif not isinstance(group, Loop) or st["attempts"] == 0:
             await self._started(path, st)
         try:
             out = await self._run_group(group, path, previous)
@@ -245,16 +281,26 @@ class StepRunner:
         assert isinstance(group, Steps)
         return await self._sequence(group.children, prefix, previous)
 
+    async def _branch(self, node: Node, path: str, previous: Any) -> Outcome | None:
+        """One branch of a Parallel; None if it stopped to wait for input (its siblings go on)."""
+        try:
+            return await self._node(node, path, previous)
+        except Suspended:
+            return None
+
     async def _parallel(self, group: Parallel, prefix: str, previous: Any) -> Outcome:
         try:
             async with asyncio.TaskGroup() as tasks:  # one failure cancels the others
-                running = [tasks.create_task(self._node(c, prefix + c.name, previous)) for c in group.children]
+                running = [tasks.create_task(self._branch(c, prefix + c.name, previous)) for c in group.children]
         except BaseExceptionGroup as errors:
-            failure = next((e for e in errors.exceptions if isinstance(e, StepFailure)), None)
+            failure = next((e for e in errors.exceptions if isinstance(e, StepFailure | Rejected)), None)
             if failure is None:
                 raise
             raise failure from None
-        outs = [t.result() for t in running]
+        done = [t.result() for t in running]
+        if any(out is None for out in done):
+            raise Suspended()  # every branch has finished or is waiting: the run waits
+        outs = [out for out in done if out is not None]
         content = {c.name: o.content for c, o in zip(group.children, outs, strict=True) if o.ran}
         path = prefix.removesuffix("/")
         try:  # the one group whose output is more than a child's (already checked) output

@@ -25,8 +25,13 @@ RUN_COLUMNS = (
     "finished_at",
     "last_seq",
     "steps",
+    "waiting_for",
 )
-JSON_COLUMNS = ("input", "output", "error", "steps")
+JSON_COLUMNS = ("input", "output", "error", "steps", "waiting_for")
+# What a write stores: the snapshot's columns, then when the run's earliest open request
+# expires (epoch seconds; NULL when nothing asked has a timeout), for the expiry check.
+WRITE_COLUMNS = (*RUN_COLUMNS, "wake_at")
+_LISTS = ("steps", "waiting_for")  # JSON columns that are never null
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 
@@ -110,17 +115,28 @@ class Batch:
 
 
 def run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
-    """A run's state as the values of RUN_COLUMNS (JSON columns encoded)."""
+    """A run's state as the values of WRITE_COLUMNS (JSON columns encoded)."""
     values: list[Any] = []
     for key in RUN_COLUMNS:
         if key == "last_seq":
             values.append(last_seq)
+        elif key in _LISTS:
+            values.append(dumps(state.get(key) or []))
         elif key in JSON_COLUMNS:
             value = state.get(key)
-            values.append(dumps(value) if value is not None or key == "steps" else None)
+            values.append(dumps(value) if value is not None else None)
         else:
             values.append(state.get(key))
+    values.append(wake_at(state))
     return tuple(values)
+
+
+def wake_at(state: dict[str, Any]) -> float | None:
+    """When the earliest open request of a waiting run expires (epoch seconds), or None."""
+    if state.get("status") != "waiting":
+        return None
+    times = [r["expires_at"] for r in state.get("waiting_for") or () if r.get("expires_at") is not None]
+    return min(times) if times else None
 
 
 def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
@@ -145,6 +161,8 @@ class Coordination(Protocol):
         self, limit: int, takeover_seconds: float | None, workflows: list[str]
     ) -> list[tuple[dict[str, Any], bool]]: ...
     async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None: ...
+    async def claim_waiting(self, run_id: str, takeover_seconds: float) -> dict[str, Any] | None: ...
+    async def release(self, run_id: str) -> None: ...
     def take_new(self, run_id: str) -> None: ...
     def owns(self, run_id: str) -> bool: ...
     def forget(self, run_id: str) -> None: ...
@@ -191,6 +209,9 @@ class Backend(Protocol):
         ...
 
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
+    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+        """(run_id, wake_at) of waiting runs with a timeout, soonest first, at most `limit`."""
+        ...
 
 
 class RunStore(Protocol):
@@ -228,3 +249,5 @@ class RunStore(Protocol):
         self, workflow: str | None, status: str | None, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
+    async def due_waits(self, limit: int) -> list[tuple[str, float]]: ...
+    def release(self, run_id: str) -> None: ...

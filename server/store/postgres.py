@@ -24,7 +24,17 @@ import asyncpg
 import orjson
 
 from ..waiting import wait_set
-from .base import FINISHED_STATUSES, RUN_COLUMNS, Batch, StoredEvent, StoreError, parse_cursor, row_to_run, run_params
+from .base import (
+    FINISHED_STATUSES,
+    RUN_COLUMNS,
+    WRITE_COLUMNS,
+    Batch,
+    StoredEvent,
+    StoreError,
+    parse_cursor,
+    row_to_run,
+    run_params,
+)
 
 log = logging.getLogger("runcast.store")
 
@@ -76,20 +86,37 @@ MIGRATIONS: list[str] = [
         seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     """,
+    # 2: runs that wait for people: their open requests, and when the first one expires.
+    # A waiting run has no owner: any node may answer it, cancel it or let it time out.
+    """
+    ALTER TABLE runs ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]', ADD COLUMN wake_at DOUBLE PRECISION;
+    CREATE INDEX runs_waking ON runs (wake_at) WHERE wake_at IS NOT NULL;
+    """,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
 SELECT_RUN = f"SELECT {_COLUMNS} FROM runs"
 UPSERT_RUN = (
-    f"INSERT INTO runs ({_COLUMNS}, owner, epoch) VALUES ("
-    + ", ".join(f"${i}" for i in range(1, len(RUN_COLUMNS) + 3))
+    f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) VALUES ("
+    + ", ".join(f"${i}" for i in range(1, len(WRITE_COLUMNS) + 3))
     + ") ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
+    + ", ".join(f"{c} = excluded.{c}" for c in WRITE_COLUMNS if c not in ("run_id", "created_at"))
+    # The write that makes a run wait lets go of it, in the same transaction (see _fence).
+    + ", owner = CASE WHEN excluded.status = 'waiting' THEN NULL ELSE runs.owner END"
 )
 # Runs a node may take: pending and free, or pending/running with an owner that is gone
 # ($2 the takeover seconds; NULL: free runs only). Never its own: it runs those already.
 _ORPHANED = """
     status IN ('pending', 'running') AND (
+        owner IS NULL
+        OR ($2::float8 IS NOT NULL AND owner <> $3
+            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
+    )
+"""
+# A waiting run a node may take to answer, cancel or expire it: nobody holds it (or the
+# node that took it for that went silent).
+_FREE_WAITING = """
+    status = 'waiting' AND (
         owner IS NULL
         OR ($2::float8 IS NOT NULL AND owner <> $3
             AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
@@ -161,7 +188,8 @@ class PostgresBackend:
         await self._migrate()
         async with self._conn() as conn:  # runs left by this node id's previous life: free to claim now
             await conn.execute(
-                "UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ('pending', 'running')", self.node_id
+                "UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ('pending', 'running', 'waiting')",
+                self.node_id,
             )
         await self.heartbeat()
         self._listening = asyncio.create_task(self._listen_loop(), name="runcast-pg-listen")
@@ -415,6 +443,25 @@ class PostgresBackend:
             taken.append((snapshot, row["owner"] is not None and row["owner"] != self.node_id))
         return taken
 
+    async def claim_waiting(self, run_id: str, takeover_seconds: float) -> dict[str, Any] | None:
+        """Take a waiting run that nobody holds (to record an answer, a cancel or a timeout
+        here), one epoch up; None if it is not waiting or another node holds it now."""
+        taken = await self._take(f"run_id = $1 AND {_FREE_WAITING} FOR UPDATE", run_id, takeover_seconds, self.node_id)
+        return taken[0][0] if taken else None
+
+    async def release(self, run_id: str) -> None:
+        """Let go of a run this node holds (it is free for any node again) and forget it."""
+        epoch = self.owned.pop(run_id, None)
+        if epoch is None:
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE runs SET owner = NULL WHERE run_id = $1 AND owner = $2 AND epoch = $3",
+                run_id,
+                self.node_id,
+                epoch,
+            )
+
     def take_new(self, run_id: str) -> None:
         """This node owns a run it is creating (epoch 1)."""
         self.owned[run_id] = 1
@@ -489,6 +536,15 @@ class PostgresBackend:
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""
         return []
+
+    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
+                " ORDER BY wake_at LIMIT $1",
+                limit,
+            )
+        return [(row[0], float(row[1])) for row in rows]
 
 
 def _payload(node_id: str, message: dict[str, Any]) -> str:

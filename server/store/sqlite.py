@@ -23,6 +23,7 @@ import aiosqlite
 from .base import (
     FINISHED_STATUSES,
     RUN_COLUMNS,
+    WRITE_COLUMNS,
     Batch,
     Coordination,
     StoredEvent,
@@ -73,16 +74,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_finished ON runs (finished_at)
         WHERE status IN ('completed', 'failed', 'cancelled');
     """,
+    # 3: runs that wait for people: their open requests, and when the first one expires.
+    """
+    ALTER TABLE runs ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN wake_at REAL;
+    CREATE INDEX runs_waking ON runs (wake_at) WHERE wake_at IS NOT NULL;
+    """,
 ]
 
 SELECT_RUN = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
 UPSERT_RUN = (
     "INSERT INTO runs ("
-    + ", ".join(RUN_COLUMNS)
+    + ", ".join(WRITE_COLUMNS)
     + ") VALUES ("
-    + ", ".join("?" * len(RUN_COLUMNS))
+    + ", ".join("?" * len(WRITE_COLUMNS))
     + ") ON CONFLICT(run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_id", "created_at"))
+    + ", ".join(f"{c} = excluded.{c}" for c in WRITE_COLUMNS if c not in ("run_id", "created_at"))
 )
 # Errors a later try of the same write may not meet: full disk, I/O error, busy or locked.
 _TRANSIENT_CODES = {
@@ -402,6 +409,15 @@ class SqliteBackend:
         assert self._reader is not None
         rows = await self._reader.execute_fetchall(SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
         return [row_to_run(tuple(row)) for row in rows]
+
+    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(
+            "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
+            " ORDER BY wake_at LIMIT ?",
+            (limit,),
+        )
+        return [(run_id, float(at)) for run_id, at in rows]
 
 
 class SqliteStore(Store):

@@ -359,3 +359,12 @@ class Store:
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         """Runs left pending or running, oldest first: what a restart must continue."""
         return await self.backend.unfinished_runs()
+
+    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+        """(run_id, wake_at) of waiting runs whose first open request expires, soonest first."""
+        return await self.backend.due_waits(limit)
+
+    def release(self, run_id: str) -> None:
+        """This process stops writing a run for now (it waits): forget its last seq, so that
+        the next write reads it afresh (another node may have written meanwhile)."""
+        self._last_seq.pop(run_id, None)

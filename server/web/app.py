@@ -24,7 +24,7 @@ from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..engine import DEFAULT_MAX_RUNNING
 from ..engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from ..examples import BUILT_IN
-from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_list_runs_filters
+from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_answer, parse_list_runs_filters
 from ..runtime import Runtime
 from ..store.retention import DEFAULT_RETENTION_DAYS
 from ..workflow import FINISHED, Workflow
@@ -308,6 +308,22 @@ def create_app(
             return _error(exc)
         return JSON(bounded_run(run), 202)
 
+    async def respond_run(request: Request) -> Response:
+        try:  # BodyLimit stops a body over --max-frame-bytes as it is read
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
+        if not isinstance(body, dict):
+            message = "body must be a JSON object with 'request_id' and 'value'"
+            return _error(RuncastError(message, ErrorCode.BAD_REQUEST))
+        try:
+            request_id, value = parse_answer(body)
+            check_input_size(value, limits.max_input_bytes)
+            run = await runtime.engine.respond(request.path_params["run_id"], request_id, value)
+        except RuncastError as exc:
+            return _error(exc)
+        return JSON(bounded_run(run))
+
     routes: list[Any] = [
         WebSocketRoute("/ws", ws_endpoint),
         Route("/healthz", healthz),
@@ -317,6 +333,7 @@ def create_app(
         Route("/api/runs/{run_id}", guarded(get_run)),
         Route("/api/runs/{run_id}/events", guarded(run_events)),
         Route("/api/runs/{run_id}/cancel", guarded(cancel_run), methods=["POST"]),
+        Route("/api/runs/{run_id}/respond", guarded(respond_run), methods=["POST"]),
         Route("/metrics", guarded(metrics_endpoint)),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]

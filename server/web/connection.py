@@ -26,6 +26,7 @@ from ..protocol import (
     ParseError,
     Ping,
     Poll,
+    Respond,
     RuncastError,
     RunNotFound,
     Start,
@@ -277,6 +278,10 @@ class Connection:
             case Cancel():
                 run = bounded_run(await engine.cancel(message.run_id))
                 await self.send(reply("cancel_requested", message.id, run=run))
+            case Respond():
+                check_input_size(message.value, self.limits.max_input_bytes)
+                run = bounded_run(await engine.respond(message.run_id, message.request_id, message.value))
+                await self.send(reply("responded", message.id, run=run))
             case ListWorkflows():
                 workflows = [wf.describe() for wf in engine.workflows.values()]
                 await self.send(reply("workflows", message.id, workflows=workflows))

@@ -10,6 +10,7 @@ from typing import Any
 class RunStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # a step asked for input and has not had it; the run holds no worker
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -18,6 +19,7 @@ class RunStatus(StrEnum):
 class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -41,6 +43,7 @@ class RunOutput:
     finished_at: str | None = None
     last_seq: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
+    waiting_for: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_snapshot(cls, run: dict[str, Any]) -> RunOutput:
@@ -56,6 +59,7 @@ class RunOutput:
             finished_at=run.get("finished_at"),
             last_seq=run.get("last_seq", 0),
             steps=run.get("steps") or [],
+            waiting_for=run.get("waiting_for") or [],
         )
 
     def has_completed(self) -> bool:

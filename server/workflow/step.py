@@ -43,7 +43,11 @@ class Step:
 
     A failing attempt is tried again up to `max_retries` times, waiting `retry_delay`
     seconds, doubled each time; `timeout_seconds` fails an attempt that runs longer;
-    `skip_on_failure` marks the step skipped instead of failing the run."""
+    `skip_on_failure` marks the step skipped instead of failing the run.
+
+    `requires_confirmation=True` asks a yes/no question (`confirmation_message`, answered
+    with JSON `true` or `false`) before the executor runs; a "no" skips the step, or
+    cancels the run with `on_reject="cancel"`."""
 
     def __init__(
         self,
@@ -57,6 +61,9 @@ class Step:
         retry_delay: float = 1.0,
         timeout_seconds: float | None = None,
         skip_on_failure: bool = False,
+        requires_confirmation: bool = False,
+        confirmation_message: str | None = None,
+        on_reject: Literal["skip", "cancel"] = "skip",
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"step name {name!r} must be non-empty and contain no '/'")
@@ -74,6 +81,11 @@ class Step:
         self.retry_delay = retry_delay
         self.timeout_seconds = timeout_seconds
         self.skip_on_failure = skip_on_failure
+        if on_reject not in ("skip", "cancel"):
+            raise ValueError(f"step {name!r}: on_reject must be 'skip' or 'cancel', not {on_reject!r}")
+        self.requires_confirmation = requires_confirmation
+        self.confirmation_message = confirmation_message or f"Run step {name!r}?"
+        self.on_reject = on_reject
         self.kind: ExecutorKind = _kind_of(executor)
         self.wants_context = _positional_count(executor) >= 2
 

@@ -18,6 +18,7 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -323,9 +324,11 @@ def test_watch_replays_an_answered_request_without_asking(server: ServerProcess)
 
 def test_run_without_a_terminal_prints_the_respond_command(server: ServerProcess) -> None:
     cmd = [sys.executable, "-m", "client", "run", "approval", "--url", server.url]
-    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as watcher:
-        assert watcher.stdout is not None and watcher.stderr is not None
-        hint = watcher.stderr.readline()
+    watcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watcher.stdout is not None and watcher.stderr is not None
+    reading = ThreadPoolExecutor(1)  # a read that never ends must fail the test, not hang it
+    try:
+        hint = reading.submit(watcher.stderr.readline).result(20)
         run_id = json.loads(watcher.stdout.readline())["run_id"]
         assert f"run {run_id} is waiting for input (step approve: Publish this?); answer with: " in hint
         command = shlex.split(hint.split("answer with: ", 1)[1])
@@ -334,8 +337,15 @@ def test_run_without_a_terminal_prints_the_respond_command(server: ServerProcess
             [sys.executable, *command[1:], "--url", server.url], cwd=ROOT, capture_output=True, text=True, timeout=30
         )
         assert done.returncode == 0, done.stderr
-        events = [json.loads(line) for line in watcher.stdout]
+        events = [json.loads(line) for line in reading.submit(watcher.stdout.read).result(30).splitlines()]
         assert watcher.wait(30) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait(10)
+        reading.shutdown()
+        watcher.stdout.close()
+        watcher.stderr.close()
     assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == {"ok": True}
     assert [e["event"] for e in events].count("input_received") == 1
 

@@ -95,9 +95,10 @@ class LiveView(View):
             case "run_started":
                 self.workflow = data.get("workflow", self.workflow)
             case "step_started":
-                entry.update(state="running", attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
+                waiting = any(a.get("open") for a in entry.get("asks", {}).values())  # a request outlives a restart
+                state = "waiting" if waiting else "running"
+                entry.update(state=state, attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
                 entry["calls"] = {}  # a new attempt makes its calls afresh
-                entry["asks"] = {}
             case "step_output":
                 self.text[step or ""] = (self.text.get(step or "", "") + data.get("delta", ""))[-TEXT_TAIL:]
             case "progress":

@@ -289,6 +289,17 @@ def test_run_at_a_terminal_asks_each_field_and_sends_the_answer(server: ServerPr
     assert run["output"] == {"name": "Ada", "copies": 2, "color": "blue", "note": "by Friday"}
 
 
+def test_requests_asked_at_once_are_asked_one_after_the_other(server: ServerProcess) -> None:
+    with Terminal(server, "run", "two_reviews") as screen:
+        for _ in range(2):
+            screen.expect(" asks: ")
+            screen.expect("ok [y/n]")
+            screen.type("y")
+            screen.expect("sent; the run is")
+        assert screen.wait() == 0
+    assert "legal asks: Legal ok?" in screen.text and "style asks: Style ok?" in screen.text
+
+
 def test_a_question_answered_elsewhere_is_called_off(server: ServerProcess) -> None:
     with Terminal(server, "run", "approval") as screen:
         screen.expect("approve asks: Publish this?")

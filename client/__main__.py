@@ -23,7 +23,6 @@ from .view import JsonView, TextView, View
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
-STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"]
 
 
 class UsageError(Exception):
@@ -90,10 +89,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--request-id", default=None, help="which request (needed only when the run waits for several)")
     p = command("poll", "print a run's snapshot")
     p.add_argument("run_id")
-    p = command("runs", "list runs, newest first")
+    p = command("runs", "list runs, newest first (or, with --watch, print each change as it happens)")
     p.add_argument("--workflow", default=None)
-    p.add_argument("--status", default=None, choices=STATUSES)
+    p.add_argument("--status", default=None, help="pending, running, waiting, completed, failed, cancelled, ...")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--watch", action="store_true", help="then print one line per change of a run, until Ctrl-C")
     command("workflows", "list the workflows the server knows")
     p = command("cancel", "cancel a run")
     p.add_argument("run_id")
@@ -182,6 +182,16 @@ async def _runs(client: Client, args: argparse.Namespace) -> list[dict[str, Any]
     return runs
 
 
+async def _watch_runs(client: Client, args: argparse.Namespace, view: View) -> int:
+    """`runs --watch`: one line per change of a run (after a reconnect, the changes missed)."""
+    try:
+        async for run in client.subscribe_runs(args.workflow, args.status):
+            view.run_changed(run)
+    except asyncio.CancelledError:  # Ctrl-C
+        return EXIT_OK
+    return EXIT_OK
+
+
 async def _main(args: argparse.Namespace) -> int:
     json_mode = args.json or not sys.stdout.isatty()
     view: View = JsonView() if json_mode else LiveView() if args.command in ("run", "watch") else TextView()
@@ -206,6 +216,8 @@ async def _command(args: argparse.Namespace, view: View) -> int:
                 run = await client.poll(args.run_id)
                 view.snapshot(run)
                 return EXIT_BY_STATUS.get(run["status"], EXIT_OK)
+            case "runs" if args.watch:
+                return await _watch_runs(client, args, view)
             case "runs":
                 view.runs(await _runs(client, args))
             case "workflows":

@@ -29,6 +29,7 @@ from .errors import (
     refused_at_connect,
 )
 from .feeds import QUEUE_SIZE, Event, Feed, Follower
+from .runs import Run, RunsFollower, feed_filters
 from .servers import Servers, Urls
 
 log = logging.getLogger("runcast.client")
@@ -36,6 +37,7 @@ log = logging.getLogger("runcast.client")
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
 RATE_LIMIT_PATIENCE = 300.0  # seconds a request keeps retrying `rate_limited` before it raises
+RELIST_LIMIT = 500  # runs listed (one page, newest first) after subscribe_runs on a new connection
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -99,6 +101,8 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Request] = {}
         self._feeds: dict[str, Feed] = {}  # one server subscription per run, shared by its iterators
+        self._runs_followers: list[RunsFollower] = []  # subscribe_runs iterators, sharing one server feed
+        self._runs_task: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._connection = 0  # counts successful opens, so a request knows whether this socket saw it
@@ -195,6 +199,8 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        if self._runs_task is not None:
+            self._runs_task.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,6 +264,9 @@ class Client:
             if pending.sent_on != self._connection:
                 pending.resent = pending.resent or pending.sent_on >= 0
                 await self._transmit(mid, pending)
+        if self._runs_followers:  # the contract's recipe: subscribe_runs, then list_runs (not on this task:
+            # the replies are read here)
+            self._runs_task = asyncio.create_task(self._watch_runs(list(self._runs_followers)), name="runcast-runs")
 
     def _fail(self, exc: BaseException) -> None:
         """Reading has stopped for good: every waiting request and subscription raises `exc`."""
@@ -269,6 +278,8 @@ class Client:
         self._pending.clear()
         for feed in self._feeds.values():
             feed.fail(self._failure)
+        for follower in self._runs_followers:
+            follower.fail(self._failure)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -279,6 +290,9 @@ class Client:
             for event in msg["events"] if kind == "events" else [msg]:
                 feed.offer(event)
             await self._steer(feed)
+        elif kind == "run_changed":
+            for follower in self._runs_followers:
+                follower.offer(msg["run"])
         elif (mid := msg.get("id")) in self._pending:
             pending = self._pending.pop(mid)
             future = pending.future
@@ -399,6 +413,48 @@ class Client:
         started = await self.start(workflow, input, run_id=run_id)
         async for event in self.subscribe(started["run_id"]):
             yield event
+
+    async def subscribe_runs(
+        self, workflow: str | None = None, status: str | None = None, *, current: bool = False
+    ) -> AsyncIterator[Run]:
+        """Each change of a run that matches the filters, as its snapshot without steps plus
+        `current_step` (and `steps_done`, `steps_total`), oldest change first; a run that
+        leaves the `status` filter is told once. With `current`, the runs of one
+        `list_runs` page (newest first, at most 500) come first.
+
+        After a reconnect the client subscribes again and lists again (subscribe_runs, then
+        list_runs), so changes made meanwhile are not lost; per run, only states with a
+        higher `last_seq` than the last one yielded come out. A slow reader holds at most
+        one state per run: the newest."""
+        self._check_usable()
+        follower = RunsFollower(workflow, status)
+        self._runs_followers.append(follower)
+        try:
+            await self._watch_runs([follower] if current else [])
+            while True:
+                yield await follower.get()
+        finally:
+            self._runs_followers.remove(follower)
+            if self._connected.is_set() and self._failure is None and not self._closed:
+                if self._runs_followers:
+                    await self._watch_runs([])  # the others' filters
+                else:
+                    await self._send({"type": "unsubscribe_runs"})
+
+    async def _watch_runs(self, relist: list[RunsFollower]) -> None:
+        """Subscribe this connection's runs feed with the iterators' filters, then list runs
+        for those in `relist`."""
+        try:
+            await self.request({"type": "subscribe_runs", **feed_filters(self._runs_followers)})
+            for follower in relist:
+                runs, _ = await self.list_runs(*follower.filters, limit=RELIST_LIMIT)
+                for run in reversed(runs):  # oldest first, as changes come
+                    follower.offer(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. bad_request for a status the server does not know
+            for follower in relist or self._runs_followers:
+                follower.fail(exc)
 
     async def poll(self, run_id: str) -> dict[str, Any]:
         return dict((await self.request({"type": "poll", "run_id": run_id}))["run"])

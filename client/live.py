@@ -95,17 +95,24 @@ class LiveView(View):
             case "run_started":
                 self.workflow = data.get("workflow", self.workflow)
             case "step_started":
+                if entry["state"] == "completed":  # a loop's next iteration makes new calls; an
+                    entry["calls"] = {}  # agent run again keeps those it made (not made again)
                 waiting = any(a.get("open") for a in entry.get("asks", {}).values())  # a request outlives a restart
                 state = "waiting" if waiting else "running"
                 entry.update(state=state, attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
-                entry["calls"] = {}  # a new attempt makes its calls afresh
+                for where in [w for w in self.text if w == step or w.startswith(f"{step} · ")]:
+                    self.text[where] = ""  # a step run again streams its text from the start
             case "step_output":
-                self.text[step or ""] = (self.text.get(step or "", "") + data.get("delta", ""))[-TEXT_TAIL:]
+                # A coordinating team's member speaks in a panel of its own, named.
+                where = f"{step} · {data['agent']}" if "parent_call_id" in data and "agent" in data else step or ""
+                self.text[where] = (self.text.get(where, "") + data.get("delta", ""))[-TEXT_TAIL:]
             case "progress":
                 entry["progress"] = data
             case "tool_call_started" | "tool_call_completed" | "tool_call_failed":
                 call = entry.setdefault("calls", {}).setdefault(str(data.get("call_id")), {"tool": data.get("tool")})
                 call.update({k: data[k] for k in ("tool", "args", "result", "error") if k in data})
+                if "parent_call_id" in data:  # a coordinating team's member: its calls under its name
+                    call["agent"] = data.get("agent")
                 call["state"] = CALL_STATE[kind]
             case "input_requested":
                 ask = {"prompt": data.get("prompt"), "open": True}
@@ -165,7 +172,8 @@ class LiveView(View):
         elif "result" in call:
             detail.append(f" → {_short(call['result'])}")
         state = call.get("state", "running")
-        return Text(f"  ↳ {call.get('tool')}"), Text(state, style=STATE_STYLE.get(state, "")), "", "", detail
+        who = f"{call['agent']} › " if call.get("agent") else ""
+        return Text(f"  ↳ {who}{call.get('tool')}"), Text(state, style=STATE_STYLE.get(state, "")), "", "", detail
 
     @staticmethod
     def _ask_row(ask: dict[str, Any]) -> tuple[Text, Text, str, str, Text]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import time
 from typing import Any
@@ -80,7 +81,13 @@ class Prompter:
     def begin(self, run: dict[str, Any], after: int) -> None:
         """Watching starts from `after`; `run` is a snapshot taken before subscribing."""
         self._known_until = int(run.get("last_seq") or 0)
-        self._initial = [r for r in run.get("waiting_for") or [] if isinstance(r, dict) and "request_id" in r]
+        names = [name for name in run.get("truncated") or [] if isinstance(name, str)]
+        cut = {int(m.group(1)) for name in names if (m := re.match(r"waiting_for\[(\d+)\]", name))}  # too big
+        self._initial = [
+            {**r, "partial": True} if i in cut else r
+            for i, r in enumerate(run.get("waiting_for") or [])
+            if isinstance(r, dict) and "request_id" in r
+        ]
         if after >= self._known_until:
             self._catch_up()
 
@@ -89,6 +96,9 @@ class Prompter:
         kind, data = event["event"], event.get("data") or {}
         if kind == "input_requested" and event["seq"] > self._known_until:
             self._offer({**data, "step": event.get("step")})
+        elif kind == "input_requested":  # replayed: each request is whole in its event
+            whole = {**data, "step": event.get("step")}
+            self._initial = [whole if r["request_id"] == data.get("request_id") else r for r in self._initial]
         elif kind == "input_received":
             self._answered(str(data.get("request_id")), data.get("value"))
         elif kind in TERMINAL_EVENTS:
@@ -124,8 +134,10 @@ class Prompter:
             return
         self._told.add(request_id)
         where = f"step {request.get('step')}: " if request.get("step") else ""
+        prompt = request.get("prompt")
+        prompt = prompt if isinstance(prompt, str) else "a long prompt, whole in its input_requested event"
         self.view.note(
-            f"run {self.run_id} is waiting for input ({where}{request.get('prompt')}); answer with: "
+            f"run {self.run_id} is waiting for input ({where}{prompt}); answer with: "
             + respond_command(self.program, self.run_id, request)
         )
 
@@ -158,6 +170,8 @@ class Prompter:
 
     async def _ask(self, request: Request, terminal: Terminal) -> None:
         """Ask until the server takes an answer, someone else answers, or the input ends."""
+        if request.get("partial"):
+            request = await self._whole(request)
         request_id = str(request["request_id"])
         where = f"{request.get('step')} asks" if request.get("step") else "the run asks"
         terminal.write(f"\n{where}: {request.get('prompt')}{_deadline(request)}\n")
@@ -194,6 +208,16 @@ class Prompter:
                 self._sending = False
             terminal.write(f"  sent; the run is {run.get('status')}\n")
             return
+
+    async def _whole(self, request: Request) -> Request:
+        """The request as its input_requested event holds it (the snapshot had cut it short)."""
+        async for event in self.client.subscribe(self.run_id):
+            data = event.get("data") or {}
+            if event["event"] == "input_requested" and data.get("request_id") == request["request_id"]:
+                return {**data, "step": event.get("step")}
+            if event["seq"] >= self._known_until:
+                break
+        return request
 
     async def close(self) -> None:
         """The watch is over: an answer on its way is let through (and its outcome shown);

@@ -72,6 +72,7 @@ class View:
     def event(self, event: dict[str, Any]) -> None: ...
     def snapshot(self, run: dict[str, Any]) -> None: ...
     def runs(self, runs: list[dict[str, Any]]) -> None: ...
+    def run_changed(self, run: dict[str, Any]) -> None: ...
     def workflows(self, workflows: list[dict[str, Any]]) -> None: ...
     def answered(self, request_id: str, run: dict[str, Any]) -> None: ...
 
@@ -110,6 +111,9 @@ class JsonView(View):
     def runs(self, runs: list[dict[str, Any]]) -> None:
         for run in runs:
             self._line(run)
+
+    def run_changed(self, run: dict[str, Any]) -> None:
+        self._line(run)
 
     def workflows(self, workflows: list[dict[str, Any]]) -> None:
         for workflow in workflows:
@@ -167,6 +171,13 @@ class TextView(View):
                 self._print(f"    {line}")
         if not runs:
             self._print("no runs")
+
+    def run_changed(self, run: dict[str, Any]) -> None:
+        done, total = run.get("steps_done"), run.get("steps_total")
+        progress = f"{done}/{total} steps" if isinstance(done, int) and isinstance(total, int) else ""
+        step = run.get("current_step")
+        where = f"at {step}" if step else (f"error: {run['error']}" if run.get("error") else "")
+        self._print(f"{run['run_id']}  {run['workflow']:<12} {run['status']:<10} {progress:<11} {where}".rstrip())
 
     def workflows(self, workflows: list[dict[str, Any]]) -> None:
         for wf in workflows:

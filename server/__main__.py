@@ -13,6 +13,7 @@ from types import ModuleType
 
 import uvicorn
 
+from .agents.agno import agno_workflows
 from .engine import DEFAULT_MAX_RUNNING
 from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from .store import StoreError, backend_for
@@ -24,7 +25,8 @@ log = logging.getLogger("runcast")
 
 
 def load_workflows(spec: str) -> list[Workflow]:
-    """Every Workflow defined at the top level of a module (`pkg.mod`) or file (`flows.py`)."""
+    """Every Workflow defined at the top level of a module (`pkg.mod`) or file (`flows.py`),
+    runcast's own and Agno's (served through server.agents.agno)."""
     module: ModuleType
     if spec.endswith(".py") or os.sep in spec:
         path = Path(spec).resolve()
@@ -43,6 +45,10 @@ def load_workflows(spec: str) -> list[Workflow]:
         except ImportError as exc:
             raise SystemExit(f"--workflows {spec}: {exc}") from exc
     found = [value for value in vars(module).values() if isinstance(value, Workflow)]
+    try:
+        found += agno_workflows(vars(module).values())
+    except ValueError as exc:
+        raise SystemExit(f"--workflows {spec}: {exc}") from exc
     if not found:
         raise SystemExit(f"--workflows {spec}: defines no Workflow at its top level")
     return found

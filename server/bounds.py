@@ -90,7 +90,7 @@ def bounded_run(run: dict[str, Any], budget: int = MAX_REPLY_BYTES) -> dict[str,
     values (input, output, error, step outputs) replaced, largest first, by
     `{"truncated": true, "bytes": N, "full": "/api/runs/ID/events"}` until it fits, and
     `"truncated": [names of the replaced fields]` added. The full values are in the
-    run's events (run_started, step_completed, run_completed)."""
+    run's events (run_started, step_completed, run_completed, input_requested)."""
     size = json_size(run)
     if size <= budget:
         return run
@@ -106,6 +106,15 @@ def bounded_run(run: dict[str, Any], budget: int = MAX_REPLY_BYTES) -> dict[str,
         for i, s in enumerate(steps)
         for k in ("output", "error")
         if s.get(k) is not None
+    ]
+    asks = [dict(w) for w in run.get("waiting_for") or []]
+    if asks:
+        out["waiting_for"] = asks
+    fields += [  # each request whole is in its input_requested event
+        (json_size(w.get(k)), f"waiting_for[{i}].{k}", w, k)
+        for i, w in enumerate(asks)
+        for k in ("prompt", "schema", "default")
+        if w.get(k) is not None
     ]
     truncated: list[str] = []
     for field_size, name, holder, key in sorted(fields, key=lambda f: f[0], reverse=True):

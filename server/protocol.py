@@ -134,6 +134,20 @@ class ListRuns:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscribeRuns:
+    """Watch runs: a `run_changed` frame for each change of a run that matches."""
+
+    id: MessageId
+    workflow: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRuns:
+    id: MessageId
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     id: MessageId
 
@@ -144,7 +158,20 @@ class Auth:
     token: str
 
 
-ClientMessage = Start | Subscribe | Unsubscribe | Poll | Cancel | Respond | ListWorkflows | ListRuns | Ping | Auth
+ClientMessage = (
+    Start
+    | Subscribe
+    | Unsubscribe
+    | Poll
+    | Cancel
+    | Respond
+    | ListWorkflows
+    | ListRuns
+    | SubscribeRuns
+    | UnsubscribeRuns
+    | Ping
+    | Auth
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +229,18 @@ def _message_id(obj: dict[str, Any]) -> MessageId:
     raise BadRequest("field 'id' must be a string or an integer")
 
 
-def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, int, str | None]:
-    """The filters of `list_runs` (also used by `GET /api/runs`)."""
+def parse_run_filters(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The `workflow` and `status` filters of `list_runs` and `subscribe_runs`."""
     workflow = _string(obj, "workflow", required=False)
     status = _string(obj, "status", required=False)
     if status is not None and status not in RUN_STATUSES:
         raise BadRequest(f"field 'status' must be one of {', '.join(RUN_STATUSES)}")
+    return workflow, status
+
+
+def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, int, str | None]:
+    """The filters of `list_runs` (also used by `GET /api/runs`)."""
+    workflow, status = parse_run_filters(obj)
     limit = _int(obj, "limit", DEFAULT_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT)
     before = _string(obj, "before", required=False)
     return workflow, status, limit, before
@@ -253,6 +286,10 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
             return ListWorkflows(mid)
         case "list_runs":
             return ListRuns(mid, *parse_list_runs_filters(obj))
+        case "subscribe_runs":
+            return SubscribeRuns(mid, *parse_run_filters(obj))
+        case "unsubscribe_runs":
+            return UnsubscribeRuns(mid)
         case "ping":
             return Ping(mid)
         case "auth":
@@ -380,6 +417,34 @@ def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, da
             "data": data,
         }
     )
+
+
+CURRENT_STEP_STATUSES = ("running", "waiting")  # a step in one of these is where the run is now
+
+
+def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's steps say in brief, added to snapshots without steps (`run_changed`,
+    `list_runs`): `current_step`, the path of the last step in the snapshot's order
+    (parents before children, declared order) that is running or waiting for input, so
+    the deepest one, and of parallel branches the last declared (a group shows only in
+    the moment between its children), or null; `steps_done` and `steps_total`, the leaf
+    steps (not groups) completed or skipped, and all of them."""
+    current = None
+    done = total = 0
+    for i, st in enumerate(steps):
+        status = st.get("status")
+        if status in CURRENT_STEP_STATUSES:
+            current = st["name"]
+        if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
+            continue  # a group: its children follow it
+        total += 1
+        done += status in ("completed", "skipped")
+    return {"current_step": current, "steps_done": done, "steps_total": total}
+
+
+def run_changed_frame(run: dict[str, Any]) -> str:
+    """A change of a run for the runs feed: its snapshot without steps, plus current_step."""
+    return dumps({"type": "run_changed", "run": run})
 
 
 def events_frame(run_id: str, frames: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""What one process runs: a store, the engine on top of it, and the broker that fans out.
+"""What one process runs: a store, the engine on top of it, and the broker and the runs
+feed that fan out.
 
 `Runtime` is the server's; `SqliteDb` gives a `Workflow` the same machinery for use
 straight from Python (`await wf.arun(..., background=True)`).
@@ -17,7 +18,7 @@ from typing import Any
 from .bounds import DEFAULT_MAX_EVENT_BYTES
 from .engine import DEFAULT_MAX_RUNNING, Engine
 from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
-from .live import Broker
+from .live import Broker, RunsFeed
 from .live.feed import ClusterFeed
 from .store import open_store
 from .store.retention import keep_pruning
@@ -41,6 +42,7 @@ class Runtime:
     ) -> None:
         self.store = open_store(db, node_id)
         self.broker = Broker(self.store)
+        self.runs_feed = RunsFeed(self.store)
         self.engine = Engine(
             self.store,
             workflows,
@@ -49,7 +51,9 @@ class Runtime:
             takeover_seconds=takeover_seconds,
         )
         coordination = self.store.coordination
-        self.feed = ClusterFeed(self.broker, self.store, coordination) if coordination is not None else None
+        self.feed = (
+            ClusterFeed(self.broker, self.store, coordination, self.runs_feed) if coordination is not None else None
+        )
         self.retention_days = retention_days
         self._pruner: asyncio.Task[None] | None = None
 
@@ -136,6 +140,11 @@ class Database:
         """Wait for a run to finish; its final snapshot."""
         engine = await self.engine_for(workflow)
         return await engine.wait(run_id)
+
+    async def respond_run(self, workflow: Workflow, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer a request of a waiting run (the run then goes on in this process)."""
+        engine = await self.engine_for(workflow)
+        return await engine.respond(run_id, request_id, value)
 
     def _read_run(self, run_id: str) -> dict[str, Any] | None:
         """A run's committed snapshot, from any thread (for the blocking get_run)."""

@@ -160,11 +160,14 @@ export class RunView {
           break;
         case 'step_started': {
           const step = this.step(e.step, data.index);
+          const wasCompleted = step.status === 'completed';
           Object.assign(step, { status: 'running', attempt: data.attempt ?? step.attempt + 1, startedAt: e.ts });
           Object.assign(step, { finishedAt: null, error: null, progress: null, output: undefined });
           // A step that runs again (a retry, or after a restart) streams its text from the start.
           Object.assign(step, { hasText: false, pendingText: '', resetText: true });
-          step.calls = new Map();
+          // An agent run again keeps the calls it had made (they are not made again); a step
+          // that starts over after completing (a loop's next iteration) makes new ones.
+          if (wasCompleted) step.calls = new Map();
           step.callsDirty = true;
           break;
         }
@@ -172,8 +175,10 @@ export class RunView {
         case 'tool_call_completed':
         case 'tool_call_failed': {
           const step = this.step(e.step);
-          const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined };
+          const call = step.calls.get(data.call_id) ?? { tool: data.tool, args: undefined, text: '' };
           Object.assign(call, { tool: data.tool ?? call.tool, status: TOOL_CALL_STATUS[e.event] });
+          // A coordinating team's member names itself: its calls show under its name.
+          if (typeof data.parent_call_id === 'string') call.agent = data.agent;
           if ('args' in data) call.args = data.args;
           if ('result' in data) call.result = data.result;
           if ('error' in data) call.error = data.error;
@@ -183,7 +188,13 @@ export class RunView {
         }
         case 'step_output': {
           const step = this.step(e.step);
-          if (typeof data.delta === 'string' && data.delta !== '') {
+          const task = typeof data.parent_call_id === 'string' ? step.calls.get(data.parent_call_id) : undefined;
+          if (task && typeof data.delta === 'string') {
+            // A team member's text, shown under the leader's call that gave it the task.
+            task.speaker = data.agent;
+            task.text = (task.text ?? '') + data.delta;
+            step.callsDirty = true;
+          } else if (typeof data.delta === 'string' && data.delta !== '') {
             step.pendingText += data.delta;
             step.hasText = true;
           }
@@ -399,7 +410,8 @@ export class RunView {
   }
 }
 
-/** One tool call as a list item: its name, status and arguments, then its result or error (text only). */
+/** One tool call as a list item: who made it (a team member), its name, status and arguments, then
+ * its result or error, and the text a member streamed while working on it (text only). */
 function renderCall(call) {
   const ended =
     call.status === 'failed'
@@ -407,12 +419,17 @@ function renderCall(call) {
       : call.status === 'completed'
         ? el('span', { class: 'tool-result' }, `→ ${short(call.result)}`)
         : null;
+  const spoken = call.text
+    ? el('p', { class: 'tool-text', 'aria-label': `Text of ${call.speaker ?? 'a member'}` }, call.text)
+    : null;
   return el(
     'li',
     { class: 'tool-call', dataset: { status: call.status } },
+    call.agent ? el('span', { class: 'tool-agent' }, `${call.agent} › `) : null,
     el('code', { class: 'tool-name' }, call.tool ?? '?'),
     el('span', { class: `status status-${call.status}` }, call.status),
     el('code', { class: 'tool-args' }, `(${call.args === undefined ? '' : short(call.args)})`),
     ended,
+    spoken,
   );
 }

@@ -46,3 +46,11 @@ one_then_another = Workflow(
     [Step("first", _asks("First?", {"type": "integer"})), Step("second", _asks("Second?", {"type": "integer"}))],
     description="two asks, one after the other",
 )
+
+# Six open requests whose schemas are 200 kB each: the run's snapshot cuts them short.
+BIG_NUMBER = {"type": "integer", "description": "a whole number, explained at length: " + "x" * 200_000}
+six_big_asks = Workflow(
+    "six_big_asks",
+    [Parallel(*[Step(f"ask{i}", _asks(f"Number {i}?", BIG_NUMBER)) for i in range(6)], name="asks")],
+    description="six asks too big for one snapshot",
+)

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -55,6 +56,22 @@ def tool_answer(results: list[str]) -> str:
     return "Results: " + " | ".join(results)
 
 
+# "every-tool": the arguments it gives a tool, by parameter type (a team's task: TASK)
+EVERY_TOOL_ARGS: dict[str, Any] = {"string": "AI trends", "integer": 2, "number": 1.5, "boolean": True}
+EVERY_TOOL_TASK = "Research this for the team"
+
+
+def every_tool_answer(model: str, asked: str, results: int) -> str:
+    """The "every-tool" scenario's text answer: who answered, to what, after how many tool results."""
+    return f"{model} answers {asked[:40]!r} after {results} tool results."
+
+
+def every_tool_chunks(model: str, asked: str, results: int) -> list[str]:
+    """The pieces "every-tool" streams its answer in (they join to `every_tool_answer`)."""
+    text = every_tool_answer(model, asked, results)
+    return [text[i : i + 12] for i in range(0, len(text), 12)]
+
+
 @dataclass
 class Recorded:
     """One request the stub received."""
@@ -82,6 +99,12 @@ class StubOpenAI:
     no-done            content chunks, then the end of the body with no finish and no [DONE]
     tools-*            the calls of TOOL_SCENARIOS while no tool result was sent, then
                        "Results: " and the tool results' contents joined by " | "
+    every-tool         a model that uses what it is offered: calls each offered tool once
+                       (a team leader's delegate_task_to_member once per member listed in
+                       the system prompt), one call per turn, arguments by parameter type
+                       (EVERY_TOOL_ARGS), then answers `every_tool_answer`
+    stream-fail-once   the first time a content chunk and then an error event; then ok
+    stall-once         the first time as "stall"; then ok
     """
 
     def __init__(self) -> None:
@@ -160,6 +183,56 @@ class StubOpenAI:
                 await _body(send, _event(event))
             await _body(send, b"data: [DONE]\n\n")
             await _body(send, b"", more=False)
+        elif scenario == "every-tool":
+            messages = body.get("messages", []) if isinstance(body, dict) else []
+            call = _next_tool_call(body if isinstance(body, dict) else {}, messages)
+            users = [m for m in messages if m.get("role") == "user"]
+            asked = _text(users[-1].get("content")) if users else ""
+            results = sum(m.get("role") == "tool" for m in messages)
+            tool_call = None
+            if call is not None:
+                name, args = call
+                function = {"name": name, "arguments": json.dumps(args)}
+                tool_call = {"id": f"call_{self.hits[scenario]}", "type": "function", "function": function}
+            if isinstance(body, dict) and not body.get("stream"):  # a client that does not stream
+                message: dict[str, Any] = {"role": "assistant", "content": None}
+                if tool_call is None:
+                    message["content"] = every_tool_answer(model, asked, results)
+                else:
+                    message["tool_calls"] = [tool_call]
+                completion = {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": message, "finish_reason": "stop" if tool_call is None else "tool_calls"}
+                    ],
+                }
+                await _json(send, 200, completion)
+                return
+            await _start_stream(send)
+            if tool_call is not None:
+                events = [_chunk(model, {"role": "assistant", "content": None})]
+                events.append(_chunk(model, {"tool_calls": [{"index": 0, **tool_call}]}))
+                events.append(_chunk(model, {}, finish="tool_calls"))
+            else:
+                events = _stream_events(model, every_tool_chunks(model, asked, results))
+            for event in events:
+                await _body(send, _event(event))
+            await _body(send, b"data: [DONE]\n\n")
+            await _body(send, b"", more=False)
+        elif scenario == "stream-fail-once" and first:
+            await _start_stream(send)
+            await _body(send, _event(_chunk(model, {"role": "assistant", "content": ""})))
+            await _body(send, _event(_chunk(model, {"content": chunks[0]})))
+            await _body(send, _event({"error": {"message": "The model overloaded mid-answer.", "type": "server"}}))
+            await _body(send, b"", more=False)
+        elif scenario == "stall-once" and first:
+            await _start_stream(send)
+            await _body(send, _event(_chunk(model, {"role": "assistant", "content": ""})))
+            await _body(send, _event(_chunk(model, {"content": chunks[0]})))
+            await self._until_client_leaves(receive)
         elif scenario == "stall-headers":
             await self._until_client_leaves(receive)
         else:
@@ -238,6 +311,38 @@ def _tool_events(model: str, calls: list[tuple[int, str, str, list[str]]], n: in
             events += [_chunk(model, {"tool_calls": [f[row]]}) for f in per_call if row < len(f)]
     events.append(_chunk(model, {}, finish="tool_calls"))
     return events
+
+
+def _text(content: Any) -> str:
+    """A message's content as text (OpenAI allows a list of parts)."""
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def _next_tool_call(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """The "every-tool" scenario's next call: the first offered tool (or team member) not called yet."""
+    made = [
+        (c["function"]["name"], c["function"].get("arguments", ""))
+        for m in messages
+        if m.get("role") == "assistant"
+        for c in m.get("tool_calls") or []
+    ]
+    system = "".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+    for offered in body.get("tools") or []:
+        function = offered.get("function", {})
+        name = function.get("name", "")
+        if name == "delegate_task_to_member":
+            for member in re.findall(r'<member id="([^"]+)"', system):
+                args = {"member_id": member, "task": EVERY_TOOL_TASK}
+                if (name, json.dumps(args)) not in made:
+                    return name, args
+            continue
+        if any(done == name for done, _ in made):
+            continue
+        properties = function.get("parameters", {}).get("properties", {})
+        return name, {k: EVERY_TOOL_ARGS.get(str(v.get("type")), "x") for k, v in properties.items()}
+    return None
 
 
 def _event(payload: dict[str, Any]) -> bytes:

@@ -43,9 +43,12 @@ async def test_a_client_sees_the_tool_calls_inside_the_step_and_the_answer(
     started, completed = (e for e in events if e["event"].startswith("tool_call_"))
     assert (started["step"], started["data"]) == (
         "think",
-        {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}},
+        {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, "round_calls": 1, "round": 1, "agent": "Calc"},
     )
-    assert (completed["step"], completed["data"]) == ("think", {"call_id": "call_a", "tool": "add", "result": 5})
+    assert (completed["step"], completed["data"]) == (
+        "think",
+        {"call_id": "call_a", "tool": "add", "result": 5, "round": 1, "agent": "Calc"},
+    )
     answer = "".join(e["data"]["delta"] for e in events if e["event"] == "step_output")
     assert answer == tool_answer(["5"])
     assert kinds[-1] == "run_completed" and events[-1]["data"]["output"] == answer

@@ -365,6 +365,9 @@ def boom() -> None:
     raise RuntimeError("no luck")
 
 
+CALC_ROUND_1 = {"round": 1, "agent": "calc"}  # who made a tool event, and in which round
+
+
 def tool_events(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(e["event"], e["data"]) for e in events if e["event"].startswith("tool_call_")]
 
@@ -392,8 +395,11 @@ async def test_an_agent_calls_a_tool_and_answers_with_its_result(stub: StubOpenA
 
     assert final["status"] == "completed" and final["output"] == tool_answer(["5"])
     assert tool_events(events) == [
-        ("tool_call_started", {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}}),
-        ("tool_call_completed", {"call_id": "call_a", "tool": "add", "result": 5}),
+        (
+            "tool_call_started",
+            {"call_id": "call_a", "tool": "add", "args": {"a": 2, "b": 3}, "round_calls": 1, **CALC_ROUND_1},
+        ),
+        ("tool_call_completed", {"call_id": "call_a", "tool": "add", "result": 5, **CALC_ROUND_1}),
     ]
     kinds = [e["event"] for e in events if e["step"] == "think"]
     assert kinds.index("step_started") < kinds.index("tool_call_started") < kinds.index("step_completed")
@@ -453,7 +459,10 @@ async def test_a_failed_call_is_told_to_the_model_and_the_step_goes_on(
 
     assert final["status"] == "completed"
     (started, start), (failed, fail) = tool_events(events)
-    assert (started, start) == ("tool_call_started", {"call_id": "call_a", "tool": tool_name, "args": args})
+    assert (started, start) == (
+        "tool_call_started",
+        {"call_id": "call_a", "tool": tool_name, "args": args, "round_calls": 1, **CALC_ROUND_1},
+    )
     assert failed == "tool_call_failed" and fail["error"].startswith(error)
     told = json.loads(stub.requests[1].body["messages"][-1]["content"])
     assert told == {"error": fail["error"]}

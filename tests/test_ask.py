@@ -4,6 +4,7 @@ answers that come back over /ws and HTTP; on real servers and real sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,23 @@ async def test_waiting_runs_hold_no_running_slot(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_the_runs_feed_shows_a_run_go_waiting_and_on(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        watcher, c = await Client.connect(server.url), await Client.connect(server.url)
+        assert (await watcher.request({"type": "subscribe_runs", "status": "waiting"}))["type"] == "runs_subscribed"
+        run_id = await c.start("approve", None)
+        frame = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert frame["run"]["status"] == "waiting" and frame["run"]["current_step"] == "approve"
+        assert [w["prompt"] for w in frame["run"]["waiting_for"]] == ["Publish this?"]
+        rid = frame["run"]["waiting_for"][0]["request_id"]
+        await respond(c, run_id, rid, {"ok": True})
+        left = await watcher.wait(lambda m: m.get("type") == "run_changed" and m["run"]["run_id"] == run_id)
+        assert left["run"]["status"] != "waiting" and left["run"]["waiting_for"] == []
+    finally:
+        server.stop()
+
+
 async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> None:
     """In process, with one worker thread: three plain steps wait, a fourth still runs."""
 
@@ -156,8 +174,8 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
 
     store = SqliteStore(str(tmp_path / "runcast.db"))
     await store.open()
-    engine = Engine(store, [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])])
-    engine._threads.max_threads = 1
+    workflows = [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])]
+    engine = Engine(store, workflows, step_threads=1)
     try:
         ids = [(await engine.start("ask", None))[0]["run_id"] for _ in range(3)]
         async with asyncio.timeout(5):
@@ -176,6 +194,23 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
     finally:
         await engine.shutdown()
         await store.close()
+
+
+async def test_two_answers_at_once_on_one_server_one_wins(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runcast.db", "--workflows", FLOWS).start()
+    try:
+        c, d = await Client.connect(server.url), await Client.connect(server.url)
+        for _ in range(5):
+            run_id = await c.start("greet", None)
+            rid = (await waiting(c, run_id))["waiting_for"][0]["request_id"]
+            replies = await asyncio.gather(respond(c, run_id, rid, "c"), respond(d, run_id, rid, "d"))
+            kinds = sorted(r["type"] if r["type"] == "responded" else r["code"] for r in replies)
+            assert kinds == ["conflict", "responded"], replies
+            events = await c.until_terminal(run_id)
+            assert_log(events)
+            assert [e["event"] for e in events].count("input_received") == 1
+    finally:
+        server.stop()
 
 
 @both_backends
@@ -403,3 +438,191 @@ async def test_two_racing_answers_through_two_nodes_one_wins(pg_url: str, tmp_pa
     finally:
         a.stop()
         b.stop()
+
+
+# ---- in process: how a step's code meets an ask ---------------------------------------------
+
+
+class Engines:
+    """An engine on a real SqliteStore, with every committed event kept per run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.events: dict[str, list[tuple[str, str | None, dict[str, Any]]]] = {}
+
+    async def open(self, *workflows: Workflow) -> Engine:
+        self.store = SqliteStore(self.path)
+        await self.store.open()
+        self.store.add_listener(self._heard)
+        self.engine = Engine(self.store, workflows)
+        await self.engine.recover()
+        return self.engine
+
+    def _heard(self, batch: Any) -> None:
+        for event in batch:
+            frame = json.loads(event.frame)
+            self.events.setdefault(event.run_id, []).append((frame["event"], frame["step"], frame["data"]))
+
+    async def until(self, run_id: str, status: str) -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            while True:
+                run = await self.store.get_run(run_id)
+                if run is not None and run["status"] == status:
+                    return run
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.engine.shutdown()
+        await self.store.close()
+
+
+async def test_an_ask_is_not_swallowed_by_except_exception_nor_a_step_timeout(tmp_path: Path) -> None:
+    async def careful(step_input: StepInput, ctx: StepContext) -> str:
+        try:
+            answer = await ctx.ask("Go?")
+        except Exception:  # the suspension is no Exception: it passes through
+            return "swallowed"
+        return f"got {answer}"
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("careful", [Step("careful", careful, timeout_seconds=5)]))
+    try:
+        run_id = (await engine.start("careful", None))[0]["run_id"]
+        run = await env.until(run_id, "waiting")
+        await engine.respond(run_id, run["waiting_for"][0]["request_id"], "yes")
+        assert (await engine.wait(run_id))["output"] == "got yes"
+    finally:
+        await env.close()
+
+
+async def test_a_retry_after_an_ask_timed_out_asks_again(tmp_path: Path) -> None:
+    async def patient(step_input: StepInput, ctx: StepContext) -> Any:
+        return await ctx.ask("Still there?", timeout=0.2)
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("patient", [Step("patient", patient, max_retries=1, retry_delay=0)]))
+    try:
+        run_id = (await engine.start("patient", None))[0]["run_id"]
+        first = (await env.until(run_id, "waiting"))["waiting_for"][0]
+        async with asyncio.timeout(5):
+            while True:
+                run = await env.store.get_run(run_id)
+                assert run is not None
+                if run["status"] == "waiting" and run["waiting_for"][0]["request_id"] != first["request_id"]:
+                    break
+                await asyncio.sleep(0.01)
+        await engine.respond(run_id, run["waiting_for"][0]["request_id"], "here")
+        assert (await engine.wait(run_id))["output"] == "here"
+        kinds = [(event, data.get("attempt")) for event, _, data in env.events[run_id] if event.startswith("step_")]
+        assert kinds == [("step_started", 1), ("step_failed", 1), ("step_started", 2), ("step_completed", None)]
+    finally:
+        await env.close()
+
+
+async def test_a_bad_schema_or_prompt_fails_the_step_that_asks(tmp_path: Path) -> None:
+    async def bad_schema(step_input: StepInput, ctx: StepContext) -> Any:
+        return await ctx.ask("?", schema={"type": "no-such-type"})
+
+    env = Engines(tmp_path / "runcast.db")
+    engine = await env.open(Workflow("bad", [Step("bad", bad_schema)]))
+    try:
+        run_id = (await engine.start("bad", None))[0]["run_id"]
+        run = await engine.wait(run_id)
+        assert run["status"] == "failed" and "JSON Schema" in run["error"], run["error"]
+    finally:
+        await env.close()
+
+
+async def test_the_python_api_answers_with_arespond(tmp_path: Path) -> None:
+    from server import SqliteDb
+
+    async def approve(step_input: StepInput, ctx: StepContext) -> Any:
+        answer = await ctx.ask("Publish this?", schema={"type": "boolean"})
+        return "published" if answer else "kept"
+
+    db = SqliteDb(db_file=str(tmp_path / "api.db"))
+    wf = Workflow("publish", [Step("approve", approve)], db=db)
+    try:
+        out = await wf.arun("draft", background=True)
+        async with asyncio.timeout(5):
+            while (run := await wf.aget_run(out.run_id)) is None or run.status != "waiting":
+                await asyncio.sleep(0.01)
+        request = run.waiting_for[0]
+        assert request["prompt"] == "Publish this?" and request["step"] == "approve"
+        answered = await wf.arespond(out.run_id, request["request_id"], True)
+        assert answered.waiting_for == [] and answered.status in ("running", "completed")
+        async with asyncio.timeout(5):
+            while (run := await wf.aget_run(out.run_id)) is None or not run.has_completed():
+                await asyncio.sleep(0.01)
+        assert run.content == "published"
+    finally:
+        await db.close()
+
+
+async def test_a_timeout_fires_on_another_node_when_the_asking_node_is_gone(pg_url: str, tmp_path: Path) -> None:
+    a = ServerProcess.node(pg_url, tmp_path, "a", "--workflows", FLOWS).start()
+    b = ServerProcess.node(pg_url, tmp_path, "b", "--workflows", FLOWS).start()
+    try:
+        ca = await Client.connect(a.url)
+        run_id = await ca.start("timed", {"timeout": 1.0, "default": "nobody came"})
+        await waiting(ca, run_id)
+        a.kill()
+        cb = await Client.connect(b.url)
+        await cb.request({"type": "subscribe", "run_id": run_id})
+        events = await cb.until_terminal(run_id, timeout=10)
+        assert_log(events)
+        assert events[-1]["data"]["output"] == "nobody came"
+        assert "run_resumed" not in [e["event"] for e in events]
+    finally:
+        a.stop()
+        b.stop()
+
+
+# ---- pure parts ------------------------------------------------------------------------------
+
+
+def test_respond_frames_are_parsed_and_checked() -> None:
+    from server.protocol import ErrorCode, ParseError, Respond, parse_client_frame
+
+    ok = parse_client_frame(json.dumps({"type": "respond", "id": 3, "run_id": "r", "request_id": "q", "value": None}))
+    assert ok == Respond(3, "r", "q", None)
+    for bad in (
+        {"type": "respond", "run_id": "r", "request_id": "q"},
+        {"type": "respond", "run_id": "r", "value": 1},
+        {"type": "respond", "request_id": "q", "value": 1},
+        {"type": "respond", "run_id": "r", "request_id": 5, "value": 1},
+    ):
+        parsed = parse_client_frame(json.dumps(bad))
+        assert isinstance(parsed, ParseError) and parsed.code == ErrorCode.BAD_REQUEST, bad
+
+
+def test_asks_are_matched_by_order_within_one_try() -> None:
+    from server.engine.context import answered_asks
+
+    history = [
+        ("step_started", {"attempt": 1}),
+        ("input_requested", {"request_id": "a", "prompt": "A?"}),
+        ("input_received", {"request_id": "a", "value": 1}),
+        ("step_failed", {"attempt": 1, "will_retry": True}),
+        ("step_started", {"attempt": 2}),
+        ("input_requested", {"request_id": "c", "prompt": "ok?", "kind": "confirmation"}),
+        ("input_requested", {"request_id": "b", "prompt": "A?"}),
+        ("input_received", {"request_id": "b", "value": 2}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),
+        ("input_requested", {"request_id": "d", "prompt": "B?"}),  # stored again: one ask
+    ]
+    asked, answers = answered_asks(history)
+    assert [a["request_id"] for a in asked] == ["b", "d"]
+    assert answers["b"]["value"] == 2 and "d" not in answers
+
+
+def test_a_snapshot_with_many_large_questions_still_fits_one_frame() -> None:
+    from server.bounds import MAX_REPLY_BYTES, bounded_run, json_size
+
+    asks = [{"request_id": f"q{i}", "prompt": "?" * 200_000, "schema": None, "step": f"s{i}"} for i in range(6)]
+    run = {"run_id": "r", "status": "waiting", "input": None, "output": None, "error": None, "steps": []}
+    bounded = bounded_run({**run, "waiting_for": asks})
+    assert json_size(bounded) <= MAX_REPLY_BYTES
+    assert any(name.startswith("waiting_for[") for name in bounded["truncated"])
+    assert [w["request_id"] for w in bounded["waiting_for"]] == [f"q{i}" for i in range(6)]
+    assert asks[0]["prompt"] == "?" * 200_000  # the run itself is untouched

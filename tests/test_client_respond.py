@@ -333,6 +333,27 @@ def test_watch_replays_an_answered_request_without_asking(server: ServerProcess)
     assert asyncio.run(finish(server, run_id))["output"] == 2
 
 
+def test_watch_from_a_late_seq_asks_what_a_cut_snapshot_holds_in_full(server: ServerProcess) -> None:
+    run_id, requests = asyncio.run(start_waiting(server, "six_big_asks", count=6))
+    last_seq = asyncio.run(finish_later(server, run_id))
+    with Terminal(server, "watch", run_id, "--after", str(last_seq)) as screen:
+        for _ in requests:
+            screen.expect(" asks: Number ")
+            screen.expect("[a whole number]")  # the schema as asked, not the snapshot's stand-in
+            screen.type("7")
+            screen.expect("sent; the run is")
+        assert screen.wait() == 0
+    assert asyncio.run(finish(server, run_id))["status"] == "completed"
+
+
+async def finish_later(server: ServerProcess, run_id: str) -> int:
+    """The run's last seq, checking that its snapshot did cut the requests short."""
+    async with Client(server.url) as c:
+        run = await c.poll(run_id)
+        assert any(name.startswith("waiting_for[") for name in run.get("truncated", [])), run.get("truncated")
+        return int(run["last_seq"])
+
+
 def test_run_without_a_terminal_prints_the_respond_command(server: ServerProcess) -> None:
     cmd = [sys.executable, "-m", "client", "run", "approval", "--url", server.url]
     watcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

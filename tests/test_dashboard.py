@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from .harness import ROOT, ServerProcess, http
+from .harness import ROOT, ServerProcess, events_over_http, http
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -370,4 +370,26 @@ def test_custom_progress_fields_and_nested_steps(tmp_path: Path, page: Page) -> 
         expect(page.locator('[data-step="refine"] .progress-label')).to_contain_text("iteration: 3")
     finally:
         page.goto("about:blank")  # leave before the server goes, or the page logs its reconnects
+        server.stop()
+
+
+def test_a_coordinating_team_shows_each_member_s_text_under_the_leader_s_call(tmp_path: Path, page: Page) -> None:
+    flows = Path(__file__).with_name("agent_flows.py")
+    server = ServerProcess(tmp_path / "agents.db", "--workflows", str(flows)).start()
+    try:
+        run = wait_finished(server, post_run(server, "desk", "Tidal power")["run_id"])
+        page.goto(f"{server.http_url}/#/runs/{run['run_id']}")
+        expect(page.locator("#run-status")).to_have_text("completed")
+        calls = page.locator('[data-step="draft"] .step-tools .tool-call')
+        expect(calls.locator(".tool-name")).to_have_text(["delegate_to_researcher", "delegate_to_writer"])
+        events = events_over_http(server.http_url, run["run_id"])
+        for i, name in enumerate(["researcher", "writer"]):
+            spoken = "".join(
+                e["data"]["delta"] for e in events if e["event"] == "step_output" and e["data"].get("agent") == name
+            )
+            expect(calls.nth(i).locator(".tool-text")).to_have_text(spoken)
+            expect(calls.nth(i).locator(".tool-text")).to_have_attribute("aria-label", f"Text of {name}")
+        assert step_texts(page)["draft"] == run["output"]  # the leader's own text, members' apart
+    finally:
+        page.goto("about:blank")
         server.stop()

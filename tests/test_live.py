@@ -38,3 +38,57 @@ def test_tool_calls_show_under_their_step_with_arguments_and_result_or_error() -
     count = next(line for line in screen.splitlines() if "↳ word_count" in line)
     assert "failed" in count and '({"text":"two words"})' in count and "✗ ValueError: no" in count
     assert screen.index("research") < screen.index("↳ search_notes") < screen.index("↳ word_count")
+
+
+def test_a_resumed_agent_keeps_its_calls_and_a_team_member_speaks_under_its_name() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=120, force_terminal=False))
+    member = {"agent": "researcher", "parent_call_id": "d1"}
+    events = [
+        event(1, "step_started", "draft", attempt=1),
+        event(2, "tool_call_started", "draft", call_id="d1", tool="delegate_to_researcher", args={"task": "x"}),
+        event(3, "step_output", "draft", delta="Half of", **member),
+        event(4, "tool_call_started", "draft", call_id="s1", tool="search", args={}, **member),
+        event(5, "step_started", "draft", attempt=2),  # the server restarted
+        event(6, "tool_call_failed", "draft", call_id="d1", tool="delegate_to_researcher", error="interrupted"),
+        event(7, "step_output", "draft", delta="The leader speaks."),
+        event(8, "step_output", "draft", delta="Found it.", **{**member, "parent_call_id": "d1~2"}),
+    ]
+    for e in events:
+        view.event(e)
+    view.close()
+
+    screen = out.getvalue()
+    delegated = next(line for line in screen.splitlines() if "↳ delegate_to_researcher" in line)
+    assert "failed" in delegated and "interrupted" in delegated  # kept across the restart
+    assert "↳ researcher › search" in screen
+    assert "draft · researcher" in screen and "Found it." in screen and "The leader speaks." in screen
+    assert "Half of" not in screen  # the try that was cut off is not shown twice
+
+
+def test_a_waiting_step_shows_its_question_and_then_its_answer() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=120, force_terminal=False))
+    view.event(event(1, "step_started", "approve", attempt=1))
+    view.event(event(2, "input_requested", "approve", request_id="q1", prompt="Publish this?", schema=None))
+    view.close()
+    waiting = out.getvalue()
+    assert "run r1" in waiting and "waiting" in waiting.splitlines()[0]
+    step = next(line for line in waiting.splitlines() if line.startswith("approve"))
+    assert "waiting" in step
+    asked = next(line for line in waiting.splitlines() if "? Publish this?" in line)
+    assert "waiting" in asked
+
+    out.truncate(0)
+    out.seek(0)
+    view.event(event(3, "step_started", "approve", attempt=2))  # run again after a restart: still waiting
+    view.close()
+    assert "waiting" in next(line for line in out.getvalue().splitlines() if line.startswith("approve"))
+    out.truncate(0)
+    out.seek(0)
+    view.event(event(4, "input_received", "approve", request_id="q1", value={"ok": True}))
+    view.close()
+    answered = out.getvalue()
+    assert "running" in answered.splitlines()[0]
+    asked = next(line for line in answered.splitlines() if "? Publish this?" in line)
+    assert "answered" in asked and '→ {"ok":true}' in asked

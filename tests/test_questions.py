@@ -172,7 +172,12 @@ def received(seq: int, request_id: str) -> dict[str, Any]:
 async def test_a_replayed_request_that_was_answered_is_not_asked_again() -> None:
     view = Notes()
     prompter = Prompter(Client("ws://127.0.0.1:9/ws"), "r", view, None)
-    snapshot = {"last_seq": 5, "waiting_for": [{"request_id": "b", "prompt": "asks b", "schema": None, "step": "s"}]}
+    cut = {"truncated": True, "bytes": 300_000, "full": "/api/runs/r/events"}  # the snapshot's stand-in
+    snapshot = {
+        "last_seq": 5,
+        "waiting_for": [{"request_id": "b", "prompt": cut, "schema": None, "step": "s"}],
+        "truncated": ["waiting_for[0].prompt"],
+    }
     prompter.begin(snapshot, after=0)
     for event in (requested(2, "a"), received(3, "a"), requested(4, "b")):
         prompter.event(event)
@@ -182,4 +187,4 @@ async def test_a_replayed_request_that_was_answered_is_not_asked_again() -> None
     prompter.event(requested(6, "c"))  # a duplicate delivery tells nothing new
     told = [note.split("--request-id ")[1].split()[0] for note in view.notes]
     assert told == ["b", "c"]
-    assert all("is waiting for input (step s: asks" in note for note in view.notes)
+    assert all("is waiting for input (step s: asks" in note for note in view.notes)  # b's prompt from its event

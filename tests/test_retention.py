@@ -45,6 +45,7 @@ async def test_prune_deletes_only_old_finished_runs(
             await store.create_run(_run(run_id, "completed", 10))
             await store.append(run_id, "run_completed", None, {"output": 1})
         await store.create_run(_run("recent", "failed", 1))
+        await store.create_run(_run("waiting", "waiting", 10))  # waits for a person: never old enough
         await store.create_run(_run("running", "running", None))
         await store.append("running", "run_started", None, {})
         await store.flush()
@@ -54,6 +55,7 @@ async def test_prune_deletes_only_old_finished_runs(
             assert await store.get_run(run_id) is None
             assert await store.read_events(run_id, 0, 10) == []
         assert (await store.get_run("recent")) is not None
+        assert (await store.get_run("waiting")) is not None
         assert [e.seq for e in await store.read_events("running", 0, 10)] == [1]
         assert store.stats.batches - batches_before == 3  # 3 + 3 + 1 runs
         assert await retention.prune_once(store, 7) == 0

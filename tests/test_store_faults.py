@@ -268,7 +268,7 @@ async def stored_events(server: ServerProcess, run_id: str) -> list[dict[str, ob
     return await asyncio.to_thread(events_over_http, server.http_url, run_id)
 
 
-async def wait_for_file(path: Path, ok: Callable[[int], bool], timeout: float = 10) -> None:
+async def wait_for_file(path: Path, ok: Callable[[int], bool], timeout: float = 30) -> None:
     """Wait until `ok(size of path)`."""
     deadline = time.monotonic() + timeout
     while not ok(path.stat().st_size):

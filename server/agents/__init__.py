@@ -1,6 +1,6 @@
 """Agents and teams as step executors, the tools they call, and the model clients they talk to."""
 
-from .agent import Agent, AgentError, Team
+from .agent import Agent, AgentError
 from .models import (
     Message,
     Model,
@@ -12,6 +12,7 @@ from .models import (
     ToolModel,
     default_model,
 )
+from .team import Team, TeamMode
 from .tools import Tool, Toolkit, tool
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "OfflineToolModel",
     "OpenAIChat",
     "Team",
+    "TeamMode",
     "Tool",
     "ToolCall",
     "ToolModel",

@@ -7,9 +7,6 @@ becomes the step's output::
     writer = Agent("writer", instructions="Write three short paragraphs.", role="a technical writer")
     wf = Workflow("agentic", [Step("write", writer.stream)])
 
-    team = Team("desk", [Agent("researcher", ...), Agent("writer", ...)])
-    wf = Workflow("desk", [Step("draft", team.stream)])
-
 With no model given, `default_model()` is used when the step runs: OpenAI when
 OPENAI_API_KEY is set, the offline model otherwise.
 
@@ -17,6 +14,12 @@ An agent with `tools=` (functions, Tools, Toolkits; see tools.py) lets its model
 them: the calls of a turn run at once, each streamed as `tool_call_started` and then
 `tool_call_completed` or `tool_call_failed`, and their results go back to the model
 until it answers in text, for at most `max_tool_rounds` rounds of calls.
+
+The loop is durable: the step's stored events are its checkpoint (see replay.py). Run
+again after a crash, a restart, a takeover or a failed try, the agent rebuilds its
+conversation from them: a call that had ended is not made again (its stored result is
+told), a call cut off is reported "interrupted" and made again, a turn cut off is asked
+again. Teams (team.py) are built on the same loop.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bounds import EventTooLarge, clip_error
-from ..protocol import dumps
 from ..workflow import StepInput
 from .models import Message, Model, ToolCall, ToolModel, closing, default_model
+from .replay import INTERRUPTED, Past, PastCall, PastRound, conversation, rebuild, told_error, told_result
 from .tools import Tool, ToolCallFailed, as_tools
 
 if TYPE_CHECKING:
-    from ..engine.context import StepContext, ToolEvent
+    from ..engine.context import History, StepContext, ToolEvent
 
 DEFAULT_MAX_TOOL_ROUNDS = 10
 
@@ -104,13 +108,34 @@ class Agent:
 
     async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str]:
         """Stream the model's answer to `step_input` as text deltas (the step executor);
-        tool calls are reported through `ctx`, when given."""
-        async with closing(self.answer(self.model or default_model(), self.messages(step_input), ctx)) as deltas:
+        tool calls are reported through `ctx`, when given. Run again after an interruption,
+        it goes on from the step's stored events (see `respond`)."""
+        async with closing(self.respond(self.model or default_model(), self.messages(step_input), ctx)) as deltas:
             async for delta in deltas:
                 yield delta
 
-    async def answer(self, model: Model, messages: list[Message], ctx: StepContext | None) -> AsyncIterator[str]:
-        """`model`'s text deltas for `messages`, calling this agent's tools as it asks."""
+    async def respond(self, model: Model, messages: list[Message], ctx: StepContext | None) -> AsyncIterator[str]:
+        """`answer` as a step: first its conversation is rebuilt from what the step had
+        stored (nothing on a first try), so tool calls that had completed are not made
+        again. A try that goes on from earlier rounds streams their text again first, in
+        one delta, then only what is new: the step's text is still its whole answer."""
+        scope = await Scope.of(ctx, self.name)
+        past = rebuild(conversation(scope.history, self.name)) if scope.history and self.tools else Past()
+        if past.text:
+            yield past.text
+        async with closing(self.answer(model, messages, scope, past)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def answer(
+        self, model: Model, messages: list[Message], scope: Scope, past: Past | None = None
+    ) -> AsyncIterator[str]:
+        """`model`'s new text deltas for `messages`, calling this agent's tools as it asks.
+
+        Given the `past` rounds of an interrupted try, it first puts them back into the
+        messages: a call that had ended is told as it was; a call cut off is reported
+        `tool_call_failed` "interrupted" and made again (`<id>~2`); then the model goes on.
+        """
         if not self.tools:
             async with closing(model.stream(messages)) as deltas:
                 async for delta in deltas:
@@ -120,19 +145,27 @@ class Agent:
             raise AgentError(f"agent {self.name!r}: model {model!r} cannot call tools")
         specs = [t.spec() for t in self.tools.values()]
         messages = list(messages)
-        for rounds in range(self.max_tool_rounds + 1):
+        past = past or Past()
+        for cut in past.cut:  # a round stored only in part: its turn is asked again below
+            for c in cut.calls:
+                _interrupted(c, scope, cut.number)
+        for past_round in past.rounds:
+            messages += await self._finish(past_round, scope)
+        number = past.next_round  # the round the next turn would be
+        used = {i for r in (*past.rounds, *past.cut) for c in r.calls for i in c.ids}
+        while True:
             text: list[str] = []
             calls: list[ToolCall] = []
             async with closing(model.turn(messages, specs)) as items:
                 async for item in items:
                     if isinstance(item, ToolCall):
-                        calls.append(item)
+                        calls.append(_unique(item, used, number))
                     else:
                         text.append(item)
                         yield item
             if not calls:
                 return
-            if rounds == self.max_tool_rounds:
+            if number > self.max_tool_rounds:
                 raise AgentError(
                     f"agent {self.name!r}: the model still called tools after {self.max_tool_rounds} rounds "
                     "(max_tool_rounds)"
@@ -140,68 +173,124 @@ class Agent:
             messages.append(
                 {"role": "assistant", "content": "".join(text) or None, "tool_calls": [c.message() for c in calls]}
             )
+            # Every start of the round is stored before any call runs: a resumed try finds
+            # the whole round together.
             for call in calls:
-                _report(ctx, "tool_call_started", {"call_id": call.id, "tool": call.name, "args": _args(call)})
-            results = await asyncio.gather(*(self._call(call, ctx) for call in calls))
+                data = {"call_id": call.id, "tool": call.name, "args": _args(call), "round_calls": len(calls)}
+                scope.report("tool_call_started", data, number)
+            results = await asyncio.gather(*(self._call(call, scope, number, [call.id]) for call in calls))
             messages += [
                 {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)
             ]
+            number += 1
 
-    async def _call(self, call: ToolCall, ctx: StepContext | None) -> str:
-        """Run one call and report how it ended; return what the model is told."""
+    async def _finish(self, done: PastRound, scope: Scope) -> list[Message]:
+        """The messages of a round an earlier try had asked, its cut-off calls made again."""
+        again = [c for c in done.calls if c.told is None]
+        for c in again:
+            _interrupted(c, scope, done.number)
+        tries = [ToolCall(c.next_id(), c.call.name, c.call.arguments) for c in again]
+        for c, t in zip(again, tries, strict=True):
+            data = {"call_id": t.id, "tool": t.name, "args": _args(t), "retry_of": c.call.id}
+            scope.report("tool_call_started", data, done.number)
+            c.ids.append(t.id)
+        runs = [self._call(t, scope, done.number, c.ids) for c, t in zip(again, tries, strict=True)]
+        results = await asyncio.gather(*runs)
+        for c, told in zip(again, results, strict=True):
+            c.told = told
+        calls = [c.call.message() for c in done.calls]
+        assistant = {"role": "assistant", "content": done.text or None, "tool_calls": calls}
+        return [assistant, *({"role": "tool", "tool_call_id": c.call.id, "content": c.told} for c in done.calls)]
+
+    async def _call(self, call: ToolCall, scope: Scope, number: int, tries: list[str]) -> str:
+        """Run one call and report how it ended; return what the model is told. `tries` are
+        the call_ids this call of the model's was made under, this one last."""
         found = self.tools.get(call.name)
         try:
             if found is None:
                 raise ToolCallFailed(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
-            result = await found.run(call.arguments)
-            _report(ctx, "tool_call_completed", {"call_id": call.id, "tool": call.name, "result": result})
+            context = ToolCallContext(scope, call.id, tuple(tries)) if found.takes_context else None
+            result = await found.run(call.arguments, context)
+            scope.report("tool_call_completed", {"call_id": call.id, "tool": call.name, "result": result}, number)
         except (ToolCallFailed, EventTooLarge) as exc:
             error = clip_error(str(exc))
-            _report(ctx, "tool_call_failed", {"call_id": call.id, "tool": call.name, "error": error})
-            return dumps({"error": error})
-        return result if isinstance(result, str) else dumps(result)
+            scope.report("tool_call_failed", {"call_id": call.id, "tool": call.name, "error": error}, number)
+            return told_error(error)
+        return told_result(result)
 
 
-class Team:
-    """Agents that work one after another on the same request, usable as a step executor
-    (`team.stream`).
+@dataclass(frozen=True)
+class Scope:
+    """Where a conversation happens: the step's context (None outside the engine), the
+    step's stored events as read when the step began, and who speaks: `agent`, and for a
+    coordinating team's member, `parent_call_id`, the leader's call it works on."""
 
-    The first member builds on whatever the step received (the run's input or the
-    previous step's output); each next member builds on the text of the member before it.
-    Each member's part is streamed under a "## name" heading, and the step's output is
-    the whole streamed text, headings included. `instructions` are given to every member;
-    `model` is used by members that have none of their own.
-    """
+    ctx: StepContext | None
+    history: History
+    agent: str
+    parent_call_id: str | None = None
 
-    def __init__(
-        self, name: str, members: list[Agent], instructions: str | list[str] = "", model: Model | None = None
-    ) -> None:
-        if not name:
-            raise ValueError("a team needs a name")
-        if not members:
-            raise ValueError(f"team {name!r} needs at least one member")
-        self.name = name
-        self.members = list(members)
-        self.instructions = _lines(instructions)
-        self.model = model
+    @classmethod
+    async def of(cls, ctx: StepContext | None, agent: str) -> Scope:
+        return cls(ctx, await ctx.history() if ctx is not None else [], agent)
 
-    def __repr__(self) -> str:
-        return f"Team({self.name!r}, members={[m.name for m in self.members]})"
+    def member(self, agent: str, parent_call_id: str) -> Scope:
+        """The scope of a member working on the leader's call `parent_call_id`."""
+        return Scope(self.ctx, self.history, agent, parent_call_id)
 
-    async def stream(self, step_input: StepInput, ctx: StepContext | None = None) -> AsyncIterator[str]:
-        """Stream every member's answer in turn, each under a heading (the step executor)."""
-        previous = step_input.previous_step_content
-        for index, member in enumerate(self.members):
-            yield f"## {member.name}\n\n" if index == 0 else f"\n\n## {member.name}\n\n"
-            member_input = StepInput(step_input.input, previous, dict(step_input.previous_step_outputs))
-            model = member.model or self.model or default_model()
-            parts: list[str] = []
-            messages = member.messages(member_input, team_instructions=self.instructions)
-            async with closing(member.answer(model, messages, ctx)) as deltas:
-                async for delta in deltas:
-                    parts.append(delta)
-                    yield delta
-            previous = "".join(parts)
+    def named(self, agent: str) -> Scope:
+        return Scope(self.ctx, self.history, agent, self.parent_call_id)
+
+    def report(self, event: ToolEvent, data: dict[str, Any], number: int, *, under: str | None = None) -> None:
+        """Send a tool event of round `number`, named by who made it (`under`: the leader's
+        call it belongs to, when not the one this scope works on)."""
+        if self.ctx is None:  # called outside the engine (a test, a script): nobody to tell
+            return
+        data = {**data, "round": number, "agent": self.agent}
+        if (under or self.parent_call_id) is not None:
+            data["parent_call_id"] = under or self.parent_call_id
+        self.ctx.tool_event(event, data)
+
+    async def say(self, delta: str) -> None:
+        """Stream a member's text as `step_output` named by the member (a step's own text
+        is yielded instead, and becomes its output)."""
+        if self.ctx is None:
+            return
+        fields = {"agent": self.agent}
+        if self.parent_call_id is not None:
+            fields["parent_call_id"] = self.parent_call_id
+        self.ctx.output(delta, **fields)
+        await self.ctx.drain()
+
+
+@dataclass(frozen=True)
+class ToolCallContext:
+    """What a tool that `takes_context` is given: the calling agent's `scope`, this try's
+    `call_id`, and `tries`, every call_id the model's call was made under (this one last)."""
+
+    scope: Scope
+    call_id: str
+    tries: tuple[str, ...]
+
+
+def _unique(call: ToolCall, used: set[str], number: int) -> ToolCall:
+    """The call with an id no other call of this conversation has: some servers number
+    their calls afresh each turn (or send none), and a resumed agent must tell them apart.
+    The model is given the call back under this id, so it stays consistent."""
+    call_id, n = call.id or "call", number
+    while call_id in used:
+        call_id, n = f"{call.id or 'call'}-{n}", n + 1
+    used.add(call_id)
+    return call if call_id == call.id else ToolCall(call_id, call.name, call.arguments)
+
+
+def _interrupted(call: PastCall, scope: Scope, number: int) -> None:
+    """End a call cut off by an interruption (if its last try had not ended), under the
+    same leader's call as its start."""
+    if call.open:
+        data = {"call_id": call.ids[-1], "tool": call.call.name, "error": INTERRUPTED}
+        scope.report("tool_call_failed", data, number, under=call.parent_call_id)
+        call.open = False
 
 
 def _args(call: ToolCall) -> Any:
@@ -210,8 +299,3 @@ def _args(call: ToolCall) -> Any:
         return json.loads(call.arguments)
     except ValueError:
         return call.arguments
-
-
-def _report(ctx: StepContext | None, event: ToolEvent, data: dict[str, Any]) -> None:
-    if ctx is not None:  # called outside the engine (a test, a script): nobody to tell
-        ctx.tool_event(event, data)

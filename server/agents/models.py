@@ -575,3 +575,11 @@ def default_model() -> Model:
     if os.environ.get("OPENAI_API_KEY"):
         return OpenAIChat(id=os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL_ID)
     return OfflineModel()
+
+
+def default_tool_model() -> ToolModel:
+    """`default_model()` for an agent that must call tools: OpenAIChat with a key, else
+    OfflineToolModel (the offline writer never calls any)."""
+    if os.environ.get("OPENAI_API_KEY"):
+        return OpenAIChat(id=os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL_ID)
+    return OfflineToolModel()

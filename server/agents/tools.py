@@ -52,13 +52,17 @@ class ToolCallFailed(Exception):
 @dataclass
 class Tool:
     """A function the model may call: `name`, `description`, JSON Schema `parameters`,
-    and a per-call `timeout` in seconds. Calling the Tool calls the function."""
+    and a per-call `timeout` in seconds. Calling the Tool calls the function.
+
+    With `takes_context`, the function is given the agent's context of the call first, then
+    the model's arguments (a team's member tools learn so which call they work on)."""
 
     fn: Callable[..., Any]
     name: str
     description: str
     parameters: dict[str, Any]
     timeout: float = DEFAULT_TOOL_TIMEOUT
+    takes_context: bool = False
     _check: Callable[[Any], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,9 +99,10 @@ class Tool:
         function = {"name": self.name, "description": self.description, "parameters": self.parameters}
         return {"type": "function", "function": function}
 
-    async def run(self, arguments: str) -> Any:
+    async def run(self, arguments: str, context: Any = None) -> Any:
         """Parse `arguments` (the model's JSON text), check them, call the function within
-        the timeout, and return its result as JSON; raise ToolCallFailed saying why not."""
+        the timeout (given `context` first when it `takes_context`), and return its result
+        as JSON; raise ToolCallFailed saying why not."""
         try:
             args = json.loads(arguments) if arguments.strip() else {}
         except ValueError as exc:
@@ -106,12 +111,13 @@ class Tool:
             args = self._check(args)
         except InvalidInput as exc:
             raise ToolCallFailed(f"invalid arguments: {exc}") from None
+        first = (context,) if self.takes_context else ()
         try:
             if inspect.iscoroutinefunction(self.fn):
-                result = await asyncio.wait_for(self.fn(**args), self.timeout)
+                result = await asyncio.wait_for(self.fn(*first, **args), self.timeout)
             else:
                 # A thread cannot be stopped: on timeout it is left to finish, its result unused.
-                result = await asyncio.wait_for(asyncio.to_thread(self.fn, **args), self.timeout)
+                result = await asyncio.wait_for(asyncio.to_thread(self.fn, *first, **args), self.timeout)
         except TimeoutError:
             raise ToolCallFailed(f"timed out after {self.timeout:g} s") from None
         except Exception as exc:

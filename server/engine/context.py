@@ -119,7 +119,8 @@ def _small(fields: dict[str, Any]) -> bool:
 
 
 class StepContext:
-    """Lets a running step report progress and stream output, from a coroutine or a thread.
+    """Lets a running step report progress, stream output and ask for input, from a
+    coroutine or a thread.
 
     An executor receives it as a second argument when it takes one:
     `def fetch(step_input, ctx): ctx.progress(current=1, total=3)`.
@@ -170,10 +171,12 @@ class StepContext:
             check_event_size("a progress event", fields, self.max_event_bytes)
         self._send("progress", fields)
 
-    def output(self, delta: str) -> None:
-        """Stream a piece of the step's output as a `step_output` event."""
-        check_event_size("a piece of streamed output", delta, self.max_event_bytes)
-        self._send("step_output", {"delta": delta})
+    def output(self, delta: str, **fields: str) -> None:
+        """Stream a piece of the step's output as a `step_output` event; `fields` are added
+        to its data (a coordinating team's member names itself: `agent`, `parent_call_id`)."""
+        data = {**fields, "delta": delta}
+        check_event_size("a piece of streamed output", data if fields else delta, self.max_event_bytes)
+        self._send("step_output", data)
 
     def tool_event(self, event: ToolEvent, data: dict[str, Any]) -> None:
         """Send a `tool_call_*` event (agent steps do, around each tool call); raise

@@ -2,7 +2,8 @@
 
 Every change is recorded through the store (which numbers the events and commits them
 in batches); nothing here talks to sockets. On start it continues the runs a crash left
-unfinished.
+unfinished. A run whose steps asked for input waits with no task at all (`waiting`):
+an answer (`respond`), a cancel or a timeout takes it up again, on whichever node.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,9 +34,8 @@ from ..protocol import (
     utc_now,
 )
 from ..store import RunLost, RunStore
-from ..waiting import wait_set
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
-from ..workflow.schema import Check, compile_schema
+from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
 from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
 from .context import History, Request, StepContext, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
@@ -43,9 +43,10 @@ from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
 
+T = TypeVar("T")
+
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
-TIMEOUT_CHECK_SECONDS = 60.0  # how often a lone server looks for expired requests it was not told of
 HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
 
 
@@ -139,11 +140,9 @@ class Engine:
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
-        self._held: dict[str, _RunLock] = {}  # waiting runs being answered, cancelled or expired here
-        self._answer_checks: dict[str, Check] = {}  # compiled request schemas, by their JSON
-        self._timeouts: asyncio.Task[None] | None = None
-        self._timeouts_due = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._held = RunLocks()  # waiting runs being answered, cancelled or expired here
+        self._answer_check = AnswerChecks()
         self.cluster: Cluster | None = None
         if store.coordination is not None:  # a shared database: runs are claimed, not just started
             self.cluster = Cluster(
@@ -155,6 +154,9 @@ class Engine:
                 cancel=self.cancel,
             )
             store.add_lost_listener(self._lost)
+        self._deadlines = Deadlines(store, lambda: list(self.workflows), self._expire)
+        if self.cluster is not None:
+            self._deadlines.every = self.cluster.beat_seconds
 
     def register(self, workflow: Workflow) -> None:
         """Make a workflow startable by name; a second one with the same name replaces it."""
@@ -282,8 +284,8 @@ class Engine:
         """Continue every run a crash left pending or running (of the `only` workflows,
         if given); returns how many. In a cluster: take what this node has room for, and
         keep taking (free runs, and the runs of nodes that went silent)."""
-        if self._timeouts is None:
-            self._timeouts = asyncio.create_task(self._watch_timeouts(), name="runcast-ask-timeouts")
+        self._deadlines.start()
+        self._deadlines.wake()  # a workflow registered since: its expired requests too
         if self.cluster is not None:
             count = await self.cluster.claim_now()
             self.cluster.start()
@@ -452,7 +454,7 @@ class Engine:
         self.store.release(run_id)
         log.info("run_id=%s workflow=%s status=waiting requests=%d", run_id, row["workflow"], len(waiting))
         if any(w.get("expires_at") is not None for w in waiting):
-            self._timeouts_due.set()
+            self._deadlines.wake()
 
     async def step_history(self, run_id: str, path: str) -> History:
         """The stored events of step `path` of a run since it last completed, as (event,
@@ -513,7 +515,7 @@ class Engine:
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
             if run is None and snapshot["status"] == RunStatus.WAITING:
-                cancelled = await self._cancel_waiting(run_id)
+                cancelled = await self._to_the_end(self._cancel_waiting(run_id))
                 return cancelled if cancelled is not None else await self.cancel(run_id)
             if run is None and self.cluster is not None:
                 return await self._cancel_elsewhere(snapshot)
@@ -568,11 +570,14 @@ class Engine:
             check_event_size("the answer", value, self.max_event_bytes)
         except EventTooLarge as exc:
             raise InvalidInput(str(exc)) from None
-        async with self._hold(run_id):
+        return await self._to_the_end(self._respond(run_id, request_id, value))
+
+    async def _respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        async with self._held.hold(run_id):
             snapshot = await self._waiting_run(run_id)
-            request = _request(snapshot, request_id)
+            request = open_request(snapshot, request_id)
             if request is None:
-                raise Conflict(_not_waiting(snapshot, request_id))
+                raise Conflict(not_waiting(snapshot, request_id))
             if request.get("schema") is not None:
                 self._answer_check(request["schema"])(value)
             answered = await self._record_answer(snapshot, request_id, {"request_id": request_id, "value": value})
@@ -580,30 +585,18 @@ class Engine:
             raise Conflict(f"run {run_id!r} is no longer waiting for request {request_id!r}")
         return answered
 
-    def _answer_check(self, schema: dict[str, Any]) -> Check:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
-        check = self._answer_checks.get(key)
-        if check is None:
-            if len(self._answer_checks) >= 256:
-                self._answer_checks.clear()  # bounded: recompiling now and then is cheap
-            check = self._answer_checks[key] = compile_schema(schema)
-        return check
+    async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to its end even if the caller goes away (a client that disconnects
+        mid-answer): a run taken or answered must also be released or continued."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._ended_alone)
+        return await asyncio.shield(task)
 
-    @contextlib.asynccontextmanager
-    async def _hold(self, run_id: str) -> AsyncIterator[None]:
-        """One answer, cancel or timeout of a waiting run at a time on this node (in a
-        cluster, `_claim_waiting` also makes it one at a time across nodes)."""
-        lock = self._held.get(run_id)
-        if lock is None:
-            lock = self._held[run_id] = _RunLock()
-        lock.users += 1
-        try:
-            async with lock.lock:
-                yield
-        finally:
-            lock.users -= 1
-            if lock.users == 0:
-                del self._held[run_id]
+    def _ended_alone(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # seen: its caller may be gone
+            log.debug("an answer or cancel ended with %r", task.exception())
 
     async def _settled(self, run_id: str) -> None:
         """If this node's run is storing its requests right now, wait until it has."""
@@ -626,12 +619,12 @@ class Engine:
         in a cluster, another node closed the request first."""
         run_id = snapshot["run_id"]
         if self.cluster is not None:
-            held = await self._claim_waiting(run_id, lambda row: _request(row, request_id) is not None)
+            held = await self._claim_waiting(run_id, lambda row: open_request(row, request_id) is not None)
             if held is None:
                 return None
             snapshot = held
         state = snapshot
-        request = _request(state, request_id)
+        request = open_request(state, request_id)
         assert request is not None
         state["waiting_for"] = [w for w in state["waiting_for"] if w["request_id"] != request_id]
         if not state["waiting_for"]:
@@ -661,6 +654,8 @@ class Engine:
     async def _go_on(self, row: dict[str, Any]) -> None:
         """Continue a run that has had all its answers (this node holds it)."""
         workflow = self.workflows.get(row["workflow"])
+        if self._stopping:
+            return  # stored `running`: it resumes at the next start (or on another node)
         if workflow is not None:
             self._launch(workflow, row, resumed=False, continued=True)
             return
@@ -700,7 +695,7 @@ class Engine:
     async def _cancel_waiting(self, run_id: str) -> dict[str, Any] | None:
         """End a waiting run cancelled, here and now; None if it is no longer waiting (it
         went on meanwhile: cancel it as a running run)."""
-        async with self._hold(run_id):
+        async with self._held.hold(run_id):
             row = await self._waiting_run(run_id)
             if row["status"] != RunStatus.WAITING:
                 return None
@@ -716,38 +711,13 @@ class Engine:
                 self._forget(run_id)
             return _copy(row)
 
-    async def _watch_timeouts(self) -> None:
-        """Answer expired requests with their default (or a timeout the step fails with):
-        from the store, so that it survives restarts and does not need the node that
-        asked. A lone server sleeps until the next expiry it knows of; a cluster's nodes
-        also look every heartbeat, for the requests of other nodes."""
-        every = self.cluster.beat_seconds if self.cluster is not None else TIMEOUT_CHECK_SECONDS
-        while True:
-            delay = every
-            try:
-                due = await self.store.due_waits(100)
-                now = time.time()
-                for run_id, at in due:
-                    if at <= now:
-                        await self._expire(run_id)
-                later = [at for _, at in due if at > now]
-                if later:
-                    delay = min(delay, min(later) - time.time())
-                elif len(due) == 100:
-                    delay = 0
-            except Exception as exc:  # the store is away: try again in a while
-                log.warning("checking for expired requests failed: %s", exc)
-                delay = 1.0
-            await wait_set(self._timeouts_due, max(0.0, delay))
-            self._timeouts_due.clear()
-
     async def _expire(self, run_id: str) -> None:
         """Close the expired requests of one waiting run (each as if answered)."""
-        async with self._hold(run_id):
+        async with self._held.hold(run_id):
             snapshot: dict[str, Any] | None = await self._waiting_run(run_id)
             while snapshot is not None and snapshot["status"] == RunStatus.WAITING:
                 now = time.time()
-                request = next((w for w in snapshot["waiting_for"] if _expired(w, now)), None)
+                request = next((w for w in snapshot["waiting_for"] if expired(w, now)), None)
                 if request is None:
                     return
                 data = {"request_id": request["request_id"], "value": request.get("default"), "timed_out": True}
@@ -758,8 +728,7 @@ class Engine:
     def abandon(self) -> None:
         """Stop at once without waiting for anything (the loop is going away)."""
         self._stopping = True
-        if self._timeouts is not None:
-            self._timeouts.cancel()
+        self._deadlines.cancel()
         for run in self._active.values():
             for context in run.contexts:
                 context._cancel()
@@ -771,10 +740,7 @@ class Engine:
         """Stop every run where it is, writing nothing: they resume on the next start (in a
         cluster, on another node as soon as this one has left)."""
         self._stopping = True
-        if self._timeouts is not None:
-            self._timeouts.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timeouts
+        await self._deadlines.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         runs = list(self._active.values())
@@ -785,35 +751,6 @@ class Engine:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown()
-
-
-@dataclass
-class _RunLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-def _request(run: dict[str, Any], request_id: str) -> dict[str, Any] | None:
-    """The open request `request_id` of a run (its waiting_for entry), or None."""
-    return next((w for w in run.get("waiting_for") or () if w.get("request_id") == request_id), None)
-
-
-def _expired(request: dict[str, Any], now: float) -> bool:
-    expires_at = request.get("expires_at")
-    return expires_at is not None and expires_at <= now
-
-
-def _not_waiting(run: dict[str, Any], request_id: str) -> str:
-    """Why a respond is a conflict, in a line."""
-    if run["status"] in FINISHED:
-        return f"run {run['run_id']!r} has already {run['status']}; it waits for nothing"
-    if run["status"] != RunStatus.WAITING:
-        return f"run {run['run_id']!r} is {run['status']}, not waiting for request {request_id!r}"
-    open_ids = ", ".join(repr(w["request_id"]) for w in run["waiting_for"]) or "nothing"
-    return (
-        f"run {run['run_id']!r} does not wait for request {request_id!r} (already answered, or never asked); "
-        f"it waits for {open_ids}"
-    )
 
 
 def _copy(row: dict[str, Any]) -> dict[str, Any]:

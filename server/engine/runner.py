@@ -3,6 +3,11 @@ runs its children as its kind says. Completed steps are not run again after a re
 
 Every change of a step's state is recorded through `record`, which stores the event
 together with the run's state; the run's own status is the engine's business.
+
+A step whose `ctx.ask` has no answer yet stops (`Suspended`): it is `waiting`, its
+request is kept in `requests`, a Parallel's other branches go on, and the run then stops
+too, for the engine to store the requests. Run again after the answers (`continued`),
+the steps left running are the same try going on.
 """
 
 from __future__ import annotations

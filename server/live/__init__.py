@@ -1,5 +1,6 @@
 """Fan-out: committed events to subscribers, bounded per subscriber, refilled from the store."""
 
 from .broker import Broker, Subscription
+from .runs_feed import RunsFeed, RunsWatch
 
-__all__ = ["Broker", "Subscription"]
+__all__ = ["Broker", "RunsFeed", "RunsWatch", "Subscription"]

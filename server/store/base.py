@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..protocol import TERMINAL_EVENTS, dumps
+from ..protocol import TERMINAL_EVENTS, dumps, run_progress
 from ..wire import text_frame
 
 RUN_COLUMNS = (
@@ -140,13 +140,14 @@ def wake_at(state: dict[str, Any]) -> float | None:
 
 
 def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
-    """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract."""
+    """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract; without
+    steps, it says where the run is instead (`current_step`, `steps_done`, `steps_total`)."""
     run = dict(zip(RUN_COLUMNS, row, strict=True))
     for key in JSON_COLUMNS:
         value = run[key]
         run[key] = orjson.loads(value) if value is not None else None
     if not steps:
-        del run["steps"]
+        run.update(run_progress(run.pop("steps") or []))
     return run
 
 
@@ -170,7 +171,7 @@ class Coordination(Protocol):
     async def cancel_requests(self) -> list[str]: ...
     async def notify_control(self, message: dict[str, Any]) -> None: ...
     async def heads(self, run_ids: list[str]) -> dict[str, int]: ...
-    def on_events(self, callback: Callable[[dict[str, int] | None], None]) -> None: ...
+    def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None: ...
     def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None: ...
 
 
@@ -209,8 +210,9 @@ class Backend(Protocol):
         ...
 
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
-        """(run_id, wake_at) of waiting runs with a timeout, soonest first, at most `limit`."""
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
+        """(run_id, wake_at) of these workflows' waiting runs with a timeout, soonest first,
+        at most `limit` (a server expires only what it could continue)."""
         ...
 
 
@@ -220,6 +222,7 @@ class RunStore(Protocol):
     stats: BatchStats
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None: ...
+    def add_run_listener(self, listener: Callable[[Batch], None]) -> None: ...
     def add_batch_observer(self, observer: Callable[[int, float], None]) -> None: ...
     @property
     def queued(self) -> int: ...
@@ -249,5 +252,5 @@ class RunStore(Protocol):
         self, workflow: str | None, status: str | None, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]: ...
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]: ...
     def release(self, run_id: str) -> None: ...

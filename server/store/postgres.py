@@ -150,7 +150,7 @@ class PostgresBackend:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
-        self._on_events: list[Callable[[dict[str, int] | None], None]] = []
+        self._on_events: list[Callable[[dict[str, int] | None, set[str] | None], None]] = []
         self._on_control: list[Callable[[dict[str, Any]], None]] = []
         self.listening = False  # the LISTEN connection is up (else only the periodic catch-up delivers)
 
@@ -252,8 +252,10 @@ class PostgresBackend:
 
     # ---- notifications -----------------------------------------------------------------
 
-    def on_events(self, callback: Callable[[dict[str, int] | None], None]) -> None:
-        """Call `callback({run_id: last_seq})` when another node committed events (None: any run)."""
+    def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None:
+        """Call `callback({run_id: last_seq}, changed)` when another node committed: the runs
+        it wrote (None: any run), and `changed`, those whose state (status, steps) it wrote
+        (None: any of them may have; the runs feed then reads them all)."""
         self._on_events.append(callback)
 
     def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None:
@@ -298,7 +300,7 @@ class PostgresBackend:
 
     def _notify_all(self) -> None:
         for callback in self._on_events:
-            callback(None)
+            callback(None, None)
 
     def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         try:
@@ -309,8 +311,10 @@ class PostgresBackend:
             return  # our own commit: the local broker has it already
         if channel == EVENTS_CHANNEL:
             runs = None if message.get("all") else message.get("runs", {})
+            changed = message.get("changed")  # absent from an older node's: any may have changed
+            states = set(changed) if runs is not None and isinstance(changed, list) else None
             for callback in self._on_events:
-                callback(runs)
+                callback(runs, states)
         else:
             for control in self._on_control:
                 control(message)
@@ -346,8 +350,8 @@ class PostgresBackend:
                     [s for s, _ in seq_only],
                 )
             pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
-            if batch.seqs:
-                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch.seqs))
+            if batch.seqs or batch.runs:
+                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
         return pruned
 
     async def _fence(self, conn: Any, batch: Batch) -> set[str]:
@@ -370,8 +374,13 @@ class PostgresBackend:
         batch.lost |= lost
         return lost
 
-    def _events_payload(self, seqs: dict[str, int]) -> str:
-        payload = _payload(self.node_id, {"runs": seqs})
+    def _events_payload(self, batch: Batch) -> str:
+        """The runs of a commit with their last seqs (new runs at 0) and which of them had
+        their state written (`changed`, for the runs feed); what does not fit says less."""
+        runs = {run_id: batch.seqs.get(run_id, 0) for run_id in batch.runs} | batch.seqs
+        payload = _payload(self.node_id, {"runs": runs, "changed": list(batch.runs)})
+        if len(payload.encode()) > NOTIFY_LIMIT:
+            payload = _payload(self.node_id, {"runs": runs})
         return payload if len(payload.encode()) <= NOTIFY_LIMIT else _payload(self.node_id, {"all": True})
 
     async def _prune(self, conn: Any, finished_before: str, limit: int) -> int:
@@ -537,11 +546,12 @@ class PostgresBackend:
         """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""
         return []
 
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
-                " ORDER BY wake_at LIMIT $1",
+                " AND workflow = ANY($1::text[]) ORDER BY wake_at LIMIT $2",
+                workflows,
                 limit,
             )
         return [(row[0], float(row[1])) for row in rows]

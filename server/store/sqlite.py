@@ -410,12 +410,14 @@ class SqliteBackend:
         rows = await self._reader.execute_fetchall(SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
         return [row_to_run(tuple(row)) for row in rows]
 
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         assert self._reader is not None
+        if not workflows:
+            return []
         rows = await self._reader.execute_fetchall(
             "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
-            " ORDER BY wake_at LIMIT ?",
-            (limit,),
+            f" AND workflow IN ({', '.join('?' * len(workflows))}) ORDER BY wake_at LIMIT ?",
+            (*workflows, limit),
         )
         return [(run_id, float(at)) for run_id, at in rows]
 

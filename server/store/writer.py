@@ -61,6 +61,7 @@ class Store:
         self._task: asyncio.Task[None] | None = None
         self._last_seq: dict[str, int] = {}
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
+        self._run_listeners: list[Callable[[Batch], None]] = []
         self._batch_observers: list[Callable[[int, float], None]] = []
         self._closing = False
         self._degraded: str | None = None
@@ -73,6 +74,12 @@ class Store:
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
         """Call `listener` with each committed batch of events, in seq order per run."""
         self._listeners.append(listener)
+
+    def add_run_listener(self, listener: Callable[[Batch], None]) -> None:
+        """Call `listener(batch)` after each commit that wrote runs' state: `batch.runs` holds
+        the latest state of each (without a database read), `batch.seqs` their last seqs,
+        `batch.created` the new ones. Listeners must not change the batch."""
+        self._run_listeners.append(listener)
 
     def add_batch_observer(self, observer: Callable[[int, float], None]) -> None:
         """Call `observer(ops, seconds)` after each committed batch (for metrics)."""
@@ -256,6 +263,12 @@ class Store:
                     listener(batch.stored)
                 except Exception:  # a broken listener must not stop the writer
                     log.exception("store listener %r failed", listener)
+        if batch.runs:
+            for run_listener in self._run_listeners:
+                try:
+                    run_listener(batch)
+                except Exception:  # a broken listener must not stop the writer
+                    log.exception("store run listener %r failed", run_listener)
 
     def _lose(self, ops: list[_Op], lost: set[str]) -> None:
         for run_id in lost:
@@ -360,9 +373,9 @@ class Store:
         """Runs left pending or running, oldest first: what a restart must continue."""
         return await self.backend.unfinished_runs()
 
-    async def due_waits(self, limit: int) -> list[tuple[str, float]]:
-        """(run_id, wake_at) of waiting runs whose first open request expires, soonest first."""
-        return await self.backend.due_waits(limit)
+    async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
+        """(run_id, wake_at) of these workflows' waiting runs with a timeout, soonest first."""
+        return await self.backend.due_waits(workflows, limit)
 
     def release(self, run_id: str) -> None:
         """This process stops writing a run for now (it waits): forget its last seq, so that

@@ -13,7 +13,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..bounds import bounded_run
-from ..live import Subscription
+from ..live import RunsWatch, Subscription
 from ..protocol import (
     VERSION,
     Auth,
@@ -31,7 +31,9 @@ from ..protocol import (
     RunNotFound,
     Start,
     Subscribe,
+    SubscribeRuns,
     Unsubscribe,
+    UnsubscribeRuns,
     error_frame,
     parse_client_frame,
     reply,
@@ -65,6 +67,7 @@ class Connection:
         self.tokens = tokens
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
+        self.runs_watch: RunsWatch | None = None  # the runs feed, when subscribed (one at most)
         self.authed = not tokens.enabled
         self._auth_failures = 0
         self._starts = RateLimiter(limits.starts_per_second)
@@ -107,6 +110,7 @@ class Connection:
             for sub in list(self.subscriptions.values()):
                 sub.stop()
             self.subscriptions.clear()
+            self._unwatch_runs()
             if self._writer is not None:
                 self._tasks.append(self._writer)
             for task in self._tasks:
@@ -164,6 +168,15 @@ class Connection:
         self._outbox.append(frames)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
+
+    async def drained(self, frames: int) -> None:
+        """Wait until at most `frames` frames wait in the outbox (or the socket is gone): the
+        runs feed hands over its frames only then, so that the rest stay replaceable."""
+        while self.queued > frames and not self._gone:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
 
     def write_now(self, data: bytes) -> bool:
         """Write framed bytes (`server.wire`) at once, if nothing queued must go before them
@@ -293,6 +306,24 @@ class Connection:
                 except ValueError as exc:
                     raise RuncastError(str(exc), ErrorCode.BAD_REQUEST) from None
                 await self.send(reply("runs", message.id, runs=runs, next=cursor))
+            case SubscribeRuns():
+                self._unwatch_runs()  # a second subscribe_runs replaces the first
+                await self.send(reply("runs_subscribed", message.id))
+                # After the reply is queued and before the next message is read: a list_runs
+                # sent right after this sees every change the feed does not.
+                self.runs_watch = RunsWatch(
+                    self.runtime.runs_feed,
+                    self.send_many,
+                    self.drained,
+                    message.workflow,
+                    message.status,
+                    on_too_slow=self._too_slow,
+                    write_now=self.write_now,
+                )
+                self.runs_watch.start()
+            case UnsubscribeRuns():
+                self._unwatch_runs()
+                await self.send(reply("runs_unsubscribed", message.id))
             case Ping():
                 await self.send(reply("pong", message.id))
 
@@ -313,6 +344,18 @@ class Connection:
         sub = Subscription(self.runtime.broker, run_id, after, self.send_many, batch=batch, write_now=self.write_now)
         self.subscriptions[run_id] = sub
         self.runtime.broker.subscribe(sub, self._ended)
+
+    def _unwatch_runs(self) -> None:
+        watch, self.runs_watch = self.runs_watch, None
+        if watch is not None:
+            watch.stop()
+
+    def _too_slow(self) -> None:
+        self._tasks.append(
+            asyncio.create_task(
+                self._close_now(WS_1008_POLICY_VIOLATION, "client read too slowly for the runs feed", flush=False)
+            )
+        )
 
     def _check_room(self, run_id: str | None) -> None:
         if run_id not in self.subscriptions and len(self.subscriptions) >= self.limits.max_subscriptions:

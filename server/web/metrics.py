@@ -71,3 +71,9 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "runcast_outbox_depth", "Frames waiting in connections' queues", value=sum(c.queued for c in conns)
         )
+        feed = self.runtime.runs_feed
+        yield GaugeMetricFamily("runcast_runs_feed_watchers", "Connections with a runs feed", value=feed.watcher_count)
+        yield GaugeMetricFamily(
+            "runcast_runs_feed_pending", "Runs with a change waiting for runs feed readers", value=feed.pending
+        )
+        yield CounterMetricFamily("runcast_runs_feed_frames", "run_changed frames built", value=feed.frames)

@@ -17,6 +17,7 @@ class RunDatabase(Protocol):
 
     async def start_run(self, workflow: Workflow, input: Any, run_id: str | None) -> dict[str, Any]: ...
     async def wait_run(self, workflow: Workflow, run_id: str) -> dict[str, Any]: ...
+    async def respond_run(self, workflow: Workflow, run_id: str, request_id: str, value: Any) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> RunOutput | None: ...
     async def aget_run(self, run_id: str) -> RunOutput | None: ...
     async def close(self) -> None: ...
@@ -109,6 +110,11 @@ class Workflow:
         if not background:
             snapshot = await db.wait_run(self, snapshot["run_id"])
         return RunOutput.from_snapshot(snapshot)
+
+    async def arespond(self, run_id: str, request_id: str, value: Any) -> RunOutput:
+        """Answer a request of a waiting run (see `StepContext.ask`); the run as it is once
+        the answer is stored. Raises Conflict, InvalidInput or RunNotFound as `respond` does."""
+        return RunOutput.from_snapshot(await self._db().respond_run(self, run_id, request_id, value))
 
     def get_run(self, run_id: str) -> RunOutput | None:
         """The run as last stored, or None while unknown. Safe from any thread or loop."""

@@ -178,6 +178,8 @@ class TextView(View):
         step = run.get("current_step")
         where = f"at {step}" if step else (f"error: {run['error']}" if run.get("error") else "")
         self._print(f"{run['run_id']}  {run['workflow']:<12} {run['status']:<10} {progress:<11} {where}".rstrip())
+        for line in waits_for(run) if run.get("status") == "waiting" else []:
+            self._print(f"    {line}")
 
     def workflows(self, workflows: list[dict[str, Any]]) -> None:
         for wf in workflows:

@@ -199,6 +199,26 @@ def test_cli_respond_to_several_open_requests_needs_the_request_id(server: Serve
     assert asyncio.run(finish(server, run_id))["status"] == "completed"
 
 
+def test_runs_watch_shows_what_a_run_that_goes_waiting_asks(server: ServerProcess) -> None:
+    with Terminal(server, "runs", "--watch", "--status", "waiting") as screen:
+        for _ in range(20):  # nothing shows that the feed is subscribed: a run that goes waiting before is missed
+            run_id, _ = asyncio.run(start_waiting(server, "approval"))
+            try:
+                screen.expect(f"{run_id}  approval", timeout=2)
+                break
+            except AssertionError:
+                asyncio.run(answer_and_finish(server, run_id))
+        screen.expect("waiting for input at approve: Publish this?")
+    assert asyncio.run(answer_and_finish(server, run_id))["status"] == "completed"
+
+
+async def answer_and_finish(server: ServerProcess, run_id: str) -> dict[str, Any]:
+    async with Client(server.url) as c:
+        [request] = (await c.poll(run_id))["waiting_for"]
+        await c.respond(run_id, request["request_id"], {"ok": True})
+    return await finish(server, run_id)
+
+
 # ---- run / watch at a terminal ---------------------------------------------------------
 
 

@@ -140,6 +140,7 @@ async def _watch(client: Client, run: dict[str, Any], after: int, view: View, ar
                 event["event"], status
             )
     except asyncio.CancelledError:  # Ctrl-C
+        await prompter.close()
         if args.cancel_on_interrupt:
             await client.cancel(run_id)
             view.note(f"cancel requested for run {run_id}")

@@ -173,6 +173,7 @@ class Prompter:
         if request.get("partial"):
             request = await self._whole(request)
         request_id = str(request["request_id"])
+        terminal.discard_typed()  # keys pressed before the question was there were not its answer
         where = f"{request.get('step')} asks" if request.get("step") else "the run asks"
         terminal.write(f"\n{where}: {request.get('prompt')}{_deadline(request)}\n")
         given = request.get("default", MISSING)  # a server may say what a request takes if not answered
@@ -229,6 +230,8 @@ class Prompter:
         if self._sending:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), SEND_PATIENCE)
+        if self._asking is not None and self.terminal is not None:
+            self.terminal.write("\n")  # what comes next does not go on the question's line
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -104,8 +104,8 @@ class Prompter:
         elif kind in TERMINAL_EVENTS:
             self._queue.clear()
             self._initial.clear()
-            if self._asking is not None:
-                self._asking.cancel()
+            if self._call_off() and self.terminal is not None:
+                self.terminal.write(f"\n  the run ended ({kind.removeprefix('run_')}) before it was answered\n")
         if self.asking and self.terminal is not None and (line := describe(event)):
             self.terminal.interject(line)
         if event["seq"] >= self._known_until:
@@ -144,11 +144,18 @@ class Prompter:
     def _answered(self, request_id: str, value: Any) -> None:
         self._queue.pop(request_id, None)
         self._initial = [r for r in self._initial if str(r["request_id"]) != request_id]
-        if request_id == self._current and self._asking is not None and not self._asking.done():
-            self._asking.cancel()
-            if self.terminal is not None:
-                self.terminal.discard_typed()
-                self.terminal.write(f"\n  answered elsewhere: {_json(value)}\n")
+        if request_id == self._current and self._call_off() and self.terminal is not None:
+            self.terminal.write(f"\n  answered elsewhere: {_json(value)}\n")
+
+    def _call_off(self) -> bool:
+        """Take the question off the screen (the answer being typed is for nothing now)."""
+        if self._asking is None or self._asking.done():
+            return False
+        self._asking.cancel()
+        self._asking = None  # no more event lines between it and its answer
+        if self.terminal is not None:
+            self.terminal.discard_typed()
+        return True
 
     async def _ask_each(self) -> None:
         while not self._closing:

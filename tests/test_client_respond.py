@@ -334,6 +334,17 @@ def test_a_question_answered_elsewhere_is_called_off(server: ServerProcess) -> N
     assert "sent; the run is" not in screen.text
 
 
+def test_a_question_is_called_off_when_the_run_ends(server: ServerProcess) -> None:
+    with Terminal(server, "run", "approval") as screen:
+        screen.expect("ok [y/n]")
+        run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
+        assert run_id is not None
+        with SyncClient(server.url) as c:
+            c.cancel(run_id.group(1))
+        screen.expect("the run ended (cancelled) before it was answered")
+        assert screen.wait() == 3
+
+
 def test_watch_replays_an_answered_request_without_asking(server: ServerProcess) -> None:
     async def first_answered() -> str:
         async with Client(server.url) as c:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .client import Client
-from .errors import Conflict, InvalidInput, RunNotFound
+from .errors import Conflict, InvalidInput, RunNotFound, ServerError
 from .feeds import TERMINAL_EVENTS
 from .questions import MISSING, EndOfInput, ask, example
 from .terminal import Terminal
@@ -212,6 +212,10 @@ class Prompter:
             except RunNotFound as exc:
                 terminal.write(f"  {exc.message}\n")
                 return
+            except ServerError as exc:  # e.g. overloaded: the same answer may be taken later
+                terminal.write(f"  not sent ({exc}); answer again\n")
+                given = value
+                continue
             finally:
                 self._sending = False
             terminal.write(f"  sent; the run is {run.get('status')}\n")

@@ -54,3 +54,10 @@ six_big_asks = Workflow(
     [Parallel(*[Step(f"ask{i}", _asks(f"Number {i}?", BIG_NUMBER)) for i in range(6)], name="asks")],
     description="six asks too big for one snapshot",
 )
+
+
+async def _quick(step_input: StepInput, ctx: StepContext) -> Any:
+    return await ctx.ask("How many?", {"type": "integer"}, timeout=300, default=5)
+
+
+timed_ask = Workflow("timed_ask", [Step("quick", _quick)], description="an ask with a deadline and a default")

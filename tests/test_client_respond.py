@@ -334,6 +334,18 @@ def test_a_question_answered_elsewhere_is_called_off(server: ServerProcess) -> N
     assert "sent; the run is" not in screen.text
 
 
+def test_a_request_with_a_deadline_shows_it_and_offers_its_default(server: ServerProcess) -> None:
+    with Terminal(server, "run", "timed_ask") as screen:
+        screen.expect("quick asks: How many? (answer within ")
+        screen.expect("[a whole number, default 5]")
+        screen.type("")
+        screen.expect("sent; the run is")
+        assert screen.wait() == 0
+    run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
+    assert run_id is not None
+    assert asyncio.run(finish(server, run_id.group(1)))["output"] == 5
+
+
 def test_a_question_is_called_off_when_the_run_ends(server: ServerProcess) -> None:
     with Terminal(server, "run", "approval") as screen:
         screen.expect("ok [y/n]")

@@ -19,7 +19,7 @@ from .live import LiveView
 from .prompter import Prompter
 from .servers import split_urls
 from .terminal import Terminal
-from .view import JsonView, TextView, View
+from .view import JsonView, TextView, View, prompt_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -163,7 +163,7 @@ async def _respond(client: Client, args: argparse.Namespace, view: View) -> int:
             raise UsageError(f"run {args.run_id} is not waiting for input (it is {run.get('status')})")
         if len(open_requests) > 1:
             listed = "; ".join(
-                f"{r.get('request_id')} (step {r.get('step')}: {r.get('prompt')})" for r in open_requests
+                f"{r.get('request_id')} (step {r.get('step')}: {prompt_of(r, 80)})" for r in open_requests
             )
             raise UsageError(
                 f"run {args.run_id} waits for {len(open_requests)} inputs: {listed}; say which with --request-id"

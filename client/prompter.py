@@ -24,7 +24,7 @@ from .errors import Conflict, InvalidInput, RunNotFound, ServerError
 from .feeds import TERMINAL_EVENTS
 from .questions import MISSING, EndOfInput, ask, example
 from .terminal import Terminal
-from .view import View, describe
+from .view import View, describe, prompt_of
 
 SEND_PATIENCE = 10.0  # seconds an answer sent just before the run ended may take to be acknowledged
 Request = dict[str, Any]  # request_id, prompt, schema, step: as in a snapshot's waiting_for
@@ -134,10 +134,8 @@ class Prompter:
             return
         self._told.add(request_id)
         where = f"step {request.get('step')}: " if request.get("step") else ""
-        prompt = request.get("prompt")
-        prompt = prompt if isinstance(prompt, str) else "a long prompt, whole in its input_requested event"
         self.view.note(
-            f"run {self.run_id} is waiting for input ({where}{prompt}); answer with: "
+            f"run {self.run_id} is waiting for input ({where}{prompt_of(request)}); answer with: "
             + respond_command(self.program, self.run_id, request)
         )
 

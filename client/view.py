@@ -52,10 +52,18 @@ def describe(event: dict[str, Any]) -> str | None:
     return f"{kind}: {_cut(_json(data))}"
 
 
+def prompt_of(request: dict[str, Any], limit: int = 200) -> str:
+    """A request's prompt on one line (a snapshot may hold a stand-in for a long one)."""
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str):
+        return "(a long prompt, whole in the run's input_requested event)"
+    return _cut(" ".join(prompt.split()), limit)
+
+
 def waits_for(run: dict[str, Any]) -> list[str]:
     """What a waiting run waits for, one line per open request."""
     return [
-        f"waiting for input at {r.get('step')}: {r.get('prompt')}  (request {r.get('request_id')})"
+        f"waiting for input at {r.get('step')}: {prompt_of(r)}  (request {r.get('request_id')})"
         for r in run.get("waiting_for") or []
         if isinstance(r, dict)
     ]

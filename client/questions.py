@@ -199,6 +199,8 @@ async def ask(schema: Any, lines: Lines, default: Any = MISSING, *, label: str =
     Raises EndOfInput if the input ends first."""
     kind, _ = kind_of(schema)
     if kind == "object":
+        if default is MISSING and isinstance(schema.get("default"), dict):
+            default = schema["default"]  # the object's own default gives its properties theirs
         properties: dict[str, Any] = schema["properties"]
         required = [name for name in schema.get("required") or [] if name in properties]
         value: dict[str, Any] = {}

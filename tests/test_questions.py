@@ -104,6 +104,11 @@ async def test_object_asks_each_property_required_first_with_defaults(typed: Typ
     assert "ok (publish it?) [y/n]" in shown and "default 2" in shown and "optional, Enter skips" in shown
 
 
+async def test_an_objects_own_default_gives_its_properties_theirs(typed: Typed) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "default": {"n": 3}}
+    assert await answer(typed, schema, "") == {"n": 3}
+
+
 async def test_a_refused_answer_is_offered_again_as_the_default(typed: Typed) -> None:
     schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}}}
     assert await answer(typed, schema, "", "", default={"n": 12, "ok": False}) == {"n": 12, "ok": False}

@@ -193,6 +193,12 @@ def test_cli_respond_to_several_open_requests_needs_the_request_id(server: Serve
         screen.expect("waiting for input at")
         assert screen.wait() == 0
         assert "Legal ok?" in screen.text and "Style ok?" in screen.text
+    with Terminal(server, "poll", run_id) as screen:
+        screen.expect(f"run {run_id}  two_reviews  waiting")
+        assert screen.wait() == 0
+        for request in requests:
+            line = f"waiting for input at {request['step']}: {request['prompt']}  (request {request['request_id']})"
+            assert line in screen.text
     for request in requests:
         done = cli(server, "respond", run_id, "--request-id", request["request_id"], "--value", '{"ok": true}')
         assert done.returncode == 0, done.stderr

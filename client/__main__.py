@@ -120,8 +120,11 @@ def read_input(text: str | None, option: str = "--input") -> Any:
 
 
 def interactive(args: argparse.Namespace) -> bool:
-    """Whether a person is there to be asked: stdin and stdout are a terminal, and not --json or --no-input."""
-    return not (args.json or args.no_input) and sys.stdin.isatty() and sys.stdout.isatty()
+    """Whether a person is there to be asked: stdin and stdout are a terminal, and not --json or
+    --no-input (nor Windows, whose event loop cannot watch stdin: there the respond command is printed)."""
+    if args.json or args.no_input or sys.platform == "win32":
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 async def _watch(client: Client, run: dict[str, Any], after: int, view: View, args: argparse.Namespace) -> int:

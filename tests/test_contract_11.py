@@ -160,6 +160,17 @@ async def test_respond_goes_on_with_the_value_and_a_wrong_one_keeps_the_run_wait
     assert still["last_seq"] == before["last_seq"]  # nothing was stored for the refused values
 
     assert_error(await respond(c, run_id, "never-asked", {"ok": True}, mid="w3"), "conflict", "w3")
+    # A request it does not wait for has no schema to check against: conflict, whatever the value.
+    assert_error(await respond(c, run_id, "never-asked", "not an object", mid="w5"), "conflict", "w5")
+    other = await c.start("approve", "another run")
+    [theirs] = await requested(c, other)
+    mixed = await respond(c, run_id, theirs["data"]["request_id"], {"ok": True}, mid="w6")
+    assert_error(mixed, "conflict", "w6")  # another run's request is not this run's
+    huge = {"ok": True, "pad": "x" * 300_000}  # over --max-input-bytes (256 KiB)
+    assert_error(await respond(c, run_id, rid, huge, mid="w7"), "invalid_input", "w7")
+    assert (await poll(c, run_id))["last_seq"] == before["last_seq"]
+    assert (await poll(c, other))["status"] == "waiting"
+    assert (await c.request({"type": "cancel", "run_id": other}))["type"] == "cancel_requested"
     assert (await poll(c, run_id))["status"] == "waiting"
 
     answered = await respond(c, run_id, rid, {"ok": True}, mid=42)
@@ -414,9 +425,11 @@ async def test_a_waiting_run_in_the_feed_shows_its_requests_and_step(server: Ser
     assert_request_entry(entry, ev["data"]["request_id"], "Publish this?", YES_NO, "approve")
     assert frame["last_seq"] == ev["seq"]
     assert (await respond(c, run_id, ev["data"]["request_id"], {"ok": False}))["type"] == "responded"
+    await until_status(watcher, run_id, {"running"})  # one more frame as it leaves the filter
     await c.until_terminal(run_id)
+    assert (await watcher.request({"type": "ping"}))["type"] == "pong"
     statuses = [r["status"] for r in changes(watcher, run_id)]
-    assert statuses[0] == "waiting", statuses  # nothing before it matched the filter
+    assert statuses[:2] == ["waiting", "running"] and "completed" not in statuses, statuses
 
 
 @pytest.mark.parametrize(
@@ -451,9 +464,21 @@ async def test_a_second_subscribe_runs_replaces_the_filters(server: ServerProces
     await until_status(watcher, other, {"completed"})
 
 
-async def test_unsubscribe_runs_ends_the_feed(server: ServerProcess) -> None:
+async def test_null_filters_are_no_filters(server: ServerProcess) -> None:
     watcher, c = await Client.connect(server.url), await Client.connect(server.url)
+    reply = await watcher.request({"type": "subscribe_runs", "workflow": None, "status": None})
+    assert reply["type"] == "runs_subscribed", reply
+    run_id = await c.start("echo", "seen", subscribe=False)
+    await until_status(watcher, run_id, {"completed"})
+
+
+async def test_the_feed_is_live_only_and_unsubscribe_runs_ends_it(server: ServerProcess) -> None:
+    watcher, c = await Client.connect(server.url), await Client.connect(server.url)
+    before = await c.start("echo", "before the feed")
+    await c.until_terminal(before)
     assert (await watcher.request({"type": "subscribe_runs"}))["type"] == "runs_subscribed"
+    assert (await watcher.request({"type": "ping"}))["type"] == "pong"
+    assert changes(watcher, before) == []  # no replay of what happened before
     await watcher.send({"type": "unsubscribe_runs", "id": 3})
     assert await watcher.wait(lambda m: m.get("id") == 3) == {"type": "runs_unsubscribed", "id": 3}
     run_id = await c.start("echo", "unseen")
@@ -493,6 +518,12 @@ def assert_tool_calls_pair_up(events: list[dict[str, Any]], step: str) -> dict[s
 
 async def test_the_tools_workflow_streams_paired_tool_events_with_parsed_args(server: ServerProcess) -> None:
     c = await Client.connect(server.url)
+    listed = await c.request({"type": "list_workflows"})
+    assert {"name": "tools", "steps": ["research"]}.items() <= next(
+        w for w in listed["workflows"] if w["name"] == "tools"
+    ).items()
+    await c.send({"type": "start", "id": "shape", "workflow": "tools", "input": {"topic": 5}})
+    assert_error(await c.wait(lambda m: m.get("id") == "shape"), "invalid_input", "shape")
     run_id = await c.start("tools", {"topic": "background workflows"})
     events = await c.until_terminal(run_id)
     assert_log(events)

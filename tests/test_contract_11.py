@@ -425,11 +425,12 @@ async def test_a_waiting_run_in_the_feed_shows_its_requests_and_step(server: Ser
     assert_request_entry(entry, ev["data"]["request_id"], "Publish this?", YES_NO, "approve")
     assert frame["last_seq"] == ev["seq"]
     assert (await respond(c, run_id, ev["data"]["request_id"], {"ok": False}))["type"] == "responded"
-    await until_status(watcher, run_id, {"running"})  # one more frame as it leaves the filter
+    # One more frame as it leaves the filter (running, or completed if both were one commit).
+    await until_status(watcher, run_id, {"running", "completed"})
     await c.until_terminal(run_id)
     assert (await watcher.request({"type": "ping"}))["type"] == "pong"
     statuses = [r["status"] for r in changes(watcher, run_id)]
-    assert statuses[:2] == ["waiting", "running"] and "completed" not in statuses, statuses
+    assert statuses[0] == "waiting" and len(statuses) == 2, statuses  # then no more
 
 
 @pytest.mark.parametrize(
@@ -606,14 +607,16 @@ async def test_the_new_ws_messages_need_auth_when_tokens_are_on(locked: ServerPr
 async def test_rate_limited_carries_retry_after_and_the_start_is_accepted_after_it(locked: ServerProcess) -> None:
     c = await Client.connect(locked.url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
     start = {"type": "start", "workflow": "echo", "input": 1, "subscribe": False}
-    for i in range(3):  # a burst of 2, then one too many
-        await c.send({**start, "id": f"s{i}"})
-    replies = [await c.wait(lambda m, i=i: m.get("id") == f"s{i}") for i in range(3)]
-    assert [r["type"] for r in replies[:2]] == ["started", "started"], replies
-    limited = replies[2]
-    assert_error(limited, "rate_limited", "s2")
+    replies = []
+    while not replies or replies[-1]["type"] == "started":  # a burst of 2, then too many
+        assert len(replies) < 20, replies
+        replies.append(await c.request(start))
+    assert len(replies) >= 3 and [r["type"] for r in replies[:2]] == ["started", "started"], replies
+    limited = replies[-1]
+    assert_error(limited, "rate_limited", limited["id"])
     retry_after = limited["retry_after"]
-    assert isinstance(retry_after, int | float) and not isinstance(retry_after, bool) and 0 < retry_after <= 1
+    assert isinstance(retry_after, int | float) and not isinstance(retry_after, bool), limited
+    assert 0 < retry_after <= 0.5, limited  # at 2 starts per second, room comes within half a second
     await asyncio.sleep(retry_after + 0.01)  # the contract's own wait
     assert (await c.request(start))["type"] == "started"
 

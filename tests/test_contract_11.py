@@ -658,3 +658,38 @@ async def test_after_kill_9_runs_resume_with_reason_restart_and_waiting_runs_kee
         assert "run_resumed" not in [e["event"] for e in events]  # it waited; nothing resumed it
     finally:
         proc.stop()
+
+
+# ---- a cluster: every node answers for every run ------------------------------------------
+
+
+async def test_a_run_waiting_on_one_node_is_seen_refused_and_answered_through_another(
+    pg_url: str, tmp_path: Path
+) -> None:
+    a = ServerProcess.node(pg_url, tmp_path, "a", "--workflows", FLOWS).start()
+    b = ServerProcess.node(pg_url, tmp_path, "b", "--workflows", FLOWS).start()
+    try:
+        ca, cb = await Client.connect(a.url), await Client.connect(b.url)
+        assert (await cb.request({"type": "subscribe_runs", "workflow": "approve"}))["type"] == "runs_subscribed"
+        run_id = await ca.start("approve", "clustered")
+        [ev] = await requested(ca, run_id)
+        rid = ev["data"]["request_id"]
+        frame = await until_status(cb, run_id, {"waiting"})  # node a's change, in node b's feed
+        assert frame["current_step"] == "approve" and [w["request_id"] for w in frame["waiting_for"]] == [rid]
+        [entry] = (await poll(cb, run_id))["waiting_for"]
+        assert_request_entry(entry, rid, "Publish this?", YES_NO, "approve")
+        assert_error(await respond(cb, run_id, rid, {"ok": 1}, mid="b1"), "invalid_input", "b1")
+        assert_error(await respond(cb, run_id, "never-asked", {"ok": True}, mid="b2"), "conflict", "b2")
+        assert_error(await respond(cb, "no-such-run", rid, {"ok": True}, mid="b3"), "run_not_found", "b3")
+        assert (await poll(ca, run_id))["status"] == "waiting"
+        status, body = await asyncio.to_thread(
+            http, "POST", f"{b.http_url}/api/runs/{run_id}/respond", {"request_id": rid, "value": {"ok": True}}
+        )
+        assert status == 200 and body["run_id"] == run_id and body["waiting_for"] == [], body
+        events = await ca.until_terminal(run_id)
+        assert_log(events)
+        assert events[-1]["data"]["output"] == {"ok": True, "topic": "clustered"}
+        assert_error(await respond(ca, run_id, rid, {"ok": True}, mid="a1"), "conflict", "a1")
+    finally:
+        a.stop()
+        b.stop()

@@ -4,8 +4,8 @@
     .venv/bin/python bench/all.py --quick    # smoke check: about 70 s
     .venv/bin/python bench/all.py --only runs,stream --profile /tmp/profiles
 
-Each script also runs alone (bench/runs.py, stream.py, fanout.py, conns.py, cluster.py, same flags).
-Every figure is measured next to its baseline in the same run, and the number to read is the
+Each script also runs alone (bench/runs.py, stream.py, fanout.py, conns.py, cluster.py, loop.py,
+same flags). Every figure is measured next to its baseline in the same run, and the number to read is the
 ratio: this machine is shared and noisy. Each script runs in its own process; whatever it
 started is stopped, and its temp files removed, even when it fails or is interrupted.
 """
@@ -33,7 +33,7 @@ from common import (
     met_text,
 )
 
-SCRIPTS = ("runs", "stream", "fanout", "conns", "cluster")
+SCRIPTS = ("runs", "stream", "fanout", "conns", "cluster", "loop")
 
 
 def describe_tree() -> str:
@@ -123,6 +123,8 @@ def main() -> int:
     goals += [(s.title.split(":")[0], s.met) for rep in reports for s in rep.scales if s.met is not None]
     if args.quick:
         print("goals: not judged (--quick sizes are a smoke check)")
+    elif not goals:
+        print("goals: none among these figures")
     else:
         print("goals: " + ", ".join(f"{fig} {met_text(met)}" for fig, met in goals))
     print(f"scripts: {', '.join(f'{r.script} {r.seconds:.0f} s' for r in reports)}; total {seconds:.0f} s")

@@ -153,6 +153,7 @@ class StepContext:
         self._earlier = earlier
         self._history: History | None = None if earlier is not None else []
         self._asked = 0  # asks made so far in this execution of the step
+        self._asks: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None  # answered_asks, once
 
     @property
     def cancelled(self) -> bool:
@@ -234,7 +235,9 @@ class StepContext:
         self, history: History, prompt: str, schema: dict[str, Any] | None, timeout: float | None, default: Any
     ) -> Any:
         """The k-th ask of this execution is the k-th stored request of this try."""
-        asked, answers = answered_asks(history)
+        if self._asks is None:  # once per execution: the history does not change during it
+            self._asks = answered_asks(history)
+        asked, answers = self._asks
         k, self._asked = self._asked, self._asked + 1
         if k < len(asked):
             request = asked[k]

@@ -1,4 +1,4 @@
-"""`python -m client` (also `runcast`): start, watch and inspect runs from a terminal or a script.
+"""`python -m client` (also `runcast`): start, watch, answer and inspect runs from a terminal or a script.
 
 Exit codes: 0 completed, 1 failed, 2 usage or connection error, 3 cancelled.
 """
@@ -16,11 +16,22 @@ import orjson
 from .client import DEFAULT_URL, Client
 from .errors import RuncastClientError
 from .live import LiveView
+from .prompter import Prompter
 from .servers import split_urls
-from .view import JsonView, TextView, View
+from .terminal import Terminal
+from .view import JsonView, TextView, View, prompt_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit 2, one line to stderr)."""
+
+
+def program() -> str:
+    """How the user called us, for the commands we suggest."""
+    return "runcast" if os.path.basename(sys.argv[0]) == "runcast" else "python -m client"
 
 
 def urls(text: str) -> list[str]:
@@ -48,6 +59,9 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
 
 
+NO_INPUT_HELP = "do not ask at the terminal when the run waits for input; print the respond command instead"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description="Start, watch and inspect runcast runs.")
     _common(parser, True)
@@ -63,15 +77,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", default=None, help="JSON input, or @file.json")
     p.add_argument("--run-id", default=None, help="your own run id (makes the start idempotent)")
     p.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the run instead of detaching")
+    p.add_argument("--no-input", action="store_true", help=NO_INPUT_HELP)
     p = command("watch", "watch a run from a seq on")
     p.add_argument("run_id")
     p.add_argument("--after", type=int, default=0, help="last seq already seen (default 0: from the start)")
     p.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the run instead of detaching")
+    p.add_argument("--no-input", action="store_true", help=NO_INPUT_HELP)
+    p = command("respond", "answer the input a waiting run asks for")
+    p.add_argument("run_id")
+    p.add_argument("--value", required=True, help="the answer as JSON (text in quotes: '\"yes\"'), or @file.json")
+    p.add_argument("--request-id", default=None, help="which request (needed only when the run waits for several)")
     p = command("poll", "print a run's snapshot")
     p.add_argument("run_id")
     p = command("runs", "list runs, newest first (or, with --watch, print each change as it happens)")
     p.add_argument("--workflow", default=None)
-    p.add_argument("--status", default=None, help="pending, running, completed, failed, cancelled, ...")
+    p.add_argument("--status", default=None, help="pending, running, waiting, completed, failed, cancelled, ...")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--watch", action="store_true", help="then print one line per change of a run, until Ctrl-C")
     command("workflows", "list the workflows the server knows")
@@ -85,34 +105,85 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def read_input(text: str | None) -> Any:
-    """--input: JSON text, or @path to a JSON file."""
+def read_input(text: str | None, option: str = "--input") -> Any:
+    """--input or --value: JSON text, or @path to a JSON file."""
     if text is None:
         return None
-    if text.startswith("@"):
-        with open(text[1:], "rb") as f:
-            return orjson.loads(f.read())
-    return orjson.loads(text)
+    try:
+        if text.startswith("@"):
+            with open(text[1:], "rb") as f:
+                return orjson.loads(f.read())
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        hint = "; to send text, quote it as JSON, e.g. --value '\"yes\"'" if option == "--value" else ""
+        raise UsageError(f"{option} is not valid JSON: {exc}{hint}") from None
 
 
-async def _watch(client: Client, run_id: str, after: int, view: View, cancel_on_interrupt: bool) -> int:
+def interactive(args: argparse.Namespace) -> bool:
+    """Whether a person is there to be asked: stdin and stdout are a terminal, and not --json or
+    --no-input (nor Windows, whose event loop cannot watch stdin: there the respond command is printed)."""
+    if args.json or args.no_input or sys.platform == "win32":
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+async def _watch(client: Client, run: dict[str, Any], after: int, view: View, args: argparse.Namespace) -> int:
+    """Follow the run to its end, asking at the terminal (or telling how to answer) whenever it waits."""
+    run_id = run["run_id"]
     status = "running"
     last = after
+    prompter = Prompter(client, run_id, view, Terminal() if interactive(args) else None, program())
+    prompter.begin(run, after)
     try:
         async for event in client.subscribe(run_id, after):
             last = event["seq"]
             view.event(event)
+            prompter.event(event)
             status = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled"}.get(
                 event["event"], status
             )
     except asyncio.CancelledError:  # Ctrl-C
-        if cancel_on_interrupt:
+        await prompter.close()
+        if args.cancel_on_interrupt:
             await client.cancel(run_id)
             view.note(f"cancel requested for run {run_id}")
             return EXIT_CANCELLED
-        view.note(f"detached; resume with: python -m client watch {run_id} --after {last}")
+        view.note(f"detached; resume with: {program()} watch {run_id} --after {last}")
         return 130
+    finally:
+        await prompter.close()
     return EXIT_BY_STATUS.get(status, EXIT_FAILED)
+
+
+async def _respond(client: Client, args: argparse.Namespace, view: View) -> int:
+    """`respond`: answer the given request, or the run's only open one."""
+    value = read_input(args.value, "--value")
+    request_id = args.request_id
+    if request_id is None:
+        run = await client.poll(args.run_id)
+        open_requests = [r for r in run.get("waiting_for") or [] if isinstance(r, dict)]
+        if not open_requests:
+            raise UsageError(f"run {args.run_id} is not waiting for input (it is {run.get('status')})")
+        if len(open_requests) > 1:
+            listed = "; ".join(
+                f"{r.get('request_id')} (step {r.get('step')}: {prompt_of(r, 80)})" for r in open_requests
+            )
+            raise UsageError(
+                f"run {args.run_id} waits for {len(open_requests)} inputs: {listed}; say which with --request-id"
+            )
+        request_id = str(open_requests[0]["request_id"])
+    view.answered(request_id, await client.respond(args.run_id, request_id, value))
+    return EXIT_OK
+
+
+async def _runs(client: Client, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A page of runs; the waiting ones with what they wait for (a server that lists runs
+    without `waiting_for` is asked for each waiting run's snapshot)."""
+    runs, _ = await client.list_runs(args.workflow, args.status, args.limit)
+    for run in runs:
+        if run.get("status") == "waiting" and "waiting_for" not in run:
+            run["waiting_for"] = (await client.poll(run["run_id"])).get("waiting_for") or []
+    return runs
 
 
 async def _watch_runs(client: Client, args: argparse.Namespace, view: View) -> int:
@@ -140,9 +211,11 @@ async def _command(args: argparse.Namespace, view: View) -> int:
             case "run":
                 started = await client.start(args.workflow, read_input(args.input), run_id=args.run_id)
                 view.started(started)
-                return await _watch(client, started["run_id"], 0, view, args.cancel_on_interrupt)
+                return await _watch(client, started, 0, view, args)
             case "watch":
-                return await _watch(client, args.run_id, args.after, view, args.cancel_on_interrupt)
+                return await _watch(client, await client.poll(args.run_id), args.after, view, args)
+            case "respond":
+                return await _respond(client, args, view)
             case "poll":
                 run = await client.poll(args.run_id)
                 view.snapshot(run)
@@ -150,8 +223,7 @@ async def _command(args: argparse.Namespace, view: View) -> int:
             case "runs" if args.watch:
                 return await _watch_runs(client, args, view)
             case "runs":
-                runs, _ = await client.list_runs(args.workflow, args.status, args.limit)
-                view.runs(runs)
+                view.runs(await _runs(client, args))
             case "workflows":
                 view.workflows(await client.list_workflows())
             case "cancel":
@@ -165,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:
         return 130
-    except orjson.JSONDecodeError as exc:
-        print(f"--input is not valid JSON: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)

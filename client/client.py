@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 from .errors import (
     AuthFailed,
+    Conflict,
     ConnectionFailed,
     HandshakeFailed,
     RateLimited,
@@ -45,6 +46,11 @@ def new_run_id() -> str:
     return f"c{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
 
 
+def _canonical(value: Any) -> bytes:
+    """JSON that is equal for equal values (keys sorted; True is not 1)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 class _Request:
     """A request waiting for its reply, and the connection it was last sent on."""
 
@@ -52,6 +58,7 @@ class _Request:
         self.message = message
         self.future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.sent_on = -1  # a connection number; a reconnect sends again what it has not seen
+        self.resent = False  # went out again after a reconnect: an earlier copy may have taken effect
         self.resend = resend  # False for a feed's subscribe: after a reconnect the feed subscribes afresh
 
 
@@ -255,6 +262,7 @@ class Client:
             await self._steer(feed)
         for mid, pending in list(self._pending.items()):
             if pending.sent_on != self._connection:
+                pending.resent = pending.resent or pending.sent_on >= 0
                 await self._transmit(mid, pending)
         if self._runs_followers:  # the contract's recipe: subscribe_runs, then list_runs (not on this task:
             # the replies are read here)
@@ -286,10 +294,13 @@ class Client:
             for follower in self._runs_followers:
                 follower.offer(msg["run"])
         elif (mid := msg.get("id")) in self._pending:
-            future = self._pending.pop(mid).future
+            pending = self._pending.pop(mid)
+            future = pending.future
             if not future.done():
                 if kind == "error":
-                    future.set_exception(error_from_reply(msg))
+                    error = error_from_reply(msg)
+                    error.resent = pending.resent
+                    future.set_exception(error)
                 else:
                     future.set_result(msg)
 
@@ -450,6 +461,36 @@ class Client:
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return dict((await self.request({"type": "cancel", "run_id": run_id}))["run"])
+
+    async def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer the input a waiting run asked for (`waiting_for` in its snapshot, or an
+        `input_requested` event); returns the run's snapshot. Raises InvalidInput if `value`
+        does not fit the request's schema (the run keeps waiting), Conflict if the request is
+        not open (already answered, or never asked), RunNotFound for an unknown run.
+
+        A respond sent again after a reconnect whose first copy had got through is answered
+        `conflict`; then the run's log decides: if the request was answered with this very
+        value, that was this call, and the snapshot is returned."""
+        message = {"type": "respond", "run_id": run_id, "request_id": request_id, "value": value}
+        try:
+            return dict((await self.request(message))["run"])
+        except Conflict as exc:
+            if not exc.resent or await self._answer_to(run_id, request_id) != _canonical(value):
+                raise
+            return await self.poll(run_id)
+
+    async def _answer_to(self, run_id: str, request_id: str) -> bytes | None:
+        """The value the run's log records for `request_id` (canonical JSON), or None."""
+        last_seq = int((await self.poll(run_id)).get("last_seq") or 0)
+        if last_seq == 0:
+            return None
+        async for event in self.subscribe(run_id):
+            data = event.get("data") or {}
+            if event["event"] == "input_received" and data.get("request_id") == request_id:
+                return _canonical(data.get("value"))
+            if event["seq"] >= last_seq:
+                break
+        return None
 
     async def list_workflows(self) -> list[dict[str, Any]]:
         return list((await self.request({"type": "list_workflows"}))["workflows"])

@@ -46,6 +46,7 @@ class ServerError(RuncastClientError):
     """The server answered with an error frame; `code` is the contract's error code."""
 
     code = "internal"
+    resent = False  # the message went out again after a reconnect, so an earlier copy may have acted
 
     def __init__(self, message: str, code: str | None = None, reply: dict[str, Any] | None = None) -> None:
         super().__init__(message)

@@ -18,7 +18,14 @@ from rich.text import Text
 
 from .view import View
 
-STATE_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "skipped": "dim", "pending": "dim"}
+STATE_STYLE = {
+    "running": "yellow",
+    "waiting": "bold magenta",
+    "completed": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "pending": "dim",
+}
 TEXT_TAIL = 2000  # characters of streamed text kept on screen
 CALL_TEXT = 60  # characters of a tool call's arguments, and of its result or error, shown
 CALL_STATE = {"tool_call_started": "running", "tool_call_completed": "completed", "tool_call_failed": "failed"}
@@ -53,9 +60,10 @@ class LiveView(View):
         self.result: RenderableType | None = None
         self.notice = ""
         self._live: Live | None = None
+        self._held = False  # a question is being asked below the last frame: no redrawing
 
     def _start_live(self) -> None:
-        if self._live is None:
+        if self._live is None and not self._held:
             self._live = Live(self._render(), console=self.console, refresh_per_second=12, transient=False)
             self._live.start()
 
@@ -64,6 +72,14 @@ class LiveView(View):
             self._live.update(self._render(), refresh=True)
             self._live.stop()
             self._live = None
+
+    def hold(self) -> None:
+        self.close()  # the last frame stays on screen, the question goes below it
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        self._start_live()
 
     def started(self, run: dict[str, Any]) -> None:
         self.run_id, self.workflow = run["run_id"], run["workflow"]
@@ -81,7 +97,9 @@ class LiveView(View):
             case "step_started":
                 if entry["state"] == "completed":  # a loop's next iteration makes new calls; an
                     entry["calls"] = {}  # agent run again keeps those it made (not made again)
-                entry.update(state="running", attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
+                waiting = any(a.get("open") for a in entry.get("asks", {}).values())  # a request outlives a restart
+                state = "waiting" if waiting else "running"
+                entry.update(state=state, attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
                 for where in [w for w in self.text if w == step or w.startswith(f"{step} · ")]:
                     self.text[where] = ""  # a step run again streams its text from the start
             case "step_output":
@@ -96,6 +114,18 @@ class LiveView(View):
                 if "parent_call_id" in data:  # a coordinating team's member: its calls under its name
                     call["agent"] = data.get("agent")
                 call["state"] = CALL_STATE[kind]
+            case "input_requested":
+                ask = {"prompt": data.get("prompt"), "open": True}
+                entry.setdefault("asks", {})[str(data.get("request_id"))] = ask
+                entry["state"] = "waiting"
+                self.status = "waiting" if self.status == "running" else self.status
+            case "input_received":
+                ask = entry.setdefault("asks", {}).setdefault(str(data.get("request_id")), {"prompt": ""})
+                ask.update(open=False, value=data.get("value"))
+                if entry["state"] == "waiting" and not any(a.get("open") for a in entry["asks"].values()):
+                    entry["state"] = "running"
+                if self.status == "waiting" and not self._open_asks():
+                    self.status = "running"
             case "step_completed":
                 entry.update(state="completed", end=ts)
             case "step_failed":
@@ -114,8 +144,11 @@ class LiveView(View):
                 self.status = "cancelled"
                 self.result = Panel(Text("the run was cancelled"), border_style="yellow")
         self._start_live()
-        assert self._live is not None
-        self._live.update(self._render())
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _open_asks(self) -> bool:
+        return any(a.get("open") for entry in self.steps.values() for a in entry.get("asks", {}).values())
 
     def connection(self, state: str) -> None:
         self.notice = (
@@ -141,6 +174,20 @@ class LiveView(View):
         state = call.get("state", "running")
         who = f"{call['agent']} › " if call.get("agent") else ""
         return Text(f"  ↳ {who}{call.get('tool')}"), Text(state, style=STATE_STYLE.get(state, "")), "", "", detail
+
+    @staticmethod
+    def _ask_row(ask: dict[str, Any]) -> tuple[Text, Text, str, str, Text]:
+        """An input request as a row under its step: the prompt, and the answer once given."""
+        if ask.get("open"):
+            return (
+                Text(f"  ? {ask.get('prompt')}", style="magenta"),
+                Text("waiting", style="bold magenta"),
+                "",
+                "",
+                Text(""),
+            )
+        answer = Text(f"→ {_short(ask.get('value'))}", style="dim")
+        return Text(f"  ? {ask.get('prompt')}", style="dim"), Text("answered", style="green"), "", "", answer
 
     def _render(self) -> RenderableType:
         head = Text.assemble(
@@ -171,6 +218,8 @@ class LiveView(View):
             )
             for call in entry.get("calls", {}).values():
                 table.add_row(*self._call_row(call))
+            for ask in entry.get("asks", {}).values():
+                table.add_row(*self._ask_row(ask))
         parts: list[RenderableType] = [head, table]
         for step, text in self.text.items():
             if text:

@@ -95,6 +95,10 @@ class SyncClient:
     def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(self._call(self._client.cancel(run_id)))
 
+    def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+        """Answer the input a waiting run asked for; returns the run's snapshot (see Client.respond)."""
+        return dict(self._call(self._client.respond(run_id, request_id, value)))
+
     def list_workflows(self) -> list[dict[str, Any]]:
         return list(self._call(self._client.list_workflows()))
 

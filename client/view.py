@@ -12,6 +12,63 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """An event as one readable line (None for those that show as something else: streamed
+    text, the run's start)."""
+    kind, data, step = event["event"], event.get("data") or {}, event.get("step")
+    match kind:
+        case "step_output" | "run_started":
+            return None
+        case "step_started":
+            attempt = data.get("attempt", 1)
+            return f"> {step}" + (f" (attempt {attempt})" if attempt > 1 else "")
+        case "step_completed":
+            return f"  {step} done: {_cut(_json(data.get('output')))}"
+        case "step_failed":
+            return f"  {step} failed: {data.get('error')}"
+        case "progress":
+            current, total = data.get("current"), data.get("total")
+            bar = ""
+            if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
+                filled = int(20 * min(current / total, 1))
+                bar = f"[{'#' * filled}{'.' * (20 - filled)}] {current}/{total} "
+            return f"  {step} {bar}{data.get('message', '')}".rstrip()
+        case "input_requested":
+            return f"  {step} is waiting for input: {data.get('prompt')}"
+        case "input_received":
+            return f"  {step} got its input: {_cut(_json(data.get('value')))}"
+        case "run_resumed":
+            return f"run resumed after a {data.get('reason')} from step {data.get('from_step')}"
+        case "run_completed":
+            return f"completed: {_json(data.get('output'))}"
+        case "run_failed":
+            return f"failed: {data.get('error')}"
+        case "run_cancelled":
+            return "cancelled"
+    return f"{kind}: {_cut(_json(data))}"
+
+
+def prompt_of(request: dict[str, Any], limit: int = 200) -> str:
+    """A request's prompt on one line (a snapshot may hold a stand-in for a long one)."""
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str):
+        return "(a long prompt, whole in the run's input_requested event)"
+    return _cut(" ".join(prompt.split()), limit)
+
+
+def waits_for(run: dict[str, Any]) -> list[str]:
+    """What a waiting run waits for, one line per open request."""
+    return [
+        f"waiting for input at {r.get('step')}: {prompt_of(r)}  (request {r.get('request_id')})"
+        for r in run.get("waiting_for") or []
+        if isinstance(r, dict)
+    ]
+
+
 class View:
     """What the command line reports; each method gets one thing to show."""
 
@@ -25,12 +82,19 @@ class View:
     def runs(self, runs: list[dict[str, Any]]) -> None: ...
     def run_changed(self, run: dict[str, Any]) -> None: ...
     def workflows(self, workflows: list[dict[str, Any]]) -> None: ...
+    def answered(self, request_id: str, run: dict[str, Any]) -> None: ...
 
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
     def close(self) -> None:
         """Called once at the end (a live screen draws its last frame)."""
+
+    def hold(self) -> None:
+        """Someone is being asked for input at this terminal: stop redrawing until release()."""
+
+    def release(self) -> None:
+        """The question is over: show the run again."""
 
     def connection(self, state: str) -> None:
         if state == "reconnecting":
@@ -47,6 +111,9 @@ class JsonView(View):
         self._line(event)
 
     def snapshot(self, run: dict[str, Any]) -> None:
+        self._line(run)
+
+    def answered(self, request_id: str, run: dict[str, Any]) -> None:
         self._line(run)
 
     def runs(self, runs: list[dict[str, Any]]) -> None:
@@ -80,51 +147,36 @@ class TextView(View):
 
     def event(self, event: dict[str, Any]) -> None:
         kind, data, step = event["event"], event.get("data") or {}, event.get("step")
-        match kind:
-            case "step_output":
-                print(data.get("delta", ""), end="", file=self.out, flush=True)
-                self._streaming = True
-                self._streamed.add(step or "")
-            case "step_started":
-                attempt = data.get("attempt", 1)
-                self._print(f"> {step}" + (f" (attempt {attempt})" if attempt > 1 else ""))
-            case "step_completed":
-                shown = "" if step in self._streamed else f": {_json(data.get('output'))[:200]}"
-                self._print(f"  {step} done{shown}")
-            case "step_failed":
-                self._print(f"  {step} failed: {data.get('error')}")
-            case "progress":
-                current, total = data.get("current"), data.get("total")
-                bar = ""
-                if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
-                    filled = int(20 * min(current / total, 1))
-                    bar = f"[{'#' * filled}{'.' * (20 - filled)}] {current}/{total} "
-                self._print(f"  {bar}{data.get('message', '')}".rstrip())
-            case "run_resumed":
-                self._print(f"run resumed after a {data.get('reason')} from step {data.get('from_step')}")
-            case "run_completed":
-                self._print(f"completed: {_json(data.get('output'))}")
-            case "run_failed":
-                self._print(f"failed: {data.get('error')}")
-            case "run_cancelled":
-                self._print("cancelled")
-            case "run_started":
-                pass
-            case _:
-                self._print(f"{kind}: {_json(data)}")
+        if kind == "step_output":
+            print(data.get("delta", ""), end="", file=self.out, flush=True)
+            self._streaming = True
+            self._streamed.add(step or "")
+        elif kind == "step_completed" and step in self._streamed:
+            self._print(f"  {step} done")
+        elif (line := describe(event)) is not None:
+            self._print(line)
 
     def snapshot(self, run: dict[str, Any]) -> None:
         self._print(f"run {run['run_id']}  {run['workflow']}  {run['status']}  last seq {run['last_seq']}")
         for step in run.get("steps") or []:
             self._print(f"  {step['name']:<16} {step['status']:<10} attempts {step['attempts']}")
+        for line in waits_for(run):
+            self._print(line)
         if run.get("output") is not None:
             self._print(f"output: {_json(run['output'])}")
         if run.get("error") is not None:
             self._print(f"error: {run['error']}")
 
+    def answered(self, request_id: str, run: dict[str, Any]) -> None:
+        self._print(f"answered request {request_id}; run {run['run_id']} is now {run['status']}")
+        for line in waits_for(run):
+            self._print(f"  still {line}")
+
     def runs(self, runs: list[dict[str, Any]]) -> None:
         for run in runs:
             self._print(f"{run['run_id']}  {run['workflow']:<12} {run['status']:<10} {run['created_at']}")
+            for line in waits_for(run):
+                self._print(f"    {line}")
         if not runs:
             self._print("no runs")
 
@@ -134,6 +186,8 @@ class TextView(View):
         step = run.get("current_step")
         where = f"at {step}" if step else (f"error: {run['error']}" if run.get("error") else "")
         self._print(f"{run['run_id']}  {run['workflow']:<12} {run['status']:<10} {progress:<11} {where}".rstrip())
+        for line in waits_for(run) if run.get("status") == "waiting" else []:
+            self._print(f"    {line}")
 
     def workflows(self, workflows: list[dict[str, Any]]) -> None:
         for wf in workflows:

@@ -64,3 +64,31 @@ def test_a_resumed_agent_keeps_its_calls_and_a_team_member_speaks_under_its_name
     assert "↳ researcher › search" in screen
     assert "draft · researcher" in screen and "Found it." in screen and "The leader speaks." in screen
     assert "Half of" not in screen  # the try that was cut off is not shown twice
+
+
+def test_a_waiting_step_shows_its_question_and_then_its_answer() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=120, force_terminal=False))
+    view.event(event(1, "step_started", "approve", attempt=1))
+    view.event(event(2, "input_requested", "approve", request_id="q1", prompt="Publish this?", schema=None))
+    view.close()
+    waiting = out.getvalue()
+    assert "run r1" in waiting and "waiting" in waiting.splitlines()[0]
+    step = next(line for line in waiting.splitlines() if line.startswith("approve"))
+    assert "waiting" in step
+    asked = next(line for line in waiting.splitlines() if "? Publish this?" in line)
+    assert "waiting" in asked
+
+    out.truncate(0)
+    out.seek(0)
+    view.event(event(3, "step_started", "approve", attempt=2))  # run again after a restart: still waiting
+    view.close()
+    assert "waiting" in next(line for line in out.getvalue().splitlines() if line.startswith("approve"))
+    out.truncate(0)
+    out.seek(0)
+    view.event(event(4, "input_received", "approve", request_id="q1", value={"ok": True}))
+    view.close()
+    answered = out.getvalue()
+    assert "running" in answered.splitlines()[0]
+    asked = next(line for line in answered.splitlines() if "? Publish this?" in line)
+    assert "answered" in asked and '→ {"ok":true}' in asked

@@ -239,7 +239,8 @@ class SqliteBackend:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=5000")
             self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._checkpointer.execute("PRAGMA busy_timeout=5000")
+            # Short: a TRUNCATE checkpoint holds new writers back while it waits for readers.
+            await self._checkpointer.execute("PRAGMA busy_timeout=100")
         except BaseException:
             await self.close()
             raise
@@ -288,7 +289,14 @@ class SqliteBackend:
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             try:
-                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                rows = await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                busy, frames, done = next(iter(rows))
+                if not busy and frames == done and frames > WAL_SIZE_LIMIT // 4096:
+                    # All of a big WAL is in the database now, and nothing is writing. SQLite
+                    # cuts the file back only when the next write starts over at its head,
+                    # which on an idle server may never come: cut it back now (waiting at
+                    # most the checkpointer's short busy timeout for readers to move on).
+                    await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:  # busy, or a full disk: the next round tries again
                 if not failing:  # once per spell, not once a second while a disk stays full
                     log.warning("store checkpoint failed: %s; trying again every %.0f s", exc, CHECKPOINT_SECONDS)

@@ -250,12 +250,18 @@ class StepContext:
     async def _confirm(self, prompt: str) -> bool:
         """The answer to the step's confirmation question (asked once per run of the step,
         whatever its tries): True to go on."""
+        asked: dict[str, Any] | None = None
+        answers: dict[Any, dict[str, Any]] = {}
         for event, data in await self.history():
-            if event == "input_requested" and data.get("kind") == "confirmation":
-                for later, answer in await self.history():
-                    if later == "input_received" and answer.get("request_id") == data["request_id"]:
-                        return answer.get("value") is True
-                raise Suspended(Request.from_data(data, self.step))
+            if event == "input_requested" and data.get("kind") == "confirmation" and asked is None:
+                asked = data  # the first one: it is asked once per run of the step
+            elif event == "input_received":
+                answers.setdefault(data.get("request_id"), data)
+        if asked is not None:
+            answer = answers.get(asked["request_id"])
+            if answer is not None:
+                return answer.get("value") is True
+            raise Suspended(Request.from_data(asked, self.step))
         schema = {"type": "boolean"}
         raise Suspended(Request(new_request_id(), prompt, schema, self.step, confirmation=True))
 

@@ -310,9 +310,13 @@ class Engine:
         for st in row["steps"]:
             if st["status"] == StepStatus.RUNNING:
                 st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
-        run = _ActiveRun(Workflow(row["workflow"], []), row, resumed=True)
+        await self._end_here(row, RunStatus.FAILED, error=error)
+
+    async def _end_here(self, row: dict[str, Any], status: RunStatus, *, error: str | None = None) -> None:
+        """End a run that no task of this node runs (it cannot resume, or it waits); its
+        workflow plays no part in that."""
         try:
-            await self._finish(run, RunStatus.FAILED, error=error)
+            await self._finish(_ActiveRun(Workflow(row["workflow"], []), row, resumed=True), status, error=error)
         finally:
             self._forget(row["run_id"])
 
@@ -704,11 +708,7 @@ class Engine:
                 if held is None:
                     return None
                 row = held
-            workflow = self.workflows.get(row["workflow"]) or Workflow(row["workflow"], [])
-            try:
-                await self._finish(_ActiveRun(workflow, row, resumed=True), RunStatus.CANCELLED)
-            finally:
-                self._forget(run_id)
+            await self._end_here(row, RunStatus.CANCELLED)
             return _copy(row)
 
     async def _expire(self, run_id: str) -> None:

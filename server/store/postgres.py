@@ -104,24 +104,17 @@ UPSERT_RUN = (
     # The write that makes a run wait lets go of it, in the same transaction (see _fence).
     + ", owner = CASE WHEN excluded.status = 'waiting' THEN NULL ELSE runs.owner END"
 )
-# Runs a node may take: pending and free, or pending/running with an owner that is gone
-# ($2 the takeover seconds; NULL: free runs only). Never its own: it runs those already.
-_ORPHANED = """
-    status IN ('pending', 'running') AND (
+# Nobody holds the run, or the node that holds it has gone silent ($2 the takeover seconds;
+# NULL: free runs only). Never this node's own ($3): it runs those already.
+_UNHELD = """(
         owner IS NULL
         OR ($2::float8 IS NOT NULL AND owner <> $3
             AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
-    )
-"""
-# A waiting run a node may take to answer, cancel or expire it: nobody holds it (or the
-# node that took it for that went silent).
-_FREE_WAITING = """
-    status = 'waiting' AND (
-        owner IS NULL
-        OR ($2::float8 IS NOT NULL AND owner <> $3
-            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
-    )
-"""
+    )"""
+# Runs a node may take: pending or running, and unheld.
+_ORPHANED = f"status IN ('pending', 'running') AND {_UNHELD}"
+# A waiting run a node may take to answer, cancel or expire it: unheld too.
+_FREE_WAITING = f"status = 'waiting' AND {_UNHELD}"
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bounds import EventTooLarge, clip_error
 from ..workflow import Step, StepInput, StepOutput, Workflow
+from .replay import INTERRUPTED
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -304,7 +305,7 @@ def _end_interrupted(ctx: StepContext, history: list[tuple[str, dict[str, Any]]]
         elif event in ("tool_call_completed", "tool_call_failed"):
             cut_off.pop(str(data.get("call_id")), None)
     for call_id, tool in cut_off.items():
-        ctx.tool_event("tool_call_failed", {"call_id": call_id, "tool": tool, "error": "interrupted"})
+        ctx.tool_event("tool_call_failed", {"call_id": call_id, "tool": tool, "error": INTERRUPTED})
 
 
 def _output(node: Any, output: Any) -> Any:

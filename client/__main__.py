@@ -19,7 +19,7 @@ from .live import LiveView
 from .prompter import Prompter
 from .servers import split_urls
 from .terminal import Terminal
-from .view import JsonView, TextView, View, prompt_of
+from .view import JsonView, TextView, View, open_requests, prompt_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_BY_STATUS = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -161,17 +161,15 @@ async def _respond(client: Client, args: argparse.Namespace, view: View) -> int:
     request_id = args.request_id
     if request_id is None:
         run = await client.poll(args.run_id)
-        open_requests = [r for r in run.get("waiting_for") or [] if isinstance(r, dict)]
-        if not open_requests:
+        requests = open_requests(run)
+        if not requests:
             raise UsageError(f"run {args.run_id} is not waiting for input (it is {run.get('status')})")
-        if len(open_requests) > 1:
-            listed = "; ".join(
-                f"{r.get('request_id')} (step {r.get('step')}: {prompt_of(r, 80)})" for r in open_requests
-            )
+        if len(requests) > 1:
+            listed = "; ".join(f"{r.get('request_id')} (step {r.get('step')}: {prompt_of(r, 80)})" for r in requests)
             raise UsageError(
-                f"run {args.run_id} waits for {len(open_requests)} inputs: {listed}; say which with --request-id"
+                f"run {args.run_id} waits for {len(requests)} inputs: {listed}; say which with --request-id"
             )
-        request_id = str(open_requests[0]["request_id"])
+        request_id = str(requests[0]["request_id"])
     view.answered(request_id, await client.respond(args.run_id, request_id, value))
     return EXIT_OK
 

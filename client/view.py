@@ -60,12 +60,16 @@ def prompt_of(request: dict[str, Any], limit: int = 200) -> str:
     return _cut(" ".join(prompt.split()), limit)
 
 
+def open_requests(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The requests a run's snapshot says are open (`waiting_for`; none if it has no such list)."""
+    return [r for r in run.get("waiting_for") or [] if isinstance(r, dict)]
+
+
 def waits_for(run: dict[str, Any]) -> list[str]:
     """What a waiting run waits for, one line per open request."""
     return [
         f"waiting for input at {r.get('step')}: {prompt_of(r)}  (request {r.get('request_id')})"
-        for r in run.get("waiting_for") or []
-        if isinstance(r, dict)
+        for r in open_requests(run)
     ]
 
 

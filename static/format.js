@@ -1,6 +1,5 @@
 // Formatting of times, durations and values for display.
 
-export const RUN_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'];
 export const TERMINAL_EVENTS = new Set(['run_completed', 'run_failed', 'run_cancelled']);
 export const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 

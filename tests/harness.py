@@ -23,6 +23,26 @@ TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
 BACKENDS = ["sqlite", "postgres"]  # the `backend` fixture's values (tests/conftest.py)
 
 
+def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
+    """A run's stored state, for tests that write runs to a store directly."""
+    row = {
+        "run_id": run_id,
+        "workflow": workflow,
+        "status": status,
+        "input": None,
+        "output": None,
+        "error": None,
+        "created_at": "2026-11-24T10:00:00.000Z",
+        "started_at": None,
+        "finished_at": None,
+        "last_seq": 0,
+        "steps": [],
+        "waiting_for": [],
+    }
+    row.update(extra)
+    return row
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

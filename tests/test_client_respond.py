@@ -256,6 +256,13 @@ class Terminal:
     def text(self) -> str:
         return ANSI.sub(b"", self.raw).decode(errors="replace").replace("\r", "")
 
+    @property
+    def run_id(self) -> str:
+        """The id of the run the CLI started, from its "run <id>" line."""
+        found = re.search(r"run (c[0-9a-f]+)", self.text)
+        assert found is not None, self.text
+        return found.group(1)
+
     def _read(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.master], [], [], timeout)
         if not ready:
@@ -309,9 +316,8 @@ def test_run_at_a_terminal_asks_each_field_and_sends_the_answer(server: ServerPr
         screen.expect("sent; the run is")
         screen.expect("completed")
         assert screen.wait() == 0
-    run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
-    assert run_id is not None
-    run = asyncio.run(finish(server, run_id.group(1)))
+    run_id = screen.run_id
+    run = asyncio.run(finish(server, run_id))
     assert run["output"] == {"name": "Ada", "copies": 2, "color": "blue", "note": "by Friday"}
 
 
@@ -330,11 +336,10 @@ def test_a_question_answered_elsewhere_is_called_off(server: ServerProcess) -> N
     with Terminal(server, "run", "approval") as screen:
         screen.expect("approve asks: Publish this?")
         screen.expect("ok [y/n]")
-        run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
-        assert run_id is not None
+        run_id = screen.run_id
         with SyncClient(server.url) as c:
-            [request] = c.poll(run_id.group(1))["waiting_for"]
-            c.respond(run_id.group(1), request["request_id"], {"ok": False})
+            [request] = c.poll(run_id)["waiting_for"]
+            c.respond(run_id, request["request_id"], {"ok": False})
         screen.expect('answered elsewhere: {"ok":false}')
         assert screen.wait() == 0
     assert "sent; the run is" not in screen.text
@@ -347,18 +352,16 @@ def test_a_request_with_a_deadline_shows_it_and_offers_its_default(server: Serve
         screen.type("")
         screen.expect("sent; the run is")
         assert screen.wait() == 0
-    run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
-    assert run_id is not None
-    assert asyncio.run(finish(server, run_id.group(1)))["output"] == 5
+    run_id = screen.run_id
+    assert asyncio.run(finish(server, run_id))["output"] == 5
 
 
 def test_a_question_is_called_off_when_the_run_ends(server: ServerProcess) -> None:
     with Terminal(server, "run", "approval") as screen:
         screen.expect("ok [y/n]")
-        run_id = re.search(r"run (c[0-9a-f]+)", screen.text)
-        assert run_id is not None
+        run_id = screen.run_id
         with SyncClient(server.url) as c:
-            c.cancel(run_id.group(1))
+            c.cancel(run_id)
         screen.expect("the run ended (cancelled) before it was answered")
         assert screen.wait() == 3
 

@@ -76,6 +76,13 @@ def row_of(page: Page, run_id: str) -> Any:
     return page.locator(f'#runs-body tr[data-run-id="{run_id}"]')
 
 
+def frames_sent(page: Page) -> list[dict[str, Any]]:
+    """Every message the page sends over its WebSockets from now on, as it sends them."""
+    sent: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    return sent
+
+
 def request_id_of(server: ServerProcess, run_id: str) -> str:
     run = wait_status(server, run_id, {"waiting"})
     return str(run["waiting_for"][0]["request_id"])
@@ -180,8 +187,7 @@ def test_the_control_room_carries_on_across_a_server_restart(
 
 
 def test_an_answer_the_server_refuses_shows_its_error(live_server: ServerProcess, page: Page) -> None:
-    sent: list[dict[str, Any]] = []
-    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    sent = frames_sent(page)
     run_id = post_run(live_server, "rate", None)["run_id"]
     page.goto(f"{live_server.http_url}/#/runs/{run_id}")
     form = page.locator("#run-asks form.ask")
@@ -243,8 +249,7 @@ def test_a_yes_or_no_question_has_two_buttons(live_server: ServerProcess, page: 
 
 
 def test_the_form_has_a_field_for_each_kind_of_schema(live_server: ServerProcess, page: Page) -> None:
-    sent: list[dict[str, Any]] = []
-    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
+    sent = frames_sent(page)
     run_id = post_run(live_server, "every_kind", None)["run_id"]
     page.goto(f"{live_server.http_url}/#/runs/{run_id}")
     form = page.locator("#run-asks form.ask")

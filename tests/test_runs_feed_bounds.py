@@ -16,23 +16,14 @@ from server.live.runs_feed import RunsFeed, RunsWatch
 from server.protocol import run_progress
 from server.store import open_store
 
+from .harness import run_row
+
 
 def state(run_id: str, status: str, steps: list[tuple[str, str]]) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "workflow": "wf",
-        "status": status,
-        "input": None,
-        "output": None,
-        "error": None,
-        "created_at": "2026-11-24T10:00:00.000Z",
-        "started_at": None,
-        "finished_at": None,
-        "last_seq": 0,
-        "steps": [
-            {"name": n, "status": s, "output": None, "error": None, "attempts": 0, "started_at": None} for n, s in steps
-        ],
-    }
+    step_rows = [
+        {"name": n, "status": s, "output": None, "error": None, "attempts": 0, "started_at": None} for n, s in steps
+    ]
+    return run_row(run_id, status=status, steps=step_rows)
 
 
 def test_current_step_is_the_deepest_last_running_step_and_progress_counts_leaves() -> None:

@@ -18,29 +18,10 @@ import pytest
 from server.store import Store, StoredEvent, StoreError, StoreLocked, open_store
 from server.store.sqlite import MIGRATIONS, SqliteBackend, SqliteStore, read_run_sync
 
-from .harness import BACKENDS, StoredEvents
+from .harness import BACKENDS, StoredEvents, run_row
 from .pg import PgStore
 
 both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
-
-
-def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra: Any) -> dict[str, Any]:
-    row = {
-        "run_id": run_id,
-        "workflow": workflow,
-        "status": status,
-        "input": None,
-        "output": None,
-        "error": None,
-        "created_at": "2026-11-24T10:00:00.000Z",
-        "started_at": None,
-        "finished_at": None,
-        "last_seq": 0,
-        "steps": [],
-        "waiting_for": [],
-    }
-    row.update(extra)
-    return row
 
 
 @pytest.fixture

@@ -373,6 +373,11 @@ def dumps(value: Any) -> str:
     return _encode(value).decode()
 
 
+def canonical_json(value: Any) -> bytes:
+    """One JSON text for equal JSON values (object keys sorted): `true` and `1` differ."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_default)
+
+
 def to_json_value(value: Any) -> Any:
     """The value as it will look to clients once it has crossed the wire."""
     return orjson.loads(_encode(value))

@@ -30,10 +30,11 @@ from ..protocol import (
     RuncastError,
     RunNotFound,
     UnknownWorkflow,
+    canonical_json,
     to_json_value,
     utc_now,
 )
-from ..store import RunLost, RunStore
+from ..store import RunExists, RunLost, RunStore
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
 from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
@@ -206,11 +207,15 @@ class Engine:
         try:
             existing = await self.store.get_run(run_id)
             if existing is not None:
-                if existing["workflow"] == name and existing["input"] == input:
-                    return existing, True
-                raise Conflict(f"run {run_id!r} exists with a different workflow or input")
+                return _the_same(existing, name, input), True
             row = _new_run(run_id, workflow, input, steps)
-            await self._create(workflow, row, launch=False)
+            try:
+                await self._create(workflow, row, launch=False)
+            except RunExists:  # started through another node at the same moment: the database chose that one
+                existing = await self.store.get_run(run_id)
+                if existing is None:  # deleted since (retention): a start that raced a prune
+                    raise Conflict(f"run {run_id!r} was being created and deleted at once; try again") from None
+                return _the_same(existing, name, input), True
         finally:
             del self._creating[run_id]
             creating.set_result(None)
@@ -231,7 +236,8 @@ class Engine:
         except BaseException:
             if run_id in self._taking:
                 self._taking.discard(run_id)
-                self._forget(run_id)
+                if run_id not in self._active:  # not the run of that id this node runs already
+                    self._forget(run_id)
             raise
         if launch:
             self._begin(workflow, row)
@@ -751,6 +757,14 @@ class Engine:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown()
+
+
+def _the_same(existing: dict[str, Any], workflow: str, input: Any) -> dict[str, Any]:
+    """The existing run, if a start of `workflow` with `input` would have made the same one
+    (inputs compared as JSON: `true` is not `1`, `1.0` is not `1`, key order aside); else Conflict."""
+    if existing["workflow"] != workflow or canonical_json(existing["input"]) != canonical_json(input):
+        raise Conflict(f"run {existing['run_id']!r} exists with a different workflow or input")
+    return existing
 
 
 def _copy(row: dict[str, Any]) -> dict[str, Any]:

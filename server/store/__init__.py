@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, BatchStats, Coordination, RunLost, RunStore, StoredEvent, StoreError, StoreLocked
+from .base import Backend, BatchStats, Coordination, RunExists, RunLost, RunStore, StoredEvent, StoreError, StoreLocked
 from .writer import Store
 
 # scheme -> (module, class): a new database is one module and one line here.
@@ -44,6 +44,7 @@ __all__ = [
     "Backend",
     "BatchStats",
     "Coordination",
+    "RunExists",
     "RunLost",
     "RunStore",
     "Store",

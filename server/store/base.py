@@ -48,6 +48,12 @@ class RunLost(RuntimeError):
     """This node no longer owns the run (another node took it over): its writes are dropped."""
 
 
+class RunExists(RuntimeError):
+    """A run to be created was already in the database (created through another node, or by
+    another start of this one): nothing was written for it. Decided by the database, in the
+    transaction that would have created it."""
+
+
 MAX_CURSOR = 2**63 - 1
 
 
@@ -103,11 +109,22 @@ class Batch:
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
     prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
     created: set[str] = field(default_factory=set)  # runs this batch creates
+    existed: set[str] = field(default_factory=set)  # of those, the ones the database already had: not written
     lost: set[str] = field(default_factory=set)  # runs the backend found owned by another node: not written
 
     @property
     def empty(self) -> bool:
         return not (self.events or self.runs or self.prunes)
+
+    def drop(self, run_ids: set[str]) -> None:
+        """Take every write of these runs out of the batch (another node owns them, or they
+        existed already)."""
+        self.events = [e for e in self.events if e[0] not in run_ids]
+        self.stored = [e for e in self.stored if e.run_id not in run_ids]
+        for run_id in run_ids:
+            self.runs.pop(run_id, None)
+            self.seqs.pop(run_id, None)
+        self.created -= run_ids
 
     def seq_only(self) -> list[tuple[int, str]]:
         """(last_seq, run_id) of runs whose state did not change here: only last_seq moves."""

@@ -104,6 +104,14 @@ UPSERT_RUN = (
     # The write that makes a run wait lets go of it, in the same transaction (see _fence).
     + ", owner = CASE WHEN excluded.status = 'waiting' THEN NULL ELSE runs.owner END"
 )
+# A new run is inserted, never upserted: an id the table has already is skipped (and not
+# returned), so that the database alone decides which of two starts of one id creates it.
+_NEW_RUN_TYPES = ("text",) * 9 + ("bigint", "text", "text", "float8", "text", "bigint")  # WRITE_COLUMNS, owner, epoch
+INSERT_NEW_RUNS = (
+    f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_NEW_RUN_TYPES, start=1))
+    + ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+)
 # Nobody holds the run, or the node that holds it has gone silent ($2 the takeover seconds;
 # NULL: free runs only). Never this node's own ($3): it runs those already.
 _UNHELD = """(
@@ -322,13 +330,10 @@ class PostgresBackend:
         async with self._conn() as conn, conn.transaction():
             lost = await self._fence(conn, batch)
             if lost:
-                _drop_runs(batch, lost)
-            if batch.runs:
-                rows = []
-                for run_id, state in batch.runs.items():
-                    epoch = self.owned.get(run_id)
-                    owner = self.node_id if epoch is not None else None
-                    rows.append((*run_params(state, batch.seqs.get(run_id, 0)), owner, epoch or 0))
+                batch.drop(lost)
+            await self._insert_new(conn, batch)
+            rows = [self._run_row(r, state, batch) for r, state in batch.runs.items() if r not in batch.created]
+            if rows:
                 await conn.executemany(UPSERT_RUN, rows)
             if batch.events:
                 await conn.copy_records_to_table(
@@ -346,6 +351,24 @@ class PostgresBackend:
             if batch.seqs or batch.runs:
                 await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
         return pruned
+
+    def _run_row(self, run_id: str, state: dict[str, Any], batch: Batch) -> tuple[Any, ...]:
+        epoch = self.owned.get(run_id)
+        owner = self.node_id if epoch is not None else None
+        return (*run_params(state, batch.seqs.get(run_id, 0)), owner, epoch or 0)
+
+    async def _insert_new(self, conn: Any, batch: Batch) -> None:
+        """Insert the batch's new runs, all in one statement; a run id the table has already
+        (made through another node at the same moment: the insert waits for that node's
+        transaction, then skips it) is put in `batch.existed`, and none of its writes are made."""
+        new = [run_id for run_id in batch.created if run_id in batch.runs]
+        if not new:
+            return
+        columns = list(zip(*(self._run_row(run_id, batch.runs[run_id], batch) for run_id in new), strict=True))
+        inserted = {row[0] for row in await conn.fetch(INSERT_NEW_RUNS, *columns)}
+        existed = set(new) - inserted
+        batch.existed |= existed
+        batch.drop(existed)
 
     async def _fence(self, conn: Any, batch: Batch) -> set[str]:
         """Lock the batch's runs (other than new ones) and return those this node no longer
@@ -552,12 +575,3 @@ class PostgresBackend:
 
 def _payload(node_id: str, message: dict[str, Any]) -> str:
     return orjson.dumps({"node": node_id, **message}).decode()
-
-
-def _drop_runs(batch: Batch, lost: set[str]) -> None:
-    """Take the writes of runs this node lost out of the batch (they are another's now)."""
-    batch.events = [e for e in batch.events if e[0] not in lost]
-    batch.stored = [e for e in batch.stored if e.run_id not in lost]
-    for run_id in lost:
-        batch.runs.pop(run_id, None)
-        batch.seqs.pop(run_id, None)

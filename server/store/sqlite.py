@@ -109,6 +109,11 @@ def write_transaction(db: sqlite3.Connection, batch: Batch) -> list[int]:
     pruned = []
     db.execute("BEGIN IMMEDIATE")
     try:
+        if batch.created:  # a new run is inserted, never upserted over one the file has
+            new = list(batch.created)
+            marks = ", ".join("?" * len(new))
+            batch.existed |= {row[0] for row in db.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", new)}
+            batch.drop(batch.existed)
         if batch.runs:
             # last_seq is the run's last event in this batch, even one that came after its state.
             rows = [run_params(state, batch.seqs.get(run_id, 0)) for run_id, state in batch.runs.items()]

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ..bounds import page_of_runs
 from ..protocol import TERMINAL_EVENTS, event_frame, utc_now
-from .base import Backend, Batch, BatchStats, Coordination, RunLost, StoredEvent
+from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunLost, StoredEvent
 
 log = logging.getLogger("runcast.store")
 
@@ -253,6 +253,8 @@ class Store:
                 batch.futures.append((future, count))
         if batch.lost:
             self._lose(ops, batch.lost)
+        if batch.existed:
+            self._refuse(ops, batch.existed)
         self._count(len(ops), len(batch.stored), time.perf_counter() - started)
         for future, seq in batch.futures:
             if not future.done():
@@ -278,6 +280,14 @@ class Store:
                 op.future.set_exception(RunLost(f"run {op.run_id} is owned by another node now"))
         for listener in self._lost_listeners:
             listener(lost)
+
+    def _refuse(self, ops: list[_Op], existed: set[str]) -> None:
+        """Fail the writes of runs that were to be created and existed already."""
+        for run_id in existed:
+            self._last_seq.pop(run_id, None)  # the existing run's own count is read afresh
+        for op in ops:
+            if op.run_id in existed and op.future is not None and not op.future.done():
+                op.future.set_exception(RunExists(f"run {op.run_id} exists already"))
 
     def _count(self, ops: int, events: int, elapsed: float) -> None:
         self.stats.batches += 1
@@ -317,6 +327,10 @@ class Store:
                 batch.prunes.append((*op.prune, op.future))
                 continue
             if op.event is None:
+                if op.state is not None and op.run_id in batch.created:  # one batch, two starts of one id
+                    if op.future is not None:
+                        op.future.set_exception(RunExists(f"run {op.run_id} exists already"))
+                    continue
                 if op.state is not None:
                     batch.runs[op.run_id] = op.state
                     batch.created.add(op.run_id)

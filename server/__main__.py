@@ -14,6 +14,7 @@ from types import ModuleType
 import uvicorn
 
 from .agents.agno import agno_workflows
+from .agents.tool_threads import DEFAULT_MAX_HUNG, DEFAULT_TOOL_THREADS, configure_tool_threads
 from .engine import DEFAULT_MAX_RUNNING
 from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from .store import StoreError, backend_for
@@ -77,6 +78,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-running", type=int, default=DEFAULT_MAX_RUNNING, help="runs executing at once; more wait pending"
     )
     parser.add_argument(
+        "--tool-threads",
+        type=int,
+        default=DEFAULT_TOOL_THREADS,
+        help=f"plain-function tool calls running at once (default {DEFAULT_TOOL_THREADS})",
+    )
+    parser.add_argument(
+        "--max-hung-tools",
+        type=int,
+        default=DEFAULT_MAX_HUNG,
+        help=f"timed-out tool calls still in their threads before new calls fail at once (default {DEFAULT_MAX_HUNG})",
+    )
+    parser.add_argument(
         "--retention-days",
         type=float,
         default=DEFAULT_RETENTION_DAYS,
@@ -128,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.takeover_seconds <= 0:
         log.error("--takeover-seconds must be more than 0")
         return 2
+    if args.tool_threads < 1 or args.max_hung_tools < 0:
+        log.error("--tool-threads must be at least 1 and --max-hung-tools at least 0")
+        return 2
+    configure_tool_threads(args.tool_threads, args.max_hung_tools)
     tokens = Tokens.from_sources(args.token)
     limits = Limits(
         max_frame_bytes=args.max_frame_bytes,

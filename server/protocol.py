@@ -5,6 +5,7 @@ Pure functions, no I/O: bytes and strings in, dataclasses and strings out.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ PROTOCOL_VERSION = 1
 VERSION = "0.1.0"  # the server's, in `welcome` and the package
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
 MAX_LIST_LIMIT = 500
+MAX_SEQ = 2**63 - 1  # the largest seq a database column holds (and so the largest `after`)
 DEFAULT_LIST_LIMIT = 50
 TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
@@ -271,7 +273,7 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
         case "subscribe":
             run_id = _run_id(obj)
             assert run_id is not None
-            return Subscribe(mid, run_id, _int(obj, "after", 0, low=0), _bool(obj, "batch", False))
+            return Subscribe(mid, run_id, _int(obj, "after", 0, low=0, high=MAX_SEQ), _bool(obj, "batch", False))
         case "unsubscribe" | "poll" | "cancel":
             run_id = _run_id(obj)
             assert run_id is not None
@@ -300,6 +302,35 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
     raise RuncastError(f"unknown message type '{kind}'", ErrorCode.UNKNOWN_TYPE)
 
 
+_LONG_NUMBER = re.compile(rb"\d{19}")  # an integer this long may be past what orjson keeps exact
+
+
+def _exact_int(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise InvalidInput(
+            f"the integer {text[:24]}{'...' if len(text) > 24 else ''} is outside 64 bits, which JSON "
+            "numbers here may not be; send it as a string"
+        )
+    return value
+
+
+def check_integers(data: str | bytes) -> None:
+    """InvalidInput if JSON a client sent has an integer outside 64 bits, which orjson
+    would have turned into an inexact float: such a value is refused, never changed."""
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER.search(raw):  # rare: parse again, looking at each integer as written
+        json.loads(raw, parse_int=_exact_int)
+
+
+def loads(data: str | bytes) -> Any:
+    """JSON a client sent, parsed exactly (see check_integers); orjson.JSONDecodeError for
+    what is not JSON."""
+    value = orjson.loads(data)
+    check_integers(data)
+    return value
+
+
 def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
     """Turn one received frame into a message, or into the error to send back."""
     if not isinstance(frame, str):
@@ -320,6 +351,7 @@ def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
     if not isinstance(kind, str):
         return ParseError(ErrorCode.BAD_REQUEST, "field 'type' is required and must be a string", mid)
     try:
+        check_integers(frame)
         return _build(kind, obj, mid)
     except RuncastError as exc:
         return ParseError(exc.code, exc.message, mid)
@@ -332,7 +364,7 @@ def _default(value: Any) -> Any:
     # Step outputs are user data: anything orjson cannot encode is shown by its text.
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    return safe_str(value)
+    return valid_text(safe_str(value))
 
 
 def safe_str(value: Any) -> str:
@@ -343,12 +375,28 @@ def safe_str(value: Any) -> str:
         return f"<{type(value).__name__} object that cannot be shown>"
 
 
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode: a lone surrogate (half of a character split in two, or
+    os.fsdecode of a bad byte), which no UTF-8 encoder takes, becomes U+FFFD; a pair of
+    surrogates becomes the character it stands for."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
-    """A copy orjson can always encode: odd keys and huge integers become strings."""
+    """A copy orjson can always encode: odd keys and huge integers become strings, and
+    text that is not valid Unicode is made valid (see valid_text)."""
     if depth > 200:
-        return safe_str(value)
+        return valid_text(safe_str(value))
+    if isinstance(value, str):
+        return valid_text(value)
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else safe_str(k): _plain(v, depth + 1) for k, v in value.items()}
+        return {valid_text(k if isinstance(k, str) else safe_str(k)): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(v, depth + 1) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
@@ -359,7 +407,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
 def _encode(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:  # rare user data (tuple keys, huge ints): take the slow, safe road
+    except orjson.JSONEncodeError:  # rare user data (tuple keys, huge ints, lone surrogates): the slow, safe road
         return orjson.dumps(_plain(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 

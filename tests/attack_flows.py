@@ -5,10 +5,13 @@ store as it is."""
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from server import Step, StepContext, StepInput, Workflow
+from server import Agent, Step, StepContext, StepInput, Workflow, tool
+from server.agents import Message, ToolCall
 
 
 def record_file(tag: str) -> Path:
@@ -43,3 +46,56 @@ def _lone(step_input: StepInput, ctx: StepContext) -> Any:
 
 
 lone_surrogates = Workflow("lone_surrogates", [Step("write", _lone)])
+
+
+class OneCallModel:
+    """A model that asks for one tool call with the given raw arguments, then answers with
+    what the tool gave back (or the error it was told)."""
+
+    def __init__(self, tool: str, arguments: str) -> None:
+        self.id = f"one-call-{tool}"
+        self.tool, self.arguments = tool, arguments
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        async for item in self.turn(messages, []):
+            if isinstance(item, str):
+                yield item
+
+    async def turn(self, messages: list[Message], tools: list[dict[str, Any]]) -> AsyncIterator[str | ToolCall]:
+        results = [str(m["content"]) for m in messages if m["role"] == "tool"]
+        if not results:
+            yield ToolCall("call_1", self.tool, self.arguments)
+            return
+        yield "told: " + "; ".join(results)
+
+
+def takes_anything(x: Any = None) -> str:
+    """Takes whatever it is given."""
+    return "took it"
+
+
+DEEP = '{"x": ' + "[" * 3000 + "]" * 3000 + "}"
+deep_args = Workflow(
+    "deep_args",
+    [Step("think", agent=Agent("deep", model=OneCallModel("takes_anything", DEEP), tools=[takes_anything]))],
+)
+
+
+@tool(timeout=0.5)
+def never_answers(x: Any = None) -> str:
+    """Waits for a reply on a socket that never gets one."""
+    mine, theirs = socket.socketpair()
+    try:
+        mine.recv(1)  # blocks for good: nobody writes to `theirs`
+    finally:
+        mine.close()
+        theirs.close()
+    return "never"
+
+
+hang = Workflow(
+    "hang", [Step("think", agent=Agent("hang", model=OneCallModel("never_answers", "{}"), tools=[never_answers]))]
+)
+quick = Workflow(
+    "quick", [Step("think", agent=Agent("quick", model=OneCallModel("takes_anything", "{}"), tools=[takes_anything]))]
+)

@@ -5,13 +5,15 @@ the event loop, tools that hang."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .attack_flows import record_file
-from .harness import BACKENDS, Client, ServerProcess
+from .harness import BACKENDS, Client, ServerProcess, assert_log
 
 FLOWS = Path(__file__).with_name("attack_flows.py")
 
@@ -20,6 +22,16 @@ FLOWS = Path(__file__).with_name("attack_flows.py")
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RUNCAST_ATTACK_DIR", str(tmp_path))  # the child servers' steps count here
     return tmp_path
+
+
+@pytest.fixture
+def served(folder: Path) -> Iterator[ServerProcess]:
+    """A server on SQLite with this file's workflows."""
+    proc = ServerProcess(folder / "attacks.db", "--workflows", str(FLOWS)).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def executions(tag: str) -> int:
@@ -96,3 +108,122 @@ async def test_an_idempotent_start_compares_inputs_as_json(
         assert (await c.request({**keys, "input": {"b": 2, "a": 1}}))["existing"] is True
     finally:
         server.stop()
+
+
+# ---- 2. text that cannot be encoded -------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
+async def test_a_lone_surrogate_is_stored_as_u_fffd_and_the_run_ends(
+    new_server: Callable[..., ServerProcess], folder: Path
+) -> None:
+    server = new_server("--workflows", str(FLOWS)).start()
+    try:
+        c = await Client.connect(server.url)
+        ends = {}
+        for where in ("output", "delta", "progress", "error", "key"):
+            run_id = await c.start("lone_surrogates", {"where": where})
+            events = await c.until_terminal(run_id, timeout=15)
+            assert_log(events)
+            ends[where] = events[-1]["event"]
+            text = json.dumps(events, ensure_ascii=False)
+            assert "\ufffd" in text, (where, events)
+            poll = await c.request({"type": "poll", "run_id": run_id})
+            assert poll["run"]["status"] == ("failed" if where == "error" else "completed"), poll
+        assert ends == dict.fromkeys(("output", "delta", "progress", "key"), "run_completed") | {"error": "run_failed"}
+        server.stop()
+        server.restart()  # nothing was left unfinished: nothing runs again
+        c = await Client.connect(server.url)
+        listed = await c.request({"type": "list_runs", "status": "running"})
+        assert listed["runs"] == []
+    finally:
+        server.stop()
+
+
+# ---- 7. small holes, each a broken promise --------------------------------------------
+
+
+async def test_integers_past_64_bits_are_refused_never_changed(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    big = "123456789012345678901234567890"
+    await c.send('{"type":"start","id":"big","workflow":"echo","input":{"n":' + big + "}}")
+    reply = await c.wait(lambda m: m.get("id") == "big")
+    assert reply["type"] == "error" and reply["code"] == "invalid_input" and "64 bits" in reply["message"], reply
+    status, body = await asyncio.to_thread(
+        _raw_post, f"{server.http_url}/api/runs", b'{"workflow":"echo","input":[-' + big.encode() + b"]}"
+    )
+    assert status == 422 and body["error"]["code"] == "invalid_input", body
+    # Within 64 bits (and digits inside strings) nothing changes.
+    edge = (
+        '{"type":"start","id":"edge","workflow":"echo","input":[18446744073709551615,-9223372036854775808,"'
+        + big
+        + '"]}'
+    )
+    await c.send(edge)
+    started = await c.wait(lambda m: m.get("id") == "edge")
+    events = await c.until_terminal(started["run"]["run_id"])
+    assert events[-1]["data"]["output"] == [18446744073709551615, -9223372036854775808, big]
+
+
+async def test_subscribe_after_past_what_a_seq_can_be_is_a_bad_request(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    run_id = await c.start("echo", 1, subscribe=False)
+    for after in (2**63, 2**64 - 1):
+        reply = await c.request({"type": "subscribe", "run_id": run_id, "after": after})
+        assert reply["type"] == "error" and reply["code"] == "bad_request", reply
+    reply = await c.request({"type": "subscribe", "run_id": run_id, "after": 2**63 - 1})
+    assert reply["type"] == "subscribed"
+    assert (await c.request({"type": "ping"}))["type"] == "pong"
+    assert "Traceback" not in server.tail(20_000)
+
+
+def _raw_post(url: str, body: bytes) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+# ---- 4. tools that hang ---------------------------------------------------------------
+
+
+async def test_tools_that_hang_do_not_starve_other_runs_tools(folder: Path) -> None:
+    """Eight runs whose tool blocks on a socket that never answers (more than asyncio's
+    default pool has threads on two cores, and than --tool-threads here): each call times
+    out after its own 0.5 s, not after waiting for a thread, and another run's tool still
+    answers at once, during and after; past --max-hung-tools, calls fail at once, saying why."""
+    server = ServerProcess(
+        folder / "tools.db", "--workflows", str(FLOWS), "--tool-threads", "4", "--max-hung-tools", "10"
+    ).start()
+    try:
+        c = await Client.connect(server.url)
+        hung = [await c.start("hang", None) for _ in range(8)]
+        for run_id in hung:
+            events = await c.until_terminal(run_id, timeout=10)
+            failed = [e for e in events if e["event"] == "tool_call_failed"]
+            assert [e["data"]["error"] for e in failed] == ["timed out after 0.5 s"], events
+        for _ in range(3):  # 8 calls hang in their threads; 4 threads still answer
+            events = await c.until_terminal(await c.start("quick", None), timeout=10)
+            assert [e["data"]["result"] for e in events if e["event"] == "tool_call_completed"] == ["took it"]
+        errors = []
+        for _ in range(3):  # 10 hang after two more; the next is refused
+            events = await c.until_terminal(await c.start("hang", None), timeout=10)
+            errors += [e["data"]["error"] for e in events if e["event"] == "tool_call_failed"]
+        assert errors[:2] == ["timed out after 0.5 s"] * 2 and "--max-hung-tools" in errors[2], errors
+    finally:
+        server.stop()
+
+
+async def test_tool_arguments_nested_too_deep_fail_the_call_not_the_step(served: ServerProcess) -> None:
+    c = await Client.connect(served.url)
+    events = await c.until_terminal(await c.start("deep_args", None))
+    kinds = [e["event"] for e in events]
+    assert "tool_call_failed" in kinds and kinds[-1] == "run_completed", kinds
+    failed = next(e for e in events if e["event"] == "tool_call_failed")
+    assert "nest" in failed["data"]["error"], failed
+    assert "told:" in events[-1]["data"]["output"]

@@ -1054,3 +1054,24 @@ async def test_history_starts_after_the_step_last_completed(env: Env) -> None:
     _, engine, _ = await env.open(Workflow("w", [Loop("again", [Step("body", body)], max_iterations=3)]))
     await run_to_end(engine, "w")
     assert seen == [0, 1, 1]  # each iteration sees only its own step_started
+
+
+async def test_a_run_whose_end_cannot_be_stored_ends_failed_saying_why(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, engine, _ = await env.open(Workflow("w", [Step("s", lambda si: "done")]))
+    real = store.append_nowait
+
+    def refuse_completion(run_id: str, event: str, *args: Any) -> asyncio.Future[int]:
+        if event == "run_completed":  # not a passing fault: the writer will not outlast it
+            failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ValueError("cannot encode this"))
+            return failed
+        return real(run_id, event, *args)
+
+    monkeypatch.setattr(store, "append_nowait", refuse_completion)
+    snapshot, _ = await engine.start("w")
+    async with asyncio.timeout(TIMEOUT):
+        final = await engine.wait(snapshot["run_id"])
+    assert final["status"] == "failed" and "the run's end could not be stored" in final["error"], final
+    assert_log(await events_of(store, snapshot["run_id"]))

@@ -297,5 +297,5 @@ def _args(call: ToolCall) -> Any:
     """The call's arguments parsed, or the raw text when they are not valid JSON."""
     try:
         return json.loads(call.arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # the call then fails, and the model is told why
         return call.arguments

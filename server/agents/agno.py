@@ -437,7 +437,7 @@ def _result(text: Any) -> Any:
         return as_json(text)
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

@@ -19,8 +19,8 @@ default::
     Agent("calc", tools=[tool(name="plus")(add)])   # renamed, or with a timeout
     Agent("calc", tools=[Calculator()])             # a Toolkit: its public methods
 
-Plain functions run in worker threads, never on the event loop; every call has a
-timeout, and its arguments are checked against the schema before it runs.
+Plain functions run in the tools' own threads (tool_threads.py), never on the event loop;
+every call has a timeout, and its arguments are checked against the schema before it runs.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, overload
 
+from ..bounds import MAX_JSON_DEPTH, json_depth_exceeds
 from ..protocol import InvalidInput, to_json_value
 from ..workflow.schema import compile_schema
+from .tool_threads import ToolsHung, tool_threads
 
 DEFAULT_TOOL_TIMEOUT = 60.0  # seconds a tool call may take before the model is told it timed out
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what the OpenAI API accepts as a function name
@@ -107,6 +109,10 @@ class Tool:
             args = json.loads(arguments) if arguments.strip() else {}
         except ValueError as exc:
             raise ToolCallFailed(f"the arguments are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ToolCallFailed("the arguments nest too deeply to be read; send flatter arguments") from None
+        if json_depth_exceeds(args):
+            raise ToolCallFailed(f"the arguments nest deeper than {MAX_JSON_DEPTH} levels; send flatter arguments")
         try:
             args = self._check(args)
         except InvalidInput as exc:
@@ -115,11 +121,12 @@ class Tool:
         try:
             if inspect.iscoroutinefunction(self.fn):
                 result = await asyncio.wait_for(self.fn(*first, **args), self.timeout)
-            else:
-                # A thread cannot be stopped: on timeout it is left to finish, its result unused.
-                result = await asyncio.wait_for(asyncio.to_thread(self.fn, *first, **args), self.timeout)
+            else:  # in the tools' own threads; the timeout counts from when the call runs there
+                result = await tool_threads().call(self.fn, first, args, self.timeout)
         except TimeoutError:
             raise ToolCallFailed(f"timed out after {self.timeout:g} s") from None
+        except ToolsHung as exc:
+            raise ToolCallFailed(str(exc)) from None
         except Exception as exc:
             raise ToolCallFailed(f"{type(exc).__name__}: {exc}") from exc
         return to_json_value(result)

@@ -487,10 +487,25 @@ class Engine:
     async def _finish(
         self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
     ) -> None:
-        """End a run: its final state and its one terminal event, committed together."""
-        row = run.row
-        if row["status"] in FINISHED:  # already ended (e.g. a cancel that came too late)
+        """End a run: its final state and its one terminal event, committed together. If
+        that cannot be stored (not a passing fault, which the writer outlasts), the run ends
+        failed, saying why: a run is never left unfinished with no task working on it."""
+        if run.row["status"] in FINISHED:  # already ended (e.g. a cancel that came too late)
             return
+        try:
+            await self._store_end(run, status, output=output, error=error)
+        except (RunLost, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("run %s: its end (%s) could not be stored; ending it failed", run.row["run_id"], status.value)
+            await self._store_end(
+                run, RunStatus.FAILED, error=f"internal error: the run's end could not be stored: {error_text(exc)}"
+            )
+
+    async def _store_end(
+        self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
+    ) -> None:
+        row = run.row
         error = clip_error(error) if error is not None else None
         now = utc_now()
         for st in row["steps"]:

@@ -24,7 +24,7 @@ from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..engine import DEFAULT_MAX_RUNNING
 from ..engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from ..examples import BUILT_IN
-from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, parse_answer, parse_list_runs_filters
+from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, loads, parse_answer, parse_list_runs_filters
 from ..runtime import Runtime
 from ..store.retention import DEFAULT_RETENTION_DAYS
 from ..workflow import FINISHED, Workflow
@@ -232,9 +232,11 @@ def create_app(
 
     async def start_run(request: Request) -> Response:
         try:  # BodyLimit stops a body over --max-frame-bytes as it is read
-            body = orjson.loads(await request.body())
+            body = loads(await request.body())
         except orjson.JSONDecodeError as exc:
             return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
+        except RuncastError as exc:
+            return _error(exc)
         if not isinstance(body, dict) or not isinstance(body.get("workflow"), str):
             return _error(RuncastError("body must be a JSON object with a string 'workflow'", ErrorCode.BAD_REQUEST))
         run_id = body.get("run_id")
@@ -310,9 +312,11 @@ def create_app(
 
     async def respond_run(request: Request) -> Response:
         try:  # BodyLimit stops a body over --max-frame-bytes as it is read
-            body = orjson.loads(await request.body())
+            body = loads(await request.body())
         except orjson.JSONDecodeError as exc:
             return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
+        except RuncastError as exc:
+            return _error(exc)
         if not isinstance(body, dict):
             message = "body must be a JSON object with 'request_id' and 'value'"
             return _error(RuncastError(message, ErrorCode.BAD_REQUEST))

@@ -346,6 +346,17 @@ class StalledClient:
         self.protocol.send_text(json.dumps(message).encode())
         self._flush()
 
+    async def send_raw(self, data: bytes, timeout: float) -> bool:
+        """Write bytes as they are (hand-made frames); False if the server took none of
+        them for `timeout` seconds (it stopped reading). Raises once the server has closed."""
+        assert self._writer is not None
+        self._writer.write(data)
+        try:
+            await asyncio.wait_for(self._writer.drain(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def _read_some(self, timeout: float) -> bool:
         assert self._reader is not None
         data = await asyncio.wait_for(self._reader.read(65536), timeout)

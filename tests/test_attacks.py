@@ -5,6 +5,7 @@ the event loop, tools that hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from .attack_flows import record_file
-from .harness import BACKENDS, Client, ServerProcess, assert_log
+from .harness import BACKENDS, Client, ServerProcess, StalledClient, assert_log, http
 
 FLOWS = Path(__file__).with_name("attack_flows.py")
 
@@ -227,3 +228,95 @@ async def test_tool_arguments_nested_too_deep_fail_the_call_not_the_step(served:
     failed = next(e for e in events if e["event"] == "tool_call_failed")
     assert "nest" in failed["data"]["error"], failed
     assert "told:" in events[-1]["data"]["output"]
+
+
+# ---- 3. and 6. memory one client can pin ------------------------------------------------
+
+
+async def test_clients_that_poll_and_never_read_pin_little_memory(served: ServerProcess) -> None:
+    """Ten connections ask for a ~700 KB snapshot 300 times each and read nothing: each holds
+    about its outbox's byte bound, not hundreds of replies (it was ~200 MB each)."""
+    c = await Client.connect(served.url)
+    big = {"text": "x" * 240_000}
+    run_id = await c.start("echo", big)
+    await c.until_terminal(run_id)
+    before = served.rss_kb()
+    stalled = [await StalledClient(served.url).open(served.port) for _ in range(10)]
+    try:
+        for client in stalled:
+            for _ in range(300):
+                client.send({"type": "poll", "run_id": run_id})
+        await asyncio.sleep(4)  # the server has taken all it will take
+        grown_mb = (served.rss_kb() - before) / 1024
+        assert grown_mb < 100, f"the server grew by {grown_mb:.0f} MB"
+        assert (await c.request({"type": "ping"}))["type"] == "pong"  # everyone else is served
+    finally:
+        for client in stalled:
+            client.close()
+
+
+PING = b"\x89\xfd\0\0\0\0" + b"p" * 125  # a masked ping frame with 125 bytes (a zero mask)
+
+
+async def test_pings_from_a_client_that_never_reads_pin_little_memory(folder: Path) -> None:
+    """An unauthenticated client sends 75 MB of pings and reads none of the pongs: the
+    server stops reading it once its send buffer is full, and cuts it after the auth deadline."""
+    server = ServerProcess(folder / "pings.db", "--token", "secret", "--auth-seconds", "2").start()
+    try:
+        before = server.rss_kb()
+        flooder = await StalledClient(server.url).open(server.port)
+        chunk, sent = PING * 500, 0
+        with contextlib.suppress(ConnectionError):
+            while sent < 75 << 20 and await flooder.send_raw(chunk, timeout=1.0):
+                sent += len(chunk)
+        grown_mb = (server.rss_kb() - before) / 1024
+        assert sent < 30 << 20, f"the server read {sent >> 20} MB of pings from a client that reads nothing"
+        assert grown_mb < 40, f"the server grew by {grown_mb:.0f} MB"
+        # Past the auth deadline, and the time a close may take to go out, the socket is cut.
+        await _wait_for(lambda: _connections(server) == 0, timeout=15)
+        flooder.close()
+    finally:
+        server.stop()
+
+
+def _connections(server: ServerProcess) -> float:
+    status, text = http("GET", server.http_url + "/metrics", headers={"Authorization": "Bearer secret"})
+    assert status == 200
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("runcast_connections ")))
+
+
+async def test_one_byte_fragments_from_an_unauthenticated_client_do_not_freeze_the_others(folder: Path) -> None:
+    server = ServerProcess(folder / "frags.db", "--token", "secret").start()
+    try:
+        other = await Client.connect(server.url, additional_headers={"Authorization": "Bearer secret"})
+        flooder = await StalledClient(server.url).open(server.port)
+        rtts: list[float] = []
+        flooding = True
+
+        async def measure() -> None:
+            loop = asyncio.get_running_loop()
+            while flooding:
+                sent = loop.time()
+                assert (await other.request({"type": "ping"}))["type"] == "pong"
+                rtts.append(loop.time() - sent)
+                await asyncio.sleep(0.01)
+
+        pinger = asyncio.create_task(measure())
+        frames = b"\x01\x81\0\0\0\0a" + b"\x00\x81\0\0\0\0a" * (1 << 20)  # one message, 7 MB of 1-byte fragments
+        closed = False
+        try:
+            for start in range(0, len(frames), 1 << 16):
+                if not await flooder.send_raw(frames[start : start + (1 << 16)], timeout=2.0):
+                    break
+        except ConnectionError:
+            closed = True
+        await asyncio.sleep(0.3)
+        flooding = False
+        await pinger
+        code = None if closed else await flooder.read_until_closed(timeout=5)
+        assert closed or code == 1009, code
+        assert max(rtts) < 0.5, f"another client's ping took {max(rtts):.2f} s"
+        flooder.close()
+    finally:
+        server.stop()

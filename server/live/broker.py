@@ -21,7 +21,10 @@ from ..wire import text_frame
 
 log = logging.getLogger("runcast.broker")
 
-LIVE_BUFFER = 4096  # live events held per subscription before it falls back to the store
+# Live events held per subscription (in count, and in bytes of frames) before it falls
+# back to the store: a slow subscriber costs at most this much.
+LIVE_BUFFER = 4096
+LIVE_BUFFER_BYTES = 1024 * 1024
 SEND_CHUNK = 256  # frames handed to the connection at a time
 REFILL_PAGE = 2000  # events read from the store at a time
 
@@ -40,6 +43,7 @@ class Subscription:
     __slots__ = (
         "_from_store",
         "_live",
+        "_live_bytes",
         "_on_end",
         "_send",
         "_task",
@@ -69,6 +73,7 @@ class Subscription:
         self._send = send
         self._write_now = write_now
         self._live: deque[StoredEvent] = deque()
+        self._live_bytes = 0
         self._from_store = True  # read the store before trusting the live buffer
         self._task: asyncio.Task[None] | None = None
         self._on_end: Callable[[Subscription], None] | None = None
@@ -90,11 +95,13 @@ class Subscription:
         for event in events:
             if event.seq < self.next_seq:
                 continue
-            if len(self._live) >= LIVE_BUFFER:
+            if len(self._live) >= LIVE_BUFFER or self._live_bytes + len(event.frame) > LIVE_BUFFER_BYTES:
                 self._live.clear()
+                self._live_bytes = 0
                 self._from_store = True
             else:
                 self._live.append(event)
+                self._live_bytes += len(event.frame)
         self._kick()
 
     def start(self, on_end: Callable[[Subscription], None]) -> None:
@@ -148,6 +155,7 @@ class Subscription:
         expected = self.next_seq
         while self._live:
             event = self._live.popleft()
+            self._live_bytes -= len(event.frame)
             if event.seq < expected:
                 continue
             if event.seq > expected:  # missed some: the store has them

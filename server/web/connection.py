@@ -47,7 +47,12 @@ from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")
 
-OUTBOX_SIZE = 256  # frames waiting for the socket; a full outbox makes this client's senders wait
+# What waits for one socket: a sender waits while the outbox holds this many chunks, or
+# while it holds anything and the new chunk would take it past OUTBOX_BYTES (so one chunk,
+# however large, always goes). With the chunk being written and the socket's own buffer,
+# a connection holds at most about 3 MiB of frames (docs: limits).
+OUTBOX_SIZE = 256
+OUTBOX_BYTES = 1024 * 1024
 
 
 class Connection:
@@ -73,7 +78,8 @@ class Connection:
         self._starts = RateLimiter(limits.starts_per_second)
         # Frames to write, and a writer task that exists only while there are some: an idle
         # connection holds no task of its own.
-        self._outbox: deque[list[str]] = deque()
+        self._outbox: deque[tuple[list[str], int]] = deque()  # chunks of frames, with their sizes
+        self._outbox_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None  # made when a sender has to wait for space
         self._gone = False  # the socket can no longer be written to
@@ -157,17 +163,23 @@ class Connection:
         await self.send_many([frame])
 
     async def send_many(self, frames: list[str]) -> None:
-        """Queue frames, in order, for this socket; waits while the outbox is full."""
-        while len(self._outbox) >= OUTBOX_SIZE and not self._gone:
+        """Queue frames, in order, for this socket; waits while the outbox is full (see
+        OUTBOX_BYTES)."""
+        size = sum(map(len, frames))
+        while self._full(size) and not self._gone:
             if self._room is None:
                 self._room = asyncio.Event()
             self._room.clear()
             await self._room.wait()
         if self._gone:
             return  # the reader is ending this connection; nothing can be sent any more
-        self._outbox.append(frames)
+        self._outbox.append((frames, size))
+        self._outbox_bytes += size
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runcast-ws-writer")
+
+    def _full(self, size: int) -> bool:
+        return len(self._outbox) >= OUTBOX_SIZE or (self._outbox_bytes > 0 and self._outbox_bytes + size > OUTBOX_BYTES)
 
     async def drained(self, frames: int) -> None:
         """Wait until at most `frames` frames wait in the outbox (or the socket is gone): the
@@ -195,7 +207,7 @@ class Connection:
     @property
     def queued(self) -> int:
         """Frames waiting to be written to this socket."""
-        return sum(len(frames) for frames in self._outbox)
+        return sum(len(frames) for frames, _ in self._outbox)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,7 +215,8 @@ class Connection:
         many = SEND_MANY in self.websocket.scope.get("extensions", {})
         try:
             while self._outbox:
-                frames = self._outbox.popleft()
+                frames, size = self._outbox.popleft()
+                self._outbox_bytes -= size
                 if self._room is not None:
                     self._room.set()
                 self._sending_since = loop.time()

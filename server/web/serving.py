@@ -24,6 +24,7 @@ log = logging.getLogger("runcast.serving")
 # What WebSocketProtocol and Server use of uvicorn's own classes (tested with 0.52.1 to 0.54).
 PROTOCOL_HOOKS = (
     "handshake_complete", "close_sent", "writable", "conn", "transport", "disconnected", "handle_connect", "send",
+    "frames", "read_paused", "handle_parser_exception", "keepalive_timeout", "receive", "loop",
 )  # fmt: skip
 SERVER_HOOKS = ("shutdown", "_captured_signals")
 PLAIN_PROTOCOL = "websockets-sansio"  # uvicorn's stock protocol: plain ASGI, no SEND_MANY
@@ -35,6 +36,11 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "s
 _QUERY_VALUE = re.compile(r"([?&][^=&#\s\"]*=)[^&#\s\"]*")
 
 DRAIN_SECONDS = 1.0  # a stop waits this long for closing sockets to take what is buffered
+# A client's bytes are parsed this many at a time, other clients' turns in between: a flood
+# of tiny frames (one-byte fragments, pings) costs its sender, not everyone.
+PARSE_SLICE = 16 * 1024
+MAX_FRAGMENTS = 1024  # frames of one message; more closes the socket with 1009
+ABORT_SECONDS = 5.0  # a socket whose close has not gone out by then (its client reads nothing) is cut
 
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -52,7 +58,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     - A close frame goes out even while the client reads nothing: uvicorn holds every send
       while the socket's buffer is full, so a close would wait forever and the client that
       finally reads would find no close code. It is queued behind what is buffered instead.
+
+
+    Besides, what one client can cost everyone else is bounded:
+    - its bytes are parsed PARSE_SLICE at a time, and a message in more than MAX_FRAGMENTS
+      frames closes the socket (1009);
+    - while its socket's send buffer is full (it reads nothing), nothing more is read from
+      it, so that the pongs websockets answers its pings with cannot pile up unbounded;
+    - a socket whose close cannot go out within ABORT_SECONDS is cut, freeing its buffer.
     """
+
+    _unparsed = b""  # bytes received and not parsed yet (they go before any later ones)
+    _write_full = False  # the send buffer is over its high-water mark: reading is held
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -60,9 +77,73 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.scope["extensions"][SEND_MANY] = {"write_now": self.write_now}  # the app has not started yet
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self._unparsed:
+            self._unparsed += data
+            return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        piece, rest = data[:PARSE_SLICE], data[PARSE_SLICE:]
+        super().data_received(piece)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             self._answer_unparsed()
+            return
+        if len(self.frames) > MAX_FRAGMENTS and not self.close_sent:
+            self._refuse_fragments()
+            return
+        self._unparsed = rest
+        if rest and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.loop.call_soon(self._parse_rest)
+
+    def _parse_rest(self) -> None:
+        data, self._unparsed = self._unparsed, b""
+        if self.transport.is_closing():
+            return
+        self._parse(data)
+        if not self._unparsed:
+            self._read_if_due()
+
+    def _refuse_fragments(self) -> None:
+        self.frames = []
+        if self.conn.state is not State.OPEN:
+            self.transport.abort()
+            return
+        self.conn.fail(1009, f"a message in more than {MAX_FRAGMENTS} frames")
+        self.handle_parser_exception()
+
+    def _read_if_due(self) -> None:
+        """Read again, unless uvicorn holds reading (a message waits for the app), bytes
+        wait to be parsed, or the client reads nothing."""
+        if not (self.read_paused or self._unparsed or self._write_full or self.transport.is_closing()):
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_full = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._write_full = False
+        self._read_if_due()
+
+    async def receive(self) -> Any:
+        message = await super().receive()  # may have resumed reading
+        if (self._unparsed or self._write_full) and not self.transport.is_closing():
+            self.transport.pause_reading()
+        return message
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self._cut_later()
+
+    def _cut_later(self) -> None:
+        self.loop.call_later(ABORT_SECONDS, self._cut)
+
+    def _cut(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
 
     def _answer_unparsed(self) -> None:
         """websockets refused the request before it became a handshake (e.g. a header line
@@ -99,8 +180,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 raise ClientDisconnected() from None
             self.transport.write(b"".join(self.conn.data_to_send()))
             return
-        if message["type"] == "websocket.close" and self.handshake_complete and not self.writable.is_set():
-            self.writable.set()
+        if message["type"] == "websocket.close" and self.handshake_complete:
+            self._cut_later()
+            if not self.writable.is_set():
+                self.writable.set()
         await super().send(message)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -318,5 +319,44 @@ async def test_one_byte_fragments_from_an_unauthenticated_client_do_not_freeze_t
         assert closed or code == 1009, code
         assert max(rtts) < 0.5, f"another client's ping took {max(rtts):.2f} s"
         flooder.close()
+    finally:
+        server.stop()
+
+
+async def _open_stream(server: ServerProcess, run_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An SSE request on a raw socket with a small receive buffer, its answer left unread."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_event_streams_nobody_reads_are_bounded_ended_and_counted(folder: Path) -> None:
+    server = ServerProcess(folder / "sse.db", "--stuck-seconds", "2", "--max-connections", "4").start()
+    try:
+        c = await Client.connect(server.url)
+        run_id = await c.start("count", {"n": 30000, "delay": 0}, subscribe=False)
+        before = server.rss_kb()
+        streams = [await _open_stream(server, run_id) for _ in range(3)]
+        await asyncio.sleep(0.5)  # the server has them all
+        # A fourth connection of any kind is one too many.
+        status, body = await asyncio.to_thread(
+            http, "GET", f"{server.http_url}/api/runs/{run_id}/events", None, {"Accept": "text/event-stream"}
+        )
+        assert status == 503 and body["error"]["code"] == "overloaded", (status, body)
+        await _wait_for(lambda: "ending an event stream whose client read nothing" in server.tail(50_000), 20)
+        grown_mb = (server.rss_kb() - before) / 1024
+        assert grown_mb < 30, f"the server grew by {grown_mb:.0f} MB"
+        await _wait_for(lambda: server.tail(50_000).count("ending an event stream") == 3, 10)
+        status, _ = await asyncio.to_thread(  # the ended streams no longer count
+            http, "GET", f"{server.http_url}/api/runs/{run_id}/events?limit=1"
+        )
+        assert status == 200
+        for _, writer in streams:
+            writer.close()
     finally:
         server.stop()

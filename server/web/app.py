@@ -13,7 +13,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.status import WS_1013_TRY_AGAIN_LATER
@@ -32,7 +32,7 @@ from .auth import Tokens
 from .connection import Connection
 from .limits import Limits, check_input_size
 from .metrics import CONTENT_TYPE, Metrics
-from .sse import event_stream
+from .sse import EventStreamResponse, event_stream
 
 log = logging.getLogger("runcast.app")
 
@@ -160,6 +160,7 @@ def create_app(
         takeover_seconds=takeover_seconds,
     )
     connections: set[Connection] = set()
+    streams: set[EventStreamResponse] = set()  # open event streams: they count toward --max-connections too
     metrics = Metrics(runtime, lambda: list(connections))
 
     def _error(exc: RuncastError) -> Response:
@@ -286,11 +287,9 @@ def create_app(
         if wants_stream:
             if run["status"] in FINISHED and int(after) >= run["last_seq"]:
                 return Response(status_code=204)  # nothing more will ever come: tells EventSource to stop
-            return StreamingResponse(
-                event_stream(runtime.broker, run_id, int(after)),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            if len(connections) + len(streams) >= limits.max_connections:
+                return _error(RuncastError("too many connections; try again later", ErrorCode.OVERLOADED))
+            return EventStreamResponse(event_stream(runtime.broker, run_id, int(after)), limits.stuck_seconds, streams)
         events = await runtime.store.read_events(run_id, int(after), int(limit))
         frames = [e.frame.encode() for e in events]
         taken, used = 0, 0

@@ -99,3 +99,12 @@ hang = Workflow(
 quick = Workflow(
     "quick", [Step("think", agent=Agent("quick", model=OneCallModel("takes_anything", "{}"), tools=[takes_anything]))]
 )
+
+
+# A pattern a workflow's author may well write, that backtracks catastrophically on a
+# long run of `a` followed by a `b` (29 characters: 15 s in Python's `re`).
+patterned = Workflow(
+    "patterned",
+    [Step("echo", lambda si: si.input)],
+    input_schema={"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a|aa)+$"}}},
+)

@@ -360,3 +360,20 @@ async def test_event_streams_nobody_reads_are_bounded_ended_and_counted(folder: 
             writer.close()
     finally:
         server.stop()
+
+
+# ---- 5. work a client can make the event loop do ----------------------------------------
+
+
+async def test_a_pattern_that_backtracks_costs_its_sender_a_clear_error_not_everyone_seconds(
+    served: ServerProcess,
+) -> None:
+    c, other = await Client.connect(served.url), await Client.connect(served.url)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = await c.request({"type": "start", "workflow": "patterned", "input": {"code": "a" * 40 + "b"}})
+    assert loop.time() - started < 1.0
+    assert reply["type"] == "error" and reply["code"] == "invalid_input" and "pattern" in reply["message"], reply
+    assert (await other.request({"type": "ping"}, timeout=1))["type"] == "pong"
+    ok = await c.request({"type": "start", "workflow": "patterned", "input": {"code": "aaa"}})
+    assert ok["type"] == "started"

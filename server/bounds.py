@@ -81,7 +81,8 @@ def check_depth(value: Any, what: str = "input") -> None:
         raise InvalidInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects")
 
 
-def _marker(size: int, run_id: str) -> dict[str, Any]:
+def truncated_marker(size: int, run_id: str) -> dict[str, Any]:
+    """What stands for a value left out of a snapshot: its size, and where it is whole."""
     return {"truncated": True, "bytes": size, "full": f"/api/runs/{run_id}/events"}
 
 
@@ -120,7 +121,7 @@ def bounded_run(run: dict[str, Any], budget: int = MAX_REPLY_BYTES) -> dict[str,
     for field_size, name, holder, key in sorted(fields, key=lambda f: f[0], reverse=True):
         if size <= budget:
             break
-        holder[key] = _marker(field_size, run["run_id"])
+        holder[key] = truncated_marker(field_size, run["run_id"])
         size -= field_size - json_size(holder[key])
         truncated.append(name)
     out["truncated"] = truncated

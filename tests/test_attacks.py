@@ -377,3 +377,51 @@ async def test_a_pattern_that_backtracks_costs_its_sender_a_clear_error_not_ever
     assert (await other.request({"type": "ping"}, timeout=1))["type"] == "pong"
     ok = await c.request({"type": "start", "workflow": "patterned", "input": {"code": "aaa"}})
     assert ok["type"] == "started"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True, scope="module")
+async def test_listing_runs_with_large_inputs_does_not_stall_other_clients(
+    new_server: Callable[..., ServerProcess],
+) -> None:
+    server = new_server().start()
+    try:
+        loaders = [await Client.connect(server.url) for _ in range(4)]
+        big = {"text": "x" * 200_000}
+
+        async def load(c: Client) -> list[str]:
+            return [await c.start("echo", big, subscribe=False) for _ in range(30)]
+
+        ids = [run_id for batch in await asyncio.gather(*(load(c) for c in loaders)) for run_id in batch]
+        watcher = await Client.connect(server.url)
+        for run_id in ids[-3:]:
+            await watcher.request({"type": "subscribe", "run_id": run_id})
+            await watcher.until_terminal(run_id)
+        listers = loaders[:2]
+        other = await Client.connect(server.url)
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + 4
+        rtts: list[float] = []
+
+        async def list_forever(c: Client) -> int:
+            pages = 0
+            while loop.time() < stop:
+                page = await c.request({"type": "list_runs", "limit": 500}, timeout=30)
+                assert page["type"] == "runs", page
+                pages += 1
+            return pages
+
+        async def ping() -> None:
+            while loop.time() < stop:
+                sent = loop.time()
+                await other.request({"type": "ping"}, timeout=30)
+                rtts.append(loop.time() - sent)
+                await asyncio.sleep(0.02)
+
+        *pages, _ = await asyncio.gather(*(list_forever(c) for c in listers), ping())
+        rtts.sort()
+        p99 = rtts[int(len(rtts) * 0.99)]
+        assert p99 < 0.1, f"another client's ping p99 was {p99:.2f} s while listing ({pages} pages)"
+        page = await other.request({"type": "list_runs", "limit": 500})
+        assert len(page["runs"]) == 120 and all(r["input"]["truncated"] for r in page["runs"])
+    finally:
+        server.stop()

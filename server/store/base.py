@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..bounds import truncated_marker
 from ..protocol import TERMINAL_EVENTS, dumps, run_progress
 from ..wire import text_frame
 
@@ -154,6 +155,42 @@ def wake_at(state: dict[str, Any]) -> float | None:
         return None
     times = [r["expires_at"] for r in state.get("waiting_for") or () if r.get("expires_at") is not None]
     return min(times) if times else None
+
+
+LIST_VALUE_CAP = 8192  # input, output and error longer than this (bytes of JSON) are left out of list_runs
+_CAPPED = ("input", "output", "error")
+
+
+def list_columns(steps_summary: str, size: str) -> str:
+    """What `list_runs` reads of each run, so that a page costs the event loop little
+    whatever the runs hold: input, output and error only when at most LIST_VALUE_CAP bytes
+    (with their sizes), and of the steps only their names and statuses. `steps_summary` is
+    the dialect's SQL for that JSON array; `size`, its SQL for a column's size in bytes."""
+    capped = ", ".join(
+        f"CASE WHEN {size.format(c)} <= {LIST_VALUE_CAP} THEN {c} END, {size.format(c)}" for c in _CAPPED
+    )
+    times = "created_at, started_at, finished_at"
+    return f"n, run_id, workflow, status, {capped}, {times}, last_seq, {steps_summary}, waiting_for"
+
+
+def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
+    """(cursor, run without steps) from a row of `list_columns`: a value too long to list
+    is `{"truncated": true, "bytes": N, "full": ...}`, named in the run's `truncated`."""
+    n, run_id, workflow, status, *capped, created_at, started_at, finished_at, last_seq, steps, waiting_for = row
+    run: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "status": status}
+    truncated = []
+    for name, value, size in zip(_CAPPED, capped[0::2], capped[1::2], strict=True):
+        if value is None and size is not None:
+            run[name] = truncated_marker(int(size), run_id)
+            truncated.append(name)
+        else:
+            run[name] = orjson.loads(value) if value is not None else None
+    run.update(created_at=created_at, started_at=started_at, finished_at=finished_at, last_seq=last_seq)
+    run["waiting_for"] = orjson.loads(waiting_for) if waiting_for else []
+    run.update(run_progress(orjson.loads(steps) if steps else []))
+    if truncated:
+        run["truncated"] = truncated
+    return str(n), run
 
 
 def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from .base import (
     Batch,
     StoredEvent,
     StoreError,
+    list_columns,
+    listed_run,
     parse_cursor,
     row_to_run,
     run_params,
@@ -96,6 +98,11 @@ MIGRATIONS: list[str] = [
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
 SELECT_RUN = f"SELECT {_COLUMNS} FROM runs"
+LIST_COLUMNS = list_columns(
+    "(SELECT coalesce(json_agg(json_build_object('name', e->>'name', 'status', e->>'status') ORDER BY i), '[]')"
+    "::text FROM jsonb_array_elements(runs.steps::jsonb) WITH ORDINALITY AS t(e, i))",
+    "octet_length({})",
+)
 UPSERT_RUN = (
     f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) VALUES ("
     + ", ".join(f"${i}" for i in range(1, len(WRITE_COLUMNS) + 3))
@@ -549,14 +556,14 @@ class PostgresBackend:
         if before is not None:
             params.append(parse_cursor(before))
             where.append(f"n < ${len(params)}")
-        sql = f"SELECT n, {_COLUMNS} FROM runs"
+        sql = f"SELECT {LIST_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         params.append(limit + 1)
         sql += f" ORDER BY n DESC LIMIT ${len(params)}"
         async with self._conn() as conn:
             rows = await conn.fetch(sql, *params)
-        return [(str(row[0]), row_to_run(tuple(row)[1:], steps=False)) for row in rows[:limit]], len(rows) > limit
+        return [listed_run(tuple(row)) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""

@@ -29,6 +29,8 @@ from .base import (
     StoredEvent,
     StoreError,
     StoreLocked,
+    list_columns,
+    listed_run,
     parse_cursor,
     row_to_run,
     run_params,
@@ -83,6 +85,11 @@ MIGRATIONS: list[str] = [
 ]
 
 SELECT_RUN = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
+LIST_COLUMNS = list_columns(
+    "(SELECT json_group_array(json_object('name', json_extract(value, '$.name'), 'status',"
+    " json_extract(value, '$.status'))) FROM json_each(runs.steps))",
+    "length(CAST({} AS BLOB))",
+)
 UPSERT_RUN = (
     "INSERT INTO runs ("
     + ", ".join(WRITE_COLUMNS)
@@ -410,13 +417,13 @@ class SqliteBackend:
         if before is not None:
             where.append("n < ?")
             params.append(parse_cursor(before))
-        sql = "SELECT n, " + ", ".join(RUN_COLUMNS) + " FROM runs"
+        sql = f"SELECT {LIST_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY n DESC LIMIT ?"
         params.append(limit + 1)
         rows = list(await self._reader.execute_fetchall(sql, params))
-        return [(str(row[0]), row_to_run(tuple(row)[1:], steps=False)) for row in rows[:limit]], len(rows) > limit
+        return [listed_run(row) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         assert self._reader is not None

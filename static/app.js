@@ -103,6 +103,16 @@ const views = {
   run: document.getElementById('view-run'),
 };
 
+// A link's run id as written when it is not valid percent-encoding (`#/runs/%`): the
+// server then says what is wrong with it, and the page stays alive.
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 function route(focus) {
   const hash = location.hash || '#/';
   const match = hash.match(/^#\/runs\/(.+)$/);
@@ -113,7 +123,7 @@ function route(focus) {
     else link.removeAttribute('aria-current');
   }
   if (name === 'run') {
-    const runId = decodeURIComponent(match[1]);
+    const runId = decoded(match[1]);
     runView.open(runId);
     document.title = `Run ${runId} · runcast`;
   } else {

@@ -114,6 +114,13 @@ def test_deep_link_to_finished_runs(server: ServerProcess, page: Page) -> None:
     page.goto(f"{server.http_url}/#/runs/no-such-run")
     expect(page.locator("#run-message")).to_have_text("There is no run with id no-such-run.")
 
+    # A link that is not valid percent-encoding is shown as an error; the page stays alive.
+    page.goto(f"{server.http_url}/#/runs/%")
+    expect(page.locator("#run-message")).to_contain_text("run_id")
+    page.evaluate(f"location.hash = '#/runs/{chain['run_id']}'")
+    expect(page.locator("#run-id")).to_have_text(chain["run_id"])
+    expect(page.locator("#run-status")).to_have_text("completed")
+
 
 def test_reconnects_and_resumes_after_a_server_restart(server: ServerProcess, page: Page, console: Console) -> None:
     console.allow(WS_REFUSED)

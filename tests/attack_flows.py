@@ -108,3 +108,13 @@ patterned = Workflow(
     [Step("echo", lambda si: si.input)],
     input_schema={"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a|aa)+$"}}},
 )
+
+
+def _chatty(step_input: StepInput, ctx: StepContext) -> str:
+    """`pieces` deltas of `size` characters each."""
+    for _ in range(step_input.input["pieces"]):
+        ctx.output("y" * step_input.input["size"])
+    return "said it all"
+
+
+chatty = Workflow("chatty", [Step("talk", _chatty)])

@@ -333,7 +333,7 @@ class StalledClient:
         self.protocol.send_request(self.protocol.connect())
         self._flush()
         while not self.messages:  # the handshake, then the welcome
-            await self._read_some(10)
+            await self.read_some(10)
         return self
 
     def _flush(self) -> None:
@@ -357,7 +357,8 @@ class StalledClient:
             return False
         return True
 
-    async def _read_some(self, timeout: float) -> bool:
+    async def read_some(self, timeout: float) -> bool:
+        """Read what the socket has (waiting up to `timeout` for something); False at its end."""
         assert self._reader is not None
         data = await asyncio.wait_for(self._reader.read(65536), timeout)
         if not data:
@@ -375,7 +376,7 @@ class StalledClient:
         deadline = time.monotonic() + timeout
         while self.protocol.close_rcvd is None:
             left = deadline - time.monotonic()
-            if left <= 0 or not await self._read_some(left):
+            if left <= 0 or not await self.read_some(left):
                 break
         return self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
 
@@ -388,7 +389,7 @@ class StalledClient:
 
         while not any(e["event"] in TERMINAL for e in events()):
             left = deadline - time.monotonic()
-            if left <= 0 or not await self._read_some(left):
+            if left <= 0 or not await self.read_some(left):
                 raise AssertionError(f"run {run_id} did not end for the stalled client")
         return events()
 

@@ -172,3 +172,40 @@ async def test_a_broken_subscriber_costs_the_others_nothing(store: SqliteStore) 
         await store.flush()
     assert good.seqs(batch=False) == list(range(1, 51))
     assert len(ended) == 3 and broker.subscription_count == 0
+
+
+async def test_a_clients_subscriptions_read_the_store_one_page_at_a_time(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty subscriptions of one client whose socket takes nothing: one of them holds a
+    page read from the store (cut at REFILL_BYTES); the others wait their turn unread."""
+    from server.live import ClientShare
+
+    broker = Broker(store)
+    for r in range(50):
+        await store.create_run(run_row(f"r{r}", status="running"))
+        for _ in range(30):
+            store.emit(f"r{r}", "step_output", "s", {"delta": "z" * 100_000})
+    await store.flush()
+    reads: list[int] = []
+    real = store.read_events
+
+    async def counted(run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        page = await real(run_id, after, limit)
+        reads.append(len(page))
+        return page
+
+    monkeypatch.setattr(store, "read_events", counted)
+    stuck = asyncio.Event()
+
+    async def never(frames: list[str]) -> None:
+        await stuck.wait()
+
+    share = ClientShare()
+    subs = [Subscription(broker, f"r{r}", 0, never, share=share) for r in range(50)]
+    for sub in subs:
+        broker.subscribe(sub, lambda _s: None)
+    await asyncio.sleep(0.5)
+    assert reads == [30], reads  # one page, of one run
+    for sub in subs:
+        sub.stop()

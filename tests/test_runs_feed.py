@@ -153,7 +153,7 @@ async def test_a_slow_reader_gets_the_newest_state_of_each_run_and_costs_one_fra
         newest: dict[str, dict[str, Any]] = {}
         while len([r for r in newest.values() if r["status"] == "completed"]) < runs:
             assert time.monotonic() < deadline, "the slow reader did not get every run's end"
-            await slow._read_some(10)
+            await slow.read_some(10)
             newest = {}
             for m in slow.messages:
                 if m.get("type") == "run_changed":

@@ -1,6 +1,6 @@
 """Fan-out: committed events to subscribers, bounded per subscriber, refilled from the store."""
 
-from .broker import Broker, Subscription
+from .broker import Broker, ClientShare, Subscription
 from .runs_feed import RunsFeed, RunsWatch
 
-__all__ = ["Broker", "RunsFeed", "RunsWatch", "Subscription"]
+__all__ = ["Broker", "ClientShare", "RunsFeed", "RunsWatch", "Subscription"]

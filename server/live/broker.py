@@ -21,15 +21,27 @@ from ..wire import text_frame
 
 log = logging.getLogger("runcast.broker")
 
-# Live events held per subscription (in count, and in bytes of frames) before it falls
-# back to the store: a slow subscriber costs at most this much.
-LIVE_BUFFER = 4096
-LIVE_BUFFER_BYTES = 1024 * 1024
+LIVE_BUFFER = 4096  # live events held per subscription before it falls back to the store
+LIVE_BYTES = 4 * 1024 * 1024  # the same, in bytes of frames, for all the subscriptions of one client
 SEND_CHUNK = 256  # frames handed to the connection at a time
 REFILL_PAGE = 2000  # events read from the store at a time
+REFILL_BYTES = 1024 * 1024  # a page is cut after this many bytes of frames (one event at least)
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 WriteNow = Callable[[bytes], bool]  # framed bytes to one client's socket at once, if it takes them
+
+
+class ClientShare:
+    """What all the subscriptions of one client may hold together, so that a client that
+    follows many runs and reads nothing costs a bounded amount: LIVE_BYTES of live events
+    (past it, a subscription falls back to the store), and one page read from the store
+    at a time (the others wait their turn before they read)."""
+
+    __slots__ = ("live_bytes", "refills")
+
+    def __init__(self) -> None:
+        self.live_bytes = 0
+        self.refills = asyncio.Lock()
 
 
 class Subscription:
@@ -46,6 +58,7 @@ class Subscription:
         "_live_bytes",
         "_on_end",
         "_send",
+        "_share",
         "_task",
         "_write_now",
         "batch",
@@ -64,6 +77,7 @@ class Subscription:
         *,
         batch: bool = False,
         write_now: WriteNow | None = None,
+        share: ClientShare | None = None,
     ) -> None:
         self.broker = broker
         self.run_id = run_id
@@ -74,6 +88,7 @@ class Subscription:
         self._write_now = write_now
         self._live: deque[StoredEvent] = deque()
         self._live_bytes = 0
+        self._share = share or ClientShare()
         self._from_store = True  # read the store before trusting the live buffer
         self._task: asyncio.Task[None] | None = None
         self._on_end: Callable[[Subscription], None] | None = None
@@ -95,13 +110,14 @@ class Subscription:
         for event in events:
             if event.seq < self.next_seq:
                 continue
-            if len(self._live) >= LIVE_BUFFER or self._live_bytes + len(event.frame) > LIVE_BUFFER_BYTES:
-                self._live.clear()
-                self._live_bytes = 0
+            size = len(event.frame)
+            if len(self._live) >= LIVE_BUFFER or self._share.live_bytes + size > LIVE_BYTES:
+                self._drop_live()
                 self._from_store = True
             else:
                 self._live.append(event)
-                self._live_bytes += len(event.frame)
+                self._live_bytes += size
+                self._share.live_bytes += size
         self._kick()
 
     def start(self, on_end: Callable[[Subscription], None]) -> None:
@@ -114,6 +130,11 @@ class Subscription:
             self._task = None
         self._end()
 
+    def _drop_live(self) -> None:
+        self._live.clear()
+        self._share.live_bytes -= self._live_bytes
+        self._live_bytes = 0
+
     def _kick(self) -> None:
         if self._task is None and not self.ended:
             self._task = asyncio.create_task(self._pump(), name=f"runcast-sub-{self.run_id}")
@@ -121,6 +142,7 @@ class Subscription:
     def _end(self) -> None:
         if not self.ended:
             self.ended = True
+            self._drop_live()
             self.broker.remove(self)
             if self._on_end is not None:
                 self._on_end(self)
@@ -128,14 +150,15 @@ class Subscription:
     async def _pump(self) -> None:
         try:
             while True:
-                events = await self._take()
-                if events:
-                    if await self._deliver(events):
-                        self._task = None
+                if self._from_store:  # read and hand over a page, one subscription of the client at a time
+                    async with self._share.refills:
+                        ended = await self._pass_on()
+                else:
+                    ended = await self._pass_on()
+                if ended is not None:
+                    self._task = None
+                    if ended:
                         self._end()
-                        return
-                elif not self._from_store and not self._live:  # (offered during a store read: go on)
-                    self._task = None  # idle: the next offer starts a new pump
                     return
         except asyncio.CancelledError:
             raise
@@ -144,18 +167,30 @@ class Subscription:
             self._task = None
             self._end()
 
+    async def _pass_on(self) -> bool | None:
+        """Deliver what is due: True once the terminal event is out, False when idle (the
+        next offer starts a new pump), None to go on."""
+        events = await self._take()
+        if events:
+            return True if await self._deliver(events) else None
+        if not self._from_store and not self._live:  # (offered during a store read: go on)
+            return False
+        return None
+
     async def _take(self) -> list[StoredEvent]:
         if self._from_store:
             self._from_store = False
             events = await self.broker.store.read_events(self.run_id, self.next_seq - 1, REFILL_PAGE)
-            if len(events) == REFILL_PAGE:
+            kept = _within(events, REFILL_BYTES)
+            if len(events) == REFILL_PAGE or len(kept) < len(events):
                 self._from_store = True
-            return events
+            return kept
         events = []
         expected = self.next_seq
         while self._live:
             event = self._live.popleft()
             self._live_bytes -= len(event.frame)
+            self._share.live_bytes -= len(event.frame)
             if event.seq < expected:
                 continue
             if event.seq > expected:  # missed some: the store has them
@@ -214,6 +249,16 @@ def batch_frames(run_id: str, events: list[StoredEvent], budget: int = MAX_REPLY
     if group:
         frames.append(events_frame(run_id, group))
     return frames
+
+
+def _within(events: list[StoredEvent], budget: int) -> list[StoredEvent]:
+    """The first events whose frames fit in `budget` bytes (the first one always)."""
+    used = 0
+    for i, event in enumerate(events):
+        used += len(event.frame)
+        if used > budget and i:
+            return events[:i]
+    return events
 
 
 def through_terminal(events: list[StoredEvent]) -> list[StoredEvent]:

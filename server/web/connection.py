@@ -13,7 +13,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..bounds import bounded_run
-from ..live import RunsWatch, Subscription
+from ..live import ClientShare, RunsWatch, Subscription
 from ..protocol import (
     VERSION,
     Auth,
@@ -72,6 +72,7 @@ class Connection:
         self.tokens = tokens
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
+        self._share = ClientShare()  # what its subscriptions may hold together
         self.runs_watch: RunsWatch | None = None  # the runs feed, when subscribed (one at most)
         self.authed = not tokens.enabled
         self._auth_failures = 0
@@ -354,7 +355,9 @@ class Connection:
             old.stop()
         if run["status"] in FINISHED and after >= run["last_seq"]:
             return  # nothing left to deliver
-        sub = Subscription(self.runtime.broker, run_id, after, self.send_many, batch=batch, write_now=self.write_now)
+        sub = Subscription(
+            self.runtime.broker, run_id, after, self.send_many, batch=batch, write_now=self.write_now, share=self._share
+        )
         self.subscriptions[run_id] = sub
         self.runtime.broker.subscribe(sub, self._ended)
 

@@ -343,6 +343,8 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ModelError(None, f"the model server sent something that is not JSON: {raw[:200]!r}") from exc
+    except RecursionError:
+        raise ModelError(None, "the model server sent JSON nested too deeply to read") from None
 
 
 def _completion_text(payload: Any) -> str:
@@ -541,7 +543,7 @@ def _subject(request: str) -> str:
     label, colon, rest = text.partition(":")
     if colon and rest.strip() and len(label.split()) <= 3 and "{" not in label:
         text = rest.strip()
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):
         value = json.loads(text)
         if isinstance(value, dict):
             text = next((v for v in value.values() if isinstance(v, str) and v.strip()), "")

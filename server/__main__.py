@@ -17,6 +17,7 @@ from .agents.agno import agno_workflows
 from .agents.tool_threads import DEFAULT_MAX_HUNG, DEFAULT_TOOL_THREADS, configure_tool_threads
 from .engine import DEFAULT_MAX_RUNNING
 from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
+from .examples import BUILT_IN
 from .store import StoreError, backend_for
 from .store.retention import DEFAULT_RETENTION_DAYS
 from .web import Limits, Tokens, create_app, redact_uvicorn_logs, serving_classes
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     app = create_app(
         args.db,
-        workflows,
+        [*BUILT_IN, *workflows],  # the contract's built-ins are always served
         max_running=args.max_running,
         retention_days=args.retention_days,
         tokens=tokens,

@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 
+from .vocabulary import CURRENT_STEP_STATUSES, RUN_STATUSES, StepStatus
+
 PROTOCOL_VERSION = 1
 VERSION = "0.1.0"  # the server's, in `welcome` and the package
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
 MAX_LIST_LIMIT = 500
 MAX_SEQ = 2**63 - 1  # the largest seq a database column holds (and so the largest `after`)
 DEFAULT_LIST_LIMIT = 50
-TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 MessageId = str | int | None
 
@@ -185,9 +186,6 @@ class ParseError:
     id: MessageId = None
 
 
-RUN_STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
-
-
 def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = obj.get(key)
     if value is None and not required:
@@ -257,19 +255,17 @@ def parse_answer(obj: dict[str, Any]) -> tuple[str, Any]:
     return request_id, obj["value"]
 
 
+def parse_start(obj: dict[str, Any]) -> tuple[str, Any, str | None]:
+    """(workflow, input, run_id) of a `start` (also the body of `POST /api/runs`)."""
+    workflow = _string(obj, "workflow")
+    assert workflow is not None
+    return workflow, obj.get("input"), _run_id(obj, required=False)
+
+
 def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
     match kind:
         case "start":
-            workflow = _string(obj, "workflow")
-            assert workflow is not None
-            return Start(
-                mid,
-                workflow,
-                obj.get("input"),
-                _run_id(obj, required=False),
-                _bool(obj, "subscribe", True),
-                _bool(obj, "batch", False),
-            )
+            return Start(mid, *parse_start(obj), _bool(obj, "subscribe", True), _bool(obj, "batch", False))
         case "subscribe":
             run_id = _run_id(obj)
             assert run_id is not None
@@ -472,9 +468,6 @@ def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, da
     )
 
 
-CURRENT_STEP_STATUSES = ("running", "waiting")  # a step in one of these is where the run is now
-
-
 def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
     """What a run's steps say in brief, added to snapshots without steps (`run_changed`,
     `list_runs`): `current_step`, the path of the last step in the snapshot's order
@@ -491,7 +484,7 @@ def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
         if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
             continue  # a group: its children follow it
         total += 1
-        done += status in ("completed", "skipped")
+        done += status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
     return {"current_step": current, "steps_done": done, "steps_total": total}
 
 

@@ -1,6 +1,6 @@
 """The (1.1) additions of PROTOCOL.md, checked as an outside client would: real servers, real
 sockets, nothing but the wire. Each test names the contract's words it holds the server to;
-where the contract leaves room, the reading is the one in docs/protocol-notes.md."""
+where the contract leaves room, the reading is the one in docs/protocol.md."""
 
 from __future__ import annotations
 

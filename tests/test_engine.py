@@ -29,9 +29,10 @@ from server import (
     Workflow,
 )
 from server.examples import BUILT_IN
-from server.protocol import RUN_ID_PATTERN, TERMINAL_EVENTS
+from server.protocol import RUN_ID_PATTERN
 from server.store import StoredEvent
 from server.store.sqlite import SqliteStore
+from server.vocabulary import TERMINAL_EVENTS
 
 TIMEOUT = 5.0
 

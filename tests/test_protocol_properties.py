@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from server.protocol import ClientMessage, ErrorCode, ParseError, Ping, Start, error_frame, parse_client_frame
 
 # Integers within 64 bits: past them the server's JSON parser (orjson) reads a number as a
-# float, as most JSON parsers do (docs/protocol-notes.md).
+# float, as most JSON parsers do (docs/protocol.md).
 WIRE_INTEGERS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 json_values = st.recursive(
     st.none() | st.booleans() | WIRE_INTEGERS | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

@@ -35,6 +35,7 @@ from ..protocol import (
     utc_now,
 )
 from ..store import RunExists, RunLost, RunStore
+from ..vocabulary import TERMINAL_EVENT
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
 from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
@@ -49,13 +50,6 @@ T = TypeVar("T")
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_STEP_THREADS = 64
 HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
-
-
-_TERMINAL_EVENT = {
-    RunStatus.COMPLETED: "run_completed",
-    RunStatus.FAILED: "run_failed",
-    RunStatus.CANCELLED: "run_cancelled",
-}
 
 
 _id_clock = {"ms": 0, "n": 0}
@@ -521,7 +515,7 @@ class Engine:
             data = {"error": error}
         log.info("run_id=%s workflow=%s status=%s error=%s", row["run_id"], row["workflow"], status.value, error)
         # Queued in the same breath as the state change, so a cancel cannot split them.
-        committed = self.store.append_nowait(row["run_id"], _TERMINAL_EVENT[status], None, data, self._state(run))
+        committed = self.store.append_nowait(row["run_id"], TERMINAL_EVENT[status], None, data, self._state(run))
         row["last_seq"] = await asyncio.shield(committed)
 
     # ---- control ---------------------------------------------------------------------

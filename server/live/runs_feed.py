@@ -28,7 +28,8 @@ from typing import Any
 from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..protocol import run_changed_frame, run_progress
 from ..store import RunStore
-from ..store.base import FINISHED_STATUSES, Batch
+from ..store.base import Batch
+from ..vocabulary import FINISHED_STATUSES
 from ..wire import text_frame
 
 log = logging.getLogger("runcast.runs_feed")

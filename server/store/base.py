@@ -11,8 +11,14 @@ from typing import Any, Protocol
 import orjson
 
 from ..bounds import truncated_marker
-from ..protocol import TERMINAL_EVENTS, dumps, run_progress
+from ..protocol import dumps, run_progress
+from ..vocabulary import FINISHED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, RunStatus, sql_list
 from ..wire import text_frame
+
+# Statuses in SQL, from the vocabulary (the migrations keep the literals they were written with).
+FINISHED_SQL = sql_list(FINISHED_STATUSES)  # 'completed', 'failed', 'cancelled'
+UNFINISHED_SQL = sql_list(UNFINISHED_STATUSES)  # 'pending', 'running'
+WAITING_SQL = sql_list((RunStatus.WAITING.value,))  # 'waiting'
 
 RUN_COLUMNS = (
     "run_id",
@@ -33,7 +39,6 @@ JSON_COLUMNS = ("input", "output", "error", "steps", "waiting_for")
 # expires (epoch seconds; NULL when nothing asked has a timeout), for the expiry check.
 WRITE_COLUMNS = (*RUN_COLUMNS, "wake_at")
 _LISTS = ("steps", "waiting_for")  # JSON columns that are never null
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 
 class StoreError(RuntimeError):

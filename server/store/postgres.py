@@ -25,8 +25,10 @@ import orjson
 
 from ..waiting import wait_set
 from .base import (
-    FINISHED_STATUSES,
+    FINISHED_SQL,
     RUN_COLUMNS,
+    UNFINISHED_SQL,
+    WAITING_SQL,
     WRITE_COLUMNS,
     Batch,
     StoredEvent,
@@ -109,7 +111,7 @@ UPSERT_RUN = (
     + ") ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in WRITE_COLUMNS if c not in ("run_id", "created_at"))
     # The write that makes a run wait lets go of it, in the same transaction (see _fence).
-    + ", owner = CASE WHEN excluded.status = 'waiting' THEN NULL ELSE runs.owner END"
+    + f", owner = CASE WHEN excluded.status = {WAITING_SQL} THEN NULL ELSE runs.owner END"
 )
 # A new run is inserted, never upserted: an id the table has already is skipped (and not
 # returned), so that the database alone decides which of two starts of one id creates it.
@@ -127,9 +129,9 @@ _UNHELD = """(
             AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
     )"""
 # Runs a node may take: pending or running, and unheld.
-_ORPHANED = f"status IN ('pending', 'running') AND {_UNHELD}"
+_ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
 # A waiting run a node may take to answer, cancel or expire it: unheld too.
-_FREE_WAITING = f"status = 'waiting' AND {_UNHELD}"
+_FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
@@ -196,7 +198,7 @@ class PostgresBackend:
         await self._migrate()
         async with self._conn() as conn:  # runs left by this node id's previous life: free to claim now
             await conn.execute(
-                "UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ('pending', 'running', 'waiting')",
+                f"UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ({UNFINISHED_SQL}, {WAITING_SQL})",
                 self.node_id,
             )
         await self.heartbeat()
@@ -410,11 +412,10 @@ class PostgresBackend:
         # One node prunes at a time; the others find the lock taken and leave it to it.
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
             return 0
-        statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
         ids = [
             row[0]
             for row in await conn.fetch(
-                f"SELECT run_id FROM runs WHERE status IN ({statuses}) AND finished_at < $1"
+                f"SELECT run_id FROM runs WHERE status IN ({FINISHED_SQL}) AND finished_at < $1"
                 " ORDER BY finished_at LIMIT $2",
                 finished_before,
                 limit,
@@ -514,7 +515,7 @@ class PostgresBackend:
         """Runs of this node whose cancel was asked through another node."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ('pending', 'running')",
+                f"SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ({UNFINISHED_SQL})",
                 self.node_id,
             )
         return [row[0] for row in rows]
@@ -572,7 +573,7 @@ class PostgresBackend:
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
+                f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = {WAITING_SQL}"
                 " AND workflow = ANY($1::text[]) ORDER BY wake_at LIMIT $2",
                 workflows,
                 limit,

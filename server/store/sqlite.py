@@ -21,8 +21,10 @@ from typing import IO, Any
 import aiosqlite
 
 from .base import (
-    FINISHED_STATUSES,
+    FINISHED_SQL,
     RUN_COLUMNS,
+    UNFINISHED_SQL,
+    WAITING_SQL,
     WRITE_COLUMNS,
     Batch,
     Coordination,
@@ -141,9 +143,8 @@ def write_transaction(db: sqlite3.Connection, batch: Batch) -> list[int]:
 
 
 def _prune(db: sqlite3.Connection, finished_before: str, limit: int) -> int:
-    statuses = ", ".join(f"'{s}'" for s in FINISHED_STATUSES)
     ids = db.execute(
-        f"SELECT run_id FROM runs WHERE status IN ({statuses}) AND finished_at < ? ORDER BY finished_at LIMIT ?",
+        f"SELECT run_id FROM runs WHERE status IN ({FINISHED_SQL}) AND finished_at < ? ORDER BY finished_at LIMIT ?",
         (finished_before, limit),
     ).fetchall()
     if ids:
@@ -427,7 +428,7 @@ class SqliteBackend:
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         assert self._reader is not None
-        rows = await self._reader.execute_fetchall(SELECT_RUN + " WHERE status IN ('pending', 'running') ORDER BY n")
+        rows = await self._reader.execute_fetchall(SELECT_RUN + f" WHERE status IN ({UNFINISHED_SQL}) ORDER BY n")
         return [row_to_run(tuple(row)) for row in rows]
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
@@ -435,7 +436,7 @@ class SqliteBackend:
         if not workflows:
             return []
         rows = await self._reader.execute_fetchall(
-            "SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = 'waiting'"
+            f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = {WAITING_SQL}"
             f" AND workflow IN ({', '.join('?' * len(workflows))}) ORDER BY wake_at LIMIT ?",
             (*workflows, limit),
         )

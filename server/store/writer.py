@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..bounds import page_of_runs
-from ..protocol import TERMINAL_EVENTS, event_frame, utc_now
+from ..protocol import event_frame, utc_now
+from ..vocabulary import TERMINAL_EVENTS
 from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunLost, StoredEvent
 
 log = logging.getLogger("runcast.store")

@@ -16,21 +16,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.status import WS_1013_TRY_AGAIN_LATER
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ..bounds import MAX_REPLY_BYTES, bounded_run
+from ..bounds import MAX_REPLY_BYTES
+from ..commands import Caller, Commands
 from ..engine import DEFAULT_MAX_RUNNING
 from ..engine.cluster import DEFAULT_TAKEOVER_SECONDS
-from ..examples import BUILT_IN
-from ..protocol import ErrorCode, RuncastError, RunNotFound, dumps, loads, parse_answer, parse_list_runs_filters
+from ..protocol import ErrorCode, RuncastError, dumps, loads, parse_answer, parse_list_runs_filters, parse_start
 from ..runtime import Runtime
 from ..store.retention import DEFAULT_RETENTION_DAYS
+from ..vocabulary import CloseCode
 from ..workflow import FINISHED, Workflow
 from .auth import Tokens
 from .connection import Connection
-from .limits import Limits, check_input_size
+from .limits import Limits
 from .metrics import CONTENT_TYPE, Metrics
 from .sse import EventStreamResponse, event_stream
 
@@ -41,6 +41,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 EVENTS_PAGE_MAX = 10_000
 MAX_HEADER_LINE = 8192  # bytes: what websockets allows on /ws (above it: 431); HTTP gets the same
+
+HTTP = Caller("http")
 
 HTTP_STATUS = {
     ErrorCode.BAD_JSON: 400,
@@ -67,6 +69,18 @@ class JSON(Response):
 def _whole(text: str) -> bool:
     """A whole number of at most 18 digits (what a seq or a page size can be)."""
     return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+async def _json_object(request: Request, fields: str) -> dict[str, Any]:
+    """The request's body as a JSON object (BodyLimit stops one over --max-frame-bytes as
+    it is read), or the contract's error."""
+    try:
+        body = loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON) from None
+    if not isinstance(body, dict):
+        raise RuncastError(f"body must be a JSON object with {fields}", ErrorCode.BAD_REQUEST)
+    return body
 
 
 def _error_response(exc: RuncastError) -> Response:
@@ -144,7 +158,8 @@ def create_app(
     node_id: str | None = None,
     takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
 ) -> Starlette:
-    """The runcast app on the store named by `db`, serving the built-ins and `workflows`.
+    """The runcast app on the store named by `db`, serving `workflows` (the command line
+    adds the built-ins, see server.examples).
 
     Finished runs older than `retention_days` are deleted (0 keeps them forever). With
     `tokens`, every client must present one; `limits` bounds what one client may use."""
@@ -152,13 +167,14 @@ def create_app(
     limits = limits or Limits()
     runtime = Runtime(
         db,
-        [*BUILT_IN, *workflows],
+        workflows,
         max_running=max_running,
         retention_days=retention_days,
         max_event_bytes=limits.max_event_bytes,
         node_id=node_id,
         takeover_seconds=takeover_seconds,
     )
+    commands = Commands(runtime, max_input_bytes=limits.max_input_bytes)
     connections: set[Connection] = set()
     streams: set[EventStreamResponse] = set()  # open event streams: they count toward --max-connections too
     metrics = Metrics(runtime, lambda: list(connections))
@@ -196,7 +212,7 @@ def create_app(
         finally:
             watchdog.cancel()
             app.state.ready = False
-            await close_connections(1001)
+            await close_connections(CloseCode.GOING_AWAY)
             await runtime.close()
 
     async def close_connections(code: int) -> None:
@@ -206,14 +222,14 @@ def create_app(
     async def going_away() -> None:
         """A stop's first step: every socket gets 1001 while the runs stop where they are
         (they resume at the next start), so no run keeps the stop waiting."""
-        await asyncio.gather(close_connections(1001), runtime.engine.shutdown())
+        await asyncio.gather(close_connections(CloseCode.GOING_AWAY), runtime.engine.shutdown())
 
     async def ws_endpoint(websocket: WebSocket) -> None:
         if len(connections) >= limits.max_connections:
             await websocket.accept()
-            await websocket.close(WS_1013_TRY_AGAIN_LATER, "too many connections; try again later")
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
             return
-        conn = Connection(websocket, runtime, tokens, limits, metrics.error)
+        conn = Connection(websocket, commands, tokens, limits, metrics.error)
         connections.add(conn)
         try:
             await conn.serve()
@@ -228,51 +244,39 @@ def create_app(
             return JSON({"status": "degraded", "reason": reason}, 503)
         return JSON({"status": "ok"})
 
-    async def list_workflows(request: Request) -> Response:
-        return JSON({"workflows": [wf.describe() for wf in runtime.engine.workflows.values()]})
+    def answer(handler: Callable[[Request], Awaitable[Any]], status: int = 200) -> Handler:
+        """An HTTP endpoint: `handler` returns the body, or raises the contract's error."""
 
-    async def start_run(request: Request) -> Response:
-        try:  # BodyLimit stops a body over --max-frame-bytes as it is read
-            body = loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
-        except RuncastError as exc:
-            return _error(exc)
-        if not isinstance(body, dict) or not isinstance(body.get("workflow"), str):
-            return _error(RuncastError("body must be a JSON object with a string 'workflow'", ErrorCode.BAD_REQUEST))
-        run_id = body.get("run_id")
-        if run_id is not None and not isinstance(run_id, str):
-            return _error(RuncastError("'run_id' must be a string", ErrorCode.BAD_REQUEST))
-        try:
-            check_input_size(body.get("input"), limits.max_input_bytes)
-            run, existing = await runtime.engine.start(body["workflow"], body.get("input"), run_id)
-        except RuncastError as exc:
-            return _error(exc)
-        return JSON({**bounded_run(run), "existing": existing}, 202)
+        async def endpoint(request: Request) -> Response:
+            try:
+                body = await handler(request)
+            except RuncastError as exc:
+                return _error(exc)
+            return body if isinstance(body, Response) else JSON(body, status)
 
-    async def list_runs(request: Request) -> Response:
+        return endpoint
+
+    async def list_workflows(request: Request) -> Any:
+        return {"workflows": commands.list_workflows(HTTP)}
+
+    async def start_run(request: Request) -> Any:
+        workflow, input, run_id = parse_start(await _json_object(request, "a 'workflow'"))
+        run, existing = await commands.start(HTTP, workflow, input, run_id)
+        return {**run, "existing": existing}
+
+    async def list_runs(request: Request) -> Any:
         query: dict[str, Any] = {k: v for k, v in request.query_params.items() if v != ""}
-        try:
-            if "limit" in query:
-                if not query["limit"].isdigit():
-                    raise RuncastError("'limit' must be a whole number", ErrorCode.BAD_REQUEST)
-                query["limit"] = int(query["limit"])
-            workflow, status, limit, before = parse_list_runs_filters(query)
-            runs, cursor = await runtime.store.list_runs(workflow, status, limit, before)
-        except RuncastError as exc:
-            return _error(exc)
-        except ValueError as exc:
-            return _error(RuncastError(str(exc), ErrorCode.BAD_REQUEST))
-        return JSON({"runs": runs, "next": cursor})
+        if "limit" in query:
+            if not query["limit"].isdigit():
+                raise RuncastError("'limit' must be a whole number", ErrorCode.BAD_REQUEST)
+            query["limit"] = int(query["limit"])
+        runs, cursor = await commands.list_runs(HTTP, *parse_list_runs_filters(query))
+        return {"runs": runs, "next": cursor}
 
-    async def get_run(request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        run = await runtime.store.get_run(run_id)
-        if run is None:
-            return _error(RunNotFound(f"no run with id {run_id!r}"))
-        return JSON(bounded_run(run))
+    async def get_run(request: Request) -> Any:
+        return await commands.get_run(HTTP, request.path_params["run_id"])
 
-    async def run_events(request: Request) -> Response:
+    async def run_events(request: Request) -> Any:
         run_id = request.path_params["run_id"]
         query = request.query_params
         wants_stream = "text/event-stream" in request.headers.get("accept", "")
@@ -280,17 +284,15 @@ def create_app(
         limit = query.get("limit", str(EVENTS_PAGE_MAX))
         if not _whole(after) or not _whole(limit) or not 1 <= int(limit) <= EVENTS_PAGE_MAX:
             message = f"'after' (or Last-Event-ID) must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}"
-            return _error(RuncastError(message, ErrorCode.BAD_REQUEST))
-        run = await runtime.store.get_run(run_id, steps=False)
-        if run is None:
-            return _error(RunNotFound(f"no run with id {run_id!r}"))
+            raise RuncastError(message, ErrorCode.BAD_REQUEST)
         if wants_stream:
+            run = await commands.follow(HTTP, run_id)
             if run["status"] in FINISHED and int(after) >= run["last_seq"]:
                 return Response(status_code=204)  # nothing more will ever come: tells EventSource to stop
             if len(connections) + len(streams) >= limits.max_connections:
-                return _error(RuncastError("too many connections; try again later", ErrorCode.OVERLOADED))
+                raise RuncastError("too many connections; try again later", ErrorCode.OVERLOADED)
             return EventStreamResponse(event_stream(runtime.broker, run_id, int(after)), limits.stuck_seconds, streams)
-        events = await runtime.store.read_events(run_id, int(after), int(limit))
+        events = await commands.read_events(HTTP, run_id, int(after), int(limit))
         frames = [e.frame.encode() for e in events]
         taken, used = 0, 0
         for frame in frames:  # a page ends early rather than grow past one reply's budget
@@ -302,41 +304,23 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    async def cancel_run(request: Request) -> Response:
-        try:
-            run = await runtime.engine.cancel(request.path_params["run_id"])
-        except RuncastError as exc:
-            return _error(exc)
-        return JSON(bounded_run(run), 202)
+    async def cancel_run(request: Request) -> Any:
+        return await commands.cancel(HTTP, request.path_params["run_id"])
 
-    async def respond_run(request: Request) -> Response:
-        try:  # BodyLimit stops a body over --max-frame-bytes as it is read
-            body = loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return _error(RuncastError(f"body is not valid JSON: {exc}", ErrorCode.BAD_JSON))
-        except RuncastError as exc:
-            return _error(exc)
-        if not isinstance(body, dict):
-            message = "body must be a JSON object with 'request_id' and 'value'"
-            return _error(RuncastError(message, ErrorCode.BAD_REQUEST))
-        try:
-            request_id, value = parse_answer(body)
-            check_input_size(value, limits.max_input_bytes)
-            run = await runtime.engine.respond(request.path_params["run_id"], request_id, value)
-        except RuncastError as exc:
-            return _error(exc)
-        return JSON(bounded_run(run))
+    async def respond_run(request: Request) -> Any:
+        request_id, value = parse_answer(await _json_object(request, "'request_id' and 'value'"))
+        return await commands.respond(HTTP, request.path_params["run_id"], request_id, value)
 
     routes: list[Any] = [
         WebSocketRoute("/ws", ws_endpoint),
         Route("/healthz", healthz),
-        Route("/api/workflows", guarded(list_workflows)),
-        Route("/api/runs", guarded(start_run), methods=["POST"]),
-        Route("/api/runs", guarded(list_runs), methods=["GET"]),
-        Route("/api/runs/{run_id}", guarded(get_run)),
-        Route("/api/runs/{run_id}/events", guarded(run_events)),
-        Route("/api/runs/{run_id}/cancel", guarded(cancel_run), methods=["POST"]),
-        Route("/api/runs/{run_id}/respond", guarded(respond_run), methods=["POST"]),
+        Route("/api/workflows", guarded(answer(list_workflows))),
+        Route("/api/runs", guarded(answer(start_run, 202)), methods=["POST"]),
+        Route("/api/runs", guarded(answer(list_runs)), methods=["GET"]),
+        Route("/api/runs/{run_id}", guarded(answer(get_run))),
+        Route("/api/runs/{run_id}/events", guarded(answer(run_events))),
+        Route("/api/runs/{run_id}/cancel", guarded(answer(cancel_run, 202)), methods=["POST"]),
+        Route("/api/runs/{run_id}/respond", guarded(answer(respond_run)), methods=["POST"]),
         Route("/metrics", guarded(metrics_endpoint)),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]

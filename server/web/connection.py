@@ -9,10 +9,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..bounds import bounded_run
+from ..commands import Caller, Commands
 from ..live import ClientShare, RunsWatch, Subscription
 from ..protocol import (
     VERSION,
@@ -28,7 +27,6 @@ from ..protocol import (
     Poll,
     Respond,
     RuncastError,
-    RunNotFound,
     Start,
     Subscribe,
     SubscribeRuns,
@@ -39,10 +37,10 @@ from ..protocol import (
     reply,
     welcome_frame,
 )
-from ..runtime import Runtime
+from ..vocabulary import CloseCode
 from ..workflow import FINISHED
 from .auth import Tokens, bearer
-from .limits import Limits, RateLimiter, check_input_size
+from .limits import Limits, RateLimiter
 from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")
@@ -51,6 +49,8 @@ log = logging.getLogger("runcast.connection")
 # while it holds anything and the new chunk would take it past OUTBOX_BYTES (so one chunk,
 # however large, always goes). With the chunk being written and the socket's own buffer,
 # a connection holds at most about 3 MiB of frames (docs: limits).
+WS = Caller("ws")
+
 OUTBOX_SIZE = 256
 OUTBOX_BYTES = 1024 * 1024
 
@@ -61,14 +61,15 @@ class Connection:
     def __init__(
         self,
         websocket: WebSocket,
-        runtime: Runtime,
+        commands: Commands,
         tokens: Tokens,
         limits: Limits,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.websocket = websocket
         self._on_error = on_error
-        self.runtime = runtime
+        self.commands = commands
+        self.runtime = commands.runtime
         self.tokens = tokens
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
@@ -127,7 +128,7 @@ class Connection:
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self.limits.auth_seconds)
         if not self.authed:
-            await self._close_now(WS_1008_POLICY_VIOLATION, "no valid token in time")
+            await self._close_now(CloseCode.POLICY_VIOLATION, "no valid token in time")
 
     async def _authenticate(self, token: str | None, mid: MessageId) -> None:
         if self.tokens.check(token):
@@ -137,7 +138,7 @@ class Connection:
         self._auth_failures += 1
         await self._error(ErrorCode.UNAUTHORIZED, "wrong token", mid)
         if self._auth_failures >= self.limits.auth_attempts:
-            await self._close_now(WS_1008_POLICY_VIOLATION, "too many wrong tokens")
+            await self._close_now(CloseCode.POLICY_VIOLATION, "too many wrong tokens")
 
     async def _close_now(self, code: int, reason: str, *, flush: bool = True) -> None:
         """Close from inside (auth failure, stuck reader): say why, then stop serving.
@@ -246,7 +247,7 @@ class Connection:
         return self._sending_since is not None and now - self._sending_since >= self.limits.stuck_seconds
 
     async def close_stuck(self) -> None:
-        await self._close_now(WS_1008_POLICY_VIOLATION, "client read nothing for too long", flush=False)
+        await self._close_now(CloseCode.POLICY_VIOLATION, "client read nothing for too long", flush=False)
 
     # ---- messages --------------------------------------------------------------------
 
@@ -272,28 +273,20 @@ class Connection:
             await self._error(ErrorCode.INTERNAL, "the server failed to answer; see its log", message.id)
 
     async def _dispatch(self, message: ClientMessage) -> None:
-        engine, store = self.runtime.engine, self.runtime.store
+        commands, caller = self.commands, WS
         match message:
             case Start():
-                if not self._starts.allow():
-                    limit = self.limits.starts_per_second
-                    wait = max(self._starts.retry_after(), 0.001)
-                    raise RuncastError(
-                        f"more than {limit:g} starts per second; send it again in {wait:.3f} s",
-                        ErrorCode.RATE_LIMITED,
-                        retry_after=wait,
-                    )
-                check_input_size(message.input, self.limits.max_input_bytes)
+                self._check_rate()
                 if message.subscribe:
                     self._check_room(message.run_id)
-                run, existing = await engine.start(message.workflow, message.input, message.run_id)
-                await self.send(reply("started", message.id, run=bounded_run(run), existing=existing))
+                run, existing = await commands.start(caller, message.workflow, message.input, message.run_id)
+                await self.send(reply("started", message.id, run=run, existing=existing))
                 if message.subscribe:
                     self._follow(run, 0, message.batch)
             case Subscribe():
-                run = await self._snapshot(message.run_id)
+                run = await commands.get_run(caller, message.run_id)
                 self._check_room(message.run_id)
-                await self.send(reply("subscribed", message.id, run=bounded_run(run)))
+                await self.send(reply("subscribed", message.id, run=run))
                 self._follow(run, message.after, message.batch)
             case Unsubscribe():
                 sub = self.subscriptions.pop(message.run_id, None)
@@ -301,26 +294,20 @@ class Connection:
                     sub.stop()
                 await self.send(reply("unsubscribed", message.id, run_id=message.run_id))
             case Poll():
-                await self.send(reply("run", message.id, run=bounded_run(await self._snapshot(message.run_id))))
+                await self.send(reply("run", message.id, run=await commands.get_run(caller, message.run_id)))
             case Cancel():
-                run = bounded_run(await engine.cancel(message.run_id))
+                run = await commands.cancel(caller, message.run_id)
                 await self.send(reply("cancel_requested", message.id, run=run))
             case Respond():
-                check_input_size(message.value, self.limits.max_input_bytes)
-                run = bounded_run(await engine.respond(message.run_id, message.request_id, message.value))
+                run = await commands.respond(caller, message.run_id, message.request_id, message.value)
                 await self.send(reply("responded", message.id, run=run))
             case ListWorkflows():
-                workflows = [wf.describe() for wf in engine.workflows.values()]
-                await self.send(reply("workflows", message.id, workflows=workflows))
+                await self.send(reply("workflows", message.id, workflows=commands.list_workflows(caller)))
             case ListRuns():
-                try:
-                    runs, cursor = await store.list_runs(
-                        message.workflow, message.status, message.limit, message.before
-                    )
-                except ValueError as exc:
-                    raise RuncastError(str(exc), ErrorCode.BAD_REQUEST) from None
-                await self.send(reply("runs", message.id, runs=runs, next=cursor))
+                page = await commands.list_runs(caller, message.workflow, message.status, message.limit, message.before)
+                await self.send(reply("runs", message.id, runs=page[0], next=page[1]))
             case SubscribeRuns():
+                commands.watch_runs(caller)
                 self._unwatch_runs()  # a second subscribe_runs replaces the first
                 await self.send(reply("runs_subscribed", message.id))
                 # After the reply is queued and before the next message is read: a list_runs
@@ -341,11 +328,14 @@ class Connection:
             case Ping():
                 await self.send(reply("pong", message.id))
 
-    async def _snapshot(self, run_id: str) -> dict[str, Any]:
-        run = await self.runtime.store.get_run(run_id)
-        if run is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return run
+    def _check_rate(self) -> None:
+        if not self._starts.allow():
+            wait = max(self._starts.retry_after(), 0.001)
+            raise RuncastError(
+                f"more than {self.limits.starts_per_second:g} starts per second; send it again in {wait:.3f} s",
+                ErrorCode.RATE_LIMITED,
+                retry_after=wait,
+            )
 
     def _follow(self, run: dict[str, Any], after: int, batch: bool) -> None:
         """Deliver the run's events after `after`, replacing any earlier subscription to it."""
@@ -369,7 +359,7 @@ class Connection:
     def _too_slow(self) -> None:
         self._tasks.append(
             asyncio.create_task(
-                self._close_now(WS_1008_POLICY_VIOLATION, "client read too slowly for the runs feed", flush=False)
+                self._close_now(CloseCode.POLICY_VIOLATION, "client read too slowly for the runs feed", flush=False)
             )
         )
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_depth
-from ..protocol import InvalidInput, dumps
+from ..bounds import DEFAULT_MAX_EVENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -47,11 +45,3 @@ class RateLimiter:
     def retry_after(self) -> float:
         """Seconds until `allow` would say yes again (0 when it would now)."""
         return max(0.0, (1 - self._allowance) / self.rate) if self.rate > 0 else 1.0
-
-
-def check_input_size(value: Any, limit: int) -> None:
-    """Raise InvalidInput when a run's input is larger than `limit` bytes of JSON."""
-    size = len(dumps(value))
-    if size > limit:
-        raise InvalidInput(f"input is {size} bytes of JSON; the limit is {limit} (--max-input-bytes)")
-    check_depth(value)

@@ -15,6 +15,8 @@ from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
+from ..vocabulary import CloseCode
+
 # ASGI scope extension: a "websocket.send" may carry "texts", and {"write_now": fn} writes
 # already framed bytes at once when the socket can take them (see WebSocketProtocol).
 SEND_MANY = "runcast.send_many"
@@ -46,7 +48,7 @@ BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: clo
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with three additions.
+    """uvicorn's WebSocket protocol with three additions, and bounds on what one client costs.
 
     - Many frames in one write: a `websocket.send` message with `texts` (a list) is framed
       and handed to the socket at once, instead of one pass through the ASGI layers and one
@@ -59,8 +61,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       while the socket's buffer is full, so a close would wait forever and the client that
       finally reads would find no close code. It is queued behind what is buffered instead.
 
-
-    Besides, what one client can cost everyone else is bounded:
+    What one client can cost everyone else is bounded:
     - its bytes are parsed PARSE_SLICE at a time, and a message in more than MAX_FRAGMENTS
       frames closes the socket (1009);
     - while its socket's send buffer is full (it reads nothing), nothing more is read from
@@ -109,7 +110,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.conn.state is not State.OPEN:
             self.transport.abort()
             return
-        self.conn.fail(1009, f"a message in more than {MAX_FRAGMENTS} frames")
+        self.conn.fail(CloseCode.MESSAGE_TOO_BIG, f"a message in more than {MAX_FRAGMENTS} frames")
         self.handle_parser_exception()
 
     def _read_if_due(self) -> None:

@@ -35,6 +35,7 @@ from .protocol import (
     UnknownWorkflow,
 )
 from .runtime import PostgresDb, Runtime, SqliteDb
+from .settings import Limits, Settings
 from .workflow import (
     Condition,
     Loop,
@@ -59,6 +60,7 @@ __all__ = [
     "Engine",
     "ErrorCode",
     "InvalidInput",
+    "Limits",
     "Loop",
     "ModelError",
     "OfflineModel",
@@ -72,6 +74,7 @@ __all__ = [
     "RunStatus",
     "RuncastError",
     "Runtime",
+    "Settings",
     "SqliteDb",
     "Step",
     "StepContext",

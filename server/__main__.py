@@ -14,16 +14,15 @@ from types import ModuleType
 import uvicorn
 
 from .agents.agno import agno_workflows
-from .agents.tool_threads import DEFAULT_MAX_HUNG, DEFAULT_TOOL_THREADS, configure_tool_threads
-from .engine import DEFAULT_MAX_RUNNING
-from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
+from .agents.tool_threads import configure_tool_threads
 from .examples import BUILT_IN
+from .settings import Limits, Settings
 from .store import StoreError, backend_for
-from .store.retention import DEFAULT_RETENTION_DAYS
-from .web import Limits, Tokens, create_app, redact_uvicorn_logs, serving_classes
+from .web import Tokens, create_app, redact_uvicorn_logs, serving_classes
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
+DEFAULTS = Settings()
 
 
 def load_workflows(spec: str) -> list[Workflow]:
@@ -69,31 +68,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--takeover-seconds",
         type=float,
-        default=DEFAULT_TAKEOVER_SECONDS,
+        default=DEFAULTS.takeover_seconds,
         help="in a cluster, how long a node may be silent before the others take over its runs (default 10)",
     )
     parser.add_argument(
         "--workflows", action="append", default=[], metavar="MODULE_OR_FILE", help="register workflows (repeatable)"
     )
     parser.add_argument(
-        "--max-running", type=int, default=DEFAULT_MAX_RUNNING, help="runs executing at once; more wait pending"
+        "--max-running", type=int, default=DEFAULTS.max_running, help="runs executing at once; more wait pending"
     )
     parser.add_argument(
         "--tool-threads",
         type=int,
-        default=DEFAULT_TOOL_THREADS,
-        help=f"plain-function tool calls running at once (default {DEFAULT_TOOL_THREADS})",
+        default=DEFAULTS.tool_threads,
+        help=f"plain-function tool calls running at once (default {DEFAULTS.tool_threads})",
     )
     parser.add_argument(
         "--max-hung-tools",
         type=int,
-        default=DEFAULT_MAX_HUNG,
-        help=f"timed-out tool calls still in their threads before new calls fail at once (default {DEFAULT_MAX_HUNG})",
+        default=DEFAULTS.max_hung_tools,
+        help=f"timed-out tool calls left in their threads before new ones fail (default {DEFAULTS.max_hung_tools})",
     )
     parser.add_argument(
         "--retention-days",
         type=float,
-        default=DEFAULT_RETENTION_DAYS,
+        default=DEFAULTS.retention_days,
         help="delete finished runs older than this many days (default 7; 0 keeps them forever)",
     )
     parser.add_argument(
@@ -102,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated)",
     )
-    defaults = Limits()
+    defaults = DEFAULTS.limits
     limits = parser.add_argument_group("limits (per client unless said otherwise)")
     limits.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="close 1009 past it")
     limits.add_argument(
@@ -145,18 +144,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.tool_threads < 1 or args.max_hung_tools < 0:
         log.error("--tool-threads must be at least 1 and --max-hung-tools at least 0")
         return 2
-    configure_tool_threads(args.tool_threads, args.max_hung_tools)
-    tokens = Tokens.from_sources(args.token)
-    limits = Limits(
-        max_frame_bytes=args.max_frame_bytes,
-        max_connections=args.max_connections,
-        max_subscriptions=args.max_subscriptions,
-        starts_per_second=args.starts_per_second,
-        max_input_bytes=args.max_input_bytes,
-        max_event_bytes=args.max_event_bytes,
-        stuck_seconds=args.stuck_seconds,
-        auth_seconds=args.auth_seconds,
+    settings = Settings(
+        node_id=args.node_id,
+        max_running=args.max_running,
+        tool_threads=args.tool_threads,
+        max_hung_tools=args.max_hung_tools,
+        takeover_seconds=args.takeover_seconds,
+        retention_days=args.retention_days,
+        limits=Limits(
+            max_frame_bytes=args.max_frame_bytes,
+            max_connections=args.max_connections,
+            max_subscriptions=args.max_subscriptions,
+            starts_per_second=args.starts_per_second,
+            max_input_bytes=args.max_input_bytes,
+            max_event_bytes=args.max_event_bytes,
+            stuck_seconds=args.stuck_seconds,
+            auth_seconds=args.auth_seconds,
+        ),
     )
+    configure_tool_threads(settings.tool_threads, settings.max_hung_tools)
+    tokens = Tokens.from_sources(args.token)
     if tokens.enabled:
         log.info("authentication on: %d token(s); clients must present one", len(tokens))
     else:
@@ -165,23 +172,14 @@ def main(argv: list[str] | None = None) -> int:
             "otherwise",
             args.host,
         )
-    app = create_app(
-        args.db,
-        [*BUILT_IN, *workflows],  # the contract's built-ins are always served
-        max_running=args.max_running,
-        retention_days=args.retention_days,
-        tokens=tokens,
-        limits=limits,
-        node_id=args.node_id,
-        takeover_seconds=args.takeover_seconds,
-    )
+    app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, tokens=tokens)  # built-ins always
     protocol, server_class = serving_classes(app, plain=os.environ.get("RUNCAST_PLAIN_ASGI") == "1")
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        ws_max_size=limits.max_frame_bytes,
+        ws_max_size=settings.limits.max_frame_bytes,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         timeout_graceful_shutdown=2,  # a backstop: sockets are dropped after DRAIN_SECONDS

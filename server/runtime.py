@@ -15,11 +15,10 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from .bounds import DEFAULT_MAX_EVENT_BYTES
-from .engine import DEFAULT_MAX_RUNNING, Engine
-from .engine.cluster import DEFAULT_TAKEOVER_SECONDS
+from .engine import Engine
 from .live import Broker, RunsFeed
 from .live.feed import ClusterFeed
+from .settings import Settings
 from .store import open_store
 from .store.retention import keep_pruning
 from .store.sqlite import read_run_sync
@@ -33,28 +32,19 @@ class Runtime:
         self,
         db: str,
         workflows: Iterable[Workflow] = (),
-        *,
-        max_running: int = DEFAULT_MAX_RUNNING,
-        retention_days: float = 0,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        node_id: str | None = None,
-        takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
+        settings: Settings | None = None,
     ) -> None:
-        self.store = open_store(db, node_id)
+        settings = settings or Settings()
+        self.settings = settings
+        self.store = open_store(db, settings.node_id)
         self.broker = Broker(self.store)
         self.runs_feed = RunsFeed(self.store)
-        self.engine = Engine(
-            self.store,
-            workflows,
-            max_running=max_running,
-            max_event_bytes=max_event_bytes,
-            takeover_seconds=takeover_seconds,
-        )
+        self.engine = Engine(self.store, workflows, settings)
         coordination = self.store.coordination
         self.feed = (
             ClusterFeed(self.broker, self.store, coordination, self.runs_feed) if coordination is not None else None
         )
-        self.retention_days = retention_days
+        self.retention_days = settings.retention_days
         self._pruner: asyncio.Task[None] | None = None
 
     async def open(self, *, recover: bool = True) -> None:
@@ -106,7 +96,7 @@ class Database:
         assert self._opening is not None
         async with self._opening:
             if self._runtime is None:
-                runtime = Runtime(self.url, **self._runtime_options())
+                runtime = Runtime(self.url, settings=self._settings())
                 await runtime.open(recover=False)
                 self._runtime = runtime
                 self._guard = asyncio.create_task(self._let_go_with_the_loop(runtime))
@@ -116,9 +106,10 @@ class Database:
                 await engine.recover(only={workflow.name})
         return engine
 
-    def _runtime_options(self) -> dict[str, Any]:
-        """What this kind of database adds to its Runtime (e.g. a node id)."""
-        return {}
+    def _settings(self) -> Settings:
+        """Its runtime's settings: a script's runs are kept (no retention), and a kind of
+        database may add its own (e.g. a node id)."""
+        return Settings(retention_days=0)
 
     async def _let_go_with_the_loop(self, runtime: Runtime) -> None:
         # asyncio.run() cancels every task when the program's main coroutine returns: that is
@@ -201,8 +192,8 @@ class PostgresDb(Database):
         # the runs of its name, and one that closes leaves for both.
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-db{next(_instances)}"
 
-    def _runtime_options(self) -> dict[str, Any]:
-        return {"node_id": self.node_id}
+    def _settings(self) -> Settings:
+        return Settings(retention_days=0, node_id=self.node_id)
 
     def _read_run(self, run_id: str) -> dict[str, Any] | None:
         from .store.postgres_sync import read_run_blocking  # asyncpg is an extra: imported when used

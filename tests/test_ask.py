@@ -14,6 +14,7 @@ import pytest
 
 from server import Step, StepContext, StepInput, Workflow
 from server.engine import Engine
+from server.settings import Settings
 from server.store.sqlite import SqliteStore
 
 from .harness import BACKENDS, Client, ServerProcess, assert_log, events_over_http, http
@@ -175,7 +176,7 @@ async def test_a_waiting_plain_step_holds_no_worker_thread(tmp_path: Path) -> No
     store = SqliteStore(str(tmp_path / "runcast.db"))
     await store.open()
     workflows = [Workflow("ask", [Step("ask", ask_name)]), Workflow("plain", [Step("plain", plain)])]
-    engine = Engine(store, workflows, step_threads=1)
+    engine = Engine(store, workflows, Settings(step_threads=1))
     try:
         ids = [(await engine.start("ask", None))[0]["run_id"] for _ in range(3)]
         async with asyncio.timeout(5):

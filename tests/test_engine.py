@@ -30,6 +30,7 @@ from server import (
 )
 from server.examples import BUILT_IN
 from server.protocol import RUN_ID_PATTERN
+from server.settings import Settings
 from server.store import StoredEvent
 from server.store.sqlite import SqliteStore
 from server.vocabulary import TERMINAL_EVENTS
@@ -72,7 +73,7 @@ class Env:
     async def open(self, *workflows: Workflow, **kw: Any) -> tuple[SqliteStore, Engine, Recorder]:
         store = SqliteStore(self.path)
         await store.open()
-        engine = Engine(store, workflows, **kw)
+        engine = Engine(store, workflows, Settings(**kw))
         self._open.append((store, engine))
         return store, engine, Recorder(store)
 

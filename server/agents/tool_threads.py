@@ -19,9 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.threads import StepThreads
-
-DEFAULT_TOOL_THREADS = 32  # plain-function tool calls running at once (--tool-threads)
-DEFAULT_MAX_HUNG = 64  # timed-out calls still in their threads before new calls are refused (--max-hung-tools)
+from ..settings import DEFAULT_MAX_HUNG, DEFAULT_TOOL_THREADS
 
 
 class ToolsHung(Exception):

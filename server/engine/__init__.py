@@ -2,7 +2,7 @@
 threads and the step context."""
 
 from .context import AskTimeout, StepContext
-from .engine import DEFAULT_MAX_RUNNING, Engine, new_run_id
+from .engine import Engine, new_run_id
 from .threads import StepThreads
 
-__all__ = ["DEFAULT_MAX_RUNNING", "AskTimeout", "Engine", "StepContext", "StepThreads", "new_run_id"]
+__all__ = ["AskTimeout", "Engine", "StepContext", "StepThreads", "new_run_id"]

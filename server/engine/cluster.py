@@ -15,7 +15,6 @@ from ..waiting import wait_set
 
 log = logging.getLogger("runcast.cluster")
 
-DEFAULT_TAKEOVER_SECONDS = 10.0
 
 Adopt = Callable[[dict[str, Any], bool], None]  # (snapshot, taken over from another node)
 

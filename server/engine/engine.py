@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error
+from ..bounds import EventTooLarge, check_event_size, clip_error
 from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
@@ -34,11 +34,12 @@ from ..protocol import (
     to_json_value,
     utc_now,
 )
+from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
 from ..vocabulary import TERMINAL_EVENT
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
-from .cluster import DEFAULT_TAKEOVER_SECONDS, Cluster
+from .cluster import Cluster
 from .context import History, Request, StepContext, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
 from .threads import StepThreads
@@ -47,8 +48,6 @@ log = logging.getLogger("runcast.engine")
 
 T = TypeVar("T")
 
-DEFAULT_MAX_RUNNING = 256
-DEFAULT_STEP_THREADS = 64
 HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
 
 
@@ -117,20 +116,18 @@ class Engine:
         self,
         store: RunStore,
         workflows: Iterable[Workflow] = (),
-        *,
-        max_running: int = DEFAULT_MAX_RUNNING,
-        step_threads: int = DEFAULT_STEP_THREADS,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
+        settings: Settings | None = None,
     ) -> None:
+        settings = settings or Settings()
+        max_running, takeover_seconds = settings.max_running, settings.takeover_seconds
         self.store = store
-        self.max_event_bytes = max_event_bytes
+        self.max_event_bytes = settings.limits.max_event_bytes
         self.workflows: dict[str, Workflow] = {}
         for wf in workflows:
             self.register(wf)
         self.max_running = max_running
         self._slots = asyncio.Semaphore(max_running)
-        self._threads = StepThreads(step_threads)
+        self._threads = StepThreads(settings.step_threads)
         self._active: dict[str, _ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched

@@ -10,7 +10,6 @@ from .base import RunStore
 
 log = logging.getLogger("runcast.retention")
 
-DEFAULT_RETENTION_DAYS = 7.0
 PRUNE_EVERY_SECONDS = 3600.0
 PRUNE_BATCH = 200  # runs per transaction: keeps every commit short
 

@@ -18,16 +18,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from ..commands import Commands
-from ..engine import DEFAULT_MAX_RUNNING
-from ..engine.cluster import DEFAULT_TAKEOVER_SECONDS
 from ..runtime import Runtime
-from ..store.retention import DEFAULT_RETENTION_DAYS
+from ..settings import Settings
 from ..vocabulary import CloseCode
 from ..workflow import Workflow
 from .auth import Tokens
 from .connection import Connection
 from .http import JSON, BodyLimit, HeaderLimit, HttpApi
-from .limits import Limits
 from .metrics import Metrics
 
 log = logging.getLogger("runcast.app")
@@ -39,29 +36,16 @@ def create_app(
     db: str = "./data/runcast.db",
     workflows: Iterable[Workflow] = (),
     *,
-    max_running: int = DEFAULT_MAX_RUNNING,
-    retention_days: float = DEFAULT_RETENTION_DAYS,
+    settings: Settings | None = None,
     tokens: Tokens | None = None,
-    limits: Limits | None = None,
-    node_id: str | None = None,
-    takeover_seconds: float = DEFAULT_TAKEOVER_SECONDS,
 ) -> Starlette:
     """The runcast app on the store named by `db`, serving `workflows` (the command line
-    adds the built-ins, see server.examples).
-
-    Finished runs older than `retention_days` are deleted (0 keeps them forever). With
-    `tokens`, every client must present one; `limits` bounds what one client may use."""
+    adds the built-ins, see server.examples), set up by `settings`. With `tokens`, every
+    client must present one."""
     tokens = tokens or Tokens()
-    limits = limits or Limits()
-    runtime = Runtime(
-        db,
-        workflows,
-        max_running=max_running,
-        retention_days=retention_days,
-        max_event_bytes=limits.max_event_bytes,
-        node_id=node_id,
-        takeover_seconds=takeover_seconds,
-    )
+    settings = settings or Settings()
+    limits = settings.limits
+    runtime = Runtime(db, workflows, settings)
     commands = Commands(runtime, max_input_bytes=limits.max_input_bytes)
     connections: set[Connection] = set()
     metrics = Metrics(runtime, lambda: list(connections))

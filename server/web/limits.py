@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ..bounds import DEFAULT_MAX_EVENT_BYTES
+from ..settings import Limits
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one client may use, with the defaults the README documents."""
-
-    max_frame_bytes: int = 1024 * 1024  # larger frames close the socket with 1009
-    max_connections: int = 20_000  # past this, new sockets are closed with 1013
-    max_subscriptions: int = 1_000  # per connection; more is `overloaded`
-    starts_per_second: float = 100.0  # per connection; more is `rate_limited`
-    max_input_bytes: int = 256 * 1024  # a run's input as JSON; more is `invalid_input`
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # an event's data as JSON; more fails its step
-    stuck_seconds: float = 60.0  # a client that reads nothing this long while events wait: 1008
-    auth_seconds: float = 10.0  # time to present a valid token: then 1008
-    auth_attempts: int = 3  # wrong tokens before 1008
+__all__ = ["Limits", "RateLimiter"]
 
 
 class RateLimiter:

@@ -2,7 +2,8 @@
 threads and the step context."""
 
 from .context import AskTimeout, StepContext
-from .engine import Engine, new_run_id
+from .engine import Engine
+from .runs import new_run_id
 from .threads import StepThreads
 
 __all__ = ["AskTimeout", "Engine", "StepContext", "StepThreads", "new_run_id"]

@@ -3,24 +3,19 @@
 Every change is recorded through the store (which numbers the events and commits them
 in batches); nothing here talks to sockets. On start it continues the runs a crash left
 unfinished. A run whose steps asked for input waits with no task at all (`waiting`):
-an answer (`respond`), a cancel or a timeout takes it up again, on whichever node.
+an answer (`respond`), a cancel or a timeout takes it up again, on whichever node
+(answering.py, its base class). A run as data is in runs.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
-import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
-import orjson
-
-from ..bounds import EventTooLarge, check_event_size, clip_error
+from ..bounds import clip_error
 from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
@@ -30,86 +25,25 @@ from ..protocol import (
     RuncastError,
     RunNotFound,
     UnknownWorkflow,
-    canonical_json,
     to_json_value,
     utc_now,
 )
 from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
 from ..vocabulary import TERMINAL_EVENT
-from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
-from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
+from ..workflow import FINISHED, RunStatus, Step, StepStatus, Workflow, walk
+from .answering import Answering
+from .asks import AnswerChecks, Deadlines, RunLocks
 from .cluster import Cluster
-from .context import History, Request, StepContext, Suspended
+from .context import History, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
+from .runs import ActiveRun, align_steps, copy_run, new_run, new_run_id, step_history, the_same
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
 
-T = TypeVar("T")
 
-HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
-
-
-_id_clock = {"ms": 0, "n": 0}
-
-
-def new_run_id() -> str:
-    """A unique id that sorts by creation time (milliseconds, a counter, then randomness)."""
-    ms = time.time_ns() // 1_000_000
-    if ms <= _id_clock["ms"]:
-        ms = _id_clock["ms"]
-        _id_clock["n"] += 1
-    else:
-        _id_clock["ms"], _id_clock["n"] = ms, 0
-    return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
-
-
-def _new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node]) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "workflow": workflow.name,
-        "status": RunStatus.PENDING.value,
-        "input": input,
-        "output": None,
-        "error": None,
-        "created_at": utc_now(),
-        "started_at": None,
-        "finished_at": None,
-        "last_seq": 0,
-        "steps": [_new_step(path) for path, _ in walk(steps)],
-        "waiting_for": [],
-    }
-
-
-def _new_step(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "status": StepStatus.PENDING.value,
-        "output": None,
-        "error": None,
-        "attempts": 0,
-        "started_at": None,
-        "finished_at": None,
-    }
-
-
-@dataclass
-class _ActiveRun:
-    workflow: Workflow
-    row: dict[str, Any]
-    resumed: bool
-    reason: str = "restart"  # of its run_resumed: "restart", or "takeover" from another node
-    task: asyncio.Task[None] | None = None
-    contexts: set[StepContext] = field(default_factory=set)  # of the steps running now
-    cancel_requested: bool = False
-    lost: bool = False  # another node owns it now
-    began: bool = False  # its task has started running (a task cancelled before that runs nothing)
-    continued: bool = False  # it goes on after the answers it waited for (no run_started/run_resumed)
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-class Engine:
+class Engine(Answering):
     """Starts, runs, cancels and resumes runs; records every change through the store."""
 
     def __init__(
@@ -128,7 +62,7 @@ class Engine:
         self.max_running = max_running
         self._slots = asyncio.Semaphore(max_running)
         self._threads = StepThreads(settings.step_threads)
-        self._active: dict[str, _ActiveRun] = {}
+        self._active: dict[str, ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._taking: set[str] = set()  # new runs this node took a slot for, not yet launched
         self._stopping = False
@@ -186,7 +120,7 @@ class Engine:
         steps = workflow.steps_for(workflow.checked_input(input))
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
-            row = _new_run(new_run_id(), workflow, input, steps)
+            row = new_run(new_run_id(), workflow, input, steps)
             await self._create(workflow, row)
             return dict(row), False
         if not RUN_ID_PATTERN.fullmatch(run_id):
@@ -198,15 +132,15 @@ class Engine:
         try:
             existing = await self.store.get_run(run_id)
             if existing is not None:
-                return _the_same(existing, name, input), True
-            row = _new_run(run_id, workflow, input, steps)
+                return the_same(existing, name, input), True
+            row = new_run(run_id, workflow, input, steps)
             try:
                 await self._create(workflow, row, launch=False)
             except RunExists:  # started through another node at the same moment: the database chose that one
                 existing = await self.store.get_run(run_id)
                 if existing is None:  # deleted since (retention): a start that raced a prune
                     raise Conflict(f"run {run_id!r} was being created and deleted at once; try again") from None
-                return _the_same(existing, name, input), True
+                return the_same(existing, name, input), True
         finally:
             del self._creating[run_id]
             creating.set_result(None)
@@ -273,7 +207,7 @@ class Engine:
         continued: bool = False,
     ) -> None:
         self._taking.discard(row["run_id"])
-        run = _ActiveRun(workflow, row, resumed, reason, continued=continued)
+        run = ActiveRun(workflow, row, resumed, reason, continued=continued)
         self._active[row["run_id"]] = run
         run.task = asyncio.create_task(self._execute(run), name=f"runcast-run-{row['run_id']}")
 
@@ -313,13 +247,13 @@ class Engine:
         """End a run that no task of this node runs (it cannot resume, or it waits); its
         workflow plays no part in that."""
         try:
-            await self._finish(_ActiveRun(Workflow(row["workflow"], []), row, resumed=True), status, error=error)
+            await self._finish(ActiveRun(Workflow(row["workflow"], []), row, resumed=True), status, error=error)
         finally:
             self._forget(row["run_id"])
 
     # ---- running ---------------------------------------------------------------------
 
-    async def _execute(self, run: _ActiveRun) -> None:
+    async def _execute(self, run: ActiveRun) -> None:
         run_id = run.row["run_id"]
         run.began = True
         try:
@@ -351,23 +285,23 @@ class Engine:
             self.cluster.coordination.forget(run_id)
             self.cluster.wake()  # a slot is free: take the next waiting run
 
-    async def _fail_inside(self, run: _ActiveRun, exc: BaseException) -> None:
+    async def _fail_inside(self, run: ActiveRun, exc: BaseException) -> None:
         log.error("run %s failed outside its steps", run.row["run_id"], exc_info=exc)
         await self._finish(run, RunStatus.FAILED, error=f"internal error: {error_text(exc)}")
 
-    def _state(self, run: _ActiveRun) -> dict[str, Any]:
+    def _state(self, run: ActiveRun) -> dict[str, Any]:
         # A copy: the writer encodes it later, and the run moves on meanwhile.
-        return _copy(run.row)
+        return copy_run(run.row)
 
-    async def _record(self, run: _ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True) -> None:
+    async def _record(self, run: ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True) -> None:
         await self.store.backlog()
         self.store.emit(run.row["run_id"], event, step, data, self._state(run) if changed else None)
 
-    def _emit_from_step(self, run: _ActiveRun, step: str, event: str, data: dict[str, Any]) -> None:
+    def _emit_from_step(self, run: ActiveRun, step: str, event: str, data: dict[str, Any]) -> None:
         if run.row["status"] == RunStatus.RUNNING:  # a late thread message after the end is dropped
             self.store.emit(run.row["run_id"], event, step, data)
 
-    async def _run_steps(self, run: _ActiveRun) -> None:
+    async def _run_steps(self, run: ActiveRun) -> None:
         row, workflow = run.row, run.workflow
         try:
             checked = workflow.checked_input(row["input"])
@@ -376,7 +310,7 @@ class Engine:
             return
         plan = workflow.steps_for(checked)
         nodes = list(walk(plan))
-        steps = row["steps"] = _align_steps([path for path, _ in nodes], row["steps"])
+        steps = row["steps"] = align_steps([path for path, _ in nodes], row["steps"])
         row["status"] = RunStatus.RUNNING.value
         if run.continued:
             pass  # its last input_received (stored with this state) marks where it goes on
@@ -431,53 +365,11 @@ class Engine:
             return
         await self._finish(run, RunStatus.COMPLETED, output=outcome.content)
 
-    async def _suspend(self, run: _ActiveRun, requests: list[Request]) -> None:
-        """The run has nothing left to do but wait for answers: store its requests (each
-        `input_requested` with the state so far, the first making the run `waiting`) and
-        end its task; it holds no slot and no thread, and in a cluster no owner."""
-        row = run.row
-        run_id = row["run_id"]
-        row["status"] = RunStatus.WAITING.value
-        waiting: list[dict[str, Any]] = list(row.get("waiting_for") or [])
-        row["waiting_for"] = waiting
-        now = time.time()
-        committed: asyncio.Future[int] | None = None
-        for request in requests:
-            if request.timeout is not None and request.expires_at is None:
-                request.expires_at = now + request.timeout
-            data = request.data()
-            if all(w["request_id"] != request.request_id for w in waiting):
-                waiting.append({**data, "step": request.step})
-            await self.store.backlog()
-            committed = self.store.append_nowait(run_id, "input_requested", request.step, data, self._state(run))
-        assert committed is not None, "a run waits only for what a step asked"
-        await committed
-        self.store.release(run_id)
-        log.info("run_id=%s workflow=%s status=waiting requests=%d", run_id, row["workflow"], len(waiting))
-        if any(w.get("expires_at") is not None for w in waiting):
-            self._deadlines.wake()
-
     async def step_history(self, run_id: str, path: str) -> History:
-        """The stored events of step `path` of a run since it last completed, as (event,
-        data), oldest first: what a step that is run again had done before."""
-        await self.store.flush()  # what this node queued counts too
-        found: History = []
-        after = 0
-        while page := await self.store.read_events(run_id, after, 1000):
-            for event in page:
-                frame = orjson.loads(event.frame)
-                if frame.get("step") != path:
-                    continue
-                if event.event == "step_completed":
-                    found = []
-                else:
-                    found.append((event.event, frame.get("data") or {}))
-            after = page[-1].seq
-        return found
+        """What step `path` of a run had done before it is run again (see runs.step_history)."""
+        return await step_history(self.store, run_id, path)
 
-    async def _finish(
-        self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
-    ) -> None:
+    async def _finish(self, run: ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None) -> None:
         """End a run: its final state and its one terminal event, committed together. If
         that cannot be stored (not a passing fault, which the writer outlasts), the run ends
         failed, saying why: a run is never left unfinished with no task working on it."""
@@ -494,7 +386,7 @@ class Engine:
             )
 
     async def _store_end(
-        self, run: _ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
+        self, run: ActiveRun, status: RunStatus, *, output: Any = None, error: str | None = None
     ) -> None:
         row = run.row
         error = clip_error(error) if error is not None else None
@@ -574,169 +466,6 @@ class Engine:
                 return snapshot
             await asyncio.sleep(0.1)  # run by another node (or waiting for a free one, or for answers)
 
-    # ---- people in the loop ------------------------------------------------------------
-
-    async def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
-        """Answer a request of a waiting run: RunNotFound, Conflict (it does not wait for
-        that request), InvalidInput (the value does not fit the request's schema; it keeps
-        waiting). Returns the snapshot with the answer recorded; once a run has all its
-        answers it goes on, here."""
-        value = to_json_value(value)
-        try:
-            check_event_size("the answer", value, self.max_event_bytes)
-        except EventTooLarge as exc:
-            raise InvalidInput(str(exc)) from None
-        return await self._to_the_end(self._respond(run_id, request_id, value))
-
-    async def _respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
-        async with self._held.hold(run_id):
-            snapshot = await self._waiting_run(run_id)
-            request = open_request(snapshot, request_id)
-            if request is None:
-                raise Conflict(not_waiting(snapshot, request_id))
-            if request.get("schema") is not None:
-                self._answer_check(request["schema"])(value)
-            answered = await self._record_answer(snapshot, request_id, {"request_id": request_id, "value": value})
-        if answered is None:
-            raise Conflict(f"run {run_id!r} is no longer waiting for request {request_id!r}")
-        return answered
-
-    async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` to its end even if the caller goes away (a client that disconnects
-        mid-answer): a run taken or answered must also be released or continued."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._ended_alone)
-        return await asyncio.shield(task)
-
-    def _ended_alone(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # seen: its caller may be gone
-            log.debug("an answer or cancel ended with %r", task.exception())
-
-    async def _settled(self, run_id: str) -> None:
-        """If this node's run is storing its requests right now, wait until it has."""
-        run = self._active.get(run_id)
-        if run is not None and run.row["status"] == RunStatus.WAITING:
-            await asyncio.shield(run.done)
-
-    async def _waiting_run(self, run_id: str) -> dict[str, Any]:
-        await self._settled(run_id)
-        snapshot = await self.store.get_run(run_id)
-        if snapshot is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return snapshot
-
-    async def _record_answer(
-        self, snapshot: dict[str, Any], request_id: str, data: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Store `input_received` with the run's new state (the request no longer open; with
-        none left, the run `running` again) and go on with the run here if it may. None if,
-        in a cluster, another node closed the request first."""
-        run_id = snapshot["run_id"]
-        if self.cluster is not None:
-            held = await self._claim_waiting(run_id, lambda row: open_request(row, request_id) is not None)
-            if held is None:
-                return None
-            snapshot = held
-        state = snapshot
-        request = open_request(state, request_id)
-        assert request is not None
-        state["waiting_for"] = [w for w in state["waiting_for"] if w["request_id"] != request_id]
-        if not state["waiting_for"]:
-            state["status"] = RunStatus.RUNNING.value
-            for st in state["steps"]:
-                if st["status"] == StepStatus.WAITING:
-                    st["status"] = StepStatus.RUNNING.value
-        try:
-            await self.store.backlog()
-            seq = await self.store.append_nowait(run_id, "input_received", request["step"], data, _copy(state))
-        except BaseException:
-            if self.cluster is not None:
-                with contextlib.suppress(Exception):
-                    await self.cluster.coordination.release(run_id)
-            raise
-        state["last_seq"] = seq
-        answered = _copy(state)
-        log.info("run_id=%s request %s answered%s", run_id, request_id, " (timed out)" if data.get("timed_out") else "")
-        if state["status"] == RunStatus.WAITING:
-            self.store.release(run_id)
-            if self.cluster is not None:
-                self.cluster.coordination.forget(run_id)  # that write let go of it (see PostgresBackend)
-        else:
-            await self._go_on(state)
-        return answered
-
-    async def _go_on(self, row: dict[str, Any]) -> None:
-        """Continue a run that has had all its answers (this node holds it)."""
-        workflow = self.workflows.get(row["workflow"])
-        if self._stopping:
-            return  # stored `running`: it resumes at the next start (or on another node)
-        if workflow is not None:
-            self._launch(workflow, row, resumed=False, continued=True)
-            return
-        if self.cluster is not None:  # a node that has its workflow takes it up, as after a restart
-            await self.cluster.coordination.release(row["run_id"])
-            self.cluster.nudge_others()
-            return
-        task = asyncio.create_task(
-            self._end_unresumable(row, f"interrupted: workflow {row['workflow']!r} is not registered")
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _claim_waiting(self, run_id: str, still: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-        """In a cluster: take a waiting run for this node, so that one node at a time writes
-        it (the store's fencing makes a loser's write fail). Waits while another node holds
-        it (answering it too), bounded; None once it no longer passes `still`."""
-        assert self.cluster is not None
-        coordination = self.cluster.coordination
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cluster.takeover_seconds + HOLD_SLACK_SECONDS
-        while True:
-            row = await coordination.claim_waiting(run_id, self.cluster.takeover_seconds)
-            if row is not None:
-                self.store.release(run_id)  # its last seq is read afresh: another node wrote since
-                if still(row):
-                    return row
-                await coordination.release(run_id)
-                return None
-            snapshot = await self.store.get_run(run_id)
-            if snapshot is None or snapshot["status"] != RunStatus.WAITING or not still(snapshot):
-                return None
-            if loop.time() > deadline:
-                raise RuncastError(f"run {run_id!r} is busy on another node; try again", ErrorCode.OVERLOADED)
-            await asyncio.sleep(0.05)
-
-    async def _cancel_waiting(self, run_id: str) -> dict[str, Any] | None:
-        """End a waiting run cancelled, here and now; None if it is no longer waiting (it
-        went on meanwhile: cancel it as a running run)."""
-        async with self._held.hold(run_id):
-            row = await self._waiting_run(run_id)
-            if row["status"] != RunStatus.WAITING:
-                return None
-            if self.cluster is not None:
-                held = await self._claim_waiting(run_id, lambda _row: True)
-                if held is None:
-                    return None
-                row = held
-            await self._end_here(row, RunStatus.CANCELLED)
-            return _copy(row)
-
-    async def _expire(self, run_id: str) -> None:
-        """Close the expired requests of one waiting run (each as if answered)."""
-        async with self._held.hold(run_id):
-            snapshot: dict[str, Any] | None = await self._waiting_run(run_id)
-            while snapshot is not None and snapshot["status"] == RunStatus.WAITING:
-                now = time.time()
-                request = next((w for w in snapshot["waiting_for"] if expired(w, now)), None)
-                if request is None:
-                    return
-                data = {"request_id": request["request_id"], "value": request.get("default"), "timed_out": True}
-                snapshot = await self._record_answer(snapshot, request["request_id"], data)
-                if snapshot is None:
-                    return
-
     def abandon(self) -> None:
         """Stop at once without waiting for anything (the loop is going away)."""
         self._stopping = True
@@ -763,25 +492,3 @@ class Engine:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown()
-
-
-def _the_same(existing: dict[str, Any], workflow: str, input: Any) -> dict[str, Any]:
-    """The existing run, if a start of `workflow` with `input` would have made the same one
-    (inputs compared as JSON: `true` is not `1`, `1.0` is not `1`, key order aside); else Conflict."""
-    if existing["workflow"] != workflow or canonical_json(existing["input"]) != canonical_json(input):
-        raise Conflict(f"run {existing['run_id']!r} exists with a different workflow or input")
-    return existing
-
-
-def _copy(row: dict[str, Any]) -> dict[str, Any]:
-    """A copy that the run's own later changes do not reach."""
-    out = dict(row)
-    out["steps"] = [dict(s) for s in row["steps"]]
-    out["waiting_for"] = list(row.get("waiting_for") or [])
-    return out
-
-
-def _align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The stored step states in the plan's order (a step added since starts fresh)."""
-    by_name = {st["name"]: st for st in stored}
-    return [by_name.get(path) or _new_step(path) for path in paths]

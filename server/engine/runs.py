@@ -1,0 +1,116 @@
+"""A run as data: its first state, its steps', a copy that its later changes do not reach,
+and the in-memory record of a run this node executes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..protocol import Conflict, canonical_json, utc_now
+from ..store import RunStore
+from ..workflow import Node, RunStatus, StepStatus, Workflow, walk
+from .context import History, StepContext
+
+_id_clock = {"ms": 0, "n": 0}
+
+
+def new_run_id() -> str:
+    """A unique id that sorts by creation time (milliseconds, a counter, then randomness)."""
+    ms = time.time_ns() // 1_000_000
+    if ms <= _id_clock["ms"]:
+        ms = _id_clock["ms"]
+        _id_clock["n"] += 1
+    else:
+        _id_clock["ms"], _id_clock["n"] = ms, 0
+    return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
+
+
+def new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "workflow": workflow.name,
+        "status": RunStatus.PENDING.value,
+        "input": input,
+        "output": None,
+        "error": None,
+        "created_at": utc_now(),
+        "started_at": None,
+        "finished_at": None,
+        "last_seq": 0,
+        "steps": [new_step(path) for path, _ in walk(steps)],
+        "waiting_for": [],
+    }
+
+
+def new_step(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "status": StepStatus.PENDING.value,
+        "output": None,
+        "error": None,
+        "attempts": 0,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+@dataclass
+class ActiveRun:
+    workflow: Workflow
+    row: dict[str, Any]
+    resumed: bool
+    reason: str = "restart"  # of its run_resumed: "restart", or "takeover" from another node
+    task: asyncio.Task[None] | None = None
+    contexts: set[StepContext] = field(default_factory=set)  # of the steps running now
+    cancel_requested: bool = False
+    lost: bool = False  # another node owns it now
+    began: bool = False  # its task has started running (a task cancelled before that runs nothing)
+    continued: bool = False  # it goes on after the answers it waited for (no run_started/run_resumed)
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def the_same(existing: dict[str, Any], workflow: str, input: Any) -> dict[str, Any]:
+    """The existing run, if a start of `workflow` with `input` would have made the same one
+    (inputs compared as JSON: `true` is not `1`, `1.0` is not `1`, key order aside); else Conflict."""
+    if existing["workflow"] != workflow or canonical_json(existing["input"]) != canonical_json(input):
+        raise Conflict(f"run {existing['run_id']!r} exists with a different workflow or input")
+    return existing
+
+
+def copy_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy that the run's own later changes do not reach."""
+    out = dict(row)
+    out["steps"] = [dict(s) for s in row["steps"]]
+    out["waiting_for"] = list(row.get("waiting_for") or [])
+    return out
+
+
+def align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored step states in the plan's order (a step added since starts fresh)."""
+    by_name = {st["name"]: st for st in stored}
+    return [by_name.get(path) or new_step(path) for path in paths]
+
+
+async def step_history(store: RunStore, run_id: str, path: str) -> History:
+    """The stored events of step `path` of a run since it last completed, as (event,
+    data), oldest first: what a step that is run again had done before."""
+    await store.flush()  # what this node queued counts too
+    found: History = []
+    after = 0
+    while page := await store.read_events(run_id, after, 1000):
+        for event in page:
+            frame = orjson.loads(event.frame)
+            if frame.get("step") != path:
+                continue
+            if event.event == "step_completed":
+                found = []
+            else:
+                found.append((event.event, frame.get("data") or {}))
+        after = page[-1].seq
+    return found

@@ -24,8 +24,8 @@ import asyncpg
 import orjson
 
 from ..waiting import wait_set
+from . import sql
 from .base import (
-    FINISHED_SQL,
     RUN_COLUMNS,
     UNFINISHED_SQL,
     WAITING_SQL,
@@ -33,12 +33,11 @@ from .base import (
     Batch,
     StoredEvent,
     StoreError,
-    list_columns,
     listed_run,
-    parse_cursor,
     row_to_run,
     run_params,
 )
+from .sql import POSTGRES
 
 log = logging.getLogger("runcast.store")
 
@@ -99,12 +98,6 @@ MIGRATIONS: list[str] = [
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
-SELECT_RUN = f"SELECT {_COLUMNS} FROM runs"
-LIST_COLUMNS = list_columns(
-    "(SELECT coalesce(json_agg(json_build_object('name', e->>'name', 'status', e->>'status') ORDER BY i), '[]')"
-    "::text FROM jsonb_array_elements(runs.steps::jsonb) WITH ORDINALITY AS t(e, i))",
-    "octet_length({})",
-)
 UPSERT_RUN = (
     f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) VALUES ("
     + ", ".join(f"${i}" for i in range(1, len(WRITE_COLUMNS) + 3))
@@ -412,15 +405,7 @@ class PostgresBackend:
         # One node prunes at a time; the others find the lock taken and leave it to it.
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
             return 0
-        ids = [
-            row[0]
-            for row in await conn.fetch(
-                f"SELECT run_id FROM runs WHERE status IN ({FINISHED_SQL}) AND finished_at < $1"
-                " ORDER BY finished_at LIMIT $2",
-                finished_before,
-                limit,
-            )
-        ]
+        ids = [row[0] for row in await conn.fetch(POSTGRES.sql(sql.PRUNABLE), finished_before, limit)]
         if ids:
             await conn.execute("DELETE FROM events WHERE run_id = ANY($1::text[])", ids)
             await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::text[])", ids)
@@ -428,7 +413,7 @@ class PostgresBackend:
 
     async def last_seq(self, run_id: str) -> int | None:
         async with self._conn() as conn:
-            seq = await conn.fetchval("SELECT last_seq FROM runs WHERE run_id = $1", run_id)
+            seq = await conn.fetchval(POSTGRES.sql(sql.LAST_SEQ), run_id)
         return int(seq) if seq is not None else None
 
     # ---- the cluster -------------------------------------------------------------------
@@ -530,40 +515,20 @@ class PostgresBackend:
 
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(SELECT_RUN + " WHERE run_id = $1", run_id)
+            row = await conn.fetchrow(POSTGRES.sql(sql.GET_RUN), run_id)
         return row_to_run(tuple(row), steps=steps) if row is not None else None
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT seq, event, frame FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                run_id,
-                after,
-                limit,
-            )
+            rows = await conn.fetch(POSTGRES.sql(sql.READ_EVENTS), run_id, after, limit)
         return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
 
     async def list_runs(
         self, workflow: str | None, status: str | None, limit: int, before: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        where: list[str] = []
-        params: list[Any] = []
-        if workflow is not None:
-            params.append(workflow)
-            where.append(f"workflow = ${len(params)}")
-        if status is not None:
-            params.append(status)
-            where.append(f"status = ${len(params)}")
-        if before is not None:
-            params.append(parse_cursor(before))
-            where.append(f"n < ${len(params)}")
-        sql = f"SELECT {LIST_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        params.append(limit + 1)
-        sql += f" ORDER BY n DESC LIMIT ${len(params)}"
+        query, params = sql.list_runs_query(POSTGRES, workflow, status, limit, before)
         async with self._conn() as conn:
-            rows = await conn.fetch(sql, *params)
+            rows = await conn.fetch(query, *params)
         return [listed_run(tuple(row)) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
@@ -572,12 +537,7 @@ class PostgresBackend:
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = {WAITING_SQL}"
-                " AND workflow = ANY($1::text[]) ORDER BY wake_at LIMIT $2",
-                workflows,
-                limit,
-            )
+            rows = await conn.fetch(POSTGRES.sql(sql.DUE_WAITS, len(workflows)), workflows, limit)
         return [(row[0], float(row[1])) for row in rows]
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import asyncpg
 
-from .base import RUN_COLUMNS, row_to_run
+from . import sql
+from .base import row_to_run
+from .sql import POSTGRES
 
-_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = $1"
+_SELECT = POSTGRES.sql(sql.GET_RUN)
 
 
 class _Reader:

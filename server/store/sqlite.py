@@ -20,23 +20,19 @@ from typing import IO, Any
 
 import aiosqlite
 
+from . import sql
 from .base import (
-    FINISHED_SQL,
-    RUN_COLUMNS,
-    UNFINISHED_SQL,
-    WAITING_SQL,
     WRITE_COLUMNS,
     Batch,
     Coordination,
     StoredEvent,
     StoreError,
     StoreLocked,
-    list_columns,
     listed_run,
-    parse_cursor,
     row_to_run,
     run_params,
 )
+from .sql import SQLITE
 from .writer import Store
 
 log = logging.getLogger("runcast.store")
@@ -86,12 +82,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-SELECT_RUN = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
-LIST_COLUMNS = list_columns(
-    "(SELECT json_group_array(json_object('name', json_extract(value, '$.name'), 'status',"
-    " json_extract(value, '$.status'))) FROM json_each(runs.steps))",
-    "length(CAST({} AS BLOB))",
-)
 UPSERT_RUN = (
     "INSERT INTO runs ("
     + ", ".join(WRITE_COLUMNS)
@@ -143,10 +133,7 @@ def write_transaction(db: sqlite3.Connection, batch: Batch) -> list[int]:
 
 
 def _prune(db: sqlite3.Connection, finished_before: str, limit: int) -> int:
-    ids = db.execute(
-        f"SELECT run_id FROM runs WHERE status IN ({FINISHED_SQL}) AND finished_at < ? ORDER BY finished_at LIMIT ?",
-        (finished_before, limit),
-    ).fetchall()
+    ids = db.execute(SQLITE.sql(sql.PRUNABLE), (finished_before, limit)).fetchall()
     if ids:
         db.executemany("DELETE FROM events WHERE run_id = ?", ids)
         db.executemany("DELETE FROM runs WHERE run_id = ?", ids)
@@ -380,7 +367,7 @@ class SqliteBackend:
         writer = self._writer
 
         def read() -> int | None:
-            row = writer.execute("SELECT last_seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = writer.execute(SQLITE.sql(sql.LAST_SEQ), (run_id,)).fetchone()
             return int(row[0]) if row is not None else None
 
         seq: int | None = await self._on_writer(read)
@@ -392,54 +379,32 @@ class SqliteBackend:
 
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None:
         assert self._reader is not None
-        rows = list(await self._reader.execute_fetchall(SELECT_RUN + " WHERE run_id = ?", (run_id,)))
+        rows = list(await self._reader.execute_fetchall(SQLITE.sql(sql.GET_RUN), (run_id,)))
         return row_to_run(tuple(rows[0]), steps=steps) if rows else None
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
         assert self._reader is not None
-        rows = await self._reader.execute_fetchall(
-            "SELECT seq, event, frame FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after, limit),
-        )
+        rows = await self._reader.execute_fetchall(SQLITE.sql(sql.READ_EVENTS), (run_id, after, limit))
         return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
 
     async def list_runs(
         self, workflow: str | None, status: str | None, limit: int, before: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         assert self._reader is not None
-        where: list[str] = []
-        params: list[Any] = []
-        if workflow is not None:
-            where.append("workflow = ?")
-            params.append(workflow)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if before is not None:
-            where.append("n < ?")
-            params.append(parse_cursor(before))
-        sql = f"SELECT {LIST_COLUMNS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY n DESC LIMIT ?"
-        params.append(limit + 1)
-        rows = list(await self._reader.execute_fetchall(sql, params))
+        query, params = sql.list_runs_query(SQLITE, workflow, status, limit, before)
+        rows = list(await self._reader.execute_fetchall(query, params))
         return [listed_run(row) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
         assert self._reader is not None
-        rows = await self._reader.execute_fetchall(SELECT_RUN + f" WHERE status IN ({UNFINISHED_SQL}) ORDER BY n")
+        rows = await self._reader.execute_fetchall(SQLITE.sql(sql.UNFINISHED_RUNS))
         return [row_to_run(tuple(row)) for row in rows]
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         assert self._reader is not None
         if not workflows:
             return []
-        rows = await self._reader.execute_fetchall(
-            f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = {WAITING_SQL}"
-            f" AND workflow IN ({', '.join('?' * len(workflows))}) ORDER BY wake_at LIMIT ?",
-            (*workflows, limit),
-        )
+        rows = await self._reader.execute_fetchall(SQLITE.sql(sql.DUE_WAITS, len(workflows)), (*workflows, limit))
         return [(run_id, float(at)) for run_id, at in rows]
 
 
@@ -531,7 +496,7 @@ def read_run_sync(path: str, run_id: str) -> dict[str, Any] | None:
     try:
         # fetchall, not fetchone: the statement runs to its end, so that no read transaction
         # stays open and the next read sees the commits made since.
-        rows = conn.execute(SELECT_RUN + " WHERE run_id = ?", (run_id,)).fetchall()
+        rows = conn.execute(SQLITE.sql(sql.GET_RUN), (run_id,)).fetchall()
     except sqlite3.OperationalError:  # no schema yet: nothing was ever stored
         return None
     return row_to_run(rows[0]) if rows else None

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import uvicorn
 
@@ -101,8 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated)",
     )
+    _add_limits(parser.add_argument_group("limits (per client unless said otherwise)"))
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def _add_limits(limits: argparse._ArgumentGroup) -> None:
     defaults = DEFAULTS.limits
-    limits = parser.add_argument_group("limits (per client unless said otherwise)")
     limits.add_argument("--max-frame-bytes", type=int, default=defaults.max_frame_bytes, help="close 1009 past it")
     limits.add_argument(
         "--max-connections", type=int, default=defaults.max_connections, help="server-wide; close 1013 past it"
@@ -120,8 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stuck-seconds", type=float, default=defaults.stuck_seconds, help="close 1008 a client that reads nothing"
     )
     limits.add_argument("--auth-seconds", type=float, default=defaults.auth_seconds, help="time to authenticate")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,16 +139,39 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         log.error("%s", exc)
         return 1
+    wrong = _wrong_settings(args)
+    if wrong:
+        log.error("%s", wrong)
+        return 2
+    settings = settings_from(args)
+    configure_tool_threads(settings.tool_threads, settings.max_hung_tools)
+    tokens = Tokens.from_sources(args.token)
+    if tokens.enabled:
+        log.info("authentication on: %d token(s); clients must present one", len(tokens))
+    else:
+        log.warning(
+            "no --token: the server is open to anyone who can reach %s; it binds to 127.0.0.1 unless --host says "
+            "otherwise",
+            args.host,
+        )
+    app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, tokens=tokens)  # built-ins always
+    return serve(app, args, settings)
+
+
+def _wrong_settings(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags' values, or None."""
     if args.max_running < 1 or args.retention_days < 0:
-        log.error("--max-running must be at least 1 and --retention-days at least 0")
-        return 2
+        return "--max-running must be at least 1 and --retention-days at least 0"
     if args.takeover_seconds <= 0:
-        log.error("--takeover-seconds must be more than 0")
-        return 2
+        return "--takeover-seconds must be more than 0"
     if args.tool_threads < 1 or args.max_hung_tools < 0:
-        log.error("--tool-threads must be at least 1 and --max-hung-tools at least 0")
-        return 2
-    settings = Settings(
+        return "--tool-threads must be at least 1 and --max-hung-tools at least 0"
+    return None
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags as Settings."""
+    return Settings(
         node_id=args.node_id,
         max_running=args.max_running,
         tool_threads=args.tool_threads,
@@ -162,17 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             auth_seconds=args.auth_seconds,
         ),
     )
-    configure_tool_threads(settings.tool_threads, settings.max_hung_tools)
-    tokens = Tokens.from_sources(args.token)
-    if tokens.enabled:
-        log.info("authentication on: %d token(s); clients must present one", len(tokens))
-    else:
-        log.warning(
-            "no --token: the server is open to anyone who can reach %s; it binds to 127.0.0.1 unless --host says "
-            "otherwise",
-            args.host,
-        )
-    app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, tokens=tokens)  # built-ins always
+
+
+def serve(app: Any, args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn with runcast's adjustments until stopped; the exit code."""
     protocol, server_class = serving_classes(app, plain=os.environ.get("RUNCAST_PLAIN_ASGI") == "1")
     config = uvicorn.Config(
         app,

@@ -344,7 +344,7 @@ async def test_a_node_frozen_inside_a_transaction_does_not_block_the_takeover(pg
         started = time.monotonic()
         taken: list[Any] = []
         while not taken and time.monotonic() - started < 6:
-            taken = await live.claim(1, 0.5, ["sleep"])
+            taken = await live.cluster.claim(1, 0.5, ["sleep"])
             await asyncio.sleep(0.1)
         waited = time.monotonic() - started
         assert taken and taken[0][0]["run_id"] == "r1" and taken[0][1], f"not taken over in {waited:.1f} s"
@@ -369,9 +369,9 @@ async def test_a_node_never_claims_the_runs_it_owns(pg_url: str) -> None:
                 " VALUES ('r1', 'sleep', 'running', '2026-01-01T00:00:00.000Z', 'self', 1)"
             )
             await conn.execute("UPDATE nodes SET seen_at = now() - interval '1 hour'")
-        node.owned["r1"] = 1
-        assert await node.claim(5, 0.5, ["sleep"]) == []
-        assert await node.claim_run("r1", 0.5) is None
-        assert node.owned["r1"] == 1
+        node.cluster.owned["r1"] = 1
+        assert await node.cluster.claim(5, 0.5, ["sleep"]) == []
+        assert await node.cluster.claim_run("r1", 0.5) is None
+        assert node.cluster.owned["r1"] == 1
     finally:
         await node.close()

@@ -1,17 +1,8 @@
 """Agents and teams as step executors, the tools they call, and the model clients they talk to."""
 
 from .agent import Agent, AgentError
-from .models import (
-    Message,
-    Model,
-    ModelError,
-    OfflineModel,
-    OfflineToolModel,
-    OpenAIChat,
-    ToolCall,
-    ToolModel,
-    default_model,
-)
+from .models import Message, Model, ModelError, OpenAIChat, ToolCall, ToolModel
+from .offline import OfflineModel, OfflineToolModel, default_model
 from .team import Team, TeamMode
 from .tools import Tool, Toolkit, tool
 

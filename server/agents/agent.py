@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..bounds import EventTooLarge, clip_error
 from ..workflow import StepInput
-from .models import Message, Model, ToolCall, ToolModel, closing, default_model
+from .models import Message, Model, ToolCall, ToolModel, closing
+from .offline import default_model
 from .replay import INTERRUPTED, Past, PastCall, PastRound, conversation, rebuild, told_error, told_result
 from .tools import Tool, ToolCallFailed, as_tools
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Literal
 
 from ..workflow import StepInput
 from .agent import DEFAULT_MAX_TOOL_ROUNDS, Agent, Scope, ToolCallContext, _lines
-from .models import Model, closing, default_model, default_tool_model
+from .models import Model, closing
+from .offline import default_model, default_tool_model
 from .replay import TOOL_EVENTS, Entry, Past, conversation, rebuild
 from .tools import Tool
 

@@ -31,7 +31,7 @@ from ..protocol import (
 from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
 from ..vocabulary import TERMINAL_EVENT
-from ..workflow import FINISHED, RunStatus, Step, StepStatus, Workflow, walk
+from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .answering import Answering
 from .asks import AnswerChecks, Deadlines, RunLocks
 from .cluster import Cluster
@@ -315,16 +315,8 @@ class Engine(Answering):
         if run.continued:
             pass  # its last input_received (stored with this state) marks where it goes on
         elif run.resumed:
-            # The first step (not group) that had not completed is where the run goes on.
-            from_step = next(
-                (
-                    path
-                    for (path, node), st in zip(nodes, steps, strict=True)
-                    if isinstance(node, Step) and st["status"] != StepStatus.COMPLETED
-                ),
-                None,
-            )
-            await self._record(run, "run_resumed", None, {"reason": run.reason, "from_step": from_step})
+            data = {"reason": run.reason, "from_step": _first_unfinished(nodes, steps)}
+            await self._record(run, "run_resumed", None, data)
         else:
             row["started_at"] = utc_now()
             await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
@@ -492,3 +484,11 @@ class Engine(Answering):
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
         self._threads.shutdown()
+
+
+def _first_unfinished(nodes: list[tuple[str, Node]], steps: list[dict[str, Any]]) -> str | None:
+    """Where a resumed run goes on: the first step (not group) that had not completed."""
+    for (path, node), st in zip(nodes, steps, strict=True):
+        if isinstance(node, Step) and st["status"] != StepStatus.COMPLETED:
+            return path
+    return None

@@ -1,6 +1,6 @@
-"""PostgreSQL: runs and events shared by every node of a cluster. The SQL and the
-connections, and the cluster's bookkeeping: nodes and their heartbeats, which node owns
-which run (with an epoch, the fencing token), claims, takeovers and cancel requests.
+"""PostgreSQL: runs and events shared by every node of a cluster: the SQL and the
+connections. The cluster's bookkeeping (owners, claims, heartbeats, the fence) is in
+pg_cluster.py, the LISTEN connection in pg_listen.py.
 
 Every write transaction of the group-commit writer locks the rows of the runs it writes
 and checks that this node still owns each one at the epoch it was given: a node that was
@@ -16,37 +16,33 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 
-from ..waiting import wait_set
 from . import sql
 from .base import (
     RUN_COLUMNS,
-    UNFINISHED_SQL,
     WAITING_SQL,
     WRITE_COLUMNS,
     Batch,
+    Coordination,
     StoredEvent,
     StoreError,
     listed_run,
     row_to_run,
     run_params,
 )
+from .pg_cluster import PostgresCluster
+from .pg_listen import CONNECT_TIMEOUT, EVENTS_CHANNEL, Listener, payload
 from .sql import POSTGRES
 
 log = logging.getLogger("runcast.store")
 
-EVENTS_CHANNEL = "runcast_events"  # payload: {"node", "runs": {run_id: last_seq}} or {"node", "all": true}
-CONTROL_CHANNEL = "runcast_control"  # payload: {"cancel": run_id} or {"pending": true}
 NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 MIGRATION_LOCK = 0x52434153_0001  # advisory lock keys: migrations, retention
 RETENTION_LOCK = 0x52434153_0002
-CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 8
 # A node frozen inside a transaction keeps its runs' rows locked, and claims skip locked
 # rows: the server ends such a transaction after this long, so that the runs can move.
@@ -114,17 +110,6 @@ INSERT_NEW_RUNS = (
     + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_NEW_RUN_TYPES, start=1))
     + ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
 )
-# Nobody holds the run, or the node that holds it has gone silent ($2 the takeover seconds;
-# NULL: free runs only). Never this node's own ($3): it runs those already.
-_UNHELD = """(
-        owner IS NULL
-        OR ($2::float8 IS NOT NULL AND owner <> $3
-            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
-    )"""
-# Runs a node may take: pending or running, and unheld.
-_ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
-# A waiting run a node may take to answer, cancel or expire it: unheld too.
-_FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
@@ -148,14 +133,10 @@ class PostgresBackend:
         self.url = url
         self.where = _where(url)
         self.node_id = node_id or default_node_id()
-        self.coordination = self
-        self.owned: dict[str, int] = {}  # run_id -> epoch this node writes it with
         self._pool: asyncpg.Pool | None = None
-        self._listener: asyncpg.Connection | None = None
-        self._listening: asyncio.Task[None] | None = None
-        self._on_events: list[Callable[[dict[str, int] | None, set[str] | None], None]] = []
-        self._on_control: list[Callable[[dict[str, Any]], None]] = []
-        self.listening = False  # the LISTEN connection is up (else only the periodic catch-up delivers)
+        self.listener = Listener(url, self.where, self.node_id)
+        self.cluster = PostgresCluster(self.node_id, self._conn, self.listener)
+        self.coordination: Coordination | None = self.cluster
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -189,13 +170,8 @@ class PostgresBackend:
                 f"cannot connect to PostgreSQL at {self.where}: {exc}; check --db and that it runs"
             ) from None
         await self._migrate()
-        async with self._conn() as conn:  # runs left by this node id's previous life: free to claim now
-            await conn.execute(
-                f"UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ({UNFINISHED_SQL}, {WAITING_SQL})",
-                self.node_id,
-            )
-        await self.heartbeat()
-        self._listening = asyncio.create_task(self._listen_loop(), name="runcast-pg-listen")
+        await self.cluster.join()
+        self.listener.start()
 
     async def _migrate(self) -> None:
         assert self._pool is not None
@@ -215,29 +191,16 @@ class PostgresBackend:
                 log.info("store %s migrated to schema version %d", self.where, number)
 
     async def close(self) -> None:
-        if self._listening is not None:
-            self._listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listening
-            self._listening = None
+        await self.listener.stop()
         if self._pool is not None:
-            # Leaving: our unfinished runs are orphans at once, and the others are told to look.
             with contextlib.suppress(Exception):
                 async with self._pool.acquire(timeout=1.0) as conn:
-                    await conn.execute("DELETE FROM nodes WHERE node_id = $1", self.node_id)
-                    await conn.execute(
-                        "SELECT pg_notify($1, $2)", CONTROL_CHANNEL, _payload(self.node_id, {"pending": True})
-                    )
+                    await self.cluster.leave(conn)
             await self._pool.close()
             self._pool = None
 
     def abandon(self) -> None:
-        if self._listening is not None:
-            self._listening.cancel()
-            self._listening = None
-        if self._listener is not None:  # the cancelled loop will not get to close it
-            self._listener.terminate()
-            self._listener = None
+        self.listener.abandon()
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
@@ -253,84 +216,11 @@ class PostgresBackend:
             raise ConnectionError("the store is not open")
         return self._pool.acquire(timeout=CONNECT_TIMEOUT)
 
-    # ---- notifications -----------------------------------------------------------------
-
-    def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None:
-        """Call `callback({run_id: last_seq}, changed)` when another node committed: the runs
-        it wrote (None: any run), and `changed`, those whose state (status, steps) it wrote
-        (None: any of them may have; the runs feed then reads them all)."""
-        self._on_events.append(callback)
-
-    def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call `callback(message)` for cancel requests and new pending runs."""
-        self._on_control.append(callback)
-
-    async def _listen_loop(self) -> None:
-        """Keep one LISTEN connection; reconnect with backoff when it drops (the periodic
-        catch-up covers what was missed meanwhile)."""
-        delay = 0.1
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = self._listener = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
-                # Held from here on, so that a cancel or a failure below still closes it.
-                conn.add_termination_listener(lambda _c, gone=lost: gone.set())
-                await conn.add_listener(EVENTS_CHANNEL, self._heard)
-                await conn.add_listener(CONTROL_CHANNEL, self._heard)
-                self.listening, delay = True, 0.1
-                self._notify_all()  # whatever was missed while not listening
-                while not lost.is_set():
-                    if not await wait_set(lost, 5.0):
-                        await conn.execute("SELECT 1")  # a dead connection says so here
-            except asyncio.CancelledError:
-                await self._drop_listener()
-                raise
-            except Exception as exc:
-                if self.listening:
-                    log.warning("store %s: LISTEN connection lost (%s); reconnecting", self.where, exc)
-            self.listening = False
-            await self._drop_listener()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def _drop_listener(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), 1.0)
-            except Exception:  # a connection that cannot close politely is cut
-                conn.terminate()
-
-    def _notify_all(self) -> None:
-        for callback in self._on_events:
-            callback(None, None)
-
-    def _heard(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
-        try:
-            message = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return
-        if message.get("node") == self.node_id:
-            return  # our own commit: the local broker has it already
-        if channel == EVENTS_CHANNEL:
-            runs = None if message.get("all") else message.get("runs", {})
-            changed = message.get("changed")  # absent from an older node's: any may have changed
-            states = set(changed) if runs is not None and isinstance(changed, list) else None
-            for callback in self._on_events:
-                callback(runs, states)
-        else:
-            for control in self._on_control:
-                control(message)
-
-    async def notify_control(self, message: dict[str, Any]) -> None:
-        async with self._conn() as conn:
-            await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, _payload(self.node_id, message))
-
     # ---- the writer's calls ------------------------------------------------------------
 
     async def write(self, batch: Batch) -> list[int]:
         async with self._conn() as conn, conn.transaction():
-            lost = await self._fence(conn, batch)
+            lost = await self.cluster.fence(conn, batch)
             if lost:
                 batch.drop(lost)
             await self._insert_new(conn, batch)
@@ -355,9 +245,7 @@ class PostgresBackend:
         return pruned
 
     def _run_row(self, run_id: str, state: dict[str, Any], batch: Batch) -> tuple[Any, ...]:
-        epoch = self.owned.get(run_id)
-        owner = self.node_id if epoch is not None else None
-        return (*run_params(state, batch.seqs.get(run_id, 0)), owner, epoch or 0)
+        return (*run_params(state, batch.seqs.get(run_id, 0)), *self.cluster.owner_of(run_id))
 
     async def _insert_new(self, conn: Any, batch: Batch) -> None:
         """Insert the batch's new runs, all in one statement; a run id the table has already
@@ -372,34 +260,14 @@ class PostgresBackend:
         batch.existed |= existed
         batch.drop(existed)
 
-    async def _fence(self, conn: Any, batch: Batch) -> set[str]:
-        """Lock the batch's runs (other than new ones) and return those this node no longer
-        owns at its epoch: their writes are dropped."""
-        ids = [r for r in {*batch.runs, *batch.seqs} if r not in batch.created]
-        if not ids:
-            return set()
-        epochs = [self.owned.get(r, -1) for r in ids]
-        rows = await conn.fetch(
-            "SELECT r.run_id FROM runs r JOIN unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
-            " ON r.run_id = o.run_id AND r.epoch = o.epoch AND r.owner = $3 ORDER BY r.run_id FOR UPDATE OF r",
-            ids,
-            epochs,
-            self.node_id,
-        )
-        lost = set(ids) - {row[0] for row in rows}
-        for run_id in lost:
-            self.owned.pop(run_id, None)
-        batch.lost |= lost
-        return lost
-
     def _events_payload(self, batch: Batch) -> str:
         """The runs of a commit with their last seqs (new runs at 0) and which of them had
         their state written (`changed`, for the runs feed); what does not fit says less."""
         runs = {run_id: batch.seqs.get(run_id, 0) for run_id in batch.runs} | batch.seqs
-        payload = _payload(self.node_id, {"runs": runs, "changed": list(batch.runs)})
-        if len(payload.encode()) > NOTIFY_LIMIT:
-            payload = _payload(self.node_id, {"runs": runs})
-        return payload if len(payload.encode()) <= NOTIFY_LIMIT else _payload(self.node_id, {"all": True})
+        message = payload(self.node_id, {"runs": runs, "changed": list(batch.runs)})
+        if len(message.encode()) > NOTIFY_LIMIT:
+            message = payload(self.node_id, {"runs": runs})
+        return message if len(message.encode()) <= NOTIFY_LIMIT else payload(self.node_id, {"all": True})
 
     async def _prune(self, conn: Any, finished_before: str, limit: int) -> int:
         # One node prunes at a time; the others find the lock taken and leave it to it.
@@ -415,101 +283,6 @@ class PostgresBackend:
         async with self._conn() as conn:
             seq = await conn.fetchval(POSTGRES.sql(sql.LAST_SEQ), run_id)
         return int(seq) if seq is not None else None
-
-    # ---- the cluster -------------------------------------------------------------------
-
-    async def heartbeat(self) -> None:
-        async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE SET seen_at = now()",
-                self.node_id,
-            )
-
-    async def claim(
-        self, limit: int, takeover_seconds: float | None, workflows: list[str]
-    ) -> list[tuple[dict[str, Any], bool]]:
-        """Take up to `limit` runs of these workflows that no live node owns, oldest first:
-        (snapshot, taken over from another node). With `takeover_seconds` None, only runs
-        that have no owner at all."""
-        if limit <= 0:
-            return []
-        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED"
-        seconds = float(takeover_seconds) if takeover_seconds is not None else None
-        return await self._take(chosen, limit, seconds, self.node_id, workflows)
-
-    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
-        """Take one run if no live node owns it (to cancel it here), else None."""
-        taken = await self._take(
-            f"run_id = $1 AND {_ORPHANED} FOR UPDATE", run_id, float(takeover_seconds), self.node_id
-        )
-        return taken[0] if taken else None
-
-    async def _take(self, chosen: str, *params: Any) -> list[tuple[dict[str, Any], bool]]:
-        """Own the runs `chosen` selects ($3 is this node), one epoch up: (snapshot, taken
-        over from another node) for each."""
-        async with self._conn() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE {chosen})
-                    UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
-                    RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
-                *params,
-            )
-        taken = []
-        for row in rows:
-            snapshot = row_to_run(tuple(row)[: len(RUN_COLUMNS)])
-            self.owned[snapshot["run_id"]] = row["epoch"]
-            taken.append((snapshot, row["owner"] is not None and row["owner"] != self.node_id))
-        return taken
-
-    async def claim_waiting(self, run_id: str, takeover_seconds: float) -> dict[str, Any] | None:
-        """Take a waiting run that nobody holds (to record an answer, a cancel or a timeout
-        here), one epoch up; None if it is not waiting or another node holds it now."""
-        taken = await self._take(f"run_id = $1 AND {_FREE_WAITING} FOR UPDATE", run_id, takeover_seconds, self.node_id)
-        return taken[0][0] if taken else None
-
-    async def release(self, run_id: str) -> None:
-        """Let go of a run this node holds (it is free for any node again) and forget it."""
-        epoch = self.owned.pop(run_id, None)
-        if epoch is None:
-            return
-        async with self._conn() as conn:
-            await conn.execute(
-                "UPDATE runs SET owner = NULL WHERE run_id = $1 AND owner = $2 AND epoch = $3",
-                run_id,
-                self.node_id,
-                epoch,
-            )
-
-    def take_new(self, run_id: str) -> None:
-        """This node owns a run it is creating (epoch 1)."""
-        self.owned[run_id] = 1
-
-    def owns(self, run_id: str) -> bool:
-        return run_id in self.owned
-
-    def forget(self, run_id: str) -> None:
-        """The run ended here (or was lost): no more writes for it."""
-        self.owned.pop(run_id, None)
-
-    async def request_cancel(self, run_id: str) -> None:
-        async with self._conn() as conn:
-            await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", run_id)
-        await self.notify_control({"cancel": run_id})
-
-    async def cancel_requests(self) -> list[str]:
-        """Runs of this node whose cancel was asked through another node."""
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ({UNFINISHED_SQL})",
-                self.node_id,
-            )
-        return [row[0] for row in rows]
-
-    async def heads(self, run_ids: list[str]) -> dict[str, int]:
-        """The last seq of each run (for the periodic catch-up of other nodes' runs)."""
-        async with self._conn() as conn:
-            rows = await conn.fetch("SELECT run_id, last_seq FROM runs WHERE run_id = ANY($1::text[])", run_ids)
-        return {row[0]: int(row[1]) for row in rows}
 
     # ---- reads -----------------------------------------------------------------------
 
@@ -539,7 +312,3 @@ class PostgresBackend:
         async with self._conn() as conn:
             rows = await conn.fetch(POSTGRES.sql(sql.DUE_WAITS, len(workflows)), workflows, limit)
         return [(row[0], float(row[1])) for row in rows]
-
-
-def _payload(node_id: str, message: dict[str, Any]) -> str:
-    return orjson.dumps({"node": node_id, **message}).decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 
 from ..commands import Commands
 from ..runtime import Runtime
-from ..settings import Settings
+from ..settings import Limits, Settings
 from ..vocabulary import CloseCode
 from ..workflow import Workflow
 from .auth import Tokens
@@ -32,6 +32,42 @@ log = logging.getLogger("runcast.app")
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
 
+class Sockets:
+    """The open /ws connections: admitted up to --max-connections, watched for clients
+    that read nothing, closed together."""
+
+    def __init__(self, commands: Commands, tokens: Tokens, limits: Limits) -> None:
+        self.commands = commands
+        self.tokens = tokens
+        self.limits = limits
+        self.connections: set[Connection] = set()
+        self.on_error: Callable[[str], None] | None = None  # counts the errors sent (metrics)
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        if len(self.connections) >= self.limits.max_connections:
+            await websocket.accept()
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
+            return
+        conn = Connection(websocket, self.commands, self.tokens, self.limits, self.on_error)
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+    async def close_stuck_readers(self) -> None:
+        """Forever: close (1008) each socket whose client has read nothing for --stuck-seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.stuck_seconds / 4))
+            now = loop.time()
+            await asyncio.gather(*(c.close_stuck() for c in self.connections if c.stuck(now)))
+
+    async def close_all(self, code: int) -> None:
+        for conn in list(self.connections):
+            await conn.close(code)
+
+
 def create_app(
     db: str = "./data/runcast.db",
     workflows: Iterable[Workflow] = (),
@@ -39,58 +75,35 @@ def create_app(
     settings: Settings | None = None,
     tokens: Tokens | None = None,
 ) -> Starlette:
-    """The runcast app on the store named by `db`, serving `workflows` (the command line
-    adds the built-ins, see server.examples), set up by `settings`. With `tokens`, every
-    client must present one."""
+    """The runcast app on the store `db`, serving `workflows` (the command line adds the
+    built-ins), set up by `settings`; with `tokens`, every client must present one."""
     tokens = tokens or Tokens()
     settings = settings or Settings()
     limits = settings.limits
     runtime = Runtime(db, workflows, settings)
     commands = Commands(runtime, max_input_bytes=limits.max_input_bytes)
-    connections: set[Connection] = set()
-    metrics = Metrics(runtime, lambda: list(connections))
-    api = HttpApi(commands, tokens, limits, metrics, connections)  # its event streams count with the sockets
-
-    async def watch_stuck_readers() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(1.0, limits.stuck_seconds / 4))
-            now = loop.time()
-            await asyncio.gather(*(c.close_stuck() for c in connections if c.stuck(now)))
+    sockets = Sockets(commands, tokens, limits)
+    metrics = Metrics(runtime, lambda: list(sockets.connections))
+    sockets.on_error = metrics.error
+    api = HttpApi(commands, tokens, limits, metrics, sockets.connections)  # its event streams count with the sockets
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.open()
-        watchdog = asyncio.create_task(watch_stuck_readers(), name="runcast-stuck-readers")
+        watchdog = asyncio.create_task(sockets.close_stuck_readers(), name="runcast-stuck-readers")
         app.state.ready = True
         try:
             yield
         finally:
             watchdog.cancel()
             app.state.ready = False
-            await close_connections(CloseCode.GOING_AWAY)
+            await sockets.close_all(CloseCode.GOING_AWAY)
             await runtime.close()
-
-    async def close_connections(code: int) -> None:
-        for conn in list(connections):
-            await conn.close(code)
 
     async def going_away() -> None:
         """A stop's first step: every socket gets 1001 while the runs stop where they are
         (they resume at the next start), so no run keeps the stop waiting."""
-        await asyncio.gather(close_connections(CloseCode.GOING_AWAY), runtime.engine.shutdown())
-
-    async def ws_endpoint(websocket: WebSocket) -> None:
-        if len(connections) >= limits.max_connections:
-            await websocket.accept()
-            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
-            return
-        conn = Connection(websocket, commands, tokens, limits, metrics.error)
-        connections.add(conn)
-        try:
-            await conn.serve()
-        finally:
-            connections.discard(conn)
+        await asyncio.gather(sockets.close_all(CloseCode.GOING_AWAY), runtime.engine.shutdown())
 
     async def healthz(request: Request) -> Response:
         if not getattr(request.app.state, "ready", False):
@@ -101,7 +114,7 @@ def create_app(
         return JSON({"status": "ok"})
 
     routes: list[Any] = [
-        WebSocketRoute("/ws", ws_endpoint),
+        WebSocketRoute("/ws", sockets.endpoint),
         Route("/healthz", healthz),
         *api.routes(),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
@@ -112,6 +125,6 @@ def create_app(
         middleware=[Middleware(HeaderLimit), Middleware(BodyLimit, limit=limits.max_frame_bytes)],
     )
     app.state.runtime = runtime
-    app.state.close_connections = close_connections
+    app.state.close_connections = sockets.close_all
     app.state.going_away = going_away
     return app

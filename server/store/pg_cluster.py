@@ -1,0 +1,178 @@
+"""A cluster's bookkeeping in PostgreSQL: nodes and their heartbeats, which node owns which
+run (with an epoch, the fencing token), claims, takeovers, cancel requests, and the fence
+every write transaction checks. The `Coordination` of a PostgreSQL store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, Batch, row_to_run
+from .pg_listen import CONTROL_CHANNEL, Listener, payload
+
+# Nobody holds the run, or the node that holds it has gone silent ($2 the takeover seconds;
+# NULL: free runs only). Never this node's own ($3): it runs those already.
+_UNHELD = """(
+        owner IS NULL
+        OR ($2::float8 IS NOT NULL AND owner <> $3
+            AND owner NOT IN (SELECT node_id FROM nodes WHERE seen_at > now() - make_interval(secs => $2::float8)))
+    )"""
+# Runs a node may take: pending or running, and unheld.
+_ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
+# A waiting run a node may take to answer, cancel or expire it: unheld too.
+_FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"
+
+Connect = Callable[[], Any]  # an async context manager giving a pooled connection
+
+
+class PostgresCluster:
+    """This node among the nodes of one PostgreSQL database."""
+
+    def __init__(self, node_id: str, connect: Connect, listener: Listener) -> None:
+        self.node_id = node_id
+        self.owned: dict[str, int] = {}  # run_id -> epoch this node writes it with
+        self._conn = connect
+        self.listener = listener
+
+    def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None:
+        """See Listener.on_events."""
+        self.listener.on_events(callback)
+
+    def on_control(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self.listener.on_control(callback)
+
+    async def join(self) -> None:
+        """Come (back): runs left by this node id's previous life are free to claim now."""
+        async with self._conn() as conn:
+            await conn.execute(
+                f"UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ({UNFINISHED_SQL}, {WAITING_SQL})",
+                self.node_id,
+            )
+        await self.heartbeat()
+
+    async def leave(self, conn: Any) -> None:
+        """Go: this node's unfinished runs are orphans at once, and the others are told to look."""
+        await conn.execute("DELETE FROM nodes WHERE node_id = $1", self.node_id)
+        await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload(self.node_id, {"pending": True}))
+
+    def owner_of(self, run_id: str) -> tuple[str | None, int]:
+        """(owner, epoch) to write for a run: this node at its epoch, or nobody."""
+        epoch = self.owned.get(run_id)
+        return (self.node_id if epoch is not None else None), (epoch or 0)
+
+    async def fence(self, conn: Any, batch: Batch) -> set[str]:
+        """Lock the batch's runs (other than new ones) and return those this node no longer
+        owns at its epoch: their writes are dropped."""
+        ids = [r for r in {*batch.runs, *batch.seqs} if r not in batch.created]
+        if not ids:
+            return set()
+        epochs = [self.owned.get(r, -1) for r in ids]
+        rows = await conn.fetch(
+            "SELECT r.run_id FROM runs r JOIN unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
+            " ON r.run_id = o.run_id AND r.epoch = o.epoch AND r.owner = $3 ORDER BY r.run_id FOR UPDATE OF r",
+            ids,
+            epochs,
+            self.node_id,
+        )
+        lost = set(ids) - {row[0] for row in rows}
+        for run_id in lost:
+            self.owned.pop(run_id, None)
+        batch.lost |= lost
+        return lost
+
+    async def heartbeat(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE SET seen_at = now()",
+                self.node_id,
+            )
+
+    async def claim(
+        self, limit: int, takeover_seconds: float | None, workflows: list[str]
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Take up to `limit` runs of these workflows that no live node owns, oldest first:
+        (snapshot, taken over from another node). With `takeover_seconds` None, only runs
+        that have no owner at all."""
+        if limit <= 0:
+            return []
+        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED"
+        seconds = float(takeover_seconds) if takeover_seconds is not None else None
+        return await self._take(chosen, limit, seconds, self.node_id, workflows)
+
+    async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
+        """Take one run if no live node owns it (to cancel it here), else None."""
+        taken = await self._take(
+            f"run_id = $1 AND {_ORPHANED} FOR UPDATE", run_id, float(takeover_seconds), self.node_id
+        )
+        return taken[0] if taken else None
+
+    async def _take(self, chosen: str, *params: Any) -> list[tuple[dict[str, Any], bool]]:
+        """Own the runs `chosen` selects ($3 is this node), one epoch up: (snapshot, taken
+        over from another node) for each."""
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE {chosen})
+                    UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
+                    RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
+                *params,
+            )
+        taken = []
+        for row in rows:
+            snapshot = row_to_run(tuple(row)[: len(RUN_COLUMNS)])
+            self.owned[snapshot["run_id"]] = row["epoch"]
+            taken.append((snapshot, row["owner"] is not None and row["owner"] != self.node_id))
+        return taken
+
+    async def claim_waiting(self, run_id: str, takeover_seconds: float) -> dict[str, Any] | None:
+        """Take a waiting run that nobody holds (to record an answer, a cancel or a timeout
+        here), one epoch up; None if it is not waiting or another node holds it now."""
+        taken = await self._take(f"run_id = $1 AND {_FREE_WAITING} FOR UPDATE", run_id, takeover_seconds, self.node_id)
+        return taken[0][0] if taken else None
+
+    async def release(self, run_id: str) -> None:
+        """Let go of a run this node holds (it is free for any node again) and forget it."""
+        epoch = self.owned.pop(run_id, None)
+        if epoch is None:
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE runs SET owner = NULL WHERE run_id = $1 AND owner = $2 AND epoch = $3",
+                run_id,
+                self.node_id,
+                epoch,
+            )
+
+    def take_new(self, run_id: str) -> None:
+        """This node owns a run it is creating (epoch 1)."""
+        self.owned[run_id] = 1
+
+    def owns(self, run_id: str) -> bool:
+        return run_id in self.owned
+
+    def forget(self, run_id: str) -> None:
+        """The run ended here (or was lost): no more writes for it."""
+        self.owned.pop(run_id, None)
+
+    async def request_cancel(self, run_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", run_id)
+        await self.notify_control({"cancel": run_id})
+
+    async def cancel_requests(self) -> list[str]:
+        """Runs of this node whose cancel was asked through another node."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ({UNFINISHED_SQL})",
+                self.node_id,
+            )
+        return [row[0] for row in rows]
+
+    async def heads(self, run_ids: list[str]) -> dict[str, int]:
+        """The last seq of each run (for the periodic catch-up of other nodes' runs)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT run_id, last_seq FROM runs WHERE run_id = ANY($1::text[])", run_ids)
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def notify_control(self, message: dict[str, Any]) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload(self.node_id, message))

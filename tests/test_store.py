@@ -441,6 +441,7 @@ async def test_list_runs_bad_cursor(store: SqliteStore, cursor: str) -> None:
         await store.list_runs(None, None, 10, cursor)
 
 
+@both_backends
 async def test_unfinished_runs_oldest_first(store: SqliteStore) -> None:
     statuses = ["running", "completed", "pending", "failed", "cancelled", "running", "pending"]
     for i, status in enumerate(statuses):

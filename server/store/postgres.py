@@ -91,6 +91,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]', ADD COLUMN wake_at DOUBLE PRECISION;
     CREATE INDEX runs_waking ON runs (wake_at) WHERE wake_at IS NOT NULL;
     """,
+    # 3: nothing: from here on both databases' migrations have the same numbers (SQLite's
+    # 2, an index, was in this one's 1).
+    "SELECT 1",
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
@@ -305,8 +308,11 @@ class PostgresBackend:
         return [listed_run(tuple(row)) for row in rows[:limit]], len(rows) > limit
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
-        """Nothing to resume by itself: in a cluster, runs are claimed (see `claim`)."""
-        return []
+        """Every run left pending or running, oldest first, whichever node holds it (a
+        cluster's nodes do not resume these by themselves: they claim them, see PostgresCluster)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(POSTGRES.sql(sql.UNFINISHED_RUNS))
+        return [row_to_run(tuple(row)) for row in rows]
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -170,25 +171,13 @@ def _wrong_settings(args: argparse.Namespace) -> str | None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The flags as Settings."""
-    return Settings(
-        node_id=args.node_id,
-        max_running=args.max_running,
-        tool_threads=args.tool_threads,
-        max_hung_tools=args.max_hung_tools,
-        takeover_seconds=args.takeover_seconds,
-        retention_days=args.retention_days,
-        limits=Limits(
-            max_frame_bytes=args.max_frame_bytes,
-            max_connections=args.max_connections,
-            max_subscriptions=args.max_subscriptions,
-            starts_per_second=args.starts_per_second,
-            max_input_bytes=args.max_input_bytes,
-            max_event_bytes=args.max_event_bytes,
-            stuck_seconds=args.stuck_seconds,
-            auth_seconds=args.auth_seconds,
-        ),
-    )
+    """The flags as Settings: each flag is the field of the same name (a field without a
+    flag keeps its default)."""
+
+    def given(kind: Any) -> dict[str, Any]:
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(kind) if hasattr(args, f.name)}
+
+    return Settings(**given(Settings), limits=Limits(**given(Limits)))
 
 
 def serve(app: Any, args: argparse.Namespace, settings: Settings) -> int:

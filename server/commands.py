@@ -28,9 +28,6 @@ class Caller:
     door: str = "python"  # "ws", "http", "python"
 
 
-PYTHON = Caller()
-
-
 class Commands:
     """The operations of the contract on one runtime."""
 

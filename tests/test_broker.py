@@ -141,7 +141,9 @@ async def test_events_offered_during_the_first_read_are_delivered(tmp_path: Path
     try:
         broker = Broker(store)
         await store.create_run(run_row("r1", status="running"))
-        store.overtake = [("run_started", "r1"), ("progress", "r1"), ("run_completed", "r1")]
+        store.emit("r1", "run_started", None, {})  # stored before: the subscription must read the store
+        await store.flush()
+        store.overtake = [("progress", "r1"), ("run_completed", "r1")]
         sock = Socket(random.Random(1), ready=1.0)
         ended: list[Subscription] = []
         broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
@@ -209,3 +211,32 @@ async def test_a_clients_subscriptions_read_the_store_one_page_at_a_time(
     assert reads == [30], reads  # one page, of one run
     for sub in subs:
         sub.stop()
+
+
+async def test_a_subscription_that_has_had_all_that_is_stored_does_not_read_the_store(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run this process writes, whose every committed event the subscriber has had (a run
+    just started, subscribed from 0): its events come live, with no read of the store."""
+    broker = Broker(store)
+    await store.create_run(run_row("fresh", status="running"))
+    reads: list[str] = []
+    real = store.read_events
+
+    async def counted(run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        reads.append(run_id)
+        return await real(run_id, after, limit)
+
+    monkeypatch.setattr(store, "read_events", counted)
+    sock = Socket(random.Random(5), ready=1.0)
+    ended: list[Subscription] = []
+    broker.subscribe(Subscription(broker, "fresh", 0, sock.send, write_now=sock.write_now), ended.append)
+    await asyncio.sleep(0.05)
+    for i in range(20):
+        store.emit("fresh", "run_completed" if i == 19 else "progress", None, {})
+    await store.flush()
+    for _ in range(100):
+        if ended:
+            break
+        await asyncio.sleep(0.01)
+    assert reads == [] and sock.seqs(batch=False) == list(range(1, 21)) and ended

@@ -180,6 +180,9 @@ class Subscription:
     async def _take(self) -> list[StoredEvent]:
         if self._from_store:
             self._from_store = False
+            head = self.broker.store.committed_head(self.run_id)
+            if head is not None and head < self.next_seq:  # it has had all that is stored: no read
+                return []
             events = await self.broker.store.read_events(self.run_id, self.next_seq - 1, REFILL_PAGE)
             kept = _within(events, REFILL_BYTES)
             if len(events) == REFILL_PAGE or len(kept) < len(events):

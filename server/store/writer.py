@@ -61,6 +61,7 @@ class Store:
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_seq: dict[str, int] = {}
+        self._committed: dict[str, int] = {}  # runs this process writes: their last committed seq
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
         self._run_listeners: list[Callable[[Batch], None]] = []
         self._batch_observers: list[Callable[[int, float], None]] = []
@@ -245,6 +246,7 @@ class Store:
             log.exception("store batch of %d ops failed", len(ops))
             for lost in [op.run_id for op in ops if op.event is not None]:
                 self._last_seq.pop(lost, None)  # reload from the database next time
+                self._committed.pop(lost, None)
             for op in ops:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(exc)
@@ -257,6 +259,7 @@ class Store:
         if batch.existed:
             self._refuse(ops, batch.existed)
         self._count(len(ops), len(batch.stored), time.perf_counter() - started)
+        self._note_committed(batch)
         for future, seq in batch.futures:
             if not future.done():
                 future.set_result(seq)
@@ -273,9 +276,30 @@ class Store:
                 except Exception:  # a broken listener must not stop the writer
                     log.exception("store run listener %r failed", run_listener)
 
+    def _note_committed(self, batch: Batch) -> None:
+        """Remember how far each run this process writes is committed (before listeners hear
+        of the batch): a subscription that has had all of it need not read the store."""
+        committed = self._committed
+        for run_id in batch.created:
+            committed[run_id] = batch.seqs.get(run_id, 0)
+        committed.update(batch.seqs)
+        for event in batch.stored:
+            if event.terminal:  # the run is over: nothing more is written by anyone
+                committed.pop(event.run_id, None)
+
+    def committed_head(self, run_id: str) -> int | None:
+        """The run's last committed seq if this process writes the run and knows it (a new
+        or running run of its own), else None: then only the store can say."""
+        coordination = self.backend.coordination
+        if coordination is not None and not coordination.owns(run_id):
+            self._committed.pop(run_id, None)
+            return None
+        return self._committed.get(run_id)
+
     def _lose(self, ops: list[_Op], lost: set[str]) -> None:
         for run_id in lost:
             self._last_seq.pop(run_id, None)
+            self._committed.pop(run_id, None)
         for op in ops:
             if op.run_id in lost and op.future is not None and not op.future.done():
                 op.future.set_exception(RunLost(f"run {op.run_id} is owned by another node now"))
@@ -396,3 +420,4 @@ class Store:
         """This process stops writing a run for now (it waits): forget its last seq, so that
         the next write reads it afresh (another node may have written meanwhile)."""
         self._last_seq.pop(run_id, None)
+        self._committed.pop(run_id, None)

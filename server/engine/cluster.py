@@ -47,6 +47,10 @@ class Cluster:
         # Since when this node's heartbeats have been getting through (None: they fail now);
         # a node just started may take over at once.
         self._beating_since: float | None = float("-inf")
+        # A run may wait for a free slot (a nudge came, this node made one, or the last claim
+        # filled every slot): only then does a slot coming free look for one at once; else
+        # the claims of each beat find what there is, without a round trip per run that ends.
+        self._maybe_pending = True
         coordination.on_control(self._heard)
 
     def start(self) -> None:
@@ -70,6 +74,7 @@ class Cluster:
 
     def nudge_others(self) -> None:
         """Tell every node that a run waits for a free slot (best effort: they poll too)."""
+        self._maybe_pending = True  # this node too, when a slot of its own comes free
         task = asyncio.create_task(self._nudge(), name="runcast-nudge")
         self._nudges.add(task)
         task.add_done_callback(self._nudges.discard)
@@ -79,13 +84,16 @@ class Cluster:
             await self.coordination.notify_control({"pending": True})
 
     def wake(self) -> None:
-        """Look for runs to take now (a slot came free, a run was created or released)."""
-        self._wake.set()
+        """A slot came free: look for a run to take now, if one may be waiting."""
+        if self._maybe_pending:
+            self._wake.set()
 
     def _heard(self, message: dict[str, Any]) -> None:
         run_id = message.get("cancel")
         if isinstance(run_id, str):
             self._cancels.add(run_id)
+        if message.get("pending"):
+            self._maybe_pending = True
         self._wake.set()
 
     async def claim_now(self) -> int:
@@ -93,7 +101,14 @@ class Cluster:
         free = self._free_slots()
         if free <= 0:
             return 0
-        taken = await self.coordination.claim(free, self._takeover_after(), self._workflows())
+        self._maybe_pending = False  # before the query: a nudge heard meanwhile sets it again
+        try:
+            taken = await self.coordination.claim(free, self._takeover_after(), self._workflows())
+        except BaseException:
+            self._maybe_pending = True
+            raise
+        if len(taken) == free:  # every slot filled: more may wait
+            self._maybe_pending = True
         for snapshot, takeover in taken:
             self._adopt(snapshot, takeover)
         if taken:

@@ -8,7 +8,6 @@ straight from Python (`await wf.arun(..., background=True)`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import socket
@@ -22,6 +21,7 @@ from .settings import Settings
 from .store import open_store
 from .store.retention import keep_pruning
 from .store.sqlite import read_run_sync
+from .waiting import cancelled
 from .workflow import RunOutput, Workflow
 
 
@@ -58,10 +58,7 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop runs where they are (they resume on the next start), then flush the store."""
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        await cancelled(self._pruner)
         await self.engine.shutdown()
         if self.feed is not None:
             await self.feed.stop()

@@ -8,6 +8,8 @@ counts cancels and tells the two apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 
 async def wait_set(event: asyncio.Event, seconds: float) -> bool:
@@ -18,3 +20,13 @@ async def wait_set(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancelled(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel these tasks (None ones aside) and wait until each has ended."""
+    running = [t for t in tasks if t is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..store import RunStore
-from ..waiting import wait_set
+from ..waiting import cancelled, wait_set
 from ..workflow import FINISHED, RunStatus
 from ..workflow.schema import Check, compile_schema
 
@@ -125,11 +125,8 @@ class Deadlines:
             self._task.cancel()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
 
     async def _watch(self) -> None:
         while True:

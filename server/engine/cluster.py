@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..store import Coordination
-from ..waiting import wait_set
+from ..waiting import cancelled, wait_set
 
 log = logging.getLogger("runcast.cluster")
 
@@ -62,12 +62,8 @@ class Cluster:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancelled(*tasks)
 
     def free_slots_now(self) -> int:
         return self._free_slots()

@@ -18,11 +18,10 @@ unfinished and the newest page of runs are read again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from ..store import Coordination, RunStore
-from ..waiting import wait_set
+from ..waiting import cancelled, wait_set
 from .broker import REFILL_PAGE, Broker
 from .runs_feed import RunsFeed
 
@@ -59,11 +58,7 @@ class ClusterFeed:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(*tasks)
 
     def _heard(self, runs: dict[str, int] | None, changed: set[str] | None) -> None:
         if runs is None:

@@ -5,7 +5,6 @@ kept up with backoff. What it misses while down, the periodic catch-up covers.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..waiting import wait_set
+from ..waiting import cancelled, wait_set
 
 log = logging.getLogger("runcast.store")
 
@@ -44,11 +43,8 @@ class Listener:
         self._listening = asyncio.create_task(self._listen_loop(), name="runcast-pg-listen")
 
     async def stop(self) -> None:
-        if self._listening is not None:
-            self._listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listening
-            self._listening = None
+        task, self._listening = self._listening, None
+        await cancelled(task)
 
     def abandon(self) -> None:
         if self._listening is not None:

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import aiosqlite
 
+from ..waiting import cancelled
 from . import sql
 from .base import (
     WRITE_COLUMNS,
@@ -231,11 +232,8 @@ class SqliteBackend:
                 failing = False
 
     async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoints
-            self._checkpoints = None
+        task, self._checkpoints = self._checkpoints, None
+        await cancelled(task)
         for conn in (self._reader, self._checkpointer):
             if conn is not None:
                 await conn.close()

@@ -1,9 +1,9 @@
 """Transport: the Starlette app (/ws, HTTP, SSE), one connection per socket, auth, limits,
 metrics, and the adjustments to uvicorn."""
 
+from ..settings import Limits
 from .app import create_app
 from .auth import Tokens
-from .limits import Limits
 from .serving import Server, WebSocketProtocol, redact_uvicorn_logs, serving_classes
 
 __all__ = ["Limits", "Server", "Tokens", "WebSocketProtocol", "create_app", "redact_uvicorn_logs", "serving_classes"]

@@ -37,10 +37,11 @@ from ..protocol import (
     reply,
     welcome_frame,
 )
+from ..settings import Limits
 from ..vocabulary import CloseCode
 from ..workflow import FINISHED
 from .auth import Tokens, bearer
-from .limits import Limits, RateLimiter
+from .limits import RateLimiter
 from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")

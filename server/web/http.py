@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..bounds import MAX_REPLY_BYTES
 from ..commands import Caller, Commands
 from ..protocol import ErrorCode, RuncastError, dumps, loads, parse_answer, parse_list_runs_filters, parse_start
+from ..settings import Limits
 from ..workflow import FINISHED
 from .auth import Tokens
-from .limits import Limits
 from .metrics import CONTENT_TYPE, Metrics
 from .sse import EventStreamResponse, event_stream
 

@@ -1,13 +1,10 @@
-"""Limits that keep one client from hurting the others; each is a server flag."""
+"""The start rate limit of one connection: a token bucket. (The limits themselves are
+`settings.Limits`.)"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-from ..settings import Limits
-
-__all__ = ["Limits", "RateLimiter"]
 
 
 class RateLimiter:

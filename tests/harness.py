@@ -108,6 +108,13 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError("server did not become healthy: " + self.tail())
 
+    def __enter__(self) -> ServerProcess:
+        """`with ServerProcess(...) as server:` starts it (unless it runs) and stops it after."""
+        return self if self.proc is not None and self.proc.poll() is None else self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def restart(self) -> ServerProcess:
         """Start again on the same port and database (after kill or stop)."""
         assert self.proc is None or self.proc.poll() is not None, "stop or kill the server first"

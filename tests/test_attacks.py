@@ -10,7 +10,6 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,11 +28,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def served(folder: Path) -> Iterator[ServerProcess]:
     """A server on SQLite with this file's workflows."""
-    proc = ServerProcess(folder / "attacks.db", "--workflows", str(FLOWS)).start()
-    try:
+    with ServerProcess(folder / "attacks.db", "--workflows", str(FLOWS)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def executions(tag: str) -> int:
@@ -95,8 +91,7 @@ async def test_the_same_run_id_started_through_two_nodes_at_once_runs_once(pg_ur
 async def test_an_idempotent_start_compares_inputs_as_json(
     new_server: Callable[..., ServerProcess], folder: Path
 ) -> None:
-    server = new_server("--workflows", str(FLOWS)).start()
-    try:
+    with new_server("--workflows", str(FLOWS)) as server:
         c = await Client.connect(server.url)
         first = await c.request({"type": "start", "workflow": "echo", "run_id": "flag", "input": {"flag": True}})
         assert first["existing"] is False
@@ -108,8 +103,6 @@ async def test_an_idempotent_start_compares_inputs_as_json(
         keys = {"type": "start", "workflow": "echo", "run_id": "keys"}
         await c.request({**keys, "input": {"a": 1, "b": 2}})
         assert (await c.request({**keys, "input": {"b": 2, "a": 1}}))["existing"] is True
-    finally:
-        server.stop()
 
 
 # ---- 2. text that cannot be encoded -------------------------------------------------------
@@ -119,8 +112,7 @@ async def test_an_idempotent_start_compares_inputs_as_json(
 async def test_a_lone_surrogate_is_stored_as_u_fffd_and_the_run_ends(
     new_server: Callable[..., ServerProcess], folder: Path
 ) -> None:
-    server = new_server("--workflows", str(FLOWS)).start()
-    try:
+    with new_server("--workflows", str(FLOWS)) as server:
         c = await Client.connect(server.url)
         ends = {}
         for where in ("output", "delta", "progress", "error", "key"):
@@ -138,8 +130,6 @@ async def test_a_lone_surrogate_is_stored_as_u_fffd_and_the_run_ends(
         c = await Client.connect(server.url)
         listed = await c.request({"type": "list_runs", "status": "running"})
         assert listed["runs"] == []
-    finally:
-        server.stop()
 
 
 # ---- 7. small holes, each a broken promise --------------------------------------------
@@ -152,7 +142,7 @@ async def test_integers_past_64_bits_are_refused_never_changed(server: ServerPro
     reply = await c.wait(lambda m: m.get("id") == "big")
     assert reply["type"] == "error" and reply["code"] == "invalid_input" and "64 bits" in reply["message"], reply
     status, body = await asyncio.to_thread(
-        _raw_post, f"{server.http_url}/api/runs", b'{"workflow":"echo","input":[-' + big.encode() + b"]}"
+        http, "POST", f"{server.http_url}/api/runs", {"workflow": "echo", "input": [-int(big)]}
     )
     assert status == 422 and body["error"]["code"] == "invalid_input", body
     # Within 64 bits (and digits inside strings) nothing changes.
@@ -179,18 +169,6 @@ async def test_subscribe_after_past_what_a_seq_can_be_is_a_bad_request(server: S
     assert "Traceback" not in server.tail(20_000)
 
 
-def _raw_post(url: str, body: bytes) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 # ---- 4. tools that hang ---------------------------------------------------------------
 
 
@@ -199,10 +177,9 @@ async def test_tools_that_hang_do_not_starve_other_runs_tools(folder: Path) -> N
     default pool has threads on two cores, and than --tool-threads here): each call times
     out after its own 0.5 s, not after waiting for a thread, and another run's tool still
     answers at once, during and after; past --max-hung-tools, calls fail at once, saying why."""
-    server = ServerProcess(
+    with ServerProcess(
         folder / "tools.db", "--workflows", str(FLOWS), "--tool-threads", "4", "--max-hung-tools", "10"
-    ).start()
-    try:
+    ) as server:
         c = await Client.connect(server.url)
         hung = [await c.start("hang", None) for _ in range(8)]
         for run_id in hung:
@@ -217,8 +194,6 @@ async def test_tools_that_hang_do_not_starve_other_runs_tools(folder: Path) -> N
             events = await c.until_terminal(await c.start("hang", None), timeout=10)
             errors += [e["data"]["error"] for e in events if e["event"] == "tool_call_failed"]
         assert errors[:2] == ["timed out after 0.5 s"] * 2 and "--max-hung-tools" in errors[2], errors
-    finally:
-        server.stop()
 
 
 async def test_tool_arguments_nested_too_deep_fail_the_call_not_the_step(served: ServerProcess) -> None:
@@ -262,8 +237,7 @@ PING = b"\x89\xfd\0\0\0\0" + b"p" * 125  # a masked ping frame with 125 bytes (a
 async def test_pings_from_a_client_that_never_reads_pin_little_memory(folder: Path) -> None:
     """An unauthenticated client sends 75 MB of pings and reads none of the pongs: the
     server stops reading it once its send buffer is full, and cuts it after the auth deadline."""
-    server = ServerProcess(folder / "pings.db", "--token", "secret", "--auth-seconds", "2").start()
-    try:
+    with ServerProcess(folder / "pings.db", "--token", "secret", "--auth-seconds", "2") as server:
         before = server.rss_kb()
         flooder = await StalledClient(server.url).open(server.port)
         chunk, sent = PING * 500, 0
@@ -276,8 +250,6 @@ async def test_pings_from_a_client_that_never_reads_pin_little_memory(folder: Pa
         # Past the auth deadline, and the time a close may take to go out, the socket is cut.
         await _wait_for(lambda: _connections(server) == 0, timeout=15)
         flooder.close()
-    finally:
-        server.stop()
 
 
 def _connections(server: ServerProcess) -> float:
@@ -288,8 +260,7 @@ def _connections(server: ServerProcess) -> float:
 
 
 async def test_one_byte_fragments_from_an_unauthenticated_client_do_not_freeze_the_others(folder: Path) -> None:
-    server = ServerProcess(folder / "frags.db", "--token", "secret").start()
-    try:
+    with ServerProcess(folder / "frags.db", "--token", "secret") as server:
         other = await Client.connect(server.url, additional_headers={"Authorization": "Bearer secret"})
         flooder = await StalledClient(server.url).open(server.port)
         rtts: list[float] = []
@@ -319,8 +290,6 @@ async def test_one_byte_fragments_from_an_unauthenticated_client_do_not_freeze_t
         assert closed or code == 1009, code
         assert max(rtts) < 0.5, f"another client's ping took {max(rtts):.2f} s"
         flooder.close()
-    finally:
-        server.stop()
 
 
 async def _open_stream(server: ServerProcess, run_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -336,8 +305,7 @@ async def _open_stream(server: ServerProcess, run_id: str) -> tuple[asyncio.Stre
 
 
 async def test_event_streams_nobody_reads_are_bounded_ended_and_counted(folder: Path) -> None:
-    server = ServerProcess(folder / "sse.db", "--stuck-seconds", "2", "--max-connections", "4").start()
-    try:
+    with ServerProcess(folder / "sse.db", "--stuck-seconds", "2", "--max-connections", "4") as server:
         c = await Client.connect(server.url)
         run_id = await c.start("count", {"n": 30000, "delay": 0}, subscribe=False)
         before = server.rss_kb()
@@ -358,8 +326,6 @@ async def test_event_streams_nobody_reads_are_bounded_ended_and_counted(folder: 
         assert status == 200
         for _, writer in streams:
             writer.close()
-    finally:
-        server.stop()
 
 
 # ---- 5. work a client can make the event loop do ----------------------------------------
@@ -383,8 +349,7 @@ async def test_a_pattern_that_backtracks_costs_its_sender_a_clear_error_not_ever
 async def test_listing_runs_with_large_inputs_does_not_stall_other_clients(
     new_server: Callable[..., ServerProcess],
 ) -> None:
-    server = new_server().start()
-    try:
+    with new_server() as server:
         loaders = [await Client.connect(server.url) for _ in range(4)]
         big = {"text": "x" * 200_000}
 
@@ -423,5 +388,3 @@ async def test_listing_runs_with_large_inputs_does_not_stall_other_clients(
         assert p99 < 0.1, f"another client's ping p99 was {p99:.2f} s while listing ({pages} pages)"
         page = await other.request({"type": "list_runs", "limit": 500})
         assert len(page["runs"]) == 120 and all(r["input"]["truncated"] for r in page["runs"])
-    finally:
-        server.stop()

@@ -18,11 +18,8 @@ FLOWS = Path(__file__).with_name("flows.py")
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "doors.db", "--workflows", str(FLOWS)).start()
-    try:
+    with ServerProcess(tmp_path / "doors.db", "--workflows", str(FLOWS)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _error(reply: dict[str, Any]) -> tuple[str, str]:

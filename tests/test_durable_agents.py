@@ -27,11 +27,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def server(folder: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(folder / "agents.db", "--workflows", str(FLOWS)).start()
-    try:
+    with ServerProcess(folder / "agents.db", "--workflows", str(FLOWS)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def lines(path: Path) -> list[str]:

@@ -133,6 +133,7 @@ async def _watch(client: Client, run: dict[str, Any], after: int, view: View, ar
     status = "running"
     last = after
     prompter = Prompter(client, run_id, view, Terminal() if interactive(args) else None, program())
+    view.follow(run)
     prompter.begin(run, after)
     try:
         async for event in client.subscribe(run_id, after):

@@ -17,6 +17,8 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from server.vocabulary import FINISHED_STATUSES
+
 from .errors import (
     AuthFailed,
     Conflict,
@@ -38,7 +40,7 @@ DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 GREETING_SECONDS = 10.0  # how long a server may take to send its welcome
 RATE_LIMIT_PATIENCE = 300.0  # seconds a request keeps retrying `rate_limited` before it raises
 RELIST_LIMIT = 500  # runs listed (one page, newest first) after subscribe_runs on a new connection
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+FINISHED = frozenset(FINISHED_STATUSES)
 
 
 def new_run_id() -> str:

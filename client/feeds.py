@@ -17,8 +17,9 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from server.vocabulary import TERMINAL_EVENTS
+
 QUEUE_SIZE = 1000  # events held per subscription iterator before the client stops taking and refills later
-TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 Event = dict[str, Any]
 

@@ -16,6 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from server.fold import fold
+
 from .view import View
 
 STATE_STYLE = {
@@ -55,6 +57,7 @@ class LiveView(View):
         self.run_id = ""
         self.workflow = ""
         self.status = "running"
+        self.run: dict[str, Any] | None = None  # the run as the server keeps it, folded from its events
         self.steps: dict[str, dict[str, Any]] = {}
         self.text: dict[str, str] = {}
         self.result: RenderableType | None = None
@@ -85,21 +88,39 @@ class LiveView(View):
         self.run_id, self.workflow = run["run_id"], run["workflow"]
         self._start_live()
 
+    def follow(self, run: dict[str, Any]) -> None:
+        self.run = {**run, "steps": [dict(st) for st in run.get("steps") or []]}
+        self.status = run["status"]
+
     def event(self, event: dict[str, Any]) -> None:
         self.run_id = event["run_id"]
         kind, step, data = event["event"], event.get("step"), event.get("data") or {}
         ts = event.get("ts")
         if step is not None:
             entry = self.steps.setdefault(step, {"state": "pending", "attempt": 1, "start": None, "end": None})
+        self._describe(kind, step, data, ts, entry if step is not None else {})
+        if self.run is not None and event.get("seq", 0) > self.run["last_seq"]:
+            self._take_states(fold(self.run, event))
+        self._start_live()
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _take_states(self, run: dict[str, Any]) -> None:
+        """The run's and its shown steps' states, as the server's rules (server/fold.py) make them."""
+        self.status = run["status"]
+        for st in run["steps"]:
+            if st["name"] in self.steps:
+                self.steps[st["name"]]["state"] = st["status"]
+
+    def _describe(self, kind: str, step: str | None, data: dict[str, Any], ts: Any, entry: dict[str, Any]) -> None:
+        """What the screen shows of an event beyond states: text, calls, asks, the result."""
         match kind:
             case "run_started":
                 self.workflow = data.get("workflow", self.workflow)
             case "step_started":
-                if entry["state"] == "completed":  # a loop's next iteration makes new calls; an
+                if entry.get("completed"):  # a loop's next iteration makes new calls; an
                     entry["calls"] = {}  # agent run again keeps those it made (not made again)
-                waiting = any(a.get("open") for a in entry.get("asks", {}).values())  # a request outlives a restart
-                state = "waiting" if waiting else "running"
-                entry.update(state=state, attempt=data.get("attempt", 1), start=ts, end=None, progress=None)
+                entry.update(attempt=data.get("attempt", 1), start=ts, end=None, progress=None, completed=False)
                 for where in [w for w in self.text if w == step or w.startswith(f"{step} · ")]:
                     self.text[where] = ""  # a step run again streams its text from the start
             case "step_output":
@@ -117,38 +138,25 @@ class LiveView(View):
             case "input_requested":
                 ask = {"prompt": data.get("prompt"), "open": True}
                 entry.setdefault("asks", {})[str(data.get("request_id"))] = ask
-                entry["state"] = "waiting"
-                self.status = "waiting" if self.status == "running" else self.status
             case "input_received":
                 ask = entry.setdefault("asks", {}).setdefault(str(data.get("request_id")), {"prompt": ""})
                 ask.update(open=False, value=data.get("value"))
-                if entry["state"] == "waiting" and not any(a.get("open") for a in entry["asks"].values()):
-                    entry["state"] = "running"
-                if self.status == "waiting" and not self._open_asks():
-                    self.status = "running"
             case "step_completed":
-                entry.update(state="completed", end=ts)
+                entry.update(end=ts, completed=True)
+            case "step_skipped":
+                entry.update(end=ts)
             case "step_failed":
-                entry.update(state="failed", end=ts, error=data.get("error"))
+                entry.update(end=ts, error=data.get("error"))
             case "run_resumed":
                 self.notice = f"resumed after a {data.get('reason')} from step {data.get('from_step')}"
             case "run_completed":
-                self.status = "completed"
                 output = data.get("output")
                 body = output if isinstance(output, str) else orjson.dumps(output, option=orjson.OPT_INDENT_2).decode()
                 self.result = Panel(Text(body), title="output", border_style="green")
             case "run_failed":
-                self.status = "failed"
                 self.result = Panel(Text(str(data.get("error"))), title="error", border_style="red")
             case "run_cancelled":
-                self.status = "cancelled"
                 self.result = Panel(Text("the run was cancelled"), border_style="yellow")
-        self._start_live()
-        if self._live is not None:
-            self._live.update(self._render())
-
-    def _open_asks(self) -> bool:
-        return any(a.get("open") for entry in self.steps.values() for a in entry.get("asks", {}).values())
 
     def connection(self, state: str) -> None:
         self.notice = (

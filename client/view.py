@@ -30,6 +30,8 @@ def describe(event: dict[str, Any]) -> str | None:
             return f"  {step} done: {_cut(_json(data.get('output')))}"
         case "step_failed":
             return f"  {step} failed: {data.get('error')}"
+        case "step_skipped":
+            return f"  {step} skipped ({data.get('reason')})"
         case "progress":
             current, total = data.get("current"), data.get("total")
             bar = ""
@@ -81,6 +83,9 @@ class View:
         self.err = err or sys.stderr
 
     def started(self, run: dict[str, Any]) -> None: ...
+    def follow(self, run: dict[str, Any]) -> None:
+        """The run's snapshot where the events about to come continue it."""
+
     def event(self, event: dict[str, Any]) -> None: ...
     def snapshot(self, run: dict[str, Any]) -> None: ...
     def runs(self, runs: list[dict[str, Any]]) -> None: ...

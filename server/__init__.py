@@ -10,46 +10,88 @@ The Python API uses the words of the background-workflow docs users know::
     run.has_completed()
 """
 
-from .agents import (
-    Agent,
-    ModelError,
-    OfflineModel,
-    OfflineToolModel,
-    OpenAIChat,
-    Team,
-    Tool,
-    Toolkit,
-    default_model,
-    tool,
-)
-from .display import pprint_run_response
-from .engine import AskTimeout, Engine, StepContext
-from .protocol import VERSION as __version__
-from .protocol import (
-    BadRequest,
-    Conflict,
-    ErrorCode,
-    InvalidInput,
-    RuncastError,
-    RunNotFound,
-    UnknownWorkflow,
-)
-from .runtime import PostgresDb, Runtime, SqliteDb
-from .settings import Limits, Settings
-from .workflow import (
-    Condition,
-    Loop,
-    Parallel,
-    Router,
-    RunOutput,
-    RunStatus,
-    Step,
-    StepInput,
-    StepOutput,
-    Steps,
-    StepStatus,
-    Workflow,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .agents import (
+        Agent,
+        ModelError,
+        OfflineModel,
+        OfflineToolModel,
+        OpenAIChat,
+        Team,
+        Tool,
+        Toolkit,
+        default_model,
+        tool,
+    )
+    from .display import pprint_run_response
+    from .engine import AskTimeout, Engine, StepContext
+    from .protocol import VERSION as __version__
+    from .protocol import (
+        BadRequest,
+        Conflict,
+        ErrorCode,
+        InvalidInput,
+        RuncastError,
+        RunNotFound,
+        UnknownWorkflow,
+    )
+    from .runtime import PostgresDb, Runtime, SqliteDb
+    from .settings import Limits, Settings
+    from .workflow import (
+        Condition,
+        Loop,
+        Parallel,
+        Router,
+        RunOutput,
+        RunStatus,
+        Step,
+        StepInput,
+        StepOutput,
+        Steps,
+        StepStatus,
+        Workflow,
+    )
+
+# Where each public name lives: imported on first use, so that `import server.fold` (the
+# client library does) does not load the whole server.
+_WHERE = {
+    **dict.fromkeys(
+        ("Agent", "ModelError", "OfflineModel", "OfflineToolModel", "OpenAIChat", "Team", "Tool", "Toolkit"), "agents"
+    ),
+    "default_model": "agents",
+    "tool": "agents",
+    "pprint_run_response": "display",
+    **dict.fromkeys(("AskTimeout", "Engine", "StepContext"), "engine"),
+    **dict.fromkeys(
+        ("BadRequest", "Conflict", "ErrorCode", "InvalidInput", "RuncastError", "RunNotFound", "UnknownWorkflow"),
+        "protocol",
+    ),
+    **dict.fromkeys(("PostgresDb", "Runtime", "SqliteDb"), "runtime"),
+    **dict.fromkeys(("Limits", "Settings"), "settings"),
+    **dict.fromkeys(
+        ("Condition", "Loop", "Parallel", "Router", "RunOutput", "RunStatus", "Step", "StepInput", "StepOutput"),
+        "workflow",
+    ),
+    **dict.fromkeys(("Steps", "StepStatus", "Workflow"), "workflow"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return importlib.import_module(".protocol", __name__).VERSION
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Agent",

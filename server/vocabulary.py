@@ -41,6 +41,7 @@ class Event(StrEnum):
     PROGRESS = "progress"
     STEP_COMPLETED = "step_completed"
     STEP_FAILED = "step_failed"
+    STEP_SKIPPED = "step_skipped"  # (1.2) a step that will not run: `reason` says why
     RUN_RESUMED = "run_resumed"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"

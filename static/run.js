@@ -3,22 +3,16 @@
 //
 // Events only change a plain model and mark what changed; the DOM is updated at most once
 // per animation frame, so a run with tens of thousands of events costs a few DOM writes a
-// frame however fast its events arrive. State comes from the events (seq 1 onwards); the
-// snapshot of `subscribed` only names the steps that have not started yet. An event this
-// page does not know is shown as it came (name and JSON), in its step or under the run.
+// frame however fast its events arrive. State comes from the events (seq 1 onwards), folded
+// into a snapshot by fold.js (the server's rules); the snapshot of `subscribed` names the
+// steps. An event this page does not know is shown as it came (name and JSON), in its step
+// or under the run.
 
 import { Asks } from './asks.js';
 import { el, show } from './dom.js';
+import { fold, newRun } from './fold.js';
 import { FINISHED, elapsed, formatDuration, formatTime, formatValue } from './format.js';
 import { Waterfall } from './waterfall.js';
-
-const RUN_STATUS_OF_EVENT = {
-  run_started: 'running',
-  run_resumed: 'running',
-  run_completed: 'completed',
-  run_failed: 'failed',
-  run_cancelled: 'cancelled',
-};
 
 const TOOL_CALL_STATUS = {
   tool_call_started: 'running',
@@ -41,6 +35,7 @@ function newStep(name, index) {
     index,
     status: 'pending',
     attempt: 0,
+    retrying: false, // it failed, and will be tried again
     startedAt: null,
     finishedAt: null,
     hasText: false,
@@ -100,6 +95,8 @@ export class RunView {
       output: undefined,
       error: null,
       lastSeq: 0,
+      run: null, // the run as the server keeps it, folded from the events (fold.js)
+      early: [], // events that came before the snapshot that names the steps
       resumed: null,
       steps: new Map(), // name -> step
       dirty: new Set(), // steps to repaint
@@ -166,6 +163,12 @@ export class RunView {
     m.input = run.input;
     if (m.status === null) m.status = run.status === 'pending' ? 'pending' : 'loading';
     run.steps?.forEach((s, index) => this.step(s.name, index));
+    if (m.run === null && run.steps) {
+      m.run = newRun(run.run_id, run.workflow, run.input, run.steps.map((s) => s.name), run.created_at);
+      for (const e of m.early) fold(m.run, e);
+      m.early = [];
+      this.follow();
+    }
     m.runDirty = true;
     this.schedule();
   }
@@ -178,8 +181,8 @@ export class RunView {
       m.lastSeq = e.seq;
       const data = e.data ?? {};
       const ts = Date.parse(e.ts);
-      const runStatus = RUN_STATUS_OF_EVENT[e.event];
-      if (runStatus) m.status = runStatus;
+      if (m.run === null) m.early.push(e);
+      else fold(m.run, e);
       switch (e.event) {
         case 'run_started':
           m.startedAt = e.ts;
@@ -192,13 +195,12 @@ export class RunView {
           for (const [path, bar] of [...m.openBars]) {
             if (!bar.waits.some((w) => w.end === null)) this.endBar(path, m.lastTs ?? ts, 'interrupted');
           }
-          if (m.asks.size > 0) m.status = 'waiting';
           break;
         case 'step_started': {
           const step = this.step(e.step, data.index);
-          const wasCompleted = step.status === 'completed';
+          const wasCompleted = step.output !== undefined; // its output stays until it starts again
           const asked = this.asksOf(e.step).length > 0; // asked before a restart, not answered yet
-          Object.assign(step, { status: asked ? 'waiting' : 'running', attempt: data.attempt ?? step.attempt + 1 });
+          step.attempt = data.attempt ?? step.attempt + 1;
           Object.assign(step, { startedAt: e.ts, finishedAt: null, error: null, progress: null, output: undefined });
           // A step that runs again (a retry, or after a restart) streams its text from the start.
           Object.assign(step, { hasText: false, pendingText: '', resetText: true });
@@ -245,12 +247,13 @@ export class RunView {
         case 'progress':
           this.step(e.step).progress = data;
           break;
+        case 'step_skipped':
+          this.step(e.step).finishedAt = e.ts;
+          break;
         case 'input_requested': {
           m.asks.set(data.request_id, { ...data, schema: data.schema ?? null, step: e.step });
           m.asksDirty = true;
-          m.status = 'waiting';
           if (e.step) {
-            this.step(e.step).status = 'waiting';
             const bar = m.openBars.get(e.step);
             if (bar && !bar.waits.some((w) => w.end === null)) bar.waits.push({ start: ts, end: null });
             m.barsDirty = true;
@@ -263,22 +266,19 @@ export class RunView {
           m.asksDirty = true;
           const path = e.step ?? asked?.step;
           if (path && this.asksOf(path).length === 0) {
-            const step = this.step(path);
-            if (step.status === 'waiting') step.status = 'running';
             const bar = m.openBars.get(path);
             for (const wait of bar?.waits ?? []) wait.end ??= ts;
             m.barsDirty = true;
           }
-          if (m.asks.size === 0 && m.status === 'waiting') m.status = 'running';
           break;
         }
         case 'step_completed':
-          Object.assign(this.step(e.step), { status: 'completed', output: data.output, finishedAt: e.ts });
+          Object.assign(this.step(e.step), { output: data.output, finishedAt: e.ts });
           this.endBar(e.step, ts, 'completed');
           break;
         case 'step_failed':
           Object.assign(this.step(e.step), {
-            status: data.will_retry ? 'retrying' : 'failed',
+            retrying: data.will_retry === true,
             error: data.error ?? 'failed',
             finishedAt: e.ts,
           });
@@ -311,7 +311,25 @@ export class RunView {
         m.skew = Math.max(m.skew, ts - arrived);
       }
     }
+    this.follow();
     this.schedule();
+  }
+
+  /** Show the statuses of the folded run: the run's, and each step's (a failed step that
+   * will be tried again shows as retrying). */
+  follow() {
+    const m = this.model;
+    if (m.run === null || m.run.last_seq === 0) return; // nothing folded yet: the snapshot's status stands
+    m.status = m.run.status;
+    m.run.steps.forEach((folded, index) => {
+      const step = m.steps.get(folded.name) ?? this.step(folded.name, index);
+      const status = folded.status === 'failed' && step.retrying ? 'retrying' : folded.status;
+      if (step.status === status) return;
+      step.status = status;
+      if (status === 'failed') step.error ??= folded.error;
+      if (folded.finished_at) step.finishedAt ??= folded.finished_at;
+      m.dirty.add(step);
+    });
   }
 
   /** The open questions a step asked. */
@@ -352,23 +370,13 @@ export class RunView {
     return m.lastTs === null ? guess : Math.max(guess, m.lastTs);
   }
 
-  /** The run ended: like the server, a step still running failed and the rest were skipped. */
+  /** The run ended: its attempts' bars end and its questions close (fold.js ends its steps). */
   finish(ts, error) {
     this.model.finishedAt = ts;
     this.endBars(Date.parse(ts), error === 'cancelled' ? 'cancelled' : 'failed');
     if (this.model.asks.size > 0) {
       this.model.asks.clear(); // nobody can answer a finished run
       this.model.asksDirty = true;
-    }
-    for (const step of this.model.steps.values()) {
-      if (step.status === 'running' || step.status === 'waiting') {
-        Object.assign(step, { status: 'failed', error: error ?? 'stopped', finishedAt: ts });
-      } else if (step.status === 'pending') {
-        step.status = 'skipped';
-      } else {
-        continue;
-      }
-      this.model.dirty.add(step);
     }
   }
 

@@ -1064,12 +1064,12 @@ async def test_a_run_whose_end_cannot_be_stored_ends_failed_saying_why(
     store, engine, _ = await env.open(Workflow("w", [Step("s", lambda si: "done")]))
     real = store.append_nowait
 
-    def refuse_completion(run_id: str, event: str, *args: Any) -> asyncio.Future[int]:
+    def refuse_completion(run_id: str, event: str, *args: Any, **kwargs: Any) -> asyncio.Future[int]:
         if event == "run_completed":  # not a passing fault: the writer will not outlast it
             failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             failed.set_exception(ValueError("cannot encode this"))
             return failed
-        return real(run_id, event, *args)
+        return real(run_id, event, *args, **kwargs)
 
     monkeypatch.setattr(store, "append_nowait", refuse_completion)
     snapshot, _ = await engine.start("w")

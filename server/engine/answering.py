@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..bounds import EventTooLarge, check_event_size
 from ..protocol import Conflict, ErrorCode, InvalidInput, RuncastError, RunNotFound, to_json_value
 from ..store import RunStore
-from ..workflow import RunStatus, StepStatus, Workflow
+from ..workflow import RunStatus, Workflow
 from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
 from .cluster import Cluster
 from .context import Request
-from .runs import ActiveRun, copy_run
+from .runs import ActiveRun, copy_run, record
 
 log = logging.getLogger("runcast.engine")
 
@@ -44,8 +44,6 @@ class Answering:
 
     if TYPE_CHECKING:  # Engine's own
 
-        def _state(self, run: ActiveRun) -> dict[str, Any]: ...
-
         def _launch(
             self, workflow: Workflow, row: dict[str, Any], *, resumed: bool, reason: str = ..., continued: bool = ...
         ) -> None: ...
@@ -58,22 +56,17 @@ class Answering:
         end its task; it holds no slot and no thread, and in a cluster no owner."""
         row = run.row
         run_id = row["run_id"]
-        row["status"] = RunStatus.WAITING.value
-        waiting: list[dict[str, Any]] = list(row.get("waiting_for") or [])
-        row["waiting_for"] = waiting
         now = time.time()
         committed: asyncio.Future[int] | None = None
         for request in requests:
             if request.timeout is not None and request.expires_at is None:
                 request.expires_at = now + request.timeout
-            data = request.data()
-            if all(w["request_id"] != request.request_id for w in waiting):
-                waiting.append({**data, "step": request.step})
             await self.store.backlog()
-            committed = self.store.append_nowait(run_id, "input_requested", request.step, data, self._state(run))
+            committed = record(self.store, row, "input_requested", request.step, request.data())
         assert committed is not None, "a run waits only for what a step asked"
         await committed
         self.store.release(run_id)
+        waiting = row["waiting_for"]
         log.info("run_id=%s workflow=%s status=waiting requests=%d", run_id, row["workflow"], len(waiting))
         if any(w.get("expires_at") is not None for w in waiting):
             self._deadlines.wake()
@@ -144,15 +137,9 @@ class Answering:
         state = snapshot
         request = open_request(state, request_id)
         assert request is not None
-        state["waiting_for"] = [w for w in state["waiting_for"] if w["request_id"] != request_id]
-        if not state["waiting_for"]:
-            state["status"] = RunStatus.RUNNING.value
-            for st in state["steps"]:
-                if st["status"] == StepStatus.WAITING:
-                    st["status"] = StepStatus.RUNNING.value
         try:
             await self.store.backlog()
-            seq = await self.store.append_nowait(run_id, "input_received", request["step"], data, copy_run(state))
+            seq = await record(self.store, state, "input_received", request["step"], data)
         except BaseException:
             if self.cluster is not None:
                 with contextlib.suppress(Exception):

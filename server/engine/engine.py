@@ -26,7 +26,6 @@ from ..protocol import (
     RunNotFound,
     UnknownWorkflow,
     to_json_value,
-    utc_now,
 )
 from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
@@ -37,7 +36,7 @@ from .asks import AnswerChecks, Deadlines, RunLocks
 from .cluster import Cluster
 from .context import History, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
-from .runs import ActiveRun, align_steps, copy_run, new_run, new_run_id, step_history, the_same
+from .runs import ActiveRun, align_steps, new_run, new_run_id, record, step_history, the_same
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
@@ -238,9 +237,6 @@ class Engine(Answering):
         return count
 
     async def _end_unresumable(self, row: dict[str, Any], error: str) -> None:
-        for st in row["steps"]:
-            if st["status"] == StepStatus.RUNNING:
-                st.update(status=StepStatus.FAILED.value, error=error, finished_at=utc_now())
         await self._end_here(row, RunStatus.FAILED, error=error)
 
     async def _end_here(self, row: dict[str, Any], status: RunStatus, *, error: str | None = None) -> None:
@@ -289,13 +285,9 @@ class Engine(Answering):
         log.error("run %s failed outside its steps", run.row["run_id"], exc_info=exc)
         await self._finish(run, RunStatus.FAILED, error=f"internal error: {error_text(exc)}")
 
-    def _state(self, run: ActiveRun) -> dict[str, Any]:
-        # A copy: the writer encodes it later, and the run moves on meanwhile.
-        return copy_run(run.row)
-
-    async def _record(self, run: ActiveRun, event: str, step: str | None, data: Any, *, changed: bool = True) -> None:
+    async def _record(self, run: ActiveRun, event: str, step: str | None, data: Any) -> None:
         await self.store.backlog()
-        self.store.emit(run.row["run_id"], event, step, data, self._state(run) if changed else None)
+        record(self.store, run.row, event, step, data)
 
     def _emit_from_step(self, run: ActiveRun, step: str, event: str, data: dict[str, Any]) -> None:
         if run.row["status"] == RunStatus.RUNNING:  # a late thread message after the end is dropped
@@ -311,14 +303,12 @@ class Engine(Answering):
         plan = workflow.steps_for(checked)
         nodes = list(walk(plan))
         steps = row["steps"] = align_steps([path for path, _ in nodes], row["steps"])
-        row["status"] = RunStatus.RUNNING.value
         if run.continued:
             pass  # its last input_received (stored with this state) marks where it goes on
         elif run.resumed:
             data = {"reason": run.reason, "from_step": _first_unfinished(nodes, steps)}
             await self._record(run, "run_resumed", None, data)
         else:
-            row["started_at"] = utc_now()
             await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
 
         async def record(event: str, step: str | None, data: Any) -> None:
@@ -382,13 +372,6 @@ class Engine(Answering):
     ) -> None:
         row = run.row
         error = clip_error(error) if error is not None else None
-        now = utc_now()
-        for st in row["steps"]:
-            if st["status"] in (StepStatus.RUNNING, StepStatus.WAITING):
-                st.update(status=StepStatus.FAILED.value, error=error or status.value, finished_at=now)
-            elif st["status"] == StepStatus.PENDING:
-                st["status"] = StepStatus.SKIPPED.value
-        row.update(status=status.value, output=output, error=error, finished_at=now, waiting_for=[])
         data: dict[str, Any] = {}
         if status == RunStatus.COMPLETED:
             data = {"output": output}
@@ -396,7 +379,7 @@ class Engine(Answering):
             data = {"error": error}
         log.info("run_id=%s workflow=%s status=%s error=%s", row["run_id"], row["workflow"], status.value, error)
         # Queued in the same breath as the state change, so a cancel cannot split them.
-        committed = self.store.append_nowait(row["run_id"], TERMINAL_EVENT[status], None, data, self._state(run))
+        committed = record(self.store, row, TERMINAL_EVENT[status], None, data)
         row["last_seq"] = await asyncio.shield(committed)
 
     # ---- control ---------------------------------------------------------------------

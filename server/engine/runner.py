@@ -1,8 +1,8 @@
 """Walks one run's steps: a step calls its executor (with retries and a timeout); a group
 runs its children as its kind says. Completed steps are not run again after a restart.
 
-Every change of a step's state is recorded through `record`, which stores the event
-together with the run's state; the run's own status is the engine's business.
+Every change of a step's state is an event, recorded through `record`, which folds it
+into the run's state (fold.py) and stores both; the run's own events are the engine's.
 
 A step whose `ctx.ask` has no answer yet stops (`Suspended`): it is `waiting`, its
 request is kept in `requests`, a Parallel's other branches go on, and the run then stops
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
-from ..protocol import utc_now
-from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps, walk
+from ..vocabulary import CURRENT_STEP_STATUSES, StepStatus
+from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps
 from .context import AskTimeout, History, Request, StepContext, Suspended
 from .threads import Raised, StepThreads
 
@@ -112,7 +112,7 @@ class StepRunner:
         self.index = {st["name"]: i for i, st in enumerate(states)}
         self.outputs: dict[str, Any] = {}
         for path, st in self.states.items():
-            if st["status"] == "completed":
+            if st["status"] == StepStatus.COMPLETED:
                 self.outputs[path] = self.outputs[path.rsplit("/", 1)[-1]] = st["output"]
         self._record = record
         self._emit = emit
@@ -139,9 +139,9 @@ class StepRunner:
 
     async def _node(self, node: Node, path: str, previous: Any) -> Outcome:
         st = self.states[path]
-        if st["status"] == "completed":  # done before a restart: its stored output feeds the next step
+        if st["status"] == StepStatus.COMPLETED:  # done before a restart: its stored output feeds the next step
             return Outcome(st["output"])
-        if st["status"] == "skipped":
+        if st["status"] == StepStatus.SKIPPED:
             return Outcome(previous, ran=False)
         if isinstance(node, Step):
             return await self._step(node, path, previous)
@@ -150,16 +150,14 @@ class StepRunner:
     # ---- steps -----------------------------------------------------------------------
 
     def _continuing(self, st: dict[str, Any]) -> bool:
-        return self._continued and st["status"] in ("running", "waiting") and st["attempts"] > 0
+        return self._continued and st["status"] in CURRENT_STEP_STATUSES and st["attempts"] > 0
 
     async def _step(self, step: Step, path: str, previous: Any) -> Outcome:
         st = self.states[path]
         continuing = self._continuing(st)
         while True:
             fresh = st["attempts"] == 0 or self._earlier is None  # never started: nothing stored before
-            if continuing:
-                st.update(status="running", error=None)  # stored with the step's next event
-            else:
+            if not continuing:  # (a step going on after its answers is running again already)
                 await self._started(path, st)
             continuing = False
             context = StepContext(
@@ -177,13 +175,12 @@ class StepRunner:
             self._contexts.add(context)
             try:
                 if step.requires_confirmation and not await context._confirm(step.confirmation_message):
-                    st.update(status="skipped", finished_at=utc_now())  # stored with the run's next event
+                    await self._skipped(path, "rejected")
                     if step.on_reject == "cancel":
                         raise Rejected(path)
                     return Outcome(previous, ran=False)
                 content, stop, error = await self._attempt(step, previous, context)
-            except Suspended as suspended:
-                st["status"] = "waiting"  # stored with its input_requested
+            except Suspended as suspended:  # the step is `waiting` once its input_requested is stored
                 assert suspended.request is not None
                 self.requests.append(suspended.request)
                 raise Suspended() from None
@@ -198,7 +195,7 @@ class StepRunner:
                 await asyncio.sleep(step.retry_delay * 2 ** (st["attempts"] - 1))
                 continue
             if step.skip_on_failure:
-                st["status"] = "skipped"
+                await self._skipped(path, "failed")
                 return Outcome(previous, ran=False)
             raise StepFailure(path, error)
 
@@ -256,9 +253,7 @@ class StepRunner:
 
     async def _group(self, group: Group, path: str, previous: Any) -> Outcome:
         st = self.states[path]
-        if self._continuing(st):
-            st["status"] = "running"
-        elif not isinstance(group, Loop) or st["attempts"] == 0:
+        if not self._continuing(st) and (not isinstance(group, Loop) or st["attempts"] == 0):
             await self._started(path, st)
         try:
             out = await self._run_group(group, path, previous)
@@ -275,11 +270,11 @@ class StepRunner:
         if isinstance(group, Condition):
             if await _maybe_await(group.evaluator(self._step_input(previous))):
                 return await self._sequence(group.children, prefix, previous)
-            self._skip(group.children, prefix)
+            await self._skip(group.children, prefix, "condition")
             return Outcome(previous, ran=False)
         if isinstance(group, Router):
             chosen = self._route(group, await _maybe_await(group.selector(self._step_input(previous))))
-            self._skip([c for c in group.children if c not in chosen], prefix)
+            await self._skip([c for c in group.children if c not in chosen], prefix, "not_chosen")
             return await self._sequence(chosen, prefix, previous)
         if isinstance(group, Loop):
             return await self._loop(group, path, previous)
@@ -330,12 +325,10 @@ class StepRunner:
         prefix = path + "/"
         resuming = st["attempts"] > 0  # a restart in the middle of an iteration finishes that iteration
         while True:
-            if not resuming:
-                st["attempts"] += 1
-                for child_path, _ in walk(group.children, prefix):
-                    self.states[child_path].update(status="pending", output=None, error=None)
+            # A new iteration sets the steps inside back to pending (fold.py), with this event.
+            iteration = st["attempts"] if resuming else st["attempts"] + 1
             resuming = False
-            await self._record("progress", path, {"iteration": st["attempts"], "max_iterations": group.max_iterations})
+            await self._record("progress", path, {"iteration": iteration, "max_iterations": group.max_iterations})
             out = await self._sequence(group.children, prefix, previous)
             if out.stop:
                 return out
@@ -347,28 +340,29 @@ class StepRunner:
                 return out
             previous = out.content if out.ran else previous
 
-    def _skip(self, nodes: Sequence[Node], prefix: str) -> None:
-        # A state change with no event of its own: it is stored with the run's next event.
-        for child_path, _ in walk(nodes, prefix):
-            if self.states[child_path]["status"] == "pending":
-                self.states[child_path]["status"] = "skipped"
+    async def _skip(self, nodes: Sequence[Node], prefix: str, reason: str) -> None:
+        """Steps a Condition or Router did not choose (the steps inside them too)."""
+        for node in nodes:
+            if self.states[prefix + node.name]["status"] == StepStatus.PENDING:
+                await self._skipped(prefix + node.name, reason)
 
     # ---- state changes ---------------------------------------------------------------
 
+    # Each is an event; the step's state follows from it (fold.py), in `record`.
+
     async def _started(self, path: str, st: dict[str, Any]) -> None:
-        st.update(status="running", attempts=st["attempts"] + 1, started_at=utc_now(), finished_at=None, error=None)
-        await self._record("step_started", path, {"index": self.index[path], "attempt": st["attempts"]})
+        await self._record("step_started", path, {"index": self.index[path], "attempt": st["attempts"] + 1})
 
     async def _failed(self, path: str, st: dict[str, Any], error: str, will_retry: bool) -> None:
-        error = clip_error(error)
-        st.update(status="failed", error=error, finished_at=utc_now())
-        data = {"error": error, "attempt": st["attempts"], "will_retry": will_retry}
+        data = {"error": clip_error(error), "attempt": st["attempts"], "will_retry": will_retry}
         await self._record("step_failed", path, data)
+
+    async def _skipped(self, path: str, reason: str) -> None:
+        await self._record("step_skipped", path, {"reason": reason})
 
     async def _completed(self, path: str, st: dict[str, Any], content: Any) -> None:
         """Record a step's end; `content` is a JSON value already (a step's checked output,
         or a group's made of them)."""
-        st.update(status="completed", output=content, finished_at=utc_now())
         self.outputs[path] = self.outputs[path.rsplit("/", 1)[-1]] = content
         await self._record("step_completed", path, {"output": content})
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
+from .. import fold
 from ..protocol import Conflict, canonical_json, utc_now
 from ..store import RunStore
-from ..workflow import Node, RunStatus, StepStatus, Workflow, walk
+from ..workflow import Node, Workflow, walk
 from .context import History, StepContext
 
 _id_clock = {"ms": 0, "n": 0}
@@ -32,32 +33,7 @@ def new_run_id() -> str:
 
 
 def new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node]) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "workflow": workflow.name,
-        "status": RunStatus.PENDING.value,
-        "input": input,
-        "output": None,
-        "error": None,
-        "created_at": utc_now(),
-        "started_at": None,
-        "finished_at": None,
-        "last_seq": 0,
-        "steps": [new_step(path) for path, _ in walk(steps)],
-        "waiting_for": [],
-    }
-
-
-def new_step(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "status": StepStatus.PENDING.value,
-        "output": None,
-        "error": None,
-        "attempts": 0,
-        "started_at": None,
-        "finished_at": None,
-    }
+    return fold.new_run(run_id, workflow.name, input, [path for path, _ in walk(steps)], utc_now())
 
 
 @dataclass
@@ -73,6 +49,15 @@ class ActiveRun:
     began: bool = False  # its task has started running (a task cancelled before that runs nothing)
     continued: bool = False  # it goes on after the answers it waited for (no run_started/run_resumed)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def record(store: RunStore, row: dict[str, Any], event: str, step: str | None, data: Any) -> asyncio.Future[int]:
+    """The one way a run changes: fold the event into `row` (fold.py says how) and queue it
+    with a copy of the new state, at once (no await between, so nothing else is folded in
+    between). Returns the future of its seq."""
+    ts = utc_now()
+    fold.fold(row, {"event": event, "step": step, "ts": ts, "data": data})
+    return store.append_nowait(row["run_id"], event, step, data, copy_run(row), ts=ts)
 
 
 def the_same(existing: dict[str, Any], workflow: str, input: Any) -> dict[str, Any]:
@@ -94,7 +79,7 @@ def copy_run(row: dict[str, Any]) -> dict[str, Any]:
 def align_steps(paths: list[str], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The stored step states in the plan's order (a step added since starts fresh)."""
     by_name = {st["name"]: st for st in stored}
-    return [by_name.get(path) or new_step(path) for path in paths]
+    return [by_name.get(path) or fold.new_step(path) for path in paths]
 
 
 async def step_history(store: RunStore, run_id: str, path: str) -> History:

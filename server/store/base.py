@@ -297,10 +297,22 @@ class RunStore(Protocol):
         self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
     ) -> asyncio.Future[int]: ...
     def append_nowait(
-        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+        ts: str | None = None,
     ) -> asyncio.Future[int]: ...
     def emit(
-        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+        ts: str | None = None,
     ) -> None: ...
     async def flush(self) -> None: ...
     async def backlog(self) -> None: ...

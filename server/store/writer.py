@@ -48,6 +48,7 @@ class _Op:
     state: dict[str, Any] | None = None
     future: asyncio.Future[int] | None = None
     prune: tuple[str, int] | None = None  # (finished before, at most this many runs)
+    ts: str | None = None  # the event's time, when its state was folded with it (else the batch's)
 
 
 class Store:
@@ -179,17 +180,32 @@ class Store:
             await self._drained.wait()
 
     def append_nowait(
-        self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+        ts: str | None = None,
     ) -> asyncio.Future[int]:
-        """`append` without the wait: for callbacks that cannot await."""
+        """`append` without the wait: for callbacks that cannot await. `ts` is the event's
+        time when `state` was folded with it (default: when its batch is numbered)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._push(_Op(run_id, event, step, data, state, future))
+        self._push(_Op(run_id, event, step, data, state, future, ts=ts))
         return future
 
-    def emit(self, run_id: str, event: str, step: str | None, data: Any, state: dict[str, Any] | None = None) -> None:
+    def emit(
+        self,
+        run_id: str,
+        event: str,
+        step: str | None,
+        data: Any,
+        state: dict[str, Any] | None = None,
+        ts: str | None = None,
+    ) -> None:
         """Queue an event with no future to tell its commit: the cheap way for the many
         events nobody waits for (subscribers hear of them after the commit anyway)."""
-        self._push(_Op(run_id, event, step, data, state))
+        self._push(_Op(run_id, event, step, data, state, ts=ts))
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (including a batch in flight)."""
@@ -372,7 +388,7 @@ class Store:
                         op.future.set_exception(KeyError(f"event for unknown run {op.run_id}"))
                     continue
             try:
-                frame = event_frame(op.run_id, seq + 1, op.event, op.step, now, op.data)
+                frame = event_frame(op.run_id, seq + 1, op.event, op.step, op.ts or now, op.data)
             except Exception as exc:  # this event alone fails; the batch's other events are kept
                 if op.future is not None:
                     op.future.set_exception(exc)

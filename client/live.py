@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from server.fold import fold
+from server.fold import fold, new_run, new_step
 
 from .view import View
 
@@ -99,7 +99,11 @@ class LiveView(View):
         if step is not None:
             entry = self.steps.setdefault(step, {"state": "pending", "attempt": 1, "start": None, "end": None})
         self._describe(kind, step, data, ts, entry if step is not None else {})
-        if self.run is not None and event.get("seq", 0) > self.run["last_seq"]:
+        if self.run is None:  # no snapshot to start from: the steps are learnt as they come
+            self.run = new_run(self.run_id, self.workflow, None, [], None)
+        if step is not None and all(st["name"] != step for st in self.run["steps"]):
+            self.run["steps"].append(new_step(step))
+        if event.get("seq", 0) > self.run["last_seq"]:
             self._take_states(fold(self.run, event))
         self._start_live()
         if self._live is not None:

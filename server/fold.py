@@ -35,7 +35,7 @@ def new_step(name: str) -> Step:
     }
 
 
-def new_run(run_id: str, workflow: str, input: Any, steps: Iterable[str], created_at: str) -> Run:
+def new_run(run_id: str, workflow: str, input: Any, steps: Iterable[str], created_at: str | None) -> Run:
     """A run as it is created (before any event): pending, every step pending."""
     return {
         "run_id": run_id,

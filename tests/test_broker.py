@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from server.live import Broker, Subscription
+from server.live import Broker, Framed, Subscription
 from server.store import StoredEvent
 from server.store.sqlite import SqliteStore
-from server.wire import text_frame
+from server.web.framing import framed, text_frame
 
 from .test_store import run_row
 
@@ -62,10 +62,10 @@ class Socket:
         self.queued = 0
         self.sending = False
 
-    def write_now(self, data: bytes) -> bool:
+    def write_now(self, frames: Sequence[Framed]) -> bool:
         if self.sending or self.rng.random() > self.ready:
             return False  # like a connection with frames queued, or a full socket buffer
-        self.texts += split_frames(data)
+        self.texts += split_frames(framed(frames))  # the bytes a connection writes
         self.direct += 1
         return True
 
@@ -162,7 +162,7 @@ async def test_a_broken_subscriber_costs_the_others_nothing(store: SqliteStore) 
     await store.create_run(run_row("r1", status="running"))
     good, bad = Socket(random.Random(2), ready=1.0), Socket(random.Random(3), ready=1.0)
 
-    def explode(data: bytes) -> bool:
+    def explode(frames: Sequence[Framed]) -> bool:
         raise OSError("socket gone")
 
     ended: list[Subscription] = []

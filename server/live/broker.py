@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, KeysView
+from collections.abc import Awaitable, Callable, KeysView, Sequence
 
 from ..bounds import MAX_REPLY_BYTES
 from ..protocol import events_frame
 from ..store import RunStore, StoredEvent
-from ..wire import text_frame
+from .frames import Frame, Framed, WriteNow
 
 log = logging.getLogger("runcast.broker")
 
@@ -28,7 +28,6 @@ REFILL_PAGE = 2000  # events read from the store at a time
 REFILL_BYTES = 1024 * 1024  # a page is cut after this many bytes of frames (one event at least)
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
-WriteNow = Callable[[bytes], bool]  # framed bytes to one client's socket at once, if it takes them
 
 
 class ClientShare:
@@ -208,11 +207,8 @@ class Subscription:
         now (then nothing was written, and they go the queued way)."""
         assert self._write_now is not None
         events = through_terminal(events)
-        if self.batch:
-            data = b"".join(text_frame(frame) for frame in batch_frames(self.run_id, events))
-        else:
-            data = b"".join([e.wire for e in events])
-        if not self._write_now(data):
+        frames: Sequence[Framed] = [Frame(f) for f in batch_frames(self.run_id, events)] if self.batch else events
+        if not self._write_now(frames):
             return False
         self._sent(events)
         if events[-1].terminal:

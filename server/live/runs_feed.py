@@ -30,7 +30,7 @@ from ..protocol import run_changed_frame, run_progress
 from ..store import RunStore
 from ..store.base import Batch
 from ..vocabulary import FINISHED_STATUSES
-from ..wire import text_frame
+from .frames import WriteNow
 
 log = logging.getLogger("runcast.runs_feed")
 
@@ -42,7 +42,6 @@ RECENTLY_FINISHED = 4096  # finished runs remembered, so that a late re-read sen
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 Drained = Callable[[int], Awaitable[None]]  # returns once at most that many frames wait to be written
-WriteNow = Callable[[bytes], bool]  # framed bytes to the socket at once, if it takes them (see Connection)
 
 
 @dataclass(slots=True)
@@ -55,18 +54,11 @@ class RunChange:
     before: str | None  # the status of the run's previous frame, when that was another
     last_seq: int
     frame: str
-    _wire: bytes | None = field(default=None, repr=False)
+    wire: bytes | None = field(default=None, repr=False)  # the transport's bytes of it, once framed
 
     @property
     def size(self) -> int:
         return len(self.frame)
-
-    @property
-    def wire(self) -> bytes:
-        """The frame as WebSocket bytes, framed on first use and shared by every watcher."""
-        if self._wire is None:
-            self._wire = text_frame(self.frame)
-        return self._wire
 
 
 def run_change(state: dict[str, Any], last_seq: int, before: str | None = None) -> RunChange:
@@ -261,7 +253,7 @@ class RunsWatch:
                 if chunk and not self.stopped:
                     self.sent += len(chunk)
                     # Straight to the socket when nothing waits before them; else queued.
-                    if self._write_now is None or not self._write_now(b"".join([c.wire for c in chunk])):
+                    if self._write_now is None or not self._write_now(chunk):
                         await self._send([c.frame for c in chunk])
         except asyncio.CancelledError:
             raise

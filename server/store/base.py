@@ -13,7 +13,6 @@ import orjson
 from ..bounds import truncated_marker
 from ..protocol import dumps, run_progress
 from ..vocabulary import FINISHED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, RunStatus, sql_list
-from ..wire import text_frame
 
 # Statuses in SQL, from the vocabulary (the migrations keep the literals they were written with).
 FINISHED_SQL = sql_list(FINISHED_STATUSES)  # 'completed', 'failed', 'cancelled'
@@ -72,24 +71,18 @@ def parse_cursor(before: str) -> int:
 
 @dataclass(slots=True)
 class StoredEvent:
-    """One committed event: its seq and its frame, encoded once and sent as is to everyone."""
+    """One committed event: its seq and its frame (JSON text), encoded once and sent as is
+    to everyone. `wire` is where the transport keeps its bytes once it has framed it."""
 
     run_id: str
     seq: int
     event: str
     frame: str
-    _wire: bytes | None = field(default=None, repr=False, compare=False)
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def terminal(self) -> bool:
         return self.event in TERMINAL_EVENTS
-
-    @property
-    def wire(self) -> bytes:
-        """The frame as WebSocket bytes, framed on first use and shared by every subscriber."""
-        if self._wire is None:
-            self._wire = text_frame(self.frame)
-        return self._wire
 
 
 @dataclass(slots=True)

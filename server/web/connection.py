@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..commands import Caller, Commands
-from ..live import ClientShare, RunsWatch, Subscription
+from ..live import ClientShare, Framed, RunsWatch, Subscription
 from ..protocol import (
     VERSION,
     Auth,
@@ -41,6 +41,7 @@ from ..settings import Limits
 from ..vocabulary import CloseCode
 from ..workflow import FINISHED
 from .auth import Tokens, bearer
+from .framing import framed
 from .limits import RateLimiter
 from .serving import SEND_MANY
 
@@ -193,12 +194,13 @@ class Connection:
             self._room.clear()
             await self._room.wait()
 
-    def write_now(self, data: bytes) -> bool:
-        """Write framed bytes (`server.wire`) at once, if nothing queued must go before them
-        and the socket takes them without waiting; False (nothing written) otherwise."""
+    def write_now(self, frames: Sequence[Framed]) -> bool:
+        """Write frames at once (each framed once for every socket, framing.py), if nothing
+        queued must go before them and the socket takes them without waiting; False
+        (nothing written) otherwise."""
         if self._outbox or self._writer is not None or self._gone or self._closing or self._write_socket is None:
             return False
-        return self._write_socket(data)
+        return self._write_socket(framed(frames))
 
     async def _error(
         self, code: ErrorCode | str, message: str, mid: MessageId, retry_after: float | None = None

@@ -53,7 +53,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     - Many frames in one write: a `websocket.send` message with `texts` (a list) is framed
       and handed to the socket at once, instead of one pass through the ASGI layers and one
       write per frame (advertised to the app as the scope extension SEND_MANY).
-    - `write_now(data)`, in that extension: already framed bytes (`server.wire`) go to the
+    - `write_now(data)`, in that extension: already framed bytes (`web/framing.py`) go to the
       socket synchronously, with no ASGI message and no task, if the socket is open and its
       buffer is below the high-water mark; otherwise it returns False and writes nothing, and
       the app queues them the usual way. This is how live events reach caught-up subscribers.

@@ -48,7 +48,7 @@ BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: clo
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with three additions, and bounds on what one client costs.
+    """uvicorn's WebSocket protocol with four additions, and bounds on what one client costs.
 
     - Many frames in one write: a `websocket.send` message with `texts` (a list) is framed
       and handed to the socket at once, instead of one pass through the ASGI layers and one
@@ -57,6 +57,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       socket synchronously, with no ASGI message and no task, if the socket is open and its
       buffer is below the high-water mark; otherwise it returns False and writes nothing, and
       the app queues them the usual way. This is how live events reach caught-up subscribers.
+    - A handshake refused with an HTTP response (the "websocket.http.response" extension, e.g.
+      web/origins.py's 403) ends cleanly: uvicorn (to 0.54) would log "ASGI callable returned
+      without completing handshake" for each.
     - A close frame goes out even while the client reads nothing: uvicorn holds every send
       while the socket's buffer is full, so a close would wait forever and the client that
       finally reads would find no close code. It is queued behind what is buffered instead.
@@ -186,6 +189,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.writable.is_set():
                 self.writable.set()
         await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True  # a refused handshake's answer is out; else uvicorn logs an error
 
 
 class Server(uvicorn.Server):

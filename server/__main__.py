@@ -21,6 +21,7 @@ from .examples import BUILT_IN
 from .settings import Limits, Settings
 from .store import StoreError, backend_for
 from .web import Tokens, create_app, redact_uvicorn_logs, serving_classes
+from .web.origins import wrong_sources
 from .workflow import Workflow
 
 log = logging.getLogger("runcast")
@@ -59,7 +60,11 @@ def load_workflows(spec: str) -> list[Workflow]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m server", description="Serve runcast on /ws and /api.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULTS.host,
+        help=f"address to bind (default {DEFAULTS.host}); on loopback only, Host headers are checked (--allow-host)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
         "--db",
@@ -102,6 +107,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages from this origin (e.g. https://app.example.com; `*` any, `null`) use /ws and change "
+        "things over HTTP; the server's own origin always may (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests for this Host name too (any port) while listening on loopback only, e.g. behind "
+        "a reverse proxy that passes its own name (repeatable)",
     )
     _add_limits(parser.add_argument_group("limits (per client unless said otherwise)"))
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -167,7 +188,7 @@ def _wrong_settings(args: argparse.Namespace) -> str | None:
         return "--takeover-seconds must be more than 0"
     if args.tool_threads < 1 or args.max_hung_tools < 0:
         return "--tool-threads must be at least 1 and --max-hung-tools at least 0"
-    return None
+    return wrong_sources(args.allow_origin, args.allow_host)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -175,7 +196,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flag keeps its default)."""
 
     def given(kind: Any) -> dict[str, Any]:
-        return {f.name: getattr(args, f.name) for f in dataclasses.fields(kind) if hasattr(args, f.name)}
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(kind) if hasattr(args, f.name)}
+        return {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}  # repeatable flags
 
     return Settings(**given(Settings), limits=Limits(**given(Limits)))
 

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_TYPE = "unknown_type"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     UNKNOWN_WORKFLOW = "unknown_workflow"
     RUN_NOT_FOUND = "run_not_found"
     CONFLICT = "conflict"

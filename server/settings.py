@@ -31,6 +31,9 @@ class Settings:
     """How one server runs: its node, its runs and threads, how long it keeps them, and
     the limits on its clients."""
 
+    host: str = "127.0.0.1"  # the address listened on; loopback only: the Host header is checked
+    allow_origin: tuple[str, ...] = ()  # browser origins besides the server's own (`*`: any)
+    allow_host: tuple[str, ...] = ()  # Host names besides loopback ones, while on loopback only
     node_id: str | None = None  # in a cluster (default: host name and pid)
     max_running: int = 256  # runs executing at once; more wait `pending`
     step_threads: int = 64  # threads for plain-function steps

@@ -299,7 +299,8 @@ async def _open_stream(server: ServerProcess, run_id: str) -> tuple[asyncio.Stre
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    writer.write(f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    writer.write(head.encode())
     await writer.drain()
     return reader, writer
 

@@ -410,6 +410,7 @@ def test_every_error_code_value() -> None:
     assert {c.value for c in ErrorCode} == {
         "bad_json",
         "bad_request",
+        "forbidden",
         "unknown_type",
         "unauthorized",
         "unknown_workflow",

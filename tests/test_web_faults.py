@@ -27,7 +27,7 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 def upgrade(method: str = "GET", path: str = "/ws", extra: str = "", key: bool = True, version: str = "13") -> bytes:
     """A WebSocket upgrade request, as bytes, with the parts a test wants wrong."""
-    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     head += f"Sec-WebSocket-Key: {KEY}\r\n" if key else ""
     head += f"Sec-WebSocket-Version: {version}\r\n" if version else ""
     return (head + extra + "\r\n").encode()
@@ -104,7 +104,8 @@ def test_oversized_header_gets_431(tmp_path: Path) -> None:
     try:
         big = "Authorization: Bearer " + "a" * 16384 + "\r\n"
         assert status_of(exchange(server.port, upgrade(extra=big))) == 431
-        answer = exchange(server.port, f"GET /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{big}\r\n".encode())
+        head = f"GET /api/runs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{big}\r\n"
+        answer = exchange(server.port, head.encode())
         assert status_of(answer) == 431
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
         assert log_errors(server) == []
@@ -249,7 +250,7 @@ def test_post_bodies_over_the_limit_get_413_while_read(tmp_path: Path) -> None:
     try:
         body = b'{"workflow": "echo", "input": "' + b"x" * (8 * 1024 * 1024) + b'"}'
         for path in ("/api/runs", "/api/runs/nope/cancel"):
-            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             # Content-Length says too much: answered at once, before any body.
             assert_413(post_streaming(server.port, f"{head}Content-Length: {len(body)}\r\n\r\n".encode(), b""), limit)
             # Chunked: answered once the bytes read pass the limit, long before the 8 MiB are sent.
@@ -258,11 +259,11 @@ def test_post_bodies_over_the_limit_get_413_while_read(tmp_path: Path) -> None:
         rss = server.rss_kb() / 1024
         assert rss < 200, f"the server holds {rss:.0f} MiB: bodies were buffered"
         # A lying small Content-Length beside chunked is refused as the request smuggling it is.
-        head = b"POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = b"POST /api/runs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
         assert 400 <= status_of(post_streaming(server.port, head, chunked(body))) < 500
         # Under the limit, chunked or not, a body is read as usual.
         small = json.dumps({"workflow": "echo", "input": 1}).encode()
-        head = "POST /api/runs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = "POST /api/runs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
         assert status_of(exchange(server.port, head.encode() + chunked(small) + b"0\r\n\r\n")) == 202
         assert http("POST", server.http_url + "/api/runs", {"workflow": "echo", "input": 2})[0] == 202
         assert log_errors(server) == [], log_errors(server)[:5]

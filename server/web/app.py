@@ -26,6 +26,7 @@ from .auth import Tokens
 from .connection import Connection
 from .http import JSON, BodyLimit, HeaderLimit, HttpApi
 from .metrics import Metrics
+from .origins import Origins, Sources
 
 log = logging.getLogger("runcast.app")
 
@@ -122,7 +123,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(HeaderLimit), Middleware(BodyLimit, limit=limits.max_frame_bytes)],
+        middleware=[
+            Middleware(Origins, sources=Sources.from_settings(settings)),  # first: a refused request does nothing
+            Middleware(HeaderLimit),
+            Middleware(BodyLimit, limit=limits.max_frame_bytes),
+        ],
     )
     app.state.runtime = runtime
     app.state.close_connections = sockets.close_all

@@ -33,6 +33,7 @@ HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNKNOWN_TYPE: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.UNKNOWN_WORKFLOW: 404,
     ErrorCode.RUN_NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,

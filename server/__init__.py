@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from .display import pprint_run_response
     from .engine import AskTimeout, Engine, StepContext
+    from .identities import mint_token
     from .protocol import VERSION as __version__
     from .protocol import (
         BadRequest,
@@ -64,6 +65,7 @@ _WHERE = {
     "default_model": "agents",
     "tool": "agents",
     "pprint_run_response": "display",
+    "mint_token": "identities",
     **dict.fromkeys(("AskTimeout", "Engine", "StepContext"), "engine"),
     **dict.fromkeys(
         ("BadRequest", "Conflict", "ErrorCode", "InvalidInput", "RuncastError", "RunNotFound", "UnknownWorkflow"),
@@ -131,6 +133,7 @@ __all__ = [
     "Workflow",
     "__version__",
     "default_model",
+    "mint_token",
     "pprint_run_response",
     "tool",
 ]

@@ -1,4 +1,5 @@
-"""Command line: `python -m server [--host] [--port] [--db] [--workflows ...]`."""
+"""Command line: `python -m server [--host] [--port] [--db] [--workflows ...]`, and
+`python -m server token --sub NAME ...` (prints a signed token)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import uvicorn
 from .agents.agno import agno_workflows
 from .agents.tool_threads import configure_tool_threads
 from .examples import BUILT_IN
+from .identities import DEFAULT_TTL, Authenticator, mint_token
 from .settings import Limits, Settings
 from .store import StoreError, backend_for
-from .web import Tokens, create_app, redact_uvicorn_logs, serving_classes
+from .web import create_app, redact_uvicorn_logs, serving_classes
 from .web.origins import wrong_sources
 from .workflow import Workflow
 
@@ -106,8 +108,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--token",
         action="append",
         default=[],
-        help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated)",
+        help="require this token from every client (repeatable; also RUNCAST_TOKEN, comma separated); "
+        "its holder may do everything",
     )
+    _add_auth(parser)
+    _add_sources(parser)
+    _add_limits(parser.add_argument_group("limits (per client unless said otherwise)"))
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def _add_auth(parser: argparse.ArgumentParser) -> None:
+    auth = parser.add_argument_group("signed tokens (JWT): each client an identity, each run an owner")
+    auth.add_argument(
+        "--auth-secret", help="accept JWTs signed HS256 with this secret (32+ bytes; RUNCAST_AUTH_SECRET)"
+    )
+    auth.add_argument(
+        "--auth-public-key", metavar="FILE", help="accept JWTs signed by this PEM key's private key (RS256 or ES256)"
+    )
+    auth.add_argument("--auth-issuer", help="tokens' `iss` must be this")
+    auth.add_argument("--auth-audience", help="tokens' `aud` must include this")
+
+
+def _add_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-origin",
         action="append",
@@ -124,9 +147,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="answer requests for this Host name too (any port) while listening on loopback only, e.g. behind "
         "a reverse proxy that passes its own name (repeatable)",
     )
-    _add_limits(parser.add_argument_group("limits (per client unless said otherwise)"))
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
 
 
 def _add_limits(limits: argparse._ArgumentGroup) -> None:
@@ -136,7 +156,15 @@ def _add_limits(limits: argparse._ArgumentGroup) -> None:
         "--max-connections", type=int, default=defaults.max_connections, help="server-wide; close 1013 past it"
     )
     limits.add_argument("--max-subscriptions", type=int, default=defaults.max_subscriptions, help="per connection")
-    limits.add_argument("--starts-per-second", type=float, default=defaults.starts_per_second, help="per connection")
+    limits.add_argument(
+        "--starts-per-second", type=float, default=defaults.starts_per_second, help="per identity, over every door"
+    )
+    limits.add_argument(
+        "--connections-per-identity",
+        type=int,
+        default=defaults.connections_per_identity,
+        help="sockets of one identity (or one address before it signs in); close 1013 past it",
+    )
     limits.add_argument("--max-input-bytes", type=int, default=defaults.max_input_bytes, help="a run's input as JSON")
     limits.add_argument(
         "--max-event-bytes",
@@ -151,6 +179,9 @@ def _add_limits(limits: argparse._ArgumentGroup) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
@@ -167,17 +198,54 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = settings_from(args)
     configure_tool_threads(settings.tool_threads, settings.max_hung_tools)
-    tokens = Tokens.from_sources(args.token)
-    if tokens.enabled:
-        log.info("authentication on: %d token(s); clients must present one", len(tokens))
+    try:
+        auth = authenticator(args)
+    except (OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    if auth.enabled:
+        log.info("authentication on: clients must present a token%s", " (signed tokens too)" if auth.signed else "")
     else:
         log.warning(
-            "no --token: the server is open to anyone who can reach %s; it binds to 127.0.0.1 unless --host says "
-            "otherwise",
+            "no --token nor --auth-secret: the server is open to anyone who can reach %s; it binds to 127.0.0.1 "
+            "unless --host says otherwise",
             args.host,
         )
-    app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, tokens=tokens)  # built-ins always
+    app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, auth=auth)  # built-ins always
     return serve(app, args, settings)
+
+
+def authenticator(args: argparse.Namespace) -> Authenticator:
+    """The tokens the flags (and RUNCAST_TOKEN, RUNCAST_AUTH_SECRET) accept; ValueError or
+    OSError for a secret too short or a key file that cannot be read."""
+    env_tokens = [t.strip() for t in os.environ.get("RUNCAST_TOKEN", "").split(",")]
+    secret = args.auth_secret or os.environ.get("RUNCAST_AUTH_SECRET") or None
+    key = Path(args.auth_public_key).read_bytes() if args.auth_public_key else None
+    return Authenticator(
+        [*args.token, *env_tokens], secret=secret, public_key=key, issuer=args.auth_issuer, audience=args.auth_audience
+    )
+
+
+def token_command(argv: list[str]) -> int:
+    """`python -m server token --sub alice [--scope ...] [--run ID]... [--workflow NAME]... [--ttl 900]`."""
+    parser = argparse.ArgumentParser(prog="python -m server token", description="Print a token signed HS256.")
+    parser.add_argument("--sub", required=True, help="the identity the token is for")
+    parser.add_argument("--scope", help="space-separated, of start read cancel respond admin (default: all but admin)")
+    parser.add_argument("--run", action="append", dest="runs", help="reach only this run (repeatable)")
+    parser.add_argument("--workflow", action="append", dest="workflows", help="start only this workflow (repeatable)")
+    parser.add_argument("--ttl", type=float, default=DEFAULT_TTL, help=f"seconds it lasts (default {DEFAULT_TTL:g})")
+    parser.add_argument("--auth-secret", help="the server's --auth-secret (default: RUNCAST_AUTH_SECRET)")
+    args = parser.parse_args(argv)
+    secret = args.auth_secret or os.environ.get("RUNCAST_AUTH_SECRET")
+    if not secret:
+        parser.error("give --auth-secret or set RUNCAST_AUTH_SECRET: the secret the server checks tokens with")
+    try:
+        print(
+            mint_token(secret, sub=args.sub, scope=args.scope, runs=args.runs, workflows=args.workflows, ttl=args.ttl)
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
 
 
 def _wrong_settings(args: argparse.Namespace) -> str | None:

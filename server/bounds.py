@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from .protocol import InvalidInput, json_bytes
+from .jsontext import json_bytes
+from .protocol import InvalidInput
 
 MAX_REPLY_BYTES = 1024 * 1024 - 4096  # a reply frame's budget: under 1 MiB with room for its envelope
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024  # an event's data as JSON (--max-event-bytes)

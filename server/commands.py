@@ -3,8 +3,11 @@ reply's data out, or one error of the `RuncastError` tree.
 
 `/ws`, HTTP and event streams parse what a client sent, call these, and encode what they
 return; no door talks to the engine or the store itself. So every operation answers the
-same through every door, and a rule added here (who may do what, next) holds at all of
-them at once. Snapshots come out bounded (`bounds.bounded_run`): under a reply's budget.
+same through every door, and who may do what (contract 7.2) is decided here, once, for
+all of them: each operation first asks whether the caller's scope allows it
+(`forbidden`), then whether the caller reaches the run; a run it does not reach is, to
+it, a run that does not exist (`run_not_found`, the same message, the same store read).
+Snapshots come out bounded (`bounds.bounded_run`): under a reply's budget.
 """
 
 from __future__ import annotations
@@ -13,27 +16,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bounds import bounded_run, check_depth
-from .protocol import ErrorCode, InvalidInput, RuncastError, RunNotFound, json_bytes
+from .identities import ANYONE, Authenticator, Forbidden, Identity
+from .jsontext import json_bytes
+from .protocol import ErrorCode, InvalidInput, RuncastError, RunNotFound, utc_iso
 from .runtime import Runtime
-from .store import StoredEvent
+from .store import RunFilter, StoredEvent
 
 Snapshot = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks, as the door that let them in tells it. Every caller past a door may do
-    everything today; identities and what each may reach come next, here."""
+    """Who asks (the identity of the token the door accepted) and through which door."""
 
     door: str = "python"  # "ws", "http", "python"
+    identity: Identity = ANYONE
 
 
 class Commands:
     """The operations of the contract on one runtime."""
 
-    def __init__(self, runtime: Runtime, *, max_input_bytes: int) -> None:
+    def __init__(self, runtime: Runtime, *, max_input_bytes: int, auth: Authenticator | None = None) -> None:
         self.runtime = runtime
         self.max_input_bytes = max_input_bytes
+        self.auth = auth or Authenticator()
 
     # ---- runs --------------------------------------------------------------------------
 
@@ -41,53 +47,92 @@ class Commands:
         self, caller: Caller, workflow: str, input: Any = None, run_id: str | None = None
     ) -> tuple[Snapshot, bool]:
         """`start`: (the run's snapshot, whether it existed already: an idempotent start)."""
+        who = caller.identity
+        who.require("start")
+        if who.runs is not None:
+            raise Forbidden("this token reaches only the runs it names: it cannot start runs")
+        if not who.may_start(workflow):
+            raise Forbidden(f"this token may not start workflow {workflow!r}")
         self._check_value("input", input)
-        run, existing = await self.runtime.engine.start(workflow, input, run_id)
+        run, existing = await self.runtime.engine.start(workflow, input, run_id, owner=who.sub)
         return bounded_run(run), existing
 
     async def get_run(self, caller: Caller, run_id: str) -> Snapshot:
         """`poll`, and what `subscribe` answers first: the run's snapshot."""
-        return bounded_run(await self._run(run_id))
+        return bounded_run(await self._run(caller, "read", run_id))
 
     async def cancel(self, caller: Caller, run_id: str) -> Snapshot:
-        return bounded_run(await self.runtime.engine.cancel(run_id))
+        await self._run(caller, "cancel", run_id, steps=False)
+        return bounded_run(await self.runtime.engine.cancel(run_id, by=caller.identity.sub))
 
     async def respond(self, caller: Caller, run_id: str, request_id: str, value: Any) -> Snapshot:
+        await self._run(caller, "respond", run_id, steps=False)
         self._check_value("answer", value)
-        return bounded_run(await self.runtime.engine.respond(run_id, request_id, value))
+        return bounded_run(await self.runtime.engine.respond(run_id, request_id, value, by=caller.identity.sub))
 
     async def read_events(self, caller: Caller, run_id: str, after: int, limit: int) -> list[StoredEvent]:
         """Stored events with seq > after, at most `limit`; RunNotFound for an unknown run."""
-        await self._run(run_id, steps=False)
+        await self._run(caller, "read", run_id, steps=False)
         return await self.runtime.store.read_events(run_id, after, limit)
 
     async def follow(self, caller: Caller, run_id: str) -> Snapshot:
         """May `caller` follow this run's events (`subscribe`, an event stream)? Its
         snapshot (unbounded: for deciding), or RunNotFound."""
-        return await self._run(run_id, steps=False)
+        return await self._run(caller, "read", run_id, steps=False)
 
     # ---- lists -------------------------------------------------------------------------
 
     def list_workflows(self, caller: Caller) -> list[dict[str, Any]]:
-        return [wf.describe() for wf in self.runtime.engine.workflows.values()]
+        """The workflows the caller may start (all of them, but for a `workflows` claim)."""
+        who = caller.identity
+        who.require("read")
+        return [wf.describe() for name, wf in self.runtime.engine.workflows.items() if who.may_start(name)]
 
     async def list_runs(
-        self, caller: Caller, workflow: str | None, status: str | None, limit: int, before: str | None
+        self,
+        caller: Caller,
+        workflow: str | None,
+        status: str | None,
+        limit: int,
+        before: str | None,
+        owner: str | None = None,
     ) -> tuple[list[Snapshot], str | None]:
-        """A page of runs, newest first, and the cursor of the next page (or None)."""
+        """A page of the runs the caller reaches, newest first, and the cursor of the next
+        page (or None). `owner` filters, for admins (others see only what they reach)."""
         try:
-            return await self.runtime.store.list_runs(workflow, status, limit, before)
+            return await self.runtime.store.list_runs(self.visible(caller, workflow, status, owner), limit, before)
         except ValueError as exc:  # a cursor this server did not give
             raise RuncastError(str(exc), ErrorCode.BAD_REQUEST) from None
 
-    def watch_runs(self, caller: Caller) -> None:
-        """May `caller` watch the runs feed? (Everyone past a door may, today.)"""
+    def visible(
+        self, caller: Caller, workflow: str | None = None, status: str | None = None, owner: str | None = None
+    ) -> RunFilter:
+        """The runs a list or the runs feed shows the caller: those it reaches, filtered."""
+        who = caller.identity
+        who.require("read")
+        if who.admin:
+            return RunFilter(workflow, status, owner)
+        if who.runs is not None:
+            return RunFilter(workflow, status, owner, who.runs)
+        if owner is not None and owner != who.sub:
+            return RunFilter(workflow, status, owner, frozenset())  # another's runs: none
+        return RunFilter(workflow, status, who.sub)
+
+    # ---- tokens ------------------------------------------------------------------------
+
+    def mint_token(self, caller: Caller, fields: dict[str, Any]) -> dict[str, Any]:
+        """`mint_token`: a token that can do no more than the caller (contract 7.3)."""
+        token, expires = self.auth.mint(caller.identity, fields)
+        return {"token": token, "expires_at": utc_iso(expires)}
 
     # ---- helpers -----------------------------------------------------------------------
 
-    async def _run(self, run_id: str, *, steps: bool = True) -> Snapshot:
+    async def _run(self, caller: Caller, action: str, run_id: str, *, steps: bool = True) -> Snapshot:
+        """The run, if the caller's scope allows `action` (else Forbidden) and it reaches
+        the run; a run it does not reach is RunNotFound, exactly as one that does not exist."""
+        caller.identity.require(action)
         run = await self.runtime.store.get_run(run_id, steps=steps)
-        if run is None:
+        if run is None or not caller.identity.reaches(run_id, run.get("owner")):
             raise RunNotFound(f"no run with id {run_id!r}")
         return run
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .vocabulary import Event, RunStatus, StepStatus
+from .vocabulary import CURRENT_STEP_STATUSES, Event, RunStatus, StepStatus
 
 Run = dict[str, Any]  # a snapshot, as `poll` answers it
 Step = dict[str, Any]  # one entry of its `steps`
@@ -35,8 +35,11 @@ def new_step(name: str) -> Step:
     }
 
 
-def new_run(run_id: str, workflow: str, input: Any, steps: Iterable[str], created_at: str | None) -> Run:
-    """A run as it is created (before any event): pending, every step pending."""
+def new_run(
+    run_id: str, workflow: str, input: Any, steps: Iterable[str], created_at: str | None, owner: str | None = None
+) -> Run:
+    """A run as it is created (before any event): pending, every step pending; `owner` is
+    the sub of the identity that started it."""
     return {
         "run_id": run_id,
         "workflow": workflow,
@@ -50,6 +53,7 @@ def new_run(run_id: str, workflow: str, input: Any, steps: Iterable[str], create
         "last_seq": 0,
         "steps": [new_step(name) for name in steps],
         "waiting_for": [],
+        "owner": owner,
     }
 
 
@@ -176,3 +180,26 @@ def _received(run: Run, data: Mapping[str, Any]) -> None:
     for step in run["steps"]:
         if step["status"] == StepStatus.WAITING:
             step["status"] = StepStatus.RUNNING.value
+
+
+# ---- a run in brief --------------------------------------------------------------------
+
+
+def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's steps say in brief, added to snapshots without steps (`run_changed`,
+    `list_runs`): `current_step`, the path of the last step in the snapshot's order
+    (parents before children, declared order) that is running or waiting for input, so
+    the deepest one, and of parallel branches the last declared (a group shows only in
+    the moment between its children), or null; `steps_done` and `steps_total`, the leaf
+    steps (not groups) completed or skipped, and all of them."""
+    current = None
+    done = total = 0
+    for i, st in enumerate(steps):
+        status = st.get("status")
+        if status in CURRENT_STEP_STATUSES:
+            current = st["name"]
+        if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
+            continue  # a group: its children follow it
+        total += 1
+        done += status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
+    return {"current_step": current, "steps_done": done, "steps_total": total}

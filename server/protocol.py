@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from .vocabulary import CURRENT_STEP_STATUSES, RUN_STATUSES, StepStatus
+from .jsontext import dumps
+from .vocabulary import RUN_STATUSES
 
 PROTOCOL_VERSION = 1
 VERSION = "0.1.0"  # the server's, in `welcome` and the package
@@ -135,6 +136,7 @@ class ListRuns:
     status: str | None = None
     limit: int = DEFAULT_LIST_LIMIT
     before: str | None = None
+    owner: str | None = None  # (1.2) for admins: the runs one sub started
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class SubscribeRuns:
     id: MessageId
     workflow: str | None = None
     status: str | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,15 @@ class Auth:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class MintToken:
+    """(1.2) A token for someone else that can do no more than the sender's: `fields` are
+    the ones given of `scope`, `runs`, `workflows`, `ttl` and `sub` (checked by identities.py)."""
+
+    id: MessageId
+    fields: dict[str, Any]
+
+
 ClientMessage = (
     Start
     | Subscribe
@@ -175,6 +187,7 @@ ClientMessage = (
     | UnsubscribeRuns
     | Ping
     | Auth
+    | MintToken
 )
 
 
@@ -230,21 +243,30 @@ def _message_id(obj: dict[str, Any]) -> MessageId:
     raise BadRequest("field 'id' must be a string or an integer")
 
 
-def parse_run_filters(obj: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The `workflow` and `status` filters of `list_runs` and `subscribe_runs`."""
+def parse_run_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """The `workflow`, `status` and `owner` filters of `list_runs` and `subscribe_runs`."""
     workflow = _string(obj, "workflow", required=False)
     status = _string(obj, "status", required=False)
     if status is not None and status not in RUN_STATUSES:
         raise BadRequest(f"field 'status' must be one of {', '.join(RUN_STATUSES)}")
-    return workflow, status
+    return workflow, status, _string(obj, "owner", required=False)
 
 
-def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, int, str | None]:
-    """The filters of `list_runs` (also used by `GET /api/runs`)."""
-    workflow, status = parse_run_filters(obj)
+def parse_list_runs_filters(obj: dict[str, Any]) -> tuple[str | None, str | None, int, str | None, str | None]:
+    """The filters of `list_runs` (also used by `GET /api/runs`): workflow, status, limit,
+    before, owner."""
+    workflow, status, owner = parse_run_filters(obj)
     limit = _int(obj, "limit", DEFAULT_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT)
     before = _string(obj, "before", required=False)
-    return workflow, status, limit, before
+    return workflow, status, limit, before, owner
+
+
+MINT_FIELDS = ("scope", "runs", "workflows", "ttl", "sub")
+
+
+def parse_mint_token(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `mint_token` (also the body of `POST /api/tokens`) that were given."""
+    return {key: obj[key] for key in MINT_FIELDS if key in obj and obj[key] is not None}
 
 
 def parse_answer(obj: dict[str, Any]) -> tuple[str, Any]:
@@ -296,6 +318,8 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
             if not isinstance(token, str):
                 raise BadRequest("field 'token' must be a string")
             return Auth(mid, token)
+        case "mint_token":
+            return MintToken(mid, parse_mint_token(obj))
     raise RuncastError(f"unknown message type '{kind}'", ErrorCode.UNKNOWN_TYPE)
 
 
@@ -357,77 +381,6 @@ def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
 # ---- server frames -----------------------------------------------------------------
 
 
-def _default(value: Any) -> Any:
-    # Step outputs are user data: anything orjson cannot encode is shown by its text.
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return valid_text(safe_str(value))
-
-
-def safe_str(value: Any) -> str:
-    """str(value), or a stand-in naming its type when its __str__ raises."""
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__} object that cannot be shown>"
-
-
-def valid_text(text: str) -> str:
-    """`text` as valid Unicode: a lone surrogate (half of a character split in two, or
-    os.fsdecode of a bad byte), which no UTF-8 encoder takes, becomes U+FFFD; a pair of
-    surrogates becomes the character it stands for."""
-    if text.isascii():
-        return text
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A copy orjson can always encode: odd keys and huge integers become strings, and
-    text that is not valid Unicode is made valid (see valid_text)."""
-    if depth > 200:
-        return valid_text(safe_str(value))
-    if isinstance(value, str):
-        return valid_text(value)
-    if isinstance(value, dict):
-        return {valid_text(k if isinstance(k, str) else safe_str(k)): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v, depth + 1) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        return safe_str(value)
-    return value
-
-
-def _encode(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:  # rare user data (tuple keys, huge ints, lone surrogates): the slow, safe road
-        return orjson.dumps(_plain(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
-
-
-def json_bytes(value: Any) -> bytes:
-    """JSON of a value as bytes; never fails on user data."""
-    return _encode(value)
-
-
-def dumps(value: Any) -> str:
-    """JSON text of a value; never fails on user data (unknown objects become strings)."""
-    return _encode(value).decode()
-
-
-def canonical_json(value: Any) -> bytes:
-    """One JSON text for equal JSON values (object keys sorted): `true` and `1` differ."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_default)
-
-
-def to_json_value(value: Any) -> Any:
-    """The value as it will look to clients once it has crossed the wire."""
-    return orjson.loads(_encode(value))
-
-
 def reply(kind: str, mid: MessageId, **fields: Any) -> str:
     """A reply frame; it carries the id of the message it answers."""
     body: dict[str, Any] = {"type": kind}
@@ -455,6 +408,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utc_iso(epoch: float) -> str:
+    """Epoch seconds as a wire time (ISO 8601 UTC, milliseconds)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, data: Any) -> str:
     return dumps(
         {
@@ -467,26 +425,6 @@ def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, da
             "data": data,
         }
     )
-
-
-def run_progress(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a run's steps say in brief, added to snapshots without steps (`run_changed`,
-    `list_runs`): `current_step`, the path of the last step in the snapshot's order
-    (parents before children, declared order) that is running or waiting for input, so
-    the deepest one, and of parallel branches the last declared (a group shows only in
-    the moment between its children), or null; `steps_done` and `steps_total`, the leaf
-    steps (not groups) completed or skipped, and all of them."""
-    current = None
-    done = total = 0
-    for i, st in enumerate(steps):
-        status = st.get("status")
-        if status in CURRENT_STEP_STATUSES:
-            current = st["name"]
-        if i + 1 < len(steps) and steps[i + 1]["name"].startswith(st["name"] + "/"):
-            continue  # a group: its children follow it
-        total += 1
-        done += status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
-    return {"current_step": current, "steps_done": done, "steps_total": total}
 
 
 def run_changed_frame(run: dict[str, Any]) -> str:

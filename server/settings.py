@@ -17,8 +17,9 @@ class Limits:
 
     max_frame_bytes: int = 1024 * 1024  # larger frames close the socket with 1009
     max_connections: int = 20_000  # past this, new sockets are closed with 1013
+    connections_per_identity: int = 1_000  # sockets of one identity (or one address before it signs in); more: 1013
     max_subscriptions: int = 1_000  # per connection; more is `overloaded`
-    starts_per_second: float = 100.0  # per connection; more is `rate_limited`
+    starts_per_second: float = 100.0  # per identity (all its sockets and HTTP); more is `rate_limited`
     max_input_bytes: int = 256 * 1024  # a run's input as JSON; more is `invalid_input`
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # an event's data as JSON; more fails its step
     stuck_seconds: float = 60.0  # a client that reads nothing this long while events wait: 1008

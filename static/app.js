@@ -8,7 +8,7 @@ import { show } from './dom.js';
 import { Feeds } from './feeds.js';
 import { RunView } from './run.js';
 import { RunsView } from './runs.js';
-import { Socket, socketUrl } from './socket.js';
+import { Socket, signedInAs, socketUrl, takeTokenFromAddress } from './socket.js';
 import { WorkflowsView } from './workflows.js';
 
 const announcer = document.getElementById('announcer');
@@ -17,6 +17,9 @@ const notice = document.getElementById('notice');
 const authForm = document.getElementById('auth-form');
 const authMessage = document.getElementById('auth-message');
 const authToken = document.getElementById('auth-token');
+const identity = document.getElementById('identity');
+
+takeTokenFromAddress(); // before anything reads the address or connects
 
 /** Say something to screen-reader users (the polite live region). */
 function announce(text) {
@@ -55,6 +58,9 @@ function showConnection(state, detail) {
 const socket = new Socket(socketUrl(), {
   onState: showConnection,
   onReady() {
+    const who = signedInAs();
+    identity.textContent = who === null ? '' : `Signed in as ${who}`;
+    show(identity, who !== null);
     show(authForm, false);
     show(notice, false);
     feeds.resume();

@@ -10,7 +10,7 @@ export function newStep(name) {
 }
 
 /** A run as it is created (before any event): pending, every step pending. */
-export function newRun(runId, workflow, input, steps, createdAt) {
+export function newRun(runId, workflow, input, steps, createdAt, owner = null) {
   return {
     run_id: runId,
     workflow,
@@ -24,6 +24,7 @@ export function newRun(runId, workflow, input, steps, createdAt) {
     last_seq: 0,
     steps: steps.map(newStep),
     waiting_for: [],
+    owner,
   };
 }
 

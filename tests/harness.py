@@ -38,6 +38,7 @@ def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra:
         "last_seq": 0,
         "steps": [],
         "waiting_for": [],
+        "owner": None,
     }
     row.update(extra)
     return row

@@ -85,7 +85,9 @@ async def test_an_async_step_asks_the_run_waits_and_an_answer_over_ws_finishes_i
             "run_completed",
         ]
         received = next(e for e in events if e["event"] == "input_received")
-        assert received["data"] == {"request_id": rid, "value": {"ok": True}} and received["step"] == "approve"
+        assert (
+            received["data"] == {"request_id": rid, "value": {"ok": True}, "by": None} and received["step"] == "approve"
+        )
         assert events[-1]["data"]["output"] == {"ok": True, "topic": "AI trends"}
         again = await respond(c, run_id, rid, {"ok": False})
         assert again["code"] == "conflict", again

@@ -90,7 +90,7 @@ async def test_client_respond_answers_and_raises_typed_errors(server: ServerProc
             await c.respond(run_id, request["request_id"], {"ok": True})
         events = [e async for e in c.subscribe(run_id)]
         received = [e["data"] for e in events if e["event"] == "input_received"]
-        assert received == [{"request_id": request["request_id"], "value": {"ok": True}}]
+        assert received == [{"request_id": request["request_id"], "value": {"ok": True}, "by": None}]
         assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == {"ok": True}
 
 

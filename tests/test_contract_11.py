@@ -182,7 +182,9 @@ async def test_respond_goes_on_with_the_value_and_a_wrong_one_keeps_the_run_wait
     events = await c.until_terminal(run_id)
     assert_log(events)
     received = [e for e in events if e["event"] == "input_received"]
-    assert len(received) == 1 and received[0]["data"] == {"request_id": rid, "value": {"ok": True}}, received
+    assert len(received) == 1 and received[0]["data"] == {"request_id": rid, "value": {"ok": True}, "by": None}, (
+        received
+    )
     assert received[0]["step"] == "approve" and run["last_seq"] == received[0]["seq"]
     assert events[-1]["event"] == "run_completed" and events[-1]["data"]["output"] == {"ok": True, "topic": "AI trends"}
 

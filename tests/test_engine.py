@@ -31,7 +31,7 @@ from server import (
 from server.examples import BUILT_IN
 from server.protocol import RUN_ID_PATTERN
 from server.settings import Settings
-from server.store import StoredEvent
+from server.store import RunFilter, StoredEvent
 from server.store.sqlite import SqliteStore
 from server.vocabulary import TERMINAL_EVENTS
 
@@ -440,7 +440,7 @@ async def test_cancel_an_async_step(env: Env) -> None:
     events = await events_of(engine.store, run_id)
     assert_log(events)
     assert names(events) == ["run_started", "step_started", "run_cancelled"]
-    assert events[-1]["data"] == {}
+    assert events[-1]["data"] == {"by": None}  # who cancelled it: nobody with an identity
     assert [s["status"] for s in final["steps"]] == ["failed", "skipped"]
     assert final["finished_at"] is not None
 
@@ -568,7 +568,7 @@ async def test_unknown_workflow(env: Env) -> None:
     store, engine, _ = await env.open(*BUILT_IN)
     with pytest.raises(UnknownWorkflow, match="nope"):
         await engine.start("nope", {})
-    assert await store.list_runs(None, None, 10, None) == ([], None)
+    assert await store.list_runs(RunFilter(), 10, None) == ([], None)
 
 
 def _check_topic(value: Any) -> Any:
@@ -597,7 +597,7 @@ async def test_invalid_input_creates_no_run(env: Env, name: str, input: Any) -> 
     with pytest.raises(InvalidInput):
         await engine.start(name, input, run_id="the-run")
     assert await store.get_run("the-run") is None
-    assert await store.list_runs(None, None, 10, None) == ([], None)
+    assert await store.list_runs(RunFilter(), 10, None) == ([], None)
     assert calls == []
     assert engine.active_count == 0
     assert recorder.order == []
@@ -642,7 +642,7 @@ async def test_idempotent_start_with_run_id(env: Env) -> None:
     with pytest.raises(BadRequest):
         await engine.start("w", None, run_id="bad id")
     assert calls == [{"a": [1, 2]}]
-    runs, _ = await store.list_runs(None, None, 10, None)
+    runs, _ = await store.list_runs(RunFilter(), 10, None)
     assert [r["run_id"] for r in runs] == ["job:1"]
     assert len(await events_of(store, "job:1")) == 4
 

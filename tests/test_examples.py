@@ -59,3 +59,31 @@ def test_flaky_retry(tmp_path: Path, times: int) -> None:
 def test_approval(tmp_path: Path, args: list[str], output: str) -> None:
     out = run_example("approval.py", tmp_path, *args)
     assert out.startswith("waiting: Publish this draft?\ncompleted: ") and output in out
+
+
+def test_app_backend_hands_the_browser_a_token_for_one_run(tmp_path: Path) -> None:
+    import jwt
+
+    from .harness import ServerProcess, http
+
+    secret = "e" * 40
+    flows = Path(__file__).with_name("ask_flows.py")
+    with ServerProcess(tmp_path / "app.db", "--auth-secret", secret, "--workflows", str(flows)) as server:
+        env_extra = {"RUNCAST_URL": server.http_url, "RUNCAST_AUTH_SECRET": secret}
+        os.environ.update(env_extra)
+        try:
+            out = json.loads(run_example("app_backend.py", tmp_path, "--once", "alice"))
+        finally:
+            for key in env_extra:
+                os.environ.pop(key)
+        claims = jwt.decode(out["token"], secret, algorithms=["HS256"])
+        assert (claims["sub"], claims["scope"], claims["runs"]) == ("alice", "read respond", [out["run_id"]])
+        assert out["watch"].endswith(f"#/runs/{out['run_id']}?token={out['token']}")
+        status, run = http(
+            "GET", f"{server.http_url}/api/runs/{out['run_id']}", None, {"Authorization": f"Bearer {out['token']}"}
+        )
+        assert status == 200 and run["owner"] == "alice"
+        status, _ = http(
+            "POST", server.http_url + "/api/runs", {"workflow": "echo"}, {"Authorization": f"Bearer {out['token']}"}
+        )
+        assert status == 403  # it can watch and answer that run, and nothing more

@@ -147,7 +147,9 @@ def kept(case: dict[str, Any]) -> dict[str, Any]:
 def created(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The state the run was created in, from what its snapshot says of it."""
     steps = [s["name"] for s in snapshot["steps"]]
-    return new_run(snapshot["run_id"], snapshot["workflow"], snapshot["input"], steps, snapshot["created_at"])
+    return new_run(
+        snapshot["run_id"], snapshot["workflow"], snapshot["input"], steps, snapshot["created_at"], snapshot["owner"]
+    )
 
 
 def check(case: dict[str, Any]) -> None:
@@ -240,7 +242,7 @@ def test_the_dashboards_fold_agrees_after_every_event() -> None:
         import {{ readFileSync }} from 'node:fs';
         const cases = JSON.parse(readFileSync({json.dumps(str(CASES))}, 'utf8'));
         const out = cases.map(({{ snapshot: s, events }}) => {{
-          const run = newRun(s.run_id, s.workflow, s.input, s.steps.map((x) => x.name), s.created_at);
+          const run = newRun(s.run_id, s.workflow, s.input, s.steps.map((x) => x.name), s.created_at, s.owner);
           return events.map((e) => JSON.stringify(fold(run, e)));
         }});
         process.stdout.write(JSON.stringify(out));

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from server.jsontext import dumps, to_json_value
 from server.protocol import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -25,13 +26,11 @@ from server.protocol import (
     Start,
     Subscribe,
     Unsubscribe,
-    dumps,
     error_frame,
     event_frame,
     events_frame,
     parse_client_frame,
     reply,
-    to_json_value,
     utc_now,
     welcome_frame,
 )

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from client.runs import RunsFollower, feed_filters
+from server.fold import run_progress
 from server.live import runs_feed
 from server.live.runs_feed import RunsFeed, RunsWatch
-from server.protocol import run_progress
-from server.store import open_store
+from server.store import ANY_RUN, open_store
 
 from .harness import run_row
 
@@ -72,7 +72,7 @@ async def test_a_reader_far_behind_holds_bounded_frames_and_gets_each_runs_newes
     try:
         feed = RunsFeed(store)
         reader = Reader()
-        watch = RunsWatch(feed, reader.send, reader.drained, None, None, on_too_slow=reader.slow)
+        watch = RunsWatch(feed, reader.send, reader.drained, ANY_RUN, on_too_slow=reader.slow)
         watch.start()
         ids = [f"r{i}" for i in range(30)]
         for run_id in ids:
@@ -108,9 +108,9 @@ async def test_a_reader_behind_on_too_many_runs_is_let_go(tmp_path: Path, monkey
     try:
         feed = RunsFeed(store)
         reader, other = Reader(), Reader()
-        watch = RunsWatch(feed, reader.send, reader.drained, None, None, on_too_slow=reader.slow)
+        watch = RunsWatch(feed, reader.send, reader.drained, ANY_RUN, on_too_slow=reader.slow)
         watch.start()
-        fine = RunsWatch(feed, other.send, other.drained, None, None, on_too_slow=other.slow)
+        fine = RunsWatch(feed, other.send, other.drained, ANY_RUN, on_too_slow=other.slow)
         fine.start()
         other.reading.set()
         for i in range(20):

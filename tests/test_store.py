@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from server.store import Store, StoredEvent, StoreError, StoreLocked, open_store
+from server.store import RunFilter, Store, StoredEvent, StoreError, StoreLocked, open_store
 from server.store.sqlite import MIGRATIONS, SqliteBackend, SqliteStore, read_run_sync
 
 from .harness import BACKENDS, StoredEvents, run_row
@@ -363,6 +363,7 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
         "last_seq",
         "steps",
         "waiting_for",
+        "owner",
     }
     no_steps = await store.get_run("r", steps=False)
     assert no_steps is not None and "steps" not in no_steps
@@ -389,18 +390,18 @@ async def _make_runs(store: SqliteStore) -> list[dict[str, Any]]:
 @both_backends
 async def test_list_runs_newest_first_with_filters(store: SqliteStore) -> None:
     rows = await _make_runs(store)
-    runs, cursor = await store.list_runs(None, None, 50, None)
+    runs, cursor = await store.list_runs(RunFilter(), 50, None)
     assert [r["run_id"] for r in runs] == [r["run_id"] for r in reversed(rows)]
     assert cursor is None
     assert all("steps" not in r for r in runs)
-    runs, _ = await store.list_runs("a", None, 50, None)
+    runs, _ = await store.list_runs(RunFilter("a", None), 50, None)
     assert [r["run_id"] for r in runs] == [r["run_id"] for r in reversed(rows) if r["workflow"] == "a"]
-    runs, _ = await store.list_runs(None, "running", 50, None)
+    runs, _ = await store.list_runs(RunFilter(None, "running"), 50, None)
     assert [r["run_id"] for r in runs] == [r["run_id"] for r in reversed(rows) if r["status"] == "running"]
-    runs, _ = await store.list_runs("b", "pending", 50, None)
+    runs, _ = await store.list_runs(RunFilter("b", "pending"), 50, None)
     want = [r["run_id"] for r in reversed(rows) if r["workflow"] == "b" and r["status"] == "pending"]
     assert [r["run_id"] for r in runs] == want and want
-    assert await store.list_runs("zzz", None, 50, None) == ([], None)
+    assert await store.list_runs(RunFilter("zzz", None), 50, None) == ([], None)
 
 
 @both_backends
@@ -421,7 +422,7 @@ async def test_list_runs_cursor_walks_all_pages(
     cursor: str | None = None
     pages = 0
     while True:
-        runs, cursor = await store.list_runs(workflow, status, limit, cursor)
+        runs, cursor = await store.list_runs(RunFilter(workflow, status), limit, cursor)
         pages += 1
         assert 0 < len(runs) <= limit
         seen.extend(r["run_id"] for r in runs)
@@ -438,7 +439,7 @@ async def test_list_runs_cursor_walks_all_pages(
 async def test_list_runs_bad_cursor(store: SqliteStore, cursor: str) -> None:
     await store.create_run(run_row("r"))
     with pytest.raises(ValueError):
-        await store.list_runs(None, None, 10, cursor)
+        await store.list_runs(RunFilter(), 10, cursor)
 
 
 @both_backends
@@ -481,7 +482,7 @@ async def test_close_and_reopen_keeps_everything_and_seq_continues(database: str
         assert await append(second, "a", data={"i": 7}) == 8
         assert await append(second, "b") == 2
         assert [f["data"]["i"] for f in frames(await second.read_events("a", 0, 100))] == list(range(8))
-        assert [r["run_id"] for r in (await second.list_runs(None, None, 10, None))[0]] == ["b", "a"]
+        assert [r["run_id"] for r in (await second.list_runs(RunFilter(), 10, None))[0]] == ["b", "a"]
     finally:
         await second.close()
 

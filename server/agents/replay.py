@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import dumps
+from ..jsontext import dumps
 from .models import ToolCall
 
 INTERRUPTED = "interrupted"  # the error of a tool call cut off by a crash or takeover

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, overload
 
 from ..bounds import MAX_JSON_DEPTH, json_depth_exceeds
-from ..protocol import InvalidInput, to_json_value
+from ..jsontext import to_json_value
+from ..protocol import InvalidInput
 from ..workflow.schema import compile_schema
 from .tool_threads import ToolsHung, tool_threads
 

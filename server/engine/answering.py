@@ -12,7 +12,8 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..bounds import EventTooLarge, check_event_size
-from ..protocol import Conflict, ErrorCode, InvalidInput, RuncastError, RunNotFound, to_json_value
+from ..jsontext import to_json_value
+from ..protocol import Conflict, ErrorCode, InvalidInput, RuncastError, RunNotFound
 from ..store import RunStore
 from ..workflow import RunStatus, Workflow
 from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
@@ -47,7 +48,9 @@ class Answering:
         def _launch(
             self, workflow: Workflow, row: dict[str, Any], *, resumed: bool, reason: str = ..., continued: bool = ...
         ) -> None: ...
-        async def _end_here(self, row: dict[str, Any], status: RunStatus, *, error: str | None = None) -> None: ...
+        async def _end_here(
+            self, row: dict[str, Any], status: RunStatus, *, error: str | None = None, by: str | None = None
+        ) -> None: ...
         async def _end_unresumable(self, row: dict[str, Any], error: str) -> None: ...
 
     async def _suspend(self, run: ActiveRun, requests: list[Request]) -> None:
@@ -71,19 +74,19 @@ class Answering:
         if any(w.get("expires_at") is not None for w in waiting):
             self._deadlines.wake()
 
-    async def respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
-        """Answer a request of a waiting run: RunNotFound, Conflict (it does not wait for
-        that request), InvalidInput (the value does not fit the request's schema; it keeps
-        waiting). Returns the snapshot with the answer recorded; once a run has all its
-        answers it goes on, here."""
+    async def respond(self, run_id: str, request_id: str, value: Any, by: str | None = None) -> dict[str, Any]:
+        """Answer a request of a waiting run (`by`: the sub of who answers): RunNotFound,
+        Conflict (it does not wait for that request), InvalidInput (the value does not fit
+        the request's schema; it keeps waiting). Returns the snapshot with the answer
+        recorded; once a run has all its answers it goes on, here."""
         value = to_json_value(value)
         try:
             check_event_size("the answer", value, self.max_event_bytes)
         except EventTooLarge as exc:
             raise InvalidInput(str(exc)) from None
-        return await self._to_the_end(self._respond(run_id, request_id, value))
+        return await self._to_the_end(self._respond(run_id, request_id, value, by))
 
-    async def _respond(self, run_id: str, request_id: str, value: Any) -> dict[str, Any]:
+    async def _respond(self, run_id: str, request_id: str, value: Any, by: str | None) -> dict[str, Any]:
         async with self._held.hold(run_id):
             snapshot = await self._waiting_run(run_id)
             request = open_request(snapshot, request_id)
@@ -91,7 +94,8 @@ class Answering:
                 raise Conflict(not_waiting(snapshot, request_id))
             if request.get("schema") is not None:
                 self._answer_check(request["schema"])(value)
-            answered = await self._record_answer(snapshot, request_id, {"request_id": request_id, "value": value})
+            data = {"request_id": request_id, "value": value, "by": by}
+            answered = await self._record_answer(snapshot, request_id, data)
         if answered is None:
             raise Conflict(f"run {run_id!r} is no longer waiting for request {request_id!r}")
         return answered
@@ -197,7 +201,7 @@ class Answering:
                 raise RuncastError(f"run {run_id!r} is busy on another node; try again", ErrorCode.OVERLOADED)
             await asyncio.sleep(0.05)
 
-    async def _cancel_waiting(self, run_id: str) -> dict[str, Any] | None:
+    async def _cancel_waiting(self, run_id: str, by: str | None) -> dict[str, Any] | None:
         """End a waiting run cancelled, here and now; None if it is no longer waiting (it
         went on meanwhile: cancel it as a running run)."""
         async with self._held.hold(run_id):
@@ -209,7 +213,7 @@ class Answering:
                 if held is None:
                     return None
                 row = held
-            await self._end_here(row, RunStatus.CANCELLED)
+            await self._end_here(row, RunStatus.CANCELLED, by=by)
             return copy_run(row)
 
     async def _expire(self, run_id: str) -> None:
@@ -221,7 +225,12 @@ class Answering:
                 request = next((w for w in snapshot["waiting_for"] if expired(w, now)), None)
                 if request is None:
                     return
-                data = {"request_id": request["request_id"], "value": request.get("default"), "timed_out": True}
+                data = {
+                    "request_id": request["request_id"],
+                    "value": request.get("default"),
+                    "by": None,
+                    "timed_out": True,
+                }
                 snapshot = await self._record_answer(snapshot, request["request_id"], data)
                 if snapshot is None:
                     return

@@ -30,7 +30,7 @@ class Cluster:
         free_slots: Callable[[], int],
         workflows: Callable[[], list[str]],
         adopt: Adopt,
-        cancel: Callable[[str], Awaitable[Any]],
+        cancel: Callable[[str, str | None], Awaitable[Any]],  # (run id, who cancelled it)
     ) -> None:
         self.coordination = coordination
         self.takeover_seconds = takeover_seconds
@@ -39,7 +39,7 @@ class Cluster:
         self._adopt = adopt
         self._cancel = cancel
         self._wake = asyncio.Event()
-        self._cancels: set[str] = set()
+        self._cancels: dict[str, str | None] = {}  # run id -> who cancelled it (a sub, or None)
         self._tasks: list[asyncio.Task[None]] = []
         self._nudges: set[asyncio.Task[None]] = set()
         # Often enough that a dead node's runs move within takeover_seconds plus a beat.
@@ -85,9 +85,9 @@ class Cluster:
             self._wake.set()
 
     def _heard(self, message: dict[str, Any]) -> None:
-        run_id = message.get("cancel")
+        run_id, by = message.get("cancel"), message.get("by")
         if isinstance(run_id, str):
-            self._cancels.add(run_id)
+            self._cancels[run_id] = by if isinstance(by, str) else None
         if message.get("pending"):
             self._maybe_pending = True
         self._wake.set()
@@ -145,10 +145,10 @@ class Cluster:
                 polls += 1
                 if polls % 3 == 0:  # a cancel whose notification was lost still arrives
                     self._cancels.update(await self.coordination.cancel_requests())
-                for run_id in list(self._cancels):
-                    self._cancels.discard(run_id)
+                for run_id, by in list(self._cancels.items()):
+                    del self._cancels[run_id]
                     if self.coordination.owns(run_id):
                         with contextlib.suppress(Exception):
-                            await self._cancel(run_id)
+                            await self._cancel(run_id, by)
             except Exception as exc:
                 log.warning("claiming runs failed: %s", exc)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..bounds import clip_error
+from ..jsontext import to_json_value
 from ..protocol import (
     RUN_ID_PATTERN,
     BadRequest,
@@ -25,7 +26,6 @@ from ..protocol import (
     RuncastError,
     RunNotFound,
     UnknownWorkflow,
-    to_json_value,
 )
 from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
@@ -102,11 +102,15 @@ class Engine(Answering):
 
     # ---- starting --------------------------------------------------------------------
 
-    async def start(self, name: str, input: Any = None, run_id: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Create a run and start it in the background once it is stored.
+    async def start(
+        self, name: str, input: Any = None, run_id: str | None = None, owner: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create a run (started by `owner`, a sub) and start it in the background once it
+        is stored.
 
         Returns (snapshot, existing): with a caller-given run_id that already names the
-        same workflow and input, the existing run and True, and nothing is started.
+        same workflow and input of the same owner, the existing run and True, and nothing
+        is started.
         """
         if self._stopping:
             raise RuntimeError("the engine is shutting down")
@@ -119,7 +123,7 @@ class Engine(Answering):
         steps = workflow.steps_for(workflow.checked_input(input))
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
-            row = new_run(new_run_id(), workflow, input, steps)
+            row = new_run(new_run_id(), workflow, input, steps, owner)
             await self._create(workflow, row)
             return dict(row), False
         if not RUN_ID_PATTERN.fullmatch(run_id):
@@ -131,15 +135,15 @@ class Engine(Answering):
         try:
             existing = await self.store.get_run(run_id)
             if existing is not None:
-                return the_same(existing, name, input), True
-            row = new_run(run_id, workflow, input, steps)
+                return the_same(existing, name, input, owner), True
+            row = new_run(run_id, workflow, input, steps, owner)
             try:
                 await self._create(workflow, row, launch=False)
             except RunExists:  # started through another node at the same moment: the database chose that one
                 existing = await self.store.get_run(run_id)
                 if existing is None:  # deleted since (retention): a start that raced a prune
                     raise Conflict(f"run {run_id!r} was being created and deleted at once; try again") from None
-                return the_same(existing, name, input), True
+                return the_same(existing, name, input, owner), True
         finally:
             del self._creating[run_id]
             creating.set_result(None)
@@ -239,11 +243,14 @@ class Engine(Answering):
     async def _end_unresumable(self, row: dict[str, Any], error: str) -> None:
         await self._end_here(row, RunStatus.FAILED, error=error)
 
-    async def _end_here(self, row: dict[str, Any], status: RunStatus, *, error: str | None = None) -> None:
+    async def _end_here(
+        self, row: dict[str, Any], status: RunStatus, *, error: str | None = None, by: str | None = None
+    ) -> None:
         """End a run that no task of this node runs (it cannot resume, or it waits); its
-        workflow plays no part in that."""
+        workflow plays no part in that. `by`: who cancelled it."""
         try:
-            await self._finish(ActiveRun(Workflow(row["workflow"], []), row, resumed=True), status, error=error)
+            run = ActiveRun(Workflow(row["workflow"], []), row, resumed=True, cancelled_by=by)
+            await self._finish(run, status, error=error)
         finally:
             self._forget(row["run_id"])
 
@@ -372,7 +379,7 @@ class Engine(Answering):
     ) -> None:
         row = run.row
         error = clip_error(error) if error is not None else None
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = {"by": run.cancelled_by}
         if status == RunStatus.COMPLETED:
             data = {"output": output}
         elif status == RunStatus.FAILED:
@@ -384,9 +391,9 @@ class Engine(Answering):
 
     # ---- control ---------------------------------------------------------------------
 
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        """Ask a run to stop; it then ends with run_cancelled. Returns the snapshot (a
-        waiting run ends at once: the snapshot is the cancelled run)."""
+    async def cancel(self, run_id: str, by: str | None = None) -> dict[str, Any]:
+        """Ask a run to stop (`by`: the sub of who asks); it then ends with run_cancelled.
+        Returns the snapshot (a waiting run ends at once: the snapshot is the cancelled run)."""
         await self._settled(run_id)
         run = self._active.get(run_id)
         if run is not None and run.row["status"] in FINISHED:
@@ -398,12 +405,13 @@ class Engine(Answering):
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
             if run is None and snapshot["status"] == RunStatus.WAITING:
-                cancelled = await self._to_the_end(self._cancel_waiting(run_id))
-                return cancelled if cancelled is not None else await self.cancel(run_id)
+                cancelled = await self._to_the_end(self._cancel_waiting(run_id, by))
+                return cancelled if cancelled is not None else await self.cancel(run_id, by)
             if run is None and self.cluster is not None:
-                return await self._cancel_elsewhere(snapshot)
+                return await self._cancel_elsewhere(snapshot, by)
             return snapshot
         run.cancel_requested = True
+        run.cancelled_by = by
         for context in run.contexts:
             context._cancel()
         if run.task is not None and run.began:  # not yet begun: it sees cancel_requested first thing
@@ -412,20 +420,21 @@ class Engine(Answering):
         assert snapshot is not None
         return snapshot
 
-    async def _cancel_elsewhere(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+    async def _cancel_elsewhere(self, snapshot: dict[str, Any], by: str | None) -> dict[str, Any]:
         """Cancel a run this node does not run: take it if no live node has it (and end it
         here), else ask its owner, who hears of it within a beat."""
         assert self.cluster is not None
         run_id = snapshot["run_id"]
         claimed = await self.cluster.coordination.claim_run(run_id, self.cluster.takeover_seconds)
         if claimed is None:
-            await self.cluster.coordination.request_cancel(run_id)
+            await self.cluster.coordination.request_cancel(run_id, by)
             return snapshot
         row, takeover = claimed
         self._adopt(row, takeover)
         run = self._active.get(run_id)
         if run is not None:
-            run.cancel_requested = True  # its task sees this first thing and ends the run cancelled
+            run.cancel_requested = True
+            run.cancelled_by = by  # its task sees this first thing and ends the run cancelled
         return row
 
     async def wait(self, run_id: str) -> dict[str, Any]:

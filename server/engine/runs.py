@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from .. import fold
-from ..protocol import Conflict, canonical_json, utc_now
+from ..jsontext import canonical_json
+from ..protocol import Conflict, utc_now
 from ..store import RunStore
 from ..workflow import Node, Workflow, walk
 from .context import History, StepContext
@@ -32,8 +33,10 @@ def new_run_id() -> str:
     return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
 
 
-def new_run(run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node]) -> dict[str, Any]:
-    return fold.new_run(run_id, workflow.name, input, [path for path, _ in walk(steps)], utc_now())
+def new_run(
+    run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node], owner: str | None = None
+) -> dict[str, Any]:
+    return fold.new_run(run_id, workflow.name, input, [path for path, _ in walk(steps)], utc_now(), owner)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ActiveRun:
     lost: bool = False  # another node owns it now
     began: bool = False  # its task has started running (a task cancelled before that runs nothing)
     continued: bool = False  # it goes on after the answers it waited for (no run_started/run_resumed)
+    cancelled_by: str | None = None  # the sub of who cancelled it (its run_cancelled's `by`)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -60,9 +64,12 @@ def record(store: RunStore, row: dict[str, Any], event: str, step: str | None, d
     return store.append_nowait(row["run_id"], event, step, data, copy_run(row), ts=ts)
 
 
-def the_same(existing: dict[str, Any], workflow: str, input: Any) -> dict[str, Any]:
-    """The existing run, if a start of `workflow` with `input` would have made the same one
-    (inputs compared as JSON: `true` is not `1`, `1.0` is not `1`, key order aside); else Conflict."""
+def the_same(existing: dict[str, Any], workflow: str, input: Any, owner: str | None) -> dict[str, Any]:
+    """The existing run, if a start of `workflow` with `input` by `owner` would have made the
+    same one (inputs compared as JSON: `true` is not `1`, `1.0` is not `1`, key order aside);
+    else Conflict (a run id another owner's run has is taken, whatever its input)."""
+    if existing.get("owner") != owner:
+        raise Conflict(f"run id {existing['run_id']!r} is taken; choose another")
     if existing["workflow"] != workflow or canonical_json(existing["input"]) != canonical_json(input):
         raise Conflict(f"run {existing['run_id']!r} exists with a different workflow or input")
     return existing

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..store import Coordination, RunStore
+from ..store import ANY_RUN, Coordination, RunStore
 from ..waiting import cancelled, wait_set
 from .broker import REFILL_PAGE, Broker
 from .runs_feed import RunsFeed
@@ -107,7 +107,7 @@ class ClusterFeed:
             self._all_changed = False
             return
         if self._all_changed:
-            runs, _ = await self.store.list_runs(None, None, RUNS_CATCH_UP_PAGE, None)
+            runs, _ = await self.store.list_runs(ANY_RUN, RUNS_CATCH_UP_PAGE, None)
             self._all_changed = False
             self._changed.update(r["run_id"] for r in runs)
             self._changed.update(feed.unfinished)

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
-from ..protocol import run_changed_frame, run_progress
+from ..fold import run_progress
+from ..protocol import run_changed_frame
 from ..store import RunStore
-from ..store.base import Batch
+from ..store.base import Batch, RunFilter
 from ..vocabulary import FINISHED_STATUSES
 from .frames import WriteNow
 
@@ -54,6 +55,7 @@ class RunChange:
     before: str | None  # the status of the run's previous frame, when that was another
     last_seq: int
     frame: str
+    owner: str | None = None  # the sub that started the run
     wire: bytes | None = field(default=None, repr=False)  # the transport's bytes of it, once framed
 
     @property
@@ -72,7 +74,7 @@ def run_change(state: dict[str, Any], last_seq: int, before: str | None = None) 
     if len(frame) > MAX_REPLY_BYTES // 4 and len(frame.encode()) > MAX_REPLY_BYTES:  # huge input or output
         frame = run_changed_frame(bounded_run(run))
     status = str(run["status"])
-    return RunChange(run["run_id"], str(run["workflow"]), status, before, last_seq, frame)
+    return RunChange(run["run_id"], str(run["workflow"]), status, before, last_seq, frame, run.get("owner"))
 
 
 Signature = tuple[int, str, tuple[str, ...]]  # last seq, status, step statuses
@@ -170,15 +172,13 @@ class RunsWatch:
         feed: RunsFeed,
         send: Send,
         drained: Drained,
-        workflow: str | None,
-        status: str | None,
+        which: RunFilter,
         *,
         on_too_slow: Callable[[], None],
         write_now: WriteNow | None = None,
     ) -> None:
         self.feed = feed
-        self.workflow = workflow
-        self.status = status
+        self.which = which  # the runs this reader reaches, and its filters
         self._send = send
         self._drained = drained
         self._write_now = write_now
@@ -198,9 +198,14 @@ class RunsWatch:
     def wants(self, change: RunChange) -> bool:
         """True if the change matches the filters, or the run just left the status filter
         (so that the reader learns it left)."""
-        if self.workflow is not None and change.workflow != self.workflow:
+        which = self.which
+        if which.workflow is not None and change.workflow != which.workflow:
             return False
-        return self.status is None or change.status == self.status or change.before == self.status
+        if which.owner is not None and change.owner != which.owner:
+            return False
+        if which.run_ids is not None and change.run_id not in which.run_ids:
+            return False
+        return which.status is None or change.status == which.status or change.before == which.status
 
     def start(self) -> None:
         self.feed.add(self)

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, BatchStats, Coordination, RunExists, RunLost, RunStore, StoredEvent, StoreError, StoreLocked
+from .base import (
+    ANY_RUN,
+    Backend,
+    BatchStats,
+    Coordination,
+    RunExists,
+    RunFilter,
+    RunLost,
+    RunStore,
+    StoredEvent,
+    StoreError,
+    StoreLocked,
+)
 from .writer import Store
 
 # scheme -> (module, class): a new database is one module and one line here.
@@ -40,11 +52,13 @@ def open_store(url: str, node_id: str | None = None) -> Store:
 
 
 __all__ = [
+    "ANY_RUN",
     "BACKENDS",
     "Backend",
     "BatchStats",
     "Coordination",
     "RunExists",
+    "RunFilter",
     "RunLost",
     "RunStore",
     "Store",

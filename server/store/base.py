@@ -11,7 +11,8 @@ from typing import Any, Protocol
 import orjson
 
 from ..bounds import truncated_marker
-from ..protocol import dumps, run_progress
+from ..fold import run_progress
+from ..jsontext import dumps
 from ..vocabulary import FINISHED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, RunStatus, sql_list
 
 # Statuses in SQL, from the vocabulary (the migrations keep the literals they were written with).
@@ -32,7 +33,10 @@ RUN_COLUMNS = (
     "last_seq",
     "steps",
     "waiting_for",
+    "started_by",  # the snapshot's `owner`: the sub of the identity that started the run
 )
+# Columns whose snapshot key differs (PostgreSQL's `owner` column is the node running a run).
+SNAPSHOT_KEY = {"started_by": "owner"}
 JSON_COLUMNS = ("input", "output", "error", "steps", "waiting_for")
 # What a write stores: the snapshot's columns, then when the run's earliest open request
 # expires (epoch seconds; NULL when nothing asked has a timeout), for the expiry check.
@@ -59,6 +63,26 @@ class RunExists(RuntimeError):
     transaction that would have created it."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a list (or the runs feed) shows: of a workflow, a status, an owner (the
+    sub that started them), and only these run ids; None is any."""
+
+    workflow: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    run_ids: frozenset[str] | None = None
+
+    def matches(self, run: dict[str, Any]) -> bool:
+        return (
+            (self.workflow is None or run.get("workflow") == self.workflow)
+            and (self.status is None or run.get("status") == self.status)
+            and (self.owner is None or run.get("owner") == self.owner)
+            and (self.run_ids is None or run.get("run_id") in self.run_ids)
+        )
+
+
+ANY_RUN = RunFilter()
 MAX_CURSOR = 2**63 - 1
 
 
@@ -133,7 +157,8 @@ class Batch:
 def run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
     """A run's state as the values of WRITE_COLUMNS (JSON columns encoded)."""
     values: list[Any] = []
-    for key in RUN_COLUMNS:
+    for column in RUN_COLUMNS:
+        key = SNAPSHOT_KEY.get(column, column)
         if key == "last_seq":
             values.append(last_seq)
         elif key in _LISTS:
@@ -168,13 +193,13 @@ def list_columns(steps_summary: str, size: str) -> str:
         f"CASE WHEN {size.format(c)} <= {LIST_VALUE_CAP} THEN {c} END, {size.format(c)}" for c in _CAPPED
     )
     times = "created_at, started_at, finished_at"
-    return f"n, run_id, workflow, status, {capped}, {times}, last_seq, {steps_summary}, waiting_for"
+    return f"n, run_id, workflow, status, {capped}, {times}, last_seq, {steps_summary}, waiting_for, started_by"
 
 
 def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
     """(cursor, run without steps) from a row of `list_columns`: a value too long to list
     is `{"truncated": true, "bytes": N, "full": ...}`, named in the run's `truncated`."""
-    n, run_id, workflow, status, *capped, created_at, started_at, finished_at, last_seq, steps, waiting_for = row
+    n, run_id, workflow, status, *capped, created_at, started_at, finished_at, last_seq, steps, waiting_for, owner = row
     run: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "status": status}
     truncated = []
     for name, value, size in zip(_CAPPED, capped[0::2], capped[1::2], strict=True):
@@ -183,7 +208,7 @@ def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
             truncated.append(name)
         else:
             run[name] = orjson.loads(value) if value is not None else None
-    run.update(created_at=created_at, started_at=started_at, finished_at=finished_at, last_seq=last_seq)
+    run.update(created_at=created_at, started_at=started_at, finished_at=finished_at, last_seq=last_seq, owner=owner)
     run["waiting_for"] = orjson.loads(waiting_for) if waiting_for else []
     run.update(run_progress(orjson.loads(steps) if steps else []))
     if truncated:
@@ -194,7 +219,7 @@ def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
 def row_to_run(row: Any, *, steps: bool = True) -> dict[str, Any]:
     """A stored row (RUN_COLUMNS in order) as the run snapshot of the contract; without
     steps, it says where the run is instead (`current_step`, `steps_done`, `steps_total`)."""
-    run = dict(zip(RUN_COLUMNS, row, strict=True))
+    run = {SNAPSHOT_KEY.get(c, c): value for c, value in zip(RUN_COLUMNS, row, strict=True)}
     for key in JSON_COLUMNS:
         value = run[key]
         run[key] = orjson.loads(value) if value is not None else None
@@ -219,8 +244,8 @@ class Coordination(Protocol):
     def take_new(self, run_id: str) -> None: ...
     def owns(self, run_id: str) -> bool: ...
     def forget(self, run_id: str) -> None: ...
-    async def request_cancel(self, run_id: str) -> None: ...
-    async def cancel_requests(self) -> list[str]: ...
+    async def request_cancel(self, run_id: str, by: str | None) -> None: ...
+    async def cancel_requests(self) -> list[tuple[str, str | None]]: ...
     async def notify_control(self, message: dict[str, Any]) -> None: ...
     async def heads(self, run_ids: list[str]) -> dict[str, int]: ...
     def on_events(self, callback: Callable[[dict[str, int] | None, set[str] | None], None]) -> None: ...
@@ -255,7 +280,7 @@ class Backend(Protocol):
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
     async def list_runs(
-        self, workflow: str | None, status: str | None, limit: int, before: str | None
+        self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         """(cursor, run) rows newest first, at most `limit`, and whether more follow.
         A `before` this backend did not give is a ValueError."""
@@ -313,7 +338,7 @@ class RunStore(Protocol):
     async def get_run(self, run_id: str, *, steps: bool = True) -> dict[str, Any] | None: ...
     async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]: ...
     async def list_runs(
-        self, workflow: str | None, status: str | None, limit: int, before: str | None
+        self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]: ...

@@ -153,19 +153,20 @@ class PostgresCluster:
         """The run ended here (or was lost): no more writes for it."""
         self.owned.pop(run_id, None)
 
-    async def request_cancel(self, run_id: str) -> None:
+    async def request_cancel(self, run_id: str, by: str | None) -> None:
         async with self._conn() as conn:
-            await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", run_id)
-        await self.notify_control({"cancel": run_id})
+            await conn.execute("UPDATE runs SET cancel_requested = true, cancel_by = $2 WHERE run_id = $1", run_id, by)
+        await self.notify_control({"cancel": run_id, "by": by})
 
-    async def cancel_requests(self) -> list[str]:
-        """Runs of this node whose cancel was asked through another node."""
+    async def cancel_requests(self) -> list[tuple[str, str | None]]:
+        """Runs of this node whose cancel was asked through another node, and by whom."""
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT run_id FROM runs WHERE owner = $1 AND cancel_requested AND status IN ({UNFINISHED_SQL})",
+                "SELECT run_id, cancel_by FROM runs"
+                f" WHERE owner = $1 AND cancel_requested AND status IN ({UNFINISHED_SQL})",
                 self.node_id,
             )
-        return [row[0] for row in rows]
+        return [(row[0], row[1]) for row in rows]
 
     async def heads(self, run_ids: list[str]) -> dict[str, int]:
         """The last seq of each run (for the periodic catch-up of other nodes' runs)."""

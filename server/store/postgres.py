@@ -28,6 +28,7 @@ from .base import (
     WRITE_COLUMNS,
     Batch,
     Coordination,
+    RunFilter,
     StoredEvent,
     StoreError,
     listed_run,
@@ -94,6 +95,12 @@ MIGRATIONS: list[str] = [
     # 3: nothing: from here on both databases' migrations have the same numbers (SQLite's
     # 2, an index, was in this one's 1).
     "SELECT 1",
+    # 4: who started each run (the snapshot's `owner`; this table's `owner` is the node
+    # that runs it), for what each identity may reach.
+    """
+    ALTER TABLE runs ADD COLUMN started_by TEXT, ADD COLUMN cancel_by TEXT;
+    CREATE INDEX runs_by_owner ON runs (started_by, n);
+    """,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
@@ -107,7 +114,8 @@ UPSERT_RUN = (
 )
 # A new run is inserted, never upserted: an id the table has already is skipped (and not
 # returned), so that the database alone decides which of two starts of one id creates it.
-_NEW_RUN_TYPES = ("text",) * 9 + ("bigint", "text", "text", "float8", "text", "bigint")  # WRITE_COLUMNS, owner, epoch
+# WRITE_COLUMNS (RUN_COLUMNS, wake_at), then owner (the node) and epoch
+_NEW_RUN_TYPES = ("text",) * 9 + ("bigint", "text", "text", "text", "float8", "text", "bigint")
 INSERT_NEW_RUNS = (
     f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) SELECT * FROM unnest("
     + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_NEW_RUN_TYPES, start=1))
@@ -300,9 +308,9 @@ class PostgresBackend:
         return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
 
     async def list_runs(
-        self, workflow: str | None, status: str | None, limit: int, before: str | None
+        self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        query, params = sql.list_runs_query(POSTGRES, workflow, status, limit, before)
+        query, params = sql.list_runs_query(POSTGRES, which, limit, before)
         async with self._conn() as conn:
             rows = await conn.fetch(query, *params)
         return [listed_run(tuple(row)) for row in rows[:limit]], len(rows) > limit

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import FINISHED_SQL, RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, list_columns, parse_cursor
+from .base import FINISHED_SQL, RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, RunFilter, list_columns, parse_cursor
 
 
 @dataclass(frozen=True)
@@ -55,21 +55,27 @@ PRUNABLE = (
 )
 
 
-def list_runs_query(
-    dialect: Dialect, workflow: str | None, status: str | None, limit: int, before: str | None
-) -> tuple[str, list[Any]]:
+def list_runs_query(dialect: Dialect, which: RunFilter, limit: int, before: str | None) -> tuple[str, list[Any]]:
     """A `list_runs` page's query and parameters (one row more than `limit`: is there more?).
     A `before` this server did not give is a ValueError."""
     where: list[str] = []
     params: list[Any] = []
     for condition, value in (
-        ("workflow = {}", workflow),
-        ("status = {}", status),
+        ("workflow = {}", which.workflow),
+        ("status = {}", which.status),
+        ("started_by = {}", which.owner),
         ("n < {}", parse_cursor(before) if before is not None else None),
     ):
         if value is not None:
             params.append(value)
             where.append(condition.format(dialect.param(len(params))))
+    if which.run_ids is not None:
+        ids = sorted(which.run_ids)
+        where.append("run_id " + dialect.any_of(len(params) + 1, len(ids)))
+        if dialect is SQLITE:
+            params.extend(ids)
+        else:
+            params.append(ids)
     sql = f"SELECT {list_columns(dialect.steps_summary, dialect.size)} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)

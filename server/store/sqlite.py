@@ -24,6 +24,7 @@ from .base import (
     WRITE_COLUMNS,
     Batch,
     Coordination,
+    RunFilter,
     StoredEvent,
     StoreError,
     listed_run,
@@ -76,6 +77,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE runs ADD COLUMN wake_at REAL;
     CREATE INDEX runs_waking ON runs (wake_at) WHERE wake_at IS NOT NULL;
+    """,
+    # 4: who started each run (the snapshot's `owner`), for what each identity may reach.
+    """
+    ALTER TABLE runs ADD COLUMN started_by TEXT;
+    CREATE INDEX runs_by_owner ON runs (started_by, n);
     """,
 ]
 
@@ -310,10 +316,10 @@ class SqliteBackend:
         return [StoredEvent(run_id, seq, event, frame) for seq, event, frame in rows]
 
     async def list_runs(
-        self, workflow: str | None, status: str | None, limit: int, before: str | None
+        self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         assert self._reader is not None
-        query, params = sql.list_runs_query(SQLITE, workflow, status, limit, before)
+        query, params = sql.list_runs_query(SQLITE, which, limit, before)
         rows = list(await self._reader.execute_fetchall(query, params))
         return [listed_run(row) for row in rows[:limit]], len(rows) > limit
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from ..bounds import page_of_runs
 from ..protocol import event_frame, utc_now
 from ..vocabulary import TERMINAL_EVENTS
-from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunLost, StoredEvent
+from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunFilter, RunLost, StoredEvent
 
 log = logging.getLogger("runcast.store")
 
@@ -417,11 +417,11 @@ class Store:
         return await self.backend.read_events(run_id, after, limit)
 
     async def list_runs(
-        self, workflow: str | None, status: str | None, limit: int, before: str | None
+        self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs newest first, without steps; `next` is the cursor for the following page.
         A page ends early when more would not fit in one reply frame."""
-        rows, more = await self.backend.list_runs(workflow, status, limit, before)
+        rows, more = await self.backend.list_runs(which, limit, before)
         return page_of_runs(rows, more)
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:

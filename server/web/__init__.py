@@ -3,7 +3,6 @@ metrics, and the adjustments to uvicorn."""
 
 from ..settings import Limits
 from .app import create_app
-from .auth import Tokens
 from .serving import Server, WebSocketProtocol, redact_uvicorn_logs, serving_classes
 
-__all__ = ["Limits", "Server", "Tokens", "WebSocketProtocol", "create_app", "redact_uvicorn_logs", "serving_classes"]
+__all__ = ["Limits", "Server", "WebSocketProtocol", "create_app", "redact_uvicorn_logs", "serving_classes"]

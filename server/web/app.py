@@ -18,13 +18,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from ..commands import Commands
+from ..identities import Authenticator
 from ..runtime import Runtime
 from ..settings import Limits, Settings
 from ..vocabulary import CloseCode
 from ..workflow import Workflow
-from .auth import Tokens
 from .connection import Connection
 from .http import JSON, BodyLimit, HeaderLimit, HttpApi
+from .limits import Quotas
 from .metrics import Metrics
 from .origins import Origins, Sources
 
@@ -37,24 +38,28 @@ class Sockets:
     """The open /ws connections: admitted up to --max-connections, watched for clients
     that read nothing, closed together."""
 
-    def __init__(self, commands: Commands, tokens: Tokens, limits: Limits) -> None:
+    def __init__(self, commands: Commands, limits: Limits, quotas: Quotas) -> None:
         self.commands = commands
-        self.tokens = tokens
         self.limits = limits
+        self.quotas = quotas
         self.connections: set[Connection] = set()
         self.on_error: Callable[[str], None] | None = None  # counts the errors sent (metrics)
 
     async def endpoint(self, websocket: WebSocket) -> None:
-        if len(self.connections) >= self.limits.max_connections:
+        # Until it signs in, a socket counts against its address's share (when tokens are on).
+        address = websocket.client.host if websocket.client else "?"
+        key = f"address:{address}" if self.commands.auth.enabled else None
+        if len(self.connections) >= self.limits.max_connections or not self.quotas.enter(key):
             await websocket.accept()
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
             return
-        conn = Connection(websocket, self.commands, self.tokens, self.limits, self.on_error)
+        conn = Connection(websocket, self.commands, self.limits, self.on_error, quotas=self.quotas, key=key)
         self.connections.add(conn)
         try:
             await conn.serve()
         finally:
             self.connections.discard(conn)
+            self.quotas.leave(conn.key)
 
     async def close_stuck_readers(self) -> None:
         """Forever: close (1008) each socket whose client has read nothing for --stuck-seconds."""
@@ -74,19 +79,20 @@ def create_app(
     workflows: Iterable[Workflow] = (),
     *,
     settings: Settings | None = None,
-    tokens: Tokens | None = None,
+    auth: Authenticator | None = None,
 ) -> Starlette:
     """The runcast app on the store `db`, serving `workflows` (the command line adds the
-    built-ins), set up by `settings`; with `tokens`, every client must present one."""
-    tokens = tokens or Tokens()
+    built-ins), set up by `settings`; with `auth` set up with tokens or keys, every client
+    must present a token, and sees what its identity reaches."""
     settings = settings or Settings()
     limits = settings.limits
     runtime = Runtime(db, workflows, settings)
-    commands = Commands(runtime, max_input_bytes=limits.max_input_bytes)
-    sockets = Sockets(commands, tokens, limits)
+    commands = Commands(runtime, max_input_bytes=limits.max_input_bytes, auth=auth)
+    quotas = Quotas(limits.starts_per_second, limits.connections_per_identity)
+    sockets = Sockets(commands, limits, quotas)
     metrics = Metrics(runtime, lambda: list(sockets.connections))
     sockets.on_error = metrics.error
-    api = HttpApi(commands, tokens, limits, metrics, sockets.connections)  # its event streams count with the sockets
+    api = HttpApi(commands, limits, metrics, sockets.connections, quotas)  # its event streams count with the sockets
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

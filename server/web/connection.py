@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..commands import Caller, Commands
+from ..identities import ANYONE
 from ..live import ClientShare, Framed, RunsWatch, Subscription
 from ..protocol import (
     VERSION,
@@ -22,6 +24,7 @@ from ..protocol import (
     ListRuns,
     ListWorkflows,
     MessageId,
+    MintToken,
     ParseError,
     Ping,
     Poll,
@@ -40,9 +43,9 @@ from ..protocol import (
 from ..settings import Limits
 from ..vocabulary import CloseCode
 from ..workflow import FINISHED
-from .auth import Tokens, bearer
+from .auth import bearer
 from .framing import framed
-from .limits import RateLimiter
+from .limits import Quotas, check_start_rate
 from .serving import SEND_MANY
 
 log = logging.getLogger("runcast.connection")
@@ -51,7 +54,6 @@ log = logging.getLogger("runcast.connection")
 # while it holds anything and the new chunk would take it past OUTBOX_BYTES (so one chunk,
 # however large, always goes). With the chunk being written and the socket's own buffer,
 # a connection holds at most about 3 MiB of frames (docs: limits).
-WS = Caller("ws")
 
 OUTBOX_SIZE = 256
 OUTBOX_BYTES = 1024 * 1024
@@ -64,22 +66,30 @@ class Connection:
         self,
         websocket: WebSocket,
         commands: Commands,
-        tokens: Tokens,
         limits: Limits,
         on_error: Callable[[str], None] | None = None,
+        *,
+        quotas: Quotas | None = None,
+        key: str | None = None,
     ) -> None:
         self.websocket = websocket
         self._on_error = on_error
         self.commands = commands
         self.runtime = commands.runtime
-        self.tokens = tokens
+        self.auth = commands.auth
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
         self._share = ClientShare()  # what its subscriptions may hold together
         self.runs_watch: RunsWatch | None = None  # the runs feed, when subscribed (one at most)
-        self.authed = not tokens.enabled
+        # Who this socket speaks for: its last accepted token's identity (None: none yet).
+        self.caller: Caller | None = None if self.auth.enabled else Caller("ws", ANYONE)
+        self._expiry: asyncio.Task[None] | None = None  # closes the socket when its token expires
         self._auth_failures = 0
-        self._starts = RateLimiter(limits.starts_per_second)
+        # What this socket counts against: its identity's (or, until it signs in, its address's)
+        # starts per second and sockets, shared with the identity's other sockets.
+        self.quotas = quotas or Quotas(limits.starts_per_second, limits.connections_per_identity)
+        self.key = key
+        self._starts = self.quotas.starts(None)  # this socket's own, while it has no `sub`
         # Frames to write, and a writer task that exists only while there are some: an idle
         # connection holds no task of its own.
         self._outbox: deque[tuple[list[str], int]] = deque()  # chunks of frames, with their sizes
@@ -98,11 +108,11 @@ class Connection:
         await self.websocket.accept()
         self._reader = asyncio.current_task()
         await self.send(welcome_frame(VERSION))
-        if not self.authed:
+        if self.caller is None:
             header = self.websocket.headers.get("authorization")
             if header is not None:
                 await self._authenticate(bearer(header), None)
-            if not self.authed:
+            if self.caller is None:
                 self._tasks.append(asyncio.create_task(self._auth_deadline(), name="runcast-ws-auth"))
         try:
             while True:
@@ -121,6 +131,8 @@ class Connection:
                 sub.stop()
             self.subscriptions.clear()
             self._unwatch_runs()
+            if self._expiry is not None:
+                self._tasks.append(self._expiry)
             if self._writer is not None:
                 self._tasks.append(self._writer)
             for task in self._tasks:
@@ -129,18 +141,43 @@ class Connection:
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self.limits.auth_seconds)
-        if not self.authed:
+        if self.caller is None:
             await self._close_now(CloseCode.POLICY_VIOLATION, "no valid token in time")
 
     async def _authenticate(self, token: str | None, mid: MessageId) -> None:
-        if self.tokens.check(token):
-            self.authed = True
-            await self.send(reply("authed", mid))
+        """An `auth` (or the handshake's header): the socket speaks for the token's identity
+        from now on. A fresh token for the same sub refreshes it (and its expiry); one for
+        another sub is refused, and the socket keeps its identity."""
+        try:
+            identity = self.auth.identify(token)
+        except RuncastError as exc:
+            self._auth_failures += 1
+            await self._error(ErrorCode.UNAUTHORIZED, exc.message, mid)
+            if self._auth_failures >= self.limits.auth_attempts:
+                await self._close_now(CloseCode.POLICY_VIOLATION, "too many wrong tokens")
             return
-        self._auth_failures += 1
-        await self._error(ErrorCode.UNAUTHORIZED, "wrong token", mid)
-        if self._auth_failures >= self.limits.auth_attempts:
-            await self._close_now(CloseCode.POLICY_VIOLATION, "too many wrong tokens")
+        if self.caller is not None and self.caller.identity.sub != identity.sub:
+            message = "a fresh token must be for the same identity (sub); open another connection for another"
+            await self._error(ErrorCode.UNAUTHORIZED, message, mid)
+            return
+        key = self.quotas.key(identity.sub)
+        if not self.quotas.move(self.key, key):
+            await self._close_now(CloseCode.TRY_AGAIN_LATER, "too many connections for this identity; close some first")
+            return
+        self.key = key
+        self._starts = self.quotas.starts(key) if key is not None else self._starts
+        self.caller = Caller("ws", identity)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if identity.expires_at is not None:
+            self._expiry = asyncio.create_task(self._expire(identity.expires_at), name="runcast-ws-expiry")
+        await self.send(reply("authed", mid))
+
+    async def _expire(self, at: float) -> None:
+        """Close the socket (1008) when its token expires; a fresh `auth` first cancels this."""
+        await asyncio.sleep(max(0.0, at - time.time()))
+        await self._close_now(CloseCode.POLICY_VIOLATION, "the token expired; connect again with a fresh one")
 
     async def _close_now(self, code: int, reason: str, *, flush: bool = True) -> None:
         """Close from inside (auth failure, stuck reader): say why, then stop serving.
@@ -263,20 +300,23 @@ class Connection:
         if isinstance(message, Auth):
             await self._authenticate(message.token, message.id)
             return
-        if not self.authed and not isinstance(message, Ping):
+        if self.caller is None:
+            if isinstance(message, Ping):
+                await self.send(reply("pong", message.id))
+                return
             hint = "send {'type': 'auth', 'token': ...} first, or connect with an Authorization: Bearer header"
             await self._error(ErrorCode.UNAUTHORIZED, f"not authenticated: {hint}", message.id)
             return
         try:
-            await self._dispatch(message)
+            await self._dispatch(message, self.caller)
         except RuncastError as exc:
             await self._error(exc.code, exc.message, message.id, exc.retry_after)
         except Exception:
             log.exception("error answering %s", type(message).__name__)
             await self._error(ErrorCode.INTERNAL, "the server failed to answer; see its log", message.id)
 
-    async def _dispatch(self, message: ClientMessage) -> None:
-        commands, caller = self.commands, WS
+    async def _dispatch(self, message: ClientMessage, caller: Caller) -> None:
+        commands = self.commands
         match message:
             case Start():
                 self._check_rate()
@@ -307,10 +347,12 @@ class Connection:
             case ListWorkflows():
                 await self.send(reply("workflows", message.id, workflows=commands.list_workflows(caller)))
             case ListRuns():
-                page = await commands.list_runs(caller, message.workflow, message.status, message.limit, message.before)
+                page = await commands.list_runs(
+                    caller, message.workflow, message.status, message.limit, message.before, message.owner
+                )
                 await self.send(reply("runs", message.id, runs=page[0], next=page[1]))
             case SubscribeRuns():
-                commands.watch_runs(caller)
+                which = commands.visible(caller, message.workflow, message.status, message.owner)
                 self._unwatch_runs()  # a second subscribe_runs replaces the first
                 await self.send(reply("runs_subscribed", message.id))
                 # After the reply is queued and before the next message is read: a list_runs
@@ -319,8 +361,7 @@ class Connection:
                     self.runtime.runs_feed,
                     self.send_many,
                     self.drained,
-                    message.workflow,
-                    message.status,
+                    which,
                     on_too_slow=self._too_slow,
                     write_now=self.write_now,
                 )
@@ -328,17 +369,13 @@ class Connection:
             case UnsubscribeRuns():
                 self._unwatch_runs()
                 await self.send(reply("runs_unsubscribed", message.id))
+            case MintToken():
+                await self.send(reply("token", message.id, **commands.mint_token(caller, message.fields)))
             case Ping():
                 await self.send(reply("pong", message.id))
 
     def _check_rate(self) -> None:
-        if not self._starts.allow():
-            wait = max(self._starts.retry_after(), 0.001)
-            raise RuncastError(
-                f"more than {self.limits.starts_per_second:g} starts per second; send it again in {wait:.3f} s",
-                ErrorCode.RATE_LIMITED,
-                retry_after=wait,
-            )
+        check_start_rate(self._starts)
 
     def _follow(self, run: dict[str, Any], after: int, batch: bool) -> None:
         """Deliver the run's events after `after`, replacing any earlier subscription to it."""

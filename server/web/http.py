@@ -14,10 +14,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..bounds import MAX_REPLY_BYTES
 from ..commands import Caller, Commands
-from ..protocol import ErrorCode, RuncastError, dumps, loads, parse_answer, parse_list_runs_filters, parse_start
+from ..jsontext import dumps
+from ..protocol import (
+    ErrorCode,
+    RuncastError,
+    loads,
+    parse_answer,
+    parse_list_runs_filters,
+    parse_mint_token,
+    parse_start,
+)
 from ..settings import Limits
 from ..workflow import FINISHED
-from .auth import Tokens
+from .auth import bearer
+from .limits import Quotas, check_start_rate
 from .metrics import CONTENT_TYPE, Metrics
 from .sse import EventStreamResponse, event_stream
 
@@ -25,8 +35,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 EVENTS_PAGE_MAX = 10_000
 MAX_HEADER_LINE = 8192  # bytes: what websockets allows on /ws (above it: 431); HTTP gets the same
-
-HTTP = Caller("http")
 
 HTTP_STATUS = {
     ErrorCode.BAD_JSON: 400,
@@ -135,9 +143,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 class HttpApi:
     """The `/api` routes and `/metrics` on the command layer, behind the bearer token."""
 
-    def __init__(self, commands: Commands, tokens: Tokens, limits: Limits, metrics: Metrics, sockets: Sized) -> None:
+    def __init__(self, commands: Commands, limits: Limits, metrics: Metrics, sockets: Sized, quotas: Quotas) -> None:
+        self.quotas = quotas  # an identity's starts per second count over HTTP too
         self.commands = commands
-        self.tokens = tokens
+        self.auth = commands.auth
         self.limits = limits
         self.metrics = metrics
         self.sockets = sockets  # the open WebSocket connections: streams count with them
@@ -153,16 +162,26 @@ class HttpApi:
             Route("/api/runs/{run_id}/events", guarded(answer(self.run_events))),
             Route("/api/runs/{run_id}/cancel", guarded(answer(self.cancel_run, 202)), methods=["POST"]),
             Route("/api/runs/{run_id}/respond", guarded(answer(self.respond_run)), methods=["POST"]),
+            Route("/api/tokens", guarded(answer(self.mint_token, 201)), methods=["POST"]),
             Route("/metrics", guarded(self.metrics_endpoint)),
         ]
 
     def _guarded(self, handler: Handler) -> Handler:
-        """HTTP endpoints need the bearer token when tokens are configured."""
+        """HTTP endpoints need a valid token when tokens are configured: the caller's
+        identity goes on `request.state.caller`. Only an event stream also takes it as
+        `?token=` (an EventSource cannot set headers)."""
 
         async def check(request: Request) -> Response:
-            if not self.tokens.check_header(request.headers.get("authorization")):
+            token = bearer(request.headers.get("authorization"))
+            if token is None and "text/event-stream" in request.headers.get("accept", ""):
+                token = request.query_params.get("token")
+            try:
+                request.state.caller = Caller("http", self.auth.identify(token))
+            except RuncastError as exc:
                 self.metrics.error("unauthorized")
-                body = {"error": {"code": "unauthorized", "message": "send Authorization: Bearer <token>"}}
+                body = {
+                    "error": {"code": "unauthorized", "message": f"{exc.message}: send Authorization: Bearer <token>"}
+                }
                 return JSON(body, 401, headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
 
@@ -182,11 +201,15 @@ class HttpApi:
         return endpoint
 
     async def list_workflows(self, request: Request) -> Any:
-        return {"workflows": self.commands.list_workflows(HTTP)}
+        return {"workflows": self.commands.list_workflows(_caller(request))}
 
     async def start_run(self, request: Request) -> Any:
         workflow, input, run_id = parse_start(await _json_object(request, "a 'workflow'"))
-        run, existing = await self.commands.start(HTTP, workflow, input, run_id)
+        caller = _caller(request)
+        key = self.quotas.key(caller.identity.sub)
+        if key is not None:  # an identity's starts count over every door (without a sub, HTTP has no limit)
+            check_start_rate(self.quotas.starts(key))
+        run, existing = await self.commands.start(caller, workflow, input, run_id)
         return {**run, "existing": existing}
 
     async def list_runs(self, request: Request) -> Any:
@@ -195,11 +218,11 @@ class HttpApi:
             if not query["limit"].isdigit():
                 raise RuncastError("'limit' must be a whole number", ErrorCode.BAD_REQUEST)
             query["limit"] = int(query["limit"])
-        runs, cursor = await self.commands.list_runs(HTTP, *parse_list_runs_filters(query))
+        runs, cursor = await self.commands.list_runs(_caller(request), *parse_list_runs_filters(query))
         return {"runs": runs, "next": cursor}
 
     async def get_run(self, request: Request) -> Any:
-        return await self.commands.get_run(HTTP, request.path_params["run_id"])
+        return await self.commands.get_run(_caller(request), request.path_params["run_id"])
 
     async def run_events(self, request: Request) -> Any:
         """A page of stored events, or with `Accept: text/event-stream` an event stream."""
@@ -212,8 +235,8 @@ class HttpApi:
             message = f"'after' (or Last-Event-ID) must be a whole number and 'limit' 1 to {EVENTS_PAGE_MAX}"
             raise RuncastError(message, ErrorCode.BAD_REQUEST)
         if wants_stream:
-            return await self._stream(run_id, int(after))
-        events = await self.commands.read_events(HTTP, run_id, int(after), int(limit))
+            return await self._stream(_caller(request), run_id, int(after))
+        events = await self.commands.read_events(_caller(request), run_id, int(after), int(limit))
         frames = [e.frame.encode() for e in events]
         taken, used = 0, 0
         for frame in frames:  # a page ends early rather than grow past one reply's budget
@@ -222,8 +245,8 @@ class HttpApi:
             taken, used = taken + 1, used + len(frame) + 1
         return JSON(b'{"events":[' + b",".join(frames[:taken]) + b"]}")
 
-    async def _stream(self, run_id: str, after: int) -> Response:
-        run = await self.commands.follow(HTTP, run_id)
+    async def _stream(self, caller: Caller, run_id: str, after: int) -> Response:
+        run = await self.commands.follow(caller, run_id)
         if run["status"] in FINISHED and after >= run["last_seq"]:
             return Response(status_code=204)  # nothing more will ever come: tells EventSource to stop
         if len(self.sockets) + len(self.streams) >= self.limits.max_connections:
@@ -232,11 +255,22 @@ class HttpApi:
         return EventStreamResponse(event_stream(broker, run_id, after), self.limits.stuck_seconds, self.streams)
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        if not _caller(request).identity.admin:
+            return error_response(RuncastError("/metrics needs a token with scope admin", ErrorCode.FORBIDDEN))
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def cancel_run(self, request: Request) -> Any:
-        return await self.commands.cancel(HTTP, request.path_params["run_id"])
+        return await self.commands.cancel(_caller(request), request.path_params["run_id"])
 
     async def respond_run(self, request: Request) -> Any:
         request_id, value = parse_answer(await _json_object(request, "'request_id' and 'value'"))
-        return await self.commands.respond(HTTP, request.path_params["run_id"], request_id, value)
+        return await self.commands.respond(_caller(request), request.path_params["run_id"], request_id, value)
+
+    async def mint_token(self, request: Request) -> Any:
+        return self.commands.mint_token(_caller(request), parse_mint_token(await _json_object(request, "token fields")))
+
+
+def _caller(request: Request) -> Caller:
+    """Who sent the request (set by HttpApi._guarded)."""
+    caller: Caller = request.state.caller
+    return caller

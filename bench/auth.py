@@ -10,6 +10,9 @@ signed token, HS256), one without tokens. On each, 2,000 runs of `echo` by 4 own
   the whole table on the open server; p50 of 300 calls.
 - A3: the runs feed: 4 owners start 200 runs; one owner's runs seen completed by a watcher
   whose feed shows that owner's runs only vs, on the open server, every run; runs/s.
+- A4: `poll` of a run another owner has (answered `run_not_found`) vs `poll` of a run id
+  that does not exist, on the signed server: an identity must not learn which runs exist
+  from how long the answer takes; p50 of 300 each, interleaved.
 """
 
 from __future__ import annotations
@@ -80,6 +83,20 @@ async def lists(url: str, tok: str | None, n: int) -> float:
     return median(times) * 1000
 
 
+async def polls(url: str, tok: str, theirs: str, n: int) -> tuple[float, float]:
+    """p50 ms of polling another owner's run, and of polling an id nobody has (interleaved)."""
+    ws = await connect(url, tok)
+    times: dict[str, list[float]] = {"theirs": [], "unknown": []}
+    for i in range(n):
+        for kind, run_id in (("theirs", theirs), ("unknown", f"no-such-run-{i}")):
+            began = time.perf_counter()
+            reply = await request(ws, {"type": "poll", "run_id": run_id, "id": f"{kind}{i}"})
+            times[kind].append(time.perf_counter() - began)
+            assert reply.get("code") == "run_not_found", reply
+    await ws.close()
+    return median(times["theirs"]) * 1000, median(times["unknown"]) * 1000
+
+
 async def feed(url: str, toks: dict[str, str | None], runs: int, watcher: str) -> float:
     """Runs/s of one owner's runs seen completed through a runs feed, while 4 owners start runs:
     the feed shows that owner's runs only (signed tokens), or every run (no tokens)."""
@@ -118,6 +135,10 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
         await fill(open_.ws_url(), open_toks, runs)
         a1 = (await connects(signed.ws_url(), token("alice"), n), await connects(open_.ws_url(), None, n))
         a2 = (await lists(signed.ws_url(), token("alice"), n), await lists(open_.ws_url(), None, n))
+        bobs = await connect(signed.ws_url(), token("bob"))
+        theirs = await request(bobs, {"type": "start", "workflow": "echo", "subscribe": False, "id": "b"})
+        await bobs.close()
+        a4 = await polls(signed.ws_url(), token("alice"), str(theirs["run"]["run_id"]), n)  # type: ignore[index]
         a3 = (
             await feed(signed.ws_url(), signed_toks, feed_runs, "alice"),
             await feed(open_.ws_url(), open_toks, feed_runs, "alice"),
@@ -155,6 +176,17 @@ async def main(args: argparse.Namespace, workdir: Path, report: Report) -> None:
             [a3[0]],
             "every run, no tokens",
             [a3[1]],
+        )
+    )
+    report.rows.append(
+        Row(
+            "A4",
+            "poll of another owner's run (run_not_found, p50)",
+            "ms",
+            [a4[0]],
+            "poll of an id nobody has",
+            [a4[1]],
+            lower_is_better=True,
         )
     )
     report.notes.append(f"figure A: {runs:,} runs by 4 owners on each server; {env_note()}")

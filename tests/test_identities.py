@@ -201,6 +201,9 @@ async def test_each_identity_reaches_only_its_runs_through_every_door(signed: Se
         {"Accept": "text/event-stream"},
     )
     assert status == 404  # the event stream takes ?token=, and bob reaches nothing there either
+    listing = f"{signed.http_url}/api/runs?token={token('bob')}"  # no other endpoint takes ?token=
+    status, _ = await asyncio.to_thread(http, "GET", listing, None, {"Accept": "text/event-stream"})
+    assert status == 401
     theirs = await bob.start("approval", {"topic": "y"}, subscribe=False)
     assert [r["run_id"] for r in (await bob.request({"type": "list_runs"}))["runs"]] == [theirs]
     assert {r["run_id"] for r in (await admin.request({"type": "list_runs"}))["runs"]} == {mine, theirs}

@@ -173,7 +173,7 @@ class HttpApi:
 
         async def check(request: Request) -> Response:
             token = bearer(request.headers.get("authorization"))
-            if token is None and "text/event-stream" in request.headers.get("accept", ""):
+            if token is None and _event_stream(request):
                 token = request.query_params.get("token")
             try:
                 request.state.caller = Caller("http", self.auth.identify(token))
@@ -268,6 +268,18 @@ class HttpApi:
 
     async def mint_token(self, request: Request) -> Any:
         return self.commands.mint_token(_caller(request), parse_mint_token(await _json_object(request, "token fields")))
+
+
+def _event_stream(request: Request) -> bool:
+    """A run's event stream (`GET /api/runs/{run_id}/events`, Accept: text/event-stream): the
+    one endpoint that takes `?token=`, since an EventSource cannot set headers."""
+    path = request.url.path
+    return (
+        request.method == "GET"
+        and path.startswith("/api/runs/")
+        and path.endswith("/events")
+        and "text/event-stream" in request.headers.get("accept", "")
+    )
 
 
 def _caller(request: Request) -> Caller:

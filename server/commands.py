@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bounds import bounded_run, check_depth
-from .identities import ANYONE, Authenticator, Forbidden, Identity
+from .identities import ANYONE, Authenticator, Identity
 from .jsontext import json_bytes
-from .protocol import ErrorCode, InvalidInput, RuncastError, RunNotFound, utc_iso
+from .protocol import ErrorCode, Forbidden, InvalidInput, RuncastError, RunNotFound, utc_iso
 from .runtime import Runtime
 from .store import RunFilter, StoredEvent
 

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .protocol import BadRequest, ErrorCode, RuncastError
+from .protocol import BadRequest, Forbidden, Unauthorized
 
 SCOPES = ("start", "read", "cancel", "respond", "admin")
 DEFAULT_SCOPE = frozenset({"start", "read", "cancel", "respond"})
@@ -25,18 +25,6 @@ MIN_SECRET_BYTES = 32
 DEFAULT_TTL = 900.0  # seconds: a minted token's life unless asked otherwise
 MAX_TTL = 86_400.0
 LEEWAY = 0  # seconds of clock skew allowed on `exp`
-
-
-class Forbidden(RuncastError):
-    """The identity's scope (or its `runs` / `workflows` claim) does not allow this."""
-
-    code = ErrorCode.FORBIDDEN
-
-
-class Unauthorized(RuncastError):
-    """No token, or a wrong one."""
-
-    code = ErrorCode.UNAUTHORIZED
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,18 @@ class InvalidInput(RuncastError):
     code = ErrorCode.INVALID_INPUT
 
 
+class Unauthorized(RuncastError):
+    """No token, or a wrong one."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(RuncastError):
+    """The caller's scope (or its token's `runs` / `workflows` claim) does not allow this."""
+
+    code = ErrorCode.FORBIDDEN
+
+
 # ---- client messages ---------------------------------------------------------------
 
 

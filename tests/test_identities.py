@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from server.commands import Caller, Commands
-from server.identities import ANYONE, Authenticator, Forbidden, Identity, Unauthorized, mint_token
-from server.protocol import BadRequest, RunNotFound
+from server.identities import ANYONE, Authenticator, Identity, mint_token
+from server.protocol import BadRequest, Forbidden, RunNotFound, Unauthorized
 
 from .harness import BACKENDS, Client, ServerProcess, http
 

@@ -7,7 +7,7 @@ SMOKE  := ../shared/smoke.py
 
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
 
-.PHONY: install run test lint unit smoke bench browser postgres clean
+.PHONY: install run test lint unit smoke bench browser postgres node js clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,18 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "postgres: no initdb and not root: the cluster tests will be skipped"; fi
 
-test: lint browser postgres unit smoke
+# The JavaScript client's tests (js/) run on Node (Debian's nodejs and npm); installed when root.
+node:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then echo "node: $$(node --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "node: installing Debian's nodejs and npm with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	else echo "node: no node and not root: the JavaScript client's tests cannot run"; fi
+
+js: $(STAMP) node
+	cd js && npm install --no-audit --no-fund --loglevel=error && RUNCAST_PYTHON=$(CURDIR)/$(BIN)/python node --test tests/
+
+test: lint browser postgres node unit js smoke
 
 # bench/cluster.py needs initdb/pg_ctl too (installed by `postgres` when root; skipped without).
 bench: $(STAMP) postgres

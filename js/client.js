@@ -1,0 +1,403 @@
+// runcast-client: the runcast wire contract (docs/protocol.md) for browsers and Node, with
+// reconnecting, exact resume and rate-limit waits done once. No dependencies: give it a
+// WebSocket class, or it takes the global one (index.js picks `ws` in Node without one).
+
+const TERMINAL = new Set(['run_completed', 'run_failed', 'run_cancelled']);
+const FINISHED = new Set(['completed', 'failed', 'cancelled']);
+const HIGH_WATER = 1000; // events held for a slow consumer before the subscription pauses
+const REFRESH_BEFORE = 30; // seconds before a signed token's `exp` that a fresh one is asked for
+
+/** An error of the contract: `code` is its error code (`run_not_found`, `unauthorized`, ...). */
+export class RuncastError extends Error {
+  constructor(code, message, retryAfter = undefined) {
+    super(message);
+    this.name = 'RuncastError';
+    this.code = code;
+    if (retryAfter !== undefined) this.retryAfter = retryAfter;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** When a JWT expires (seconds since the epoch), or null for another kind of token. */
+function expiryOf(token) {
+  const payload = typeof token === 'string' ? token.split('.')[1] : undefined;
+  if (!payload) return null;
+  try {
+    const text = payload.replace(/-/g, '+').replace(/_/g, '/');
+    const json = typeof atob === 'function' ? atob(text) : Buffer.from(text, 'base64').toString();
+    const exp = JSON.parse(json).exp;
+    return typeof exp === 'number' ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A queue an async iterator reads: `push` never blocks; `next` waits for an item. */
+class Inbox {
+  constructor() {
+    this.items = [];
+    this.waiting = null;
+    this.failure = null;
+  }
+
+  push(item) {
+    this.items.push(item);
+    this.wake();
+  }
+
+  fail(error) {
+    this.failure = error;
+    this.wake();
+  }
+
+  wake() {
+    const waiting = this.waiting;
+    this.waiting = null;
+    waiting?.();
+  }
+
+  async next() {
+    while (this.items.length === 0) {
+      if (this.failure) throw this.failure;
+      await new Promise((resolve) => {
+        this.waiting = resolve;
+      });
+    }
+    return this.items.shift();
+  }
+}
+
+export class RuncastClient {
+  /**
+   * @param {string | string[]} urls `ws://host:port/ws`, or several (a cluster's nodes, tried in order)
+   * @param {{token?: string | (() => Promise<string> | string), WebSocket?: any, maxDelayMs?: number}} options
+   */
+  constructor(urls, options = {}) {
+    this.urls = Array.isArray(urls) ? urls : [urls];
+    this.token = options.token ?? null;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (!this.WebSocket) throw new Error('no WebSocket: pass options.WebSocket (in Node: the `ws` package)');
+    this.maxDelayMs = options.maxDelayMs ?? 5000;
+    this.ws = null;
+    this.ready = null; // a promise of the open, authenticated socket
+    this.nextId = 1;
+    this.pending = new Map(); // id -> {resolve, reject}
+    this.runs = new Map(); // run_id -> feed {after, onEvents, onReady}
+    this.watchers = new Set(); // runs feeds
+    this.closed = false;
+    this.attempt = 0;
+    this.refreshTimer = null;
+  }
+
+  // ---- the connection ------------------------------------------------------------------
+
+  /** The open socket, connecting (and reconnecting, with backoff over the URLs) as needed. */
+  connection() {
+    if (this.closed) return Promise.reject(new RuncastError('closed', 'the client is closed'));
+    this.ready ??= this.connect();
+    return this.ready;
+  }
+
+  async connect() {
+    for (;;) {
+      const url = this.urls[this.attempt % this.urls.length];
+      try {
+        const ws = await this.open(url);
+        this.attempt = 0;
+        await this.authenticate(ws);
+        this.resubscribe();
+        return ws;
+      } catch (error) {
+        if (error instanceof RuncastError && error.code === 'unauthorized') {
+          this.ready = null;
+          this.failAll(error); // a refused token: nobody waits for a connection that cannot be
+          throw error;
+        }
+        if (this.closed) throw new RuncastError('closed', 'the client is closed');
+        this.attempt += 1;
+        const full = Math.min(this.maxDelayMs, 100 * 2 ** Math.min(this.attempt, 10));
+        await sleep(this.attempt % this.urls.length === 0 ? full / 2 + Math.random() * (full / 2) : 0);
+      }
+    }
+  }
+
+  open(url) {
+    return new Promise((resolve, reject) => {
+      const ws = new this.WebSocket(url);
+      let welcomed = false;
+      ws.onmessage = (message) => {
+        const frame = JSON.parse(typeof message.data === 'string' ? message.data : message.data.toString());
+        if (!welcomed && frame.type === 'welcome') {
+          welcomed = true;
+          this.ws = ws;
+          resolve(ws);
+          return;
+        }
+        this.receive(frame);
+      };
+      ws.onerror = () => {};
+      ws.onclose = (event) => {
+        if (!welcomed) reject(new Error(`could not connect to ${url} (${event.code})`));
+        else this.dropped(ws, event);
+      };
+    });
+  }
+
+  async currentToken() {
+    return typeof this.token === 'function' ? await this.token() : this.token;
+  }
+
+  async authenticate(ws) {
+    const token = await this.currentToken();
+    if (!token) return;
+    await this.send(ws, { type: 'auth', token });
+    clearTimeout(this.refreshTimer);
+    const exp = expiryOf(token);
+    if (exp !== null && typeof this.token === 'function') {
+      const inMs = Math.max(1000, (exp - REFRESH_BEFORE) * 1000 - Date.now());
+      this.refreshTimer = setTimeout(() => this.refresh(ws), inMs);
+      this.refreshTimer.unref?.();
+    }
+  }
+
+  async refresh(ws) {
+    if (this.ws === ws && !this.closed) await this.authenticate(ws).catch(() => {});
+  }
+
+  dropped(ws, event) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    this.ready = null;
+    clearTimeout(this.refreshTimer);
+    const error = new RuncastError('disconnected', `the connection closed (${event.code})`);
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+    if (!this.closed && (this.runs.size > 0 || this.watchers.size > 0)) this.connection().catch(() => {});
+  }
+
+  /** Every events() and watchRuns() of this client ends with `error`. */
+  failAll(error) {
+    for (const feed of this.runs.values()) feed.inbox.fail(error);
+    for (const watcher of this.watchers) watcher.inbox.fail(error);
+  }
+
+  /** Send one message on `ws` and wait for its reply; an `error` reply is a RuncastError. */
+  send(ws, message) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ ...message, id }));
+    });
+  }
+
+  /** A request on the current connection; `rate_limited` is waited out and sent again. */
+  async request(message) {
+    for (;;) {
+      const ws = await this.connection();
+      try {
+        return await this.send(ws, message);
+      } catch (error) {
+        if (error.code === 'rate_limited') await sleep((error.retryAfter ?? 0.1) * 1000);
+        else if (error.code !== 'disconnected' || message.type === 'start') throw error;
+      }
+    }
+  }
+
+  receive(frame) {
+    if (frame.id !== undefined && this.pending.has(frame.id)) {
+      const { resolve, reject } = this.pending.get(frame.id);
+      this.pending.delete(frame.id);
+      if (frame.type === 'error') reject(new RuncastError(frame.code, frame.message, frame.retry_after));
+      else resolve(frame);
+      return;
+    }
+    switch (frame.type) {
+      case 'event':
+        this.runs.get(frame.run_id)?.take([frame]);
+        break;
+      case 'events':
+        this.runs.get(frame.run_id)?.take(frame.events);
+        break;
+      case 'run_changed':
+        for (const watcher of this.watchers) watcher.take(frame.run);
+        break;
+      default:
+        break; // a newer server's frame: ignored, as the contract says
+    }
+  }
+
+  /** After a (re)connect: every followed run from its last seq, every runs feed afresh. */
+  resubscribe() {
+    for (const feed of this.runs.values()) feed.subscribe();
+    for (const watcher of this.watchers) watcher.subscribe();
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.refreshTimer);
+    this.failAll(new RuncastError('closed', 'the client is closed'));
+    this.ws?.close();
+    this.ws = null;
+  }
+
+  // ---- the operations --------------------------------------------------------------------
+
+  /** Start a run; resolves to its snapshot (and subscribes to nothing: see events()). */
+  async start(workflow, input = null, options = {}) {
+    const message = { type: 'start', workflow, input, subscribe: false };
+    if (options.runId !== undefined) message.run_id = options.runId;
+    if (options.delay !== undefined) message.delay = options.delay;
+    if (options.startAt !== undefined) message.start_at = options.startAt;
+    if (options.priority !== undefined) message.priority = options.priority;
+    if (options.concurrencyKey !== undefined) message.concurrency_key = options.concurrencyKey;
+    return (await this.request(message)).run;
+  }
+
+  async poll(runId) {
+    return (await this.request({ type: 'poll', run_id: runId })).run;
+  }
+
+  async cancel(runId) {
+    return (await this.request({ type: 'cancel', run_id: runId })).run;
+  }
+
+  async respond(runId, requestId, value) {
+    return (await this.request({ type: 'respond', run_id: runId, request_id: requestId, value })).run;
+  }
+
+  async listWorkflows() {
+    return (await this.request({ type: 'list_workflows' })).workflows;
+  }
+
+  async listRuns(filters = {}) {
+    const { runs, next } = await this.request({ type: 'list_runs', ...filters });
+    return { runs, next };
+  }
+
+  /**
+   * Each event of the run with seq > `after`, exactly once and in order, up to and including
+   * the terminal event; across dropped connections and server restarts it resubscribes from
+   * the last seq it yielded. A slow consumer holds at most about HIGH_WATER events: past
+   * that the subscription pauses, and resumes from the store once the consumer catches up.
+   */
+  async *events(runId, { after = 0 } = {}) {
+    if (this.runs.has(runId)) throw new Error(`this client already follows run ${runId}`);
+    const feed = new RunFeed(this, runId, after);
+    this.runs.set(runId, feed);
+    try {
+      await this.connection();
+      feed.subscribe();
+      for (;;) {
+        const event = await feed.inbox.next();
+        feed.consumed(event);
+        yield event;
+        if (TERMINAL.has(event.event)) return;
+      }
+    } finally {
+      this.runs.delete(runId);
+      feed.stop();
+    }
+  }
+
+  /** The matching runs that exist, then every change: a run only when its last_seq grew. */
+  async *watchRuns(filters = {}) {
+    const watcher = new RunsWatcher(this, filters);
+    this.watchers.add(watcher);
+    try {
+      await this.connection();
+      watcher.subscribe();
+      for (;;) yield await watcher.inbox.next();
+    } finally {
+      this.watchers.delete(watcher);
+      if (this.ws && this.watchers.size === 0) this.send(this.ws, { type: 'unsubscribe_runs' }).catch(() => {});
+    }
+  }
+}
+
+/** One run followed by events(): where it is, what waits to be read. */
+class RunFeed {
+  constructor(client, runId, after) {
+    this.client = client;
+    this.runId = runId;
+    this.last = after; // the last seq handed to the inbox
+    this.inbox = new Inbox();
+    this.paused = false;
+    this.stopped = false;
+    this.done = false;
+  }
+
+  subscribe() {
+    if (this.stopped || this.done || this.paused || !this.client.ws) return;
+    const ws = this.client.ws;
+    this.client
+      .send(ws, { type: 'subscribe', run_id: this.runId, after: this.last, batch: true })
+      .then((reply) => {
+        if (FINISHED.has(reply.run.status) && reply.run.last_seq <= this.last) this.done = true;
+      })
+      .catch((error) => {
+        if (error.code !== 'disconnected') this.inbox.fail(error);
+      });
+  }
+
+  take(events) {
+    for (const event of events) {
+      if (this.paused || event.seq !== this.last + 1) continue; // a repeat, or past a pause
+      this.last = event.seq;
+      this.inbox.push(event);
+      if (TERMINAL.has(event.event)) this.done = true;
+    }
+    if (!this.done && this.inbox.items.length > HIGH_WATER) this.pause();
+  }
+
+  pause() {
+    this.paused = true;
+    if (this.client.ws) this.client.send(this.client.ws, { type: 'unsubscribe', run_id: this.runId }).catch(() => {});
+  }
+
+  consumed() {
+    if (this.paused && this.inbox.items.length < HIGH_WATER / 2) {
+      this.paused = false;
+      this.subscribe();
+    }
+  }
+
+  stop() {
+    this.stopped = true;
+    if (!this.done && this.client.ws) {
+      this.client.send(this.client.ws, { type: 'unsubscribe', run_id: this.runId }).catch(() => {});
+    }
+  }
+}
+
+/** One watchRuns(): the recipe of the contract (subscribe_runs, then list_runs), after each connect. */
+class RunsWatcher {
+  constructor(client, filters) {
+    this.client = client;
+    this.filters = filters;
+    this.seen = new Map(); // run_id -> the highest last_seq yielded
+    this.inbox = new Inbox();
+  }
+
+  take(run) {
+    if ((this.seen.get(run.run_id) ?? -1) >= run.last_seq) return;
+    this.seen.set(run.run_id, run.last_seq);
+    this.inbox.push(run);
+  }
+
+  async subscribe() {
+    const ws = this.client.ws;
+    if (!ws) return;
+    try {
+      await this.client.send(ws, { type: 'subscribe_runs', ...this.filters });
+      let before;
+      do {
+        const page = await this.client.send(ws, { type: 'list_runs', ...this.filters, before });
+        for (const run of page.runs) this.take(run);
+        before = page.next ?? undefined;
+      } while (before !== undefined);
+    } catch (error) {
+      if (error.code !== 'disconnected') this.inbox.fail(error);
+    }
+  }
+}

@@ -1,0 +1,106 @@
+// Types of runcast-client (the runcast wire contract, docs/protocol.md).
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export type RunStatus = 'pending' | 'running' | 'waiting' | 'sleeping' | 'completed' | 'failed' | 'cancelled' | (string & {});
+
+export interface Step {
+  name: string;
+  status: string;
+  output: Json;
+  error: string | null;
+  attempts: number;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface InputRequest {
+  request_id: string;
+  prompt: string;
+  schema: Json;
+  step: string | null;
+  [field: string]: Json | undefined;
+}
+
+/** A run's snapshot, as `poll` answers it (lists leave out `steps`). */
+export interface Run {
+  run_id: string;
+  workflow: string;
+  status: RunStatus;
+  input: Json;
+  output: Json;
+  error: Json;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  last_seq: number;
+  steps?: Step[];
+  waiting_for: InputRequest[];
+  owner: string | null;
+  [field: string]: unknown;
+}
+
+/** One event of a run: `seq` 1, 2, 3, ... with no gaps. */
+export interface RunEvent {
+  type: 'event';
+  run_id: string;
+  seq: number;
+  event: string;
+  step: string | null;
+  ts: string;
+  data: { [field: string]: Json };
+}
+
+export interface Workflow {
+  name: string;
+  description?: string | null;
+  steps: string[];
+  input_schema?: Json;
+}
+
+export interface RunFilters {
+  workflow?: string;
+  status?: string;
+  owner?: string;
+}
+
+export interface StartOptions {
+  runId?: string;
+  delay?: number;
+  startAt?: string;
+  priority?: number;
+  concurrencyKey?: string;
+}
+
+export interface ClientOptions {
+  /** A token, or a function giving one: called on every (re)connect and before a signed token expires. */
+  token?: string | (() => string | Promise<string>);
+  /** The WebSocket class (default: the global one; in Node without one, `ws`). */
+  WebSocket?: unknown;
+  /** The longest wait between reconnect attempts, in ms (default 5000). */
+  maxDelayMs?: number;
+}
+
+/** An error of the contract: `code` is its error code (`run_not_found`, `unauthorized`, ...). */
+export class RuncastError extends Error {
+  code: string;
+  retryAfter?: number;
+  constructor(code: string, message: string, retryAfter?: number);
+}
+
+export class RuncastClient {
+  constructor(urls: string | string[], options?: ClientOptions);
+  /** Start a run; the snapshot (subscribes to nothing: see events()). */
+  start(workflow: string, input?: Json, options?: StartOptions): Promise<Run>;
+  /** Each event with seq > after, exactly once, in order, up to and including the terminal event. */
+  events(runId: string, options?: { after?: number }): AsyncGenerator<RunEvent, void, undefined>;
+  poll(runId: string): Promise<Run>;
+  cancel(runId: string): Promise<Run>;
+  respond(runId: string, requestId: string, value: Json): Promise<Run>;
+  listWorkflows(): Promise<Workflow[]>;
+  listRuns(filters?: RunFilters & { limit?: number; before?: string }): Promise<{ runs: Run[]; next: string | null }>;
+  /** The matching runs that exist, then every change (a run only when its last_seq grew). */
+  watchRuns(filters?: RunFilters): AsyncGenerator<Run, void, undefined>;
+  /** Close the connection; events() and watchRuns() end with a RuncastError `closed`. */
+  close(): void;
+}

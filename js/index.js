@@ -1,0 +1,2 @@
+// runcast-client in a browser (or any runtime with a global WebSocket).
+export { RuncastClient, RuncastError } from './client.js';

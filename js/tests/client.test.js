@@ -132,3 +132,39 @@ function jwt(claims, secret) {
   const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
+
+test("given a cluster's two nodes, events() goes on through the other when one is killed", async (t) => {
+  const pg = process.env.RUNCAST_TEST_PG; // set by tests/test_js.py, which starts a throwaway PostgreSQL
+  if (!pg) {
+    t.skip('no PostgreSQL: run through tests/test_js.py');
+    return;
+  }
+  const a = await serve('--db', pg, '--node-id', 'a', '--takeover-seconds', '1');
+  const b = await serve('--db', pg, '--node-id', 'b', '--takeover-seconds', '1');
+  const client = connect([a.url, b.url], { maxDelayMs: 200 });
+  const run = await client.start('count', { n: 40, delay: 0.05 });
+  const events = [];
+  for await (const event of client.events(run.run_id)) {
+    events.push(event);
+    if (events.length === 6) await a.kill();
+  }
+  assert.deepEqual(seqsOf(events), events.map((_, i) => i + 1));
+  assert.equal(events.at(-1).event, 'run_completed');
+});
+
+test('a token function refreshes the token before it expires, and the socket stays open', async () => {
+  const secret = 'k'.repeat(40);
+  const server = await serve('--auth-secret', secret);
+  const issued = [];
+  const token = () => {
+    const exp = Math.floor(Date.now() / 1000) + 32; // refreshed 30 s before: after about 2 s
+    issued.push(exp);
+    return jwt({ sub: 'alice', exp }, secret);
+  };
+  const client = connect(server.url, { token });
+  const run = await client.start('count', { n: 50, delay: 0.1 }); // 5 s: past the first token's refresh
+  const events = [];
+  for await (const event of client.events(run.run_id)) events.push(event);
+  assert.deepEqual(seqsOf(events), events.map((_, i) => i + 1));
+  assert.ok(issued.length >= 2, `the token was asked for ${issued.length} time(s)`);
+});

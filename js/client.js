@@ -17,6 +17,8 @@ export class RuncastError extends Error {
   }
 }
 
+const END = Symbol('end'); // what an Inbox gives once nothing more will come
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** When a JWT expires (seconds since the epoch), or null for another kind of token. */
@@ -51,6 +53,10 @@ class Inbox {
     this.wake();
   }
 
+  end() {
+    this.push(END);
+  }
+
   wake() {
     const waiting = this.waiting;
     this.waiting = null;
@@ -83,7 +89,7 @@ export class RuncastClient {
     this.ready = null; // a promise of the open, authenticated socket
     this.nextId = 1;
     this.pending = new Map(); // id -> {resolve, reject}
-    this.runs = new Map(); // run_id -> feed {after, onEvents, onReady}
+    this.runs = new Map(); // run_id -> the events() following it (a Set of RunFeed)
     this.watchers = new Set(); // runs feeds
     this.closed = false;
     this.attempt = 0;
@@ -178,7 +184,7 @@ export class RuncastClient {
 
   /** Every events() and watchRuns() of this client ends with `error`. */
   failAll(error) {
-    for (const feed of this.runs.values()) feed.inbox.fail(error);
+    for (const feeds of this.runs.values()) for (const feed of feeds) feed.inbox.fail(error);
     for (const watcher of this.watchers) watcher.inbox.fail(error);
   }
 
@@ -214,10 +220,10 @@ export class RuncastClient {
     }
     switch (frame.type) {
       case 'event':
-        this.runs.get(frame.run_id)?.take([frame]);
+        for (const feed of this.runs.get(frame.run_id) ?? []) feed.take([frame]);
         break;
       case 'events':
-        this.runs.get(frame.run_id)?.take(frame.events);
+        for (const feed of this.runs.get(frame.run_id) ?? []) feed.take(frame.events);
         break;
       case 'run_changed':
         for (const watcher of this.watchers) watcher.take(frame.run);
@@ -229,8 +235,31 @@ export class RuncastClient {
 
   /** After a (re)connect: every followed run from its last seq, every runs feed afresh. */
   resubscribe() {
-    for (const feed of this.runs.values()) feed.subscribe();
+    for (const runId of this.runs.keys()) this.subscribe(runId);
     for (const watcher of this.watchers) watcher.subscribe();
+  }
+
+  /**
+   * One subscription per run and connection (a second one replaces the first, on the
+   * server): from the smallest seq any events() of the run still wants. Each takes only the
+   * event right after its own last, so replays for another one are not repeated.
+   */
+  subscribe(runId) {
+    const wanting = [...(this.runs.get(runId) ?? [])].filter((feed) => feed.wants());
+    const ws = this.ws;
+    if (!ws) return;
+    if (wanting.length === 0) {
+      if (this.runs.has(runId)) this.send(ws, { type: 'unsubscribe', run_id: runId }).catch(() => {});
+      return;
+    }
+    const after = Math.min(...wanting.map((feed) => feed.last));
+    this.send(ws, { type: 'subscribe', run_id: runId, after, batch: true })
+      .then((reply) => {
+        for (const feed of wanting) feed.subscribed(reply.run);
+      })
+      .catch((error) => {
+        if (error.code !== 'disconnected') for (const feed of wanting) feed.inbox.fail(error);
+      });
   }
 
   close() {
@@ -279,93 +308,99 @@ export class RuncastClient {
    * Each event of the run with seq > `after`, exactly once and in order, up to and including
    * the terminal event; across dropped connections and server restarts it resubscribes from
    * the last seq it yielded. A slow consumer holds at most about HIGH_WATER events: past
-   * that the subscription pauses, and resumes from the store once the consumer catches up.
+   * that it stops taking them, and catches up from the store once it has read them.
+   * `signal` (an AbortSignal) ends it at once, wherever it waits.
    */
-  async *events(runId, { after = 0 } = {}) {
-    if (this.runs.has(runId)) throw new Error(`this client already follows run ${runId}`);
+  async *events(runId, { after = 0, signal = undefined } = {}) {
     const feed = new RunFeed(this, runId, after);
-    this.runs.set(runId, feed);
+    if (!this.runs.has(runId)) this.runs.set(runId, new Set());
+    this.runs.get(runId).add(feed);
+    const abort = () => feed.inbox.fail(new RuncastError('aborted', 'events() was aborted'));
+    signal?.addEventListener('abort', abort);
     try {
+      if (signal?.aborted) return;
       await this.connection();
-      feed.subscribe();
+      this.subscribe(runId);
       for (;;) {
         const event = await feed.inbox.next();
-        feed.consumed(event);
+        if (event === END) return;
+        feed.consumed();
         yield event;
         if (TERMINAL.has(event.event)) return;
       }
+    } catch (error) {
+      if (!signal?.aborted) throw error;
     } finally {
-      this.runs.delete(runId);
-      feed.stop();
+      signal?.removeEventListener('abort', abort);
+      const feeds = this.runs.get(runId);
+      feeds?.delete(feed);
+      if (feeds?.size === 0) {
+        this.runs.delete(runId);
+        if (!feed.done && this.ws) this.send(this.ws, { type: 'unsubscribe', run_id: runId }).catch(() => {});
+      }
     }
   }
 
   /** The matching runs that exist, then every change: a run only when its last_seq grew. */
-  async *watchRuns(filters = {}) {
+  async *watchRuns(filters = {}, { signal = undefined } = {}) {
     const watcher = new RunsWatcher(this, filters);
     this.watchers.add(watcher);
+    const abort = () => watcher.inbox.fail(new RuncastError('aborted', 'watchRuns() was aborted'));
+    signal?.addEventListener('abort', abort);
     try {
+      if (signal?.aborted) return;
       await this.connection();
       watcher.subscribe();
       for (;;) yield await watcher.inbox.next();
+    } catch (error) {
+      if (!signal?.aborted) throw error;
     } finally {
+      signal?.removeEventListener('abort', abort);
       this.watchers.delete(watcher);
       if (this.ws && this.watchers.size === 0) this.send(this.ws, { type: 'unsubscribe_runs' }).catch(() => {});
     }
   }
 }
 
-/** One run followed by events(): where it is, what waits to be read. */
+/** One events() of a run: where it is, and what waits to be read. */
 class RunFeed {
   constructor(client, runId, after) {
     this.client = client;
     this.runId = runId;
     this.last = after; // the last seq handed to the inbox
     this.inbox = new Inbox();
-    this.paused = false;
-    this.stopped = false;
-    this.done = false;
+    this.full = false; // its reader is behind: it takes nothing until it catches up
+    this.done = false; // its terminal event is in the inbox, or the run has nothing after `last`
   }
 
-  subscribe() {
-    if (this.stopped || this.done || this.paused || !this.client.ws) return;
-    const ws = this.client.ws;
-    this.client
-      .send(ws, { type: 'subscribe', run_id: this.runId, after: this.last, batch: true })
-      .then((reply) => {
-        if (FINISHED.has(reply.run.status) && reply.run.last_seq <= this.last) this.done = true;
-      })
-      .catch((error) => {
-        if (error.code !== 'disconnected') this.inbox.fail(error);
-      });
+  wants() {
+    return !this.done && !this.full;
+  }
+
+  subscribed(run) {
+    if (FINISHED.has(run.status) && run.last_seq <= this.last) {
+      this.done = true; // a finished run with nothing after `last`: nothing will come
+      this.inbox.end();
+    }
   }
 
   take(events) {
     for (const event of events) {
-      if (this.paused || event.seq !== this.last + 1) continue; // a repeat, or past a pause
+      if (!this.wants() || event.seq !== this.last + 1) continue; // a repeat, or past a pause
       this.last = event.seq;
       this.inbox.push(event);
       if (TERMINAL.has(event.event)) this.done = true;
     }
-    if (!this.done && this.inbox.items.length > HIGH_WATER) this.pause();
-  }
-
-  pause() {
-    this.paused = true;
-    if (this.client.ws) this.client.send(this.client.ws, { type: 'unsubscribe', run_id: this.runId }).catch(() => {});
-  }
-
-  consumed() {
-    if (this.paused && this.inbox.items.length < HIGH_WATER / 2) {
-      this.paused = false;
-      this.subscribe();
+    if (!this.done && !this.full && this.inbox.items.length > HIGH_WATER) {
+      this.full = true;
+      this.client.subscribe(this.runId); // without this one (unsubscribed if it was the last)
     }
   }
 
-  stop() {
-    this.stopped = true;
-    if (!this.done && this.client.ws) {
-      this.client.send(this.client.ws, { type: 'unsubscribe', run_id: this.runId }).catch(() => {});
+  consumed() {
+    if (this.full && this.inbox.items.length < HIGH_WATER / 2) {
+      this.full = false;
+      this.client.subscribe(this.runId); // from the store, where it left off
     }
   }
 }

@@ -104,3 +104,16 @@ export class RuncastClient {
   /** Close the connection; events() and watchRuns() end with a RuncastError `closed`. */
   close(): void;
 }
+
+/** A run as it is created, before any event (the server's rules: docs/protocol.md). */
+export function newRun(
+  runId: string,
+  workflow: string,
+  input: Json,
+  steps: string[],
+  createdAt: string | null,
+  owner?: string | null,
+): Run;
+/** Apply one event to a run's snapshot, in place; returns it. */
+export function fold(run: Run, event: RunEvent): Run;
+export function foldAll(run: Run, events: RunEvent[]): Run;

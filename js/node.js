@@ -10,3 +10,4 @@ export class RuncastClient extends Client {
 }
 
 export { RuncastError };
+export { fold, foldAll, newRun } from './fold.js';

@@ -1,7 +1,7 @@
 """How a run's events make its snapshot: `fold(run, event)`, the one place a run or a step
 changes status. Pure (no I/O, no clock: times come from the events) and free of the rest
 of runcast, so the engine, the Python client and the tests share it; the dashboard's copy
-(static/fold.js) is tested against the same cases. The rules, in words, are in
+(js/fold.js) is tested against the same cases. The rules, in words, are in
 docs/protocol.md ("How events make a snapshot").
 
 The engine never sets a status itself: it decides what happened, makes the event, folds it

@@ -10,7 +10,7 @@
 
 import { Asks } from './asks.js';
 import { el, show } from './dom.js';
-import { fold, newRun } from './fold.js';
+import { fold, newRun } from '/js/fold.js';
 import { FINISHED, elapsed, formatDuration, formatTime, formatValue } from './format.js';
 import { Waterfall } from './waterfall.js';
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from . import pg
 from .harness import OPEN_CLIENTS, ServerProcess
 from .pg import Postgres
+
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +118,17 @@ def postgres() -> Iterator[Postgres]:
 def pg_url(postgres: Postgres) -> str:
     """A fresh database on the session's PostgreSQL, for one test."""
     return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Node, with js/'s npm packages installed (ws, and esbuild, React and TypeScript for the
+    tests). In CI it must be there: make test installs it (make node)."""
+    found = shutil.which("node")
+    if found is None or shutil.which("npm") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no node or npm on PATH; in CI, make test must install them (make node)")
+        pytest.skip("Node is not installed")
+    if not (JS_DIR / "node_modules" / "esbuild").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR, check=True)
+    return found

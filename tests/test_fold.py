@@ -4,7 +4,7 @@ The property test makes random workflows (every kind of group, steps that retry,
 are skipped, ask, are refused, and loops), runs each on a real engine and SQLite file,
 answering what is asked, and checks that folding the stored events from the state a run
 is created in gives exactly the stored snapshot. The same cases, kept in
-tests/fold_cases.json, check the dashboard's static/fold.js (test_fold_js)."""
+tests/fold_cases.json, check the dashboard's js/fold.js (test_fold_js)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from server.settings import Settings
 from server.store.sqlite import SqliteStore
 
 CASES = Path(__file__).with_name("fold_cases.json")
-FOLD_JS = Path(__file__).parent.parent / "static" / "fold.js"
+FOLD_JS = Path(__file__).parent.parent / "js" / "fold.js"
 Tree = Any  # ("step", behaviour) | (group kind, [trees], choice)
 BEHAVIOURS = ("ok", "progress", "flaky", "fail", "fail_skipped", "ask", "confirm_yes", "confirm_no", "confirm_cancel")
 
@@ -235,7 +235,7 @@ def test_the_kept_cases_fold_to_their_snapshots() -> None:
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node is not installed")
 def test_the_dashboards_fold_agrees_after_every_event() -> None:
-    """static/fold.js folds each kept case event by event; after every event its state is
+    """js/fold.js folds each kept case event by event; after every event its state is
     the Python fold's."""
     script = f"""
         import {{ fold, newRun }} from {json.dumps(FOLD_JS.as_uri())};

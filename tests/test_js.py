@@ -5,28 +5,13 @@ for the cluster case. In CI, Node must be there (make test installs it)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .pg import Postgres
 
 JS = Path(__file__).resolve().parent.parent / "js"
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    found = shutil.which("node")
-    if found is None or shutil.which("npm") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no node or npm on PATH; in CI, make test must install them (make node)")
-        pytest.skip("Node is not installed")
-    if not (JS / "node_modules" / "ws").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS, check=True)
-    return found
 
 
 def test_the_javascript_client_against_real_servers(node: str, postgres: Postgres) -> None:
@@ -34,4 +19,18 @@ def test_the_javascript_client_against_real_servers(node: str, postgres: Postgre
     done = subprocess.run([node, "--test", "tests/"], cwd=JS, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     summary = done.stdout[-2000:]
-    assert "# fail 0" in summary and "# pass 7" in summary and "# skipped 0" in summary, summary
+    assert "# fail 0" in summary and "# pass 8" in summary and "# skipped 0" in summary, summary
+
+
+def test_the_type_declarations_describe_the_api(node: str) -> None:
+    """js/tests/typed-example.ts uses every call of the package; tsc --strict accepts it."""
+    tsc = JS / "node_modules" / ".bin" / "tsc"
+    flags = ["--noEmit", "--strict", "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext"]
+    done = subprocess.run(
+        [str(tsc), *flags, "--skipLibCheck", "tests/typed-example.ts"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

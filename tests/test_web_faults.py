@@ -172,7 +172,7 @@ async def test_sigterm_while_fast_runs_stream_closes_1001_exits_0_within_2s(tmp_
         for i, ws in enumerate(sockets):
             await ws.recv()  # welcome
             for j in range(5):
-                n, delay = (100_000, 0) if (i + j) % 2 else (2_000, 0.001)
+                n, delay = (10_000, 0) if (i + j) % 2 else (2_000, 0.001)
                 await ws.send(json.dumps({"type": "start", "workflow": "count", "input": {"n": n, "delay": delay}}))
                 while (reply := json.loads(await ws.recv()))["type"] != "started":
                     pass

@@ -32,6 +32,7 @@ from .origins import Origins, Sources
 log = logging.getLogger("runcast.app")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+JS_DIR = STATIC_DIR.parent / "js"  # the JavaScript client's own files: the dashboard imports them from /js/
 
 
 class Sockets:
@@ -124,6 +125,7 @@ def create_app(
         WebSocketRoute("/ws", sockets.endpoint),
         Route("/healthz", healthz),
         *api.routes(),
+        Mount("/js", StaticFiles(directory=JS_DIR), name="js"),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
     ]
     app = Starlette(

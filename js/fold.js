@@ -1,6 +1,7 @@
-// How a run's events make its snapshot: the rules of server/fold.py, written once for the
-// browser (docs/protocol.md, "How events make a snapshot"). tests/test_fold.py checks that
-// both folds agree after every event of the same recorded runs. Pure: no DOM, no clock.
+// How a run's events make its snapshot: the rules of server/fold.py, written once for
+// JavaScript (docs/protocol.md, "How events make a snapshot"): runcast-client's useRun and
+// the dashboard (which imports it from /js/) fold with it. tests/test_fold.py checks that both
+// folds agree after every event of the same recorded runs. Pure: no DOM, no clock.
 
 const LIVE_STEP = new Set(['running', 'waiting']);
 

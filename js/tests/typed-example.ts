@@ -1,0 +1,30 @@
+// Type-checked by tests/test_js.py (tsc --noEmit --strict): the declarations describe the API.
+import { RuncastClient, RuncastError, fold, newRun, type Run, type RunEvent } from '../index.js';
+import { useRun, useRuns } from '../react.js';
+
+export async function follow(url: string): Promise<number[]> {
+  const client = new RuncastClient([url], { token: async () => 'token', maxDelayMs: 1000 });
+  const run: Run = await client.start('count', { n: 3 }, { runId: 'r1', priority: 1 });
+  const seqs: number[] = [];
+  let folded = newRun(run.run_id, run.workflow, run.input, [], run.created_at);
+  for await (const event of client.events(run.run_id, { after: 0 })) {
+    const e: RunEvent = event;
+    folded = fold(folded, e);
+    seqs.push(e.seq);
+  }
+  try {
+    await client.poll('missing');
+  } catch (error) {
+    if (error instanceof RuncastError) console.log(error.code);
+  }
+  const { runs, next } = await client.listRuns({ workflow: 'count', limit: 10 });
+  for await (const changed of client.watchRuns({ status: 'running' })) console.log(changed.last_seq, runs.length, next);
+  client.close();
+  return seqs;
+}
+
+export function hooks(client: RuncastClient): string | null {
+  const { run, events, status, waitingFor, error } = useRun(client, 'r1');
+  const { runs } = useRuns(client, { workflow: 'count' });
+  return status ?? run?.status ?? String(events.length + waitingFor.length + runs.length) + String(error);
+}

@@ -4,7 +4,7 @@
     .venv/bin/python bench/all.py --quick    # smoke check: about 70 s
     .venv/bin/python bench/all.py --only runs,stream --profile /tmp/profiles
 
-Each script also runs alone (bench/runs.py, stream.py, fanout.py, conns.py, cluster.py, loop.py, auth.py,
+Each script also runs alone (bench/runs.py, stream.py, fanout.py, conns.py, cluster.py, loop.py, auth.py, js.py,
 same flags). Every figure is measured next to its baseline in the same run, and the number to read is the
 ratio: this machine is shared and noisy. Each script runs in its own process; whatever it
 started is stopped, and its temp files removed, even when it fails or is interrupted.
@@ -33,7 +33,7 @@ from common import (
     met_text,
 )
 
-SCRIPTS = ("runs", "stream", "fanout", "conns", "cluster", "loop", "auth")
+SCRIPTS = ("runs", "stream", "fanout", "conns", "cluster", "loop", "auth", "js")
 
 
 def describe_tree() -> str:

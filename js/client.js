@@ -4,7 +4,7 @@
 
 const TERMINAL = new Set(['run_completed', 'run_failed', 'run_cancelled']);
 const FINISHED = new Set(['completed', 'failed', 'cancelled']);
-const HIGH_WATER = 1000; // events held for a slow consumer before the subscription pauses
+const HIGH_WATER = 10_000; // events held for a slow consumer before the subscription pauses
 const REFRESH_BEFORE = 30; // seconds before a signed token's `exp` that a fresh one is asked for
 
 /** An error of the contract: `code` is its error code (`run_not_found`, `unauthorized`, ...). */
@@ -39,8 +39,13 @@ function expiryOf(token) {
 class Inbox {
   constructor() {
     this.items = [];
+    this.head = 0; // items before it have been read (shift() would copy the rest each time)
     this.waiting = null;
     this.failure = null;
+  }
+
+  get size() {
+    return this.items.length - this.head;
   }
 
   push(item) {
@@ -64,13 +69,18 @@ class Inbox {
   }
 
   async next() {
-    while (this.items.length === 0) {
+    while (this.size === 0) {
       if (this.failure) throw this.failure;
       await new Promise((resolve) => {
         this.waiting = resolve;
       });
     }
-    return this.items.shift();
+    const item = this.items[this.head++];
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
   }
 }
 
@@ -391,14 +401,14 @@ class RunFeed {
       this.inbox.push(event);
       if (TERMINAL.has(event.event)) this.done = true;
     }
-    if (!this.done && !this.full && this.inbox.items.length > HIGH_WATER) {
+    if (!this.done && !this.full && this.inbox.size > HIGH_WATER) {
       this.full = true;
       this.client.subscribe(this.runId); // without this one (unsubscribed if it was the last)
     }
   }
 
   consumed() {
-    if (this.full && this.inbox.items.length < HIGH_WATER / 2) {
+    if (this.full && this.inbox.size < HIGH_WATER / 2) {
       this.full = false;
       this.client.subscribe(this.runId); // from the store, where it left off
     }

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .harness import ServerProcess
 from .pg import Postgres
 
 JS = Path(__file__).resolve().parent.parent / "js"
@@ -34,3 +35,35 @@ def test_the_type_declarations_describe_the_api(node: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
+def test_npm_pack_makes_a_package_a_new_project_can_use(node: str, tmp_path: Path) -> None:
+    """The README's Node quick start, as a new user runs it: npm pack, npm install the
+    tarball in an empty project, import `runcast-client`, start a run and read its events."""
+    packed = subprocess.run(
+        ["npm", "pack", "--pack-destination", str(tmp_path), "--loglevel=error"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tarball = tmp_path / packed.stdout.strip().splitlines()[-1]
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "app", "private": true, "type": "module"}')
+    install = ["npm", "install", str(tarball), "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"]
+    subprocess.run(install, cwd=app, check=True, timeout=120)
+    quick_start = """
+        import { RuncastClient } from "runcast-client";
+        const client = new RuncastClient(process.argv[1]);
+        const run = await client.start("count", { n: 5 });
+        for await (const event of client.events(run.run_id)) console.log(event.seq, event.event);
+        client.close();
+    """
+    with ServerProcess(tmp_path / "pack.db") as server:
+        done = subprocess.run(
+            [node, "--input-type=module", "-e", quick_start, server.url], cwd=app, capture_output=True, text=True
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "1 run_started" and lines[-1].endswith("run_completed"), lines

@@ -123,11 +123,12 @@ class Stored:
             setattr(store, name, self._spy(getattr(store, name)))
 
     def _spy(self, queue: Any) -> Any:
-        def spied(run_id: str, event: str, step: str | None, data: Any, state: Any = None, ts: Any = None) -> Any:
+        def spied(run_id: str, event: str, step: str | None, data: Any, *more: Any, **named: Any) -> Any:
             seq = self.count[run_id] = self.count.get(run_id, 0) + 1
+            state = more[0] if more else named.get("state")
             if state is not None:
                 self.states.setdefault(run_id, []).append((seq, json.loads(json.dumps({**state, "last_seq": seq}))))
-            return queue(run_id, event, step, data, state, ts)
+            return queue(run_id, event, step, data, *more, **named)
 
         return spied
 

@@ -194,18 +194,12 @@ class Store:
         self._push(_Op(run_id, event, step, data, state, future, ts=ts))
         return future
 
-    def emit(
-        self,
-        run_id: str,
-        event: str,
-        step: str | None,
-        data: Any,
-        state: dict[str, Any] | None = None,
-        ts: str | None = None,
-    ) -> None:
-        """Queue an event with no future to tell its commit: the cheap way for the many
-        events nobody waits for (subscribers hear of them after the commit anyway)."""
-        self._push(_Op(run_id, event, step, data, state, ts=ts))
+    def emit(self, run_id: str, event: str, step: str | None, data: Any) -> None:
+        """Queue an event that changes no state, with no future to tell its commit: the cheap
+        way for the many events nobody waits for (streamed text, progress, tool calls);
+        subscribers hear of them after the commit anyway. A change of state goes through
+        `append_nowait` with the state it makes (engine/runs.record)."""
+        self._push(_Op(run_id, event, step, data))
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (including a batch in flight)."""

@@ -688,6 +688,7 @@ async def test_max_running_keeps_the_next_run_pending(env: Env) -> None:
     for _ in range(20):  # give b every chance to start if the limit were broken
         await asyncio.sleep(0)
     assert not started["b"].is_set()
+    await store.flush()  # a's `running` is committed (reads see only what is)
     b_now = await store.get_run(b["run_id"])
     assert b_now is not None and b_now["status"] == "pending"
     assert await store.read_events(b["run_id"], 0, 10) == []

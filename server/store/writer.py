@@ -245,6 +245,10 @@ class Store:
             if len(self._ops) < HIGH_WATER // 2:
                 self._drained.set()
             await self._write_batch(ops)
+            # Let the tasks this commit woke run before the next batch is taken: what they
+            # write at once (an awaited start's next start, a new run's first event) joins
+            # it, instead of waiting a whole commit behind a batch that just missed it.
+            await asyncio.sleep(0)
         self._drained.set()
 
     async def _write_batch(self, ops: list[_Op]) -> None:

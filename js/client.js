@@ -6,6 +6,8 @@ const TERMINAL = new Set(['run_completed', 'run_failed', 'run_cancelled']);
 const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 const HIGH_WATER = 10_000; // events held for a slow consumer before the subscription pauses
 const REFRESH_BEFORE = 30; // seconds before a signed token's `exp` that a fresh one is asked for
+const PING_EVERY_MS = 20_000; // a silent half-open connection is only noticed by writing to it
+const PONG_WITHIN_MS = 10_000;
 
 /** An error of the contract: `code` is its error code (`run_not_found`, `unauthorized`, ...). */
 export class RuncastError extends Error {
@@ -87,7 +89,7 @@ class Inbox {
 export class RuncastClient {
   /**
    * @param {string | string[]} urls `ws://host:port/ws`, or several (a cluster's nodes, tried in order)
-   * @param {{token?: string | (() => Promise<string> | string), WebSocket?: any, maxDelayMs?: number}} options
+   * @param {import('./index.js').ClientOptions} options
    */
   constructor(urls, options = {}) {
     this.urls = Array.isArray(urls) ? urls : [urls];
@@ -95,37 +97,74 @@ export class RuncastClient {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) throw new Error('no WebSocket: pass options.WebSocket (in Node: the `ws` package)');
     this.maxDelayMs = options.maxDelayMs ?? 5000;
+    this.onState = options.onState ?? null;
+    this.onAuthNeeded = options.onAuthNeeded ?? null;
+    this.onRunChanged = options.onRunChanged ?? null;
     this.ws = null;
     this.ready = null; // a promise of the open, authenticated socket
+    this.connected = false; // welcomed, and authenticated if there is a token
     this.nextId = 1;
     this.pending = new Map(); // id -> {resolve, reject}
     this.runs = new Map(); // run_id -> the events() following it (a Set of RunFeed)
     this.watchers = new Set(); // runs feeds
     this.closed = false;
+    this.persistent = false; // connect() was called: stay connected even when nothing is followed
+    this.dialing = false; // a dial loop is under way: it sees its own socket's failures
+    this.everConnected = false;
     this.attempt = 0;
     this.refreshTimer = null;
+    this.pingTimer = null;
+    this.wake = null; // ends the current backoff wait early (retryNow)
+    this.tokenGiven = null; // resolves a wait for setToken() (with onAuthNeeded)
+    this.online = () => this.retryNow();
+    globalThis.addEventListener?.('online', this.online);
   }
 
   // ---- the connection ------------------------------------------------------------------
 
+  /** Connect now and stay connected (reconnecting as needed) until close(), even while
+   * nothing is followed: for pages that show whether they are connected. */
+  connect() {
+    this.persistent = true;
+    return this.connection();
+  }
+
   /** The open socket, connecting (and reconnecting, with backoff over the URLs) as needed. */
   connection() {
     if (this.closed) return Promise.reject(new RuncastError('closed', 'the client is closed'));
-    this.ready ??= this.connect();
+    this.ready ??= this.dial();
     return this.ready;
   }
 
-  async connect() {
+  state(name, detail = {}) {
+    this.onState?.(name, detail);
+  }
+
+  async dial() {
+    this.dialing = true;
+    try {
+      return await this.dialLoop();
+    } finally {
+      this.dialing = false;
+    }
+  }
+
+  async dialLoop() {
     for (;;) {
       const url = this.urls[this.attempt % this.urls.length];
+      this.state(this.everConnected ? 'reconnecting' : 'connecting');
+      let ws = null;
       try {
-        const ws = await this.open(url);
+        ws = await this.openSocket(url);
         this.attempt = 0;
         await this.authenticate(ws);
-        this.resubscribe();
-        return ws;
       } catch (error) {
         if (error instanceof RuncastError && error.code === 'unauthorized') {
+          if (ws) this.discard(ws);
+          if (this.onAuthNeeded) {
+            await this.tokenNeeded('That token was not accepted.');
+            continue;
+          }
           this.ready = null;
           this.failAll(error); // a refused token: nobody waits for a connection that cannot be
           throw error;
@@ -133,12 +172,79 @@ export class RuncastClient {
         if (this.closed) throw new RuncastError('closed', 'the client is closed');
         this.attempt += 1;
         const full = Math.min(this.maxDelayMs, 100 * 2 ** Math.min(this.attempt, 10));
-        await sleep(this.attempt % this.urls.length === 0 ? full / 2 + Math.random() * (full / 2) : 0);
+        const delayMs = this.attempt % this.urls.length === 0 ? full / 2 + Math.random() * (full / 2) : 0;
+        if (delayMs > 0) this.state('reconnecting', { delayMs });
+        await new Promise((resolve) => {
+          this.wake = resolve;
+          setTimeout(resolve, delayMs);
+        });
+        this.wake = null;
+        continue;
       }
+      this.usable(ws);
+      return ws;
     }
   }
 
-  open(url) {
+  /** The connection may be used: say so, keep it alive, follow again what was followed. */
+  usable(ws) {
+    this.connected = true;
+    this.everConnected = true;
+    this.startPings(ws);
+    this.state('connected');
+    this.resubscribe();
+  }
+
+  /** Stop using a socket (without it counting as a drop). */
+  discard(ws) {
+    if (this.ws === ws) this.ws = null;
+    ws.close();
+  }
+
+  /** With onAuthNeeded: say a token is needed, and wait for setToken(). */
+  tokenNeeded(message) {
+    this.connected = false;
+    this.state('token', { message });
+    const given = new Promise((resolve) => {
+      this.tokenGiven = resolve;
+    });
+    this.onAuthNeeded(message);
+    return given;
+  }
+
+  /**
+   * Use this token (a string, or a function giving one) from now on: the open connection is
+   * authenticated with it at once, or the client reconnects now.
+   */
+  setToken(token) {
+    this.token = token;
+    const given = this.tokenGiven;
+    this.tokenGiven = null;
+    if (given) given();
+    else if (this.ws) this.reauthenticate(this.ws);
+    else this.retryNow();
+  }
+
+  async reauthenticate(ws) {
+    try {
+      await this.authenticate(ws);
+      if (this.ws === ws) this.usable(ws);
+    } catch (error) {
+      if (error.code !== 'unauthorized' || this.ws !== ws) return;
+      if (this.onAuthNeeded) await this.tokenNeeded('That token was not accepted.');
+      else this.failAll(error);
+      if (this.ws === ws) this.reauthenticate(ws);
+    }
+  }
+
+  /** Skip the rest of a wait before reconnecting (the network came back). */
+  retryNow() {
+    this.attempt = 0;
+    if (this.wake) this.wake();
+    else if (!this.ws && !this.closed && this.persistent) this.connection().catch(() => {});
+  }
+
+  openSocket(url) {
     return new Promise((resolve, reject) => {
       const ws = new this.WebSocket(url);
       let welcomed = false;
@@ -181,15 +287,32 @@ export class RuncastClient {
     if (this.ws === ws && !this.closed) await this.authenticate(ws).catch(() => {});
   }
 
+  /** A ping now and then; a socket that does not answer within PONG_WITHIN_MS is closed. */
+  startPings(ws) {
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => {
+      if (this.ws !== ws) return;
+      const timer = setTimeout(() => ws.close(), PONG_WITHIN_MS);
+      this.send(ws, { type: 'ping' })
+        .catch(() => {}) // a lost connection is handled by `dropped`
+        .finally(() => clearTimeout(timer));
+    }, PING_EVERY_MS);
+    this.pingTimer.unref?.();
+  }
+
   dropped(ws, event) {
     if (this.ws !== ws) return;
     this.ws = null;
-    this.ready = null;
+    this.connected = false;
     clearTimeout(this.refreshTimer);
+    clearInterval(this.pingTimer);
     const error = new RuncastError('disconnected', `the connection closed (${event.code})`);
     for (const { reject } of this.pending.values()) reject(error);
     this.pending.clear();
-    if (!this.closed && (this.runs.size > 0 || this.watchers.size > 0)) this.connection().catch(() => {});
+    if (this.dialing || this.closed) return; // a dial under way tries again by itself
+    this.ready = null;
+    if (this.persistent || this.runs.size > 0 || this.watchers.size > 0) this.connection().catch(() => {});
+    else this.state('disconnected');
   }
 
   /** Every events() and watchRuns() of this client ends with `error`. */
@@ -202,7 +325,7 @@ export class RuncastClient {
   send(ws, message) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, type: message.type });
       ws.send(JSON.stringify({ ...message, id }));
     });
   }
@@ -222,10 +345,14 @@ export class RuncastClient {
 
   receive(frame) {
     if (frame.id !== undefined && this.pending.has(frame.id)) {
-      const { resolve, reject } = this.pending.get(frame.id);
+      const { resolve, reject, type } = this.pending.get(frame.id);
       this.pending.delete(frame.id);
-      if (frame.type === 'error') reject(new RuncastError(frame.code, frame.message, frame.retry_after));
-      else resolve(frame);
+      if (frame.type === 'error') {
+        reject(new RuncastError(frame.code, frame.message, frame.retry_after));
+        if (frame.code === 'unauthorized' && type !== 'auth') this.refused();
+      } else {
+        resolve(frame);
+      }
       return;
     }
     switch (frame.type) {
@@ -237,10 +364,20 @@ export class RuncastClient {
         break;
       case 'run_changed':
         for (const watcher of this.watchers) watcher.take(frame.run);
+        this.onRunChanged?.(frame.run);
         break;
       default:
         break; // a newer server's frame: ignored, as the contract says
     }
+  }
+
+  /** A request was refused for want of a token: with onAuthNeeded, ask for one (once). */
+  refused() {
+    if (!this.onAuthNeeded || this.tokenGiven || !this.connected) return;
+    this.tokenNeeded(this.token ? 'That token was not accepted.' : 'This server needs a token.').then(() => {
+      if (this.ws) this.reauthenticate(this.ws);
+      else this.retryNow();
+    });
   }
 
   /** After a (re)connect: every followed run from its last seq, every runs feed afresh. */
@@ -268,13 +405,19 @@ export class RuncastClient {
         for (const feed of wanting) feed.subscribed(reply.run);
       })
       .catch((error) => {
-        if (error.code !== 'disconnected') for (const feed of wanting) feed.inbox.fail(error);
+        if (error.code === 'disconnected') return; // followed again once reconnected
+        if (error.code === 'unauthorized' && this.onAuthNeeded) return; // and once a token is given
+        for (const feed of wanting) feed.inbox.fail(error);
       });
   }
 
   close() {
     this.closed = true;
+    this.connected = false;
     clearTimeout(this.refreshTimer);
+    clearInterval(this.pingTimer);
+    globalThis.removeEventListener?.('online', this.online);
+    this.wake?.();
     this.failAll(new RuncastError('closed', 'the client is closed'));
     this.ws?.close();
     this.ws = null;
@@ -321,8 +464,8 @@ export class RuncastClient {
    * that it stops taking them, and catches up from the store once it has read them.
    * `signal` (an AbortSignal) ends it at once, wherever it waits.
    */
-  async *events(runId, { after = 0, signal = undefined } = {}) {
-    const feed = new RunFeed(this, runId, after);
+  async *events(runId, { after = 0, signal = undefined, onSnapshot = undefined } = {}) {
+    const feed = new RunFeed(this, runId, after, onSnapshot);
     if (!this.runs.has(runId)) this.runs.set(runId, new Set());
     this.runs.get(runId).add(feed);
     const abort = () => feed.inbox.fail(new RuncastError('aborted', 'events() was aborted'));
@@ -374,9 +517,10 @@ export class RuncastClient {
 
 /** One events() of a run: where it is, and what waits to be read. */
 class RunFeed {
-  constructor(client, runId, after) {
+  constructor(client, runId, after, onSnapshot) {
     this.client = client;
     this.runId = runId;
+    this.onSnapshot = onSnapshot; // called with the run's snapshot on each (re)subscription
     this.last = after; // the last seq handed to the inbox
     this.inbox = new Inbox();
     this.full = false; // its reader is behind: it takes nothing until it catches up
@@ -388,6 +532,7 @@ class RunFeed {
   }
 
   subscribed(run) {
+    this.onSnapshot?.(run);
     if (FINISHED.has(run.status) && run.last_seq <= this.last) {
       this.done = true; // a finished run with nothing after `last`: nothing will come
       this.inbox.end();
@@ -442,7 +587,9 @@ class RunsWatcher {
         before = page.next ?? undefined;
       } while (before !== undefined);
     } catch (error) {
-      if (error.code !== 'disconnected') this.inbox.fail(error);
+      if (error.code === 'disconnected') return;
+      if (error.code === 'unauthorized' && this.client.onAuthNeeded) return;
+      this.inbox.fail(error);
     }
   }
 }

@@ -79,6 +79,26 @@ export interface ClientOptions {
   WebSocket?: unknown;
   /** The longest wait between reconnect attempts, in ms (default 5000). */
   maxDelayMs?: number;
+  /** Told of the connection: `connecting`, `connected`, `reconnecting` (`detail.delayMs`: the
+   * wait before the next attempt), `token` (waiting for setToken(); `detail.message`),
+   * `disconnected` (dropped while nothing was followed; the next call reconnects). */
+  onState?: (state: ConnectionState, detail: { delayMs?: number; message?: string }) => void;
+  /** Given, a refused or missing token does not fail anything: this is called (with what to
+   * tell the user) and the client waits for setToken(), then carries on where it was. */
+  onAuthNeeded?: (message: string) => void;
+  /** Each `run_changed` frame of a runs feed this connection subscribed to with request(). */
+  onRunChanged?: (run: Run) => void;
+}
+
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'token' | 'disconnected';
+
+export interface EventsOptions {
+  /** Yield events with seq > after (default 0: all of them). */
+  after?: number;
+  /** Ends the iteration at once, wherever it waits. */
+  signal?: AbortSignal;
+  /** Called with the run's snapshot each time the subscription is made (and remade after a reconnect). */
+  onSnapshot?: (run: Run) => void;
 }
 
 /** An error of the contract: `code` is its error code (`run_not_found`, `unauthorized`, ...). */
@@ -93,14 +113,23 @@ export class RuncastClient {
   /** Start a run; the snapshot (subscribes to nothing: see events()). */
   start(workflow: string, input?: Json, options?: StartOptions): Promise<Run>;
   /** Each event with seq > after, exactly once, in order, up to and including the terminal event. */
-  events(runId: string, options?: { after?: number }): AsyncGenerator<RunEvent, void, undefined>;
+  events(runId: string, options?: EventsOptions): AsyncGenerator<RunEvent, void, undefined>;
   poll(runId: string): Promise<Run>;
   cancel(runId: string): Promise<Run>;
   respond(runId: string, requestId: string, value: Json): Promise<Run>;
   listWorkflows(): Promise<Workflow[]>;
   listRuns(filters?: RunFilters & { limit?: number; before?: string }): Promise<{ runs: Run[]; next: string | null }>;
   /** The matching runs that exist, then every change (a run only when its last_seq grew). */
-  watchRuns(filters?: RunFilters): AsyncGenerator<Run, void, undefined>;
+  watchRuns(filters?: RunFilters, options?: { signal?: AbortSignal }): AsyncGenerator<Run, void, undefined>;
+  /** Any message of the contract (its `id` is added); the reply, or a RuncastError.
+   * `rate_limited` is waited out; a request lost with its connection is sent again (but `start`). */
+  request<T = { type: string; [field: string]: unknown }>(message: { type: string; [field: string]: unknown }): Promise<T>;
+  /** Connect now and stay connected (reconnecting as needed) until close(). */
+  connect(): Promise<unknown>;
+  /** Use this token from now on: the open connection is authenticated with it, or the client reconnects now. */
+  setToken(token: string | (() => string | Promise<string>)): void;
+  /** Welcomed, and authenticated when there is a token. */
+  readonly connected: boolean;
   /** Close the connection; events() and watchRuns() end with a RuncastError `closed`. */
   close(): void;
 }

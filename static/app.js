@@ -1,19 +1,19 @@
-// The dashboard's entry point: wires the socket, the shared run feeds, the views and the router.
+// The dashboard's entry point: wires the client (the runcast-client package, as any web app
+// would use it), the views and the router.
 //
 //   #/               runs table          (runs.js)
 //   #/workflows      workflows and the start form (workflows.js)
 //   #/runs/<run_id>  one run, live       (run.js)
 
+import { RuncastClient } from '/js/client.js';
 import { show } from './dom.js';
-import { Feeds } from './feeds.js';
 import { RunView } from './run.js';
 import { RunsView } from './runs.js';
-import { Socket, signedInAs, socketUrl, takeTokenFromAddress } from './socket.js';
+import { forgetToken, keepToken, signedInAs, socketUrl, storedToken, takeTokenFromAddress } from './session.js';
 import { WorkflowsView } from './workflows.js';
 
 const announcer = document.getElementById('announcer');
 const connection = document.getElementById('connection');
-const notice = document.getElementById('notice');
 const authForm = document.getElementById('auth-form');
 const authMessage = document.getElementById('auth-message');
 const authToken = document.getElementById('auth-token');
@@ -55,38 +55,36 @@ function showConnection(state, detail) {
   }
 }
 
-const socket = new Socket(socketUrl(), {
-  onState: showConnection,
-  onReady() {
-    const who = signedInAs();
-    identity.textContent = who === null ? '' : `Signed in as ${who}`;
-    show(identity, who !== null);
-    show(authForm, false);
-    show(notice, false);
-    feeds.resume();
-    workflowsView.load();
-    runsView.connected();
+/** Connected again (or for the first time): who we are, and every view afresh. */
+function ready() {
+  const who = signedInAs();
+  identity.textContent = who === null ? '' : `Signed in as ${who}`;
+  show(identity, who !== null);
+  show(authForm, false);
+  workflowsView.load();
+  runsView.connected();
+}
+
+const client = new RuncastClient(socketUrl(), {
+  token: storedToken,
+  onState(state, detail) {
+    showConnection(state, detail);
+    if (state === 'connected') ready();
   },
-  onEvents: (runId, events) => feeds.receive(runId, events),
-  onRunChanged: (run) => runsView.changed(run),
   onAuthNeeded(message) {
+    forgetToken();
     authMessage.textContent = message;
-    showConnection('token', {});
     if (authForm.hidden) {
       show(authForm, true);
       authToken.focus();
     }
   },
-  onNotice(message) {
-    notice.textContent = message;
-    show(notice, true);
-  },
+  onRunChanged: (run) => runsView.changed(run),
 });
-const feeds = new Feeds(socket);
-const runView = new RunView({ socket, feeds, announce });
-const runsView = new RunsView({ socket, announce });
+const runView = new RunView({ client, announce });
+const runsView = new RunsView({ client, announce });
 const workflowsView = new WorkflowsView({
-  socket,
+  client,
   announce,
   onStarted: (run) => {
     location.hash = `#/runs/${encodeURIComponent(run.run_id)}`;
@@ -100,7 +98,8 @@ authForm.addEventListener('submit', (e) => {
   if (!token) return;
   authMessage.textContent = 'Checking the token…';
   authToken.value = '';
-  socket.setToken(token);
+  keepToken(token);
+  client.setToken(storedToken);
 });
 
 const views = {
@@ -144,4 +143,4 @@ function route(focus) {
 
 window.addEventListener('hashchange', () => route(true));
 route(false);
-socket.start();
+client.connect();

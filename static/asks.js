@@ -10,9 +10,9 @@ import { el, show } from './dom.js';
 import { FieldError, buildAnswer, widgetKind } from './schemaform.js';
 
 export class Asks {
-  constructor({ root, socket, announce }) {
+  constructor({ root, client, announce }) {
     this.root = root;
-    this.socket = socket;
+    this.client = client;
     this.announce = announce;
     this.runId = null;
     this.forms = new Map(); // request_id -> {form, field, buttons, error, status, sending}
@@ -107,7 +107,7 @@ export class Asks {
     entry.sending = true;
     for (const button of entry.buttons) button.disabled = true;
     entry.status.textContent = 'Sending…';
-    this.socket
+    this.client
       .request({ type: 'respond', run_id: runId, request_id: requestId, value })
       .then(() => {
         if (runId !== this.runId) return;

@@ -53,12 +53,11 @@ function newStep(name, index) {
 }
 
 export class RunView {
-  constructor({ socket, feeds, announce }) {
-    this.socket = socket;
-    this.feeds = feeds;
+  constructor({ client, announce }) {
+    this.client = client;
     this.announce = announce;
     this.runId = null;
-    this.listener = null;
+    this.following = null; // aborts the events() of the open run
     this.frame = 0;
     this.warned = new Set(); // unknown event names already reported in the console
     this.root = document.getElementById('view-run');
@@ -68,7 +67,7 @@ export class RunView {
     this.message = document.getElementById('run-message');
     this.otherList = document.getElementById('run-other-events');
     this.waterfall = new Waterfall(document.getElementById('waterfall'));
-    this.asks = new Asks({ root: document.getElementById('run-asks'), socket, announce });
+    this.asks = new Asks({ root: document.getElementById('run-asks'), client, announce });
     this.cancelButton.addEventListener('click', () => this.cancel());
     // Durations of running steps and the waterfall's running bars grow: repaint once a second.
     setInterval(() => {
@@ -128,17 +127,25 @@ export class RunView {
     this.close();
     this.reset(runId);
     document.getElementById('run-id').textContent = runId;
-    this.listener = this.feeds.watch(runId, 0, {
-      onEvents: (events) => this.apply(events),
-      onSnapshot: (run) => this.snapshot(run),
-      onError: (err) => this.setMessage(err.code === 'run_not_found' ? `There is no run with id ${runId}.` : err.message),
-    });
+    this.following = new AbortController();
+    this.stream(runId, this.following.signal);
     this.schedule();
   }
 
+  /** Every event of the run from seq 1, once each, across reconnects (the package's events()). */
+  async stream(runId, signal) {
+    try {
+      const events = this.client.events(runId, { signal, onSnapshot: (run) => this.snapshot(run) });
+      for await (const event of events) this.apply([event]);
+    } catch (err) {
+      if (signal.aborted) return;
+      this.setMessage(err.code === 'run_not_found' ? `There is no run with id ${runId}.` : err.message);
+    }
+  }
+
   close() {
-    if (this.listener) this.feeds.unwatch(this.listener);
-    this.listener = null;
+    this.following?.abort();
+    this.following = null;
     this.runId = null;
     cancelAnimationFrame(this.frame);
     this.frame = 0;
@@ -385,7 +392,7 @@ export class RunView {
     this.cancelling = true;
     this.model.runDirty = true;
     this.schedule();
-    this.socket
+    this.client
       .request({ type: 'cancel', run_id: runId })
       .then(() => this.announce(`Cancelling run ${runId}`))
       .catch((err) => {

@@ -35,8 +35,8 @@ function newer(a, b) {
 }
 
 export class RunsView {
-  constructor({ socket, announce }) {
-    this.socket = socket;
+  constructor({ client, announce }) {
+    this.client = client;
     this.announce = announce;
     this.cursors = []; // `before` cursors of the pages above this one; empty on the first page
     this.next = null;
@@ -123,8 +123,8 @@ export class RunsView {
     if (visible) return; // the router calls load()
     this.generation++;
     this.crossing = null;
-    if (this.feedWorkflow !== null && this.socket.usable) {
-      this.socket.request({ type: 'unsubscribe_runs' }).catch(() => {}); // best effort
+    if (this.feedWorkflow !== null && this.client.connected) {
+      this.client.request({ type: 'unsubscribe_runs' }).catch(() => {}); // best effort
     }
     this.feedWorkflow = null;
   }
@@ -148,7 +148,7 @@ export class RunsView {
 
   /** Subscribe first, then list (the contract's order), and merge what crossed the listing. */
   load() {
-    if (!this.visible || !this.socket.usable) return; // connected() lists again
+    if (!this.visible || !this.client.connected) return; // connected() lists again
     const generation = ++this.generation;
     const workflow = this.workflowFilter.value;
     this.crossing = [];
@@ -158,7 +158,7 @@ export class RunsView {
     if (this.statusFilter.value) page.status = this.statusFilter.value;
     if (this.cursors.length > 0) page.before = this.cursors[this.cursors.length - 1];
     this.subscribeFeed(workflow)
-      .then(() => Promise.all([this.socket.request(page), this.socket.request(recent)]))
+      .then(() => Promise.all([this.client.request(page), this.client.request(recent)]))
       .then(([pageReply, recentReply]) => {
         if (generation !== this.generation || !this.visible) return;
         show(this.error, false);
@@ -183,7 +183,7 @@ export class RunsView {
     if (this.feedWorkflow === workflow) return Promise.resolve();
     const message = { type: 'subscribe_runs' };
     if (workflow) message.workflow = workflow;
-    return this.socket.request(message).then(() => {
+    return this.client.request(message).then(() => {
       this.feedWorkflow = workflow; // a second subscribe_runs replaces the filters
     });
   }

@@ -18,8 +18,8 @@ function exampleFor(name) {
 
 export class WorkflowsView {
   /** onStarted(run): a run was started from the form; onWorkflows(list): the list arrived. */
-  constructor({ socket, announce, onStarted, onWorkflows }) {
-    this.socket = socket;
+  constructor({ client, announce, onStarted, onWorkflows }) {
+    this.client = client;
     this.announce = announce;
     this.onStarted = onStarted;
     this.onWorkflows = onWorkflows;
@@ -53,7 +53,7 @@ export class WorkflowsView {
   }
 
   load() {
-    this.socket
+    this.client
       .request({ type: 'list_workflows' })
       .then((reply) => {
         show(this.listError, false);
@@ -140,7 +140,7 @@ export class WorkflowsView {
     this.button.disabled = true;
     this.button.textContent = 'Starting…';
     // subscribe: false — the run view subscribes itself, from seq 0, like for any other run.
-    this.socket
+    this.client
       .request({ type: 'start', workflow, input, subscribe: false })
       .then((reply) => {
         this.announce(`Started ${workflow} run ${reply.run.run_id}`);

@@ -20,7 +20,7 @@ def test_the_javascript_client_against_real_servers(node: str, postgres: Postgre
     done = subprocess.run([node, "--test", "tests/"], cwd=JS, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     summary = done.stdout[-2000:]
-    assert "# fail 0" in summary and "# pass 8" in summary and "# skipped 0" in summary, summary
+    assert "# fail 0" in summary and "# pass 9" in summary and "# skipped 0" in summary, summary
 
 
 def test_the_type_declarations_describe_the_api(node: str) -> None:
@@ -67,3 +67,14 @@ def test_npm_pack_makes_a_package_a_new_project_can_use(node: str, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0] == "1 run_started" and lines[-1].endswith("run_completed"), lines
+
+
+def test_the_dashboard_speaks_only_through_the_package() -> None:
+    """One implementation of reconnecting and resume: no page script opens a socket or follows
+    a run's events itself; the dashboard imports the package's client from /js/."""
+    static = JS.parent / "static"
+    for script in static.glob("*.js"):
+        text = script.read_text()
+        for own in ("new WebSocket", "'subscribe'", '"subscribe"', "type: 'auth'"):
+            assert own not in text, f"{script.name} has its own {own}"
+    assert "from '/js/client.js'" in (static / "app.js").read_text()

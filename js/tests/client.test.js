@@ -190,3 +190,64 @@ test('two events() of one run share a subscription and each gets every event onc
   for await (const event of client.events(run.run_id, { after: second.length })) none.push(event);
   assert.deepEqual(none, []); // a finished run with nothing after `after`: the loop just ends
 });
+
+test('a page-style client: connection states, a token asked for and given, events() carried on meanwhile', async () => {
+  const secret = 'm'.repeat(40);
+  const server = await serve('--auth-secret', secret);
+  const states = [];
+  const asked = [];
+  let given = null;
+  const client = connect(server.url, {
+    maxDelayMs: 200,
+    onState: (state) => states.push(state),
+    onAuthNeeded: (message) => {
+      asked.push(message);
+      given?.();
+    },
+  });
+  await client.connect();
+  assert.deepEqual(states, ['connecting', 'connected']);
+  assert.equal(client.connected, true);
+
+  // No token: the server refuses the subscription; the client asks for a token and waits.
+  const owner = connect(server.url, { token: jwt({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600 }, secret) });
+  const run = await owner.start('count', { n: 10, delay: 0.05 });
+  const snapshots = [];
+  const events = [];
+  const reading = (async () => {
+    for await (const event of client.events(run.run_id, { onSnapshot: (r) => snapshots.push(r.status) })) {
+      events.push(event);
+    }
+  })();
+  await new Promise((resolve) => {
+    given = resolve;
+    if (asked.length > 0) resolve();
+  });
+  assert.deepEqual(asked, ['This server needs a token.']);
+  assert.equal(states.at(-1), 'token');
+
+  // A wrong token is refused and asked for again; the right one carries everything on.
+  given = null;
+  const again = new Promise((resolve) => {
+    given = resolve;
+  });
+  client.setToken('wrong');
+  await again;
+  assert.equal(asked.at(-1), 'That token was not accepted.');
+  client.setToken(jwt({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600 }, secret));
+  await reading;
+  assert.deepEqual(seqsOf(events), events.map((_, i) => i + 1));
+  assert.equal(events.at(-1).event, 'run_completed');
+  assert.ok(snapshots.length >= 1);
+  assert.equal(states.at(-1), 'connected');
+
+  // Persistent: a restart is followed by reconnecting, then connected, with nothing followed.
+  await server.kill();
+  await server.start();
+  const deadline = Date.now() + 10_000;
+  while (states.at(-1) !== 'connected' || !states.includes('reconnecting')) {
+    assert.ok(Date.now() < deadline, states.join());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.equal((await client.poll(run.run_id)).status, 'completed');
+});

@@ -18,6 +18,18 @@ export async function follow(url: string): Promise<number[]> {
     if (error instanceof RuncastError) console.log(error.code);
   }
   const { runs, next } = await client.listRuns({ workflow: 'count', limit: 10 });
+  const page = new RuncastClient('ws://127.0.0.1:8000/ws', {
+    onState: (state, { delayMs, message }) => console.log(state, delayMs, message),
+    onAuthNeeded: (message: string) => console.log(message),
+    onRunChanged: (changed: Run) => console.log(changed.status),
+  });
+  await page.connect();
+  page.setToken(() => 'fresh');
+  const reply = await page.request<{ type: string; pong?: boolean }>({ type: 'ping' });
+  const signal = new AbortController().signal;
+  for await (const e of page.events('r1', { signal, onSnapshot: (r: Run) => console.log(r.last_seq) })) {
+    console.log(e.event, reply.type, page.connected);
+  }
   for await (const changed of client.watchRuns({ status: 'running' })) console.log(changed.last_seq, runs.length, next);
   client.close();
   return seqs;

@@ -2,7 +2,7 @@
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-export type RunStatus = 'pending' | 'running' | 'waiting' | 'sleeping' | 'completed' | 'failed' | 'cancelled' | (string & {});
+export type RunStatus = 'pending' | 'running' | 'waiting' | 'completed' | 'failed' | 'cancelled' | (string & {});
 
 export interface Step {
   name: string;
@@ -19,6 +19,13 @@ export interface InputRequest {
   prompt: string;
   schema: Json;
   step: string | null;
+  /** Seconds, for an ask with a timeout. */
+  timeout?: number;
+  /** Unix time (seconds) when an ask with a timeout expires. */
+  expires_at?: number;
+  /** What is taken when the timeout passes. */
+  default?: Json;
+  kind?: 'confirmation';
   [field: string]: Json | undefined;
 }
 
@@ -37,6 +44,13 @@ export interface Run {
   steps?: Step[];
   waiting_for: InputRequest[];
   owner: string | null;
+  /** The fields replaced by a `{truncated, bytes, full}` marker (too big for one frame). */
+  truncated?: string[];
+  /** In list entries and runs-feed frames: the step running now (the deepest), or null. */
+  current_step?: string | null;
+  /** In list entries and runs-feed frames: leaf steps completed or skipped, and all of them. */
+  steps_done?: number;
+  steps_total?: number;
   [field: string]: unknown;
 }
 

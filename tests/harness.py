@@ -18,6 +18,8 @@ from typing import Any
 
 import websockets
 
+from . import frames
+
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
 BACKENDS = ["sqlite", "postgres"]  # the `backend` fixture's values (tests/conftest.py)
@@ -178,6 +180,7 @@ class Client:
 
     async def next(self, timeout: float = 10) -> dict[str, Any]:
         msg = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        frames.check(msg)  # every frame the suite receives is one docs/asyncapi.yaml describes
         self.inbox.append(msg)
         return msg
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         default_model,
         tool,
     )
+    from .databases import PostgresDb, SqliteDb
     from .display import pprint_run_response
     from .engine import AskTimeout, Engine, StepContext
     from .identities import mint_token
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         RunNotFound,
         UnknownWorkflow,
     )
-    from .runtime import PostgresDb, Runtime, SqliteDb
+    from .runtime import Runtime
     from .settings import Limits, Settings
     from .workflow import (
         Condition,
@@ -71,7 +72,8 @@ _WHERE = {
         ("BadRequest", "Conflict", "ErrorCode", "InvalidInput", "RuncastError", "RunNotFound", "UnknownWorkflow"),
         "protocol",
     ),
-    **dict.fromkeys(("PostgresDb", "Runtime", "SqliteDb"), "runtime"),
+    **dict.fromkeys(("PostgresDb", "SqliteDb"), "databases"),
+    "Runtime": "runtime",
     **dict.fromkeys(("Limits", "Settings"), "settings"),
     **dict.fromkeys(
         ("Condition", "Loop", "Parallel", "Router", "RunOutput", "RunStatus", "Step", "StepInput", "StepOutput"),

@@ -112,3 +112,33 @@ async def test_every_operation_answers_the_same_over_websocket_and_http(served: 
         status, body = await _http(served, method, path, body_in)
         assert ws["type"] == "error" and status == code, (message, ws, status, body)
         assert _error(ws) == _error(body), (message, ws, body)
+
+
+async def test_the_python_api_answers_as_the_other_doors_do(served: ServerProcess, tmp_path: Path) -> None:
+    """`arun` and `arespond` call the same command functions: the same checks, the same errors."""
+    from server import RuncastError, SqliteDb, Workflow
+    from server.examples import echo
+
+    wf = Workflow("echo", echo.steps, db=SqliteDb(db_file=str(tmp_path / "python.db")))
+    c = await Client.connect(served.url)
+    big = "x" * (256 * 1024 + 1)  # over the default --max-input-bytes, on both sides
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"type": "start", "workflow": "echo", "input": big}, lambda: wf.arun(big, background=True)),
+        (
+            {"type": "respond", "run_id": "nope", "request_id": "r", "value": 1},
+            lambda: wf.arespond("nope", "r", 1),
+        ),
+    ]
+    done = await wf.arun({"a": 1}, run_id="same")
+    await c.request({"type": "start", "workflow": "echo", "input": {"a": 1}, "run_id": "same"})
+    cases.append(
+        ({"type": "respond", "run_id": "same", "request_id": "r", "value": 1}, lambda: wf.arespond("same", "r", 1))
+    )
+    for message, call in cases:
+        over_ws = _error(await c.request(message))
+        with pytest.raises(RuncastError) as raised:
+            await call()
+        assert (str(raised.value.code), str(raised.value)) == over_ws, message["type"]
+    assert done.status == "completed"
+    assert wf.db is not None
+    await wf.db.close()

@@ -77,6 +77,11 @@ class Inbox {
         this.waiting = resolve;
       });
     }
+    return this.take();
+  }
+
+  /** The next item, when there is one (size > 0): no promise, for a reader that is behind. */
+  take() {
     const item = this.items[this.head++];
     if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
@@ -475,7 +480,7 @@ export class RuncastClient {
       await this.connection();
       this.subscribe(runId);
       for (;;) {
-        const event = await feed.inbox.next();
+        const event = feed.inbox.size > 0 ? feed.inbox.take() : await feed.inbox.next();
         if (event === END) return;
         feed.consumed();
         yield event;

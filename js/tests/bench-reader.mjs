@@ -18,13 +18,12 @@ async function client(runId) {
 
 function bare(runId) {
   return new Promise((resolve) => {
+    const began = performance.now(); // from the same moment as client(): before connecting
     const ws = new WebSocket(url);
     let n = 0;
-    let began = 0;
     ws.on('message', (data) => {
       const frame = JSON.parse(data.toString());
       if (frame.type === 'welcome') {
-        began = performance.now();
         ws.send(JSON.stringify({ type: 'subscribe', run_id: runId, after: 0, batch: true, id: 1 }));
       } else if (frame.type === 'events') {
         n += frame.events.length;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,21 @@ class Sockets:
             await conn.close(code)
 
 
+def health(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    """GET /healthz: 200 once the server accepts work; 503 while starting, or while the store
+    cannot commit (the reason is given)."""
+
+    async def healthz(request: Request) -> Response:
+        if not getattr(request.app.state, "ready", False):
+            return JSON({"status": "starting"}, 503)
+        reason = runtime.store.degraded
+        if reason is not None:
+            return JSON({"status": "degraded", "reason": reason}, 503)
+        return JSON({"status": "ok"})
+
+    return healthz
+
+
 def create_app(
     db: str = "./data/runcast.db",
     workflows: Iterable[Workflow] = (),
@@ -113,17 +128,9 @@ def create_app(
         (they resume at the next start), so no run keeps the stop waiting."""
         await asyncio.gather(sockets.close_all(CloseCode.GOING_AWAY), runtime.engine.shutdown())
 
-    async def healthz(request: Request) -> Response:
-        if not getattr(request.app.state, "ready", False):
-            return JSON({"status": "starting"}, 503)
-        reason = runtime.store.degraded
-        if reason is not None:
-            return JSON({"status": "degraded", "reason": reason}, 503)
-        return JSON({"status": "ok"})
-
     routes: list[Any] = [
         WebSocketRoute("/ws", sockets.endpoint),
-        Route("/healthz", healthz),
+        Route("/healthz", health(runtime)),
         *api.routes(),
         Mount("/js", StaticFiles(directory=JS_DIR), name="js"),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),

@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("workflow")
     p.add_argument("--input", default=None, help="JSON input, or @file.json")
     p.add_argument("--run-id", default=None, help="your own run id (makes the start idempotent)")
+    p.add_argument("--delay", type=float, default=None, help="start no earlier than this many seconds from now")
+    p.add_argument("--start-at", default=None, help="start no earlier than this ISO 8601 time (UTC unless it says)")
+    p.add_argument("--priority", type=int, default=None, help="-100..100: among waiting runs, higher starts first")
     p.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the run instead of detaching")
     p.add_argument("--no-input", action="store_true", help=NO_INPUT_HELP)
     p = command("watch", "watch a run from a seq on")
@@ -208,7 +211,8 @@ async def _command(args: argparse.Namespace, view: View) -> int:
     async with Client(args.url, args.token, on_state=view.connection) as client:
         match args.command:
             case "run":
-                started = await client.start(args.workflow, read_input(args.input), run_id=args.run_id)
+                later = {"delay": args.delay, "start_at": args.start_at, "priority": args.priority}
+                started = await client.start(args.workflow, read_input(args.input), run_id=args.run_id, **later)
                 view.started(started)
                 return await _watch(client, started, 0, view, args)
             case "watch":

@@ -378,9 +378,19 @@ class Client:
     # ---- the protocol ----------------------------------------------------------------
 
     async def start(
-        self, workflow: str, input: Any = None, *, run_id: str | None = None, subscribe: bool = False
+        self,
+        workflow: str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        subscribe: bool = False,
+        delay: float | None = None,
+        start_at: str | None = None,
+        priority: int | None = None,
     ) -> dict[str, Any]:
-        """Start a run; returns its snapshot. A client-made run_id keeps retries idempotent."""
+        """Start a run; returns its snapshot. A client-made run_id keeps retries idempotent.
+        `delay` (seconds) or `start_at` (ISO 8601) put its start off; among due pending
+        runs, higher `priority` (-100..100) starts first."""
         message = {
             "type": "start",
             "workflow": workflow,
@@ -388,6 +398,8 @@ class Client:
             "run_id": run_id or new_run_id(),
             "subscribe": subscribe,
         }
+        later = {"delay": delay, "start_at": start_at, "priority": priority}
+        message.update({key: value for key, value in later.items() if value is not None})
         return dict((await self.request(message))["run"])
 
     async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:

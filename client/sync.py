@@ -71,8 +71,9 @@ class SyncClient:
         self._call(self._loop.shutdown_asyncgens())  # subscriptions the caller left unfinished
         self._stop_loop()
 
-    def start(self, workflow: str, input: Any = None, *, run_id: str | None = None) -> dict[str, Any]:
-        return dict(self._call(self._client.start(workflow, input, run_id=run_id)))
+    def start(self, workflow: str, input: Any = None, *, run_id: str | None = None, **later: Any) -> dict[str, Any]:
+        """Start a run; `later` may say `delay`, `start_at` and `priority` (see Client.start)."""
+        return dict(self._call(self._client.start(workflow, input, run_id=run_id, **later)))
 
     def subscribe(self, run_id: str, after: int = 0) -> Iterator[Event]:
         """Every event of the run with seq > after, to the end. Each event is fetched when the

@@ -152,7 +152,7 @@ class TextView(View):
         print(text, file=self.out, flush=True)
 
     def started(self, run: dict[str, Any]) -> None:
-        self._print(f"run {run['run_id']} ({run['workflow']}) started")
+        self._print(f"run {run['run_id']} ({run['workflow']}) started{_when(run)}")
 
     def event(self, event: dict[str, Any]) -> None:
         kind, data, step = event["event"], event.get("data") or {}, event.get("step")
@@ -166,7 +166,7 @@ class TextView(View):
             self._print(line)
 
     def snapshot(self, run: dict[str, Any]) -> None:
-        self._print(f"run {run['run_id']}  {run['workflow']}  {run['status']}  last seq {run['last_seq']}")
+        self._print(f"run {run['run_id']}  {run['workflow']}  {run['status']}{_when(run)}  last seq {run['last_seq']}")
         for step in run.get("steps") or []:
             self._print(f"  {step['name']:<16} {step['status']:<10} attempts {step['attempts']}")
         for line in waits_for(run):
@@ -203,3 +203,13 @@ class TextView(View):
             self._print(f"{wf['name']:<12} {' -> '.join(wf['steps'])}")
             if wf.get("description"):
                 self._print(f"             {wf['description']}")
+
+
+def _when(run: dict[str, Any]) -> str:
+    """`, scheduled for TIME` for a run that waits for its time; its priority when not 0."""
+    said = ""
+    if run.get("status") == "pending" and run.get("scheduled_for"):
+        said += f", scheduled for {run['scheduled_for']}"
+    if run.get("priority"):
+        said += f", priority {run['priority']}"
+    return said

@@ -11,7 +11,7 @@ export function newStep(name) {
 }
 
 /** A run as it is created (before any event): pending, every step pending. */
-export function newRun(runId, workflow, input, steps, createdAt, owner = null) {
+export function newRun(runId, workflow, input, steps, createdAt, owner = null, scheduledFor = null, priority = 0) {
   return {
     run_id: runId,
     workflow,
@@ -26,6 +26,8 @@ export function newRun(runId, workflow, input, steps, createdAt, owner = null) {
     steps: steps.map(newStep),
     waiting_for: [],
     owner,
+    scheduled_for: scheduledFor,
+    priority,
   };
 }
 

@@ -44,6 +44,10 @@ export interface Run {
   steps?: Step[];
   waiting_for: InputRequest[];
   owner: string | null;
+  /** When a delayed run may start (8.2); null: at once. */
+  scheduled_for: string | null;
+  /** Among due pending runs, higher starts first (-100..100, default 0). */
+  priority: number;
   /** The fields replaced by a `{truncated, bytes, full}` marker (too big for one frame). */
   truncated?: string[];
   /** In list entries and runs-feed frames: the step running now (the deepest), or null. */
@@ -156,6 +160,8 @@ export function newRun(
   steps: string[],
   createdAt: string | null,
   owner?: string | null,
+  scheduledFor?: string | null,
+  priority?: number,
 ): Run;
 /** Apply one event to a run's snapshot, in place; returns it. */
 export function fold(run: Run, event: RunEvent): Run;

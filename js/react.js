@@ -22,7 +22,16 @@ export function useRun(client, runId) {
         const snapshot = await client.poll(runId);
         if (controller.signal.aborted) return;
         const steps = (snapshot.steps ?? []).map((step) => step.name);
-        let run = newRun(snapshot.run_id, snapshot.workflow, snapshot.input, steps, snapshot.created_at, snapshot.owner);
+        let run = newRun(
+          snapshot.run_id,
+          snapshot.workflow,
+          snapshot.input,
+          steps,
+          snapshot.created_at,
+          snapshot.owner,
+          snapshot.scheduled_for ?? null,
+          snapshot.priority ?? 0,
+        );
         const events = [];
         for await (const event of client.events(runId, { signal: controller.signal })) {
           events.push(event);

@@ -12,17 +12,19 @@ Snapshots come out bounded (`bounds.bounded_run`): under a reply's budget.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .bounds import bounded_run, check_depth
 from .identities import ANYONE, Authenticator, Identity
 from .jsontext import json_bytes
-from .protocol import ErrorCode, Forbidden, InvalidInput, RuncastError, RunNotFound, utc_iso
+from .protocol import ErrorCode, Forbidden, InvalidInput, RuncastError, RunNotFound, StartOptions, utc_iso
 from .runtime import Runtime
 from .store import RunFilter, StoredEvent
 
 Snapshot = dict[str, Any]
+AT_ONCE = StartOptions()  # a start with no delay and priority 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,15 @@ class Commands:
     # ---- runs --------------------------------------------------------------------------
 
     async def start(
-        self, caller: Caller, workflow: str, input: Any = None, run_id: str | None = None
+        self,
+        caller: Caller,
+        workflow: str,
+        input: Any = None,
+        run_id: str | None = None,
+        options: StartOptions = AT_ONCE,
     ) -> tuple[Snapshot, bool]:
-        """`start`: (the run's snapshot, whether it existed already: an idempotent start)."""
+        """`start`: (the run's snapshot, whether it existed already: an idempotent start).
+        `options` say when it may start and in which order (contract 8.2)."""
         who = caller.identity
         who.require("start")
         if who.runs is not None:
@@ -54,7 +62,10 @@ class Commands:
         if not who.may_start(workflow):
             raise Forbidden(f"this token may not start workflow {workflow!r}")
         self._check_value("input", input)
-        run, existing = await self.runtime.engine.start(workflow, input, run_id, owner=who.sub)
+        when = options.scheduled_for(time.time())
+        run, existing = await self.runtime.engine.start(
+            workflow, input, run_id, owner=who.sub, scheduled_for=when, priority=options.priority
+        )
         return bounded_run(run), existing
 
     async def get_run(self, caller: Caller, run_id: str) -> Snapshot:

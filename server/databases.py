@@ -13,8 +13,9 @@ import os
 import socket
 from typing import Any
 
-from .commands import Caller, Commands
+from .commands import AT_ONCE, Caller, Commands
 from .engine import Engine
+from .protocol import StartOptions
 from .runtime import Runtime
 from .settings import Settings
 from .store.sqlite import read_run_sync
@@ -78,9 +79,12 @@ class Database:
         assert self._commands is not None
         return self._commands
 
-    async def start_run(self, workflow: Workflow, input: Any, run_id: str | None) -> dict[str, Any]:
+    async def start_run(
+        self, workflow: Workflow, input: Any, run_id: str | None, options: StartOptions = AT_ONCE
+    ) -> dict[str, Any]:
         """Start a run of `workflow` on this database (opened on first use)."""
-        snapshot, _ = await (await self.commands_for(workflow)).start(PYTHON, workflow.name, input, run_id)
+        commands = await self.commands_for(workflow)
+        snapshot, _ = await commands.start(PYTHON, workflow.name, input, run_id, options)
         return snapshot
 
     async def wait_run(self, workflow: Workflow, run_id: str) -> dict[str, Any]:

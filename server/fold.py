@@ -36,10 +36,18 @@ def new_step(name: str) -> Step:
 
 
 def new_run(
-    run_id: str, workflow: str, input: Any, steps: Iterable[str], created_at: str | None, owner: str | None = None
+    run_id: str,
+    workflow: str,
+    input: Any,
+    steps: Iterable[str],
+    created_at: str | None,
+    owner: str | None = None,
+    scheduled_for: str | None = None,
+    priority: int = 0,
 ) -> Run:
     """A run as it is created (before any event): pending, every step pending; `owner` is
-    the sub of the identity that started it."""
+    the sub of the identity that started it; it may not start before `scheduled_for` (a
+    wire time; None: at once), and starts before runs of lower `priority`."""
     return {
         "run_id": run_id,
         "workflow": workflow,
@@ -54,6 +62,8 @@ def new_run(
         "steps": [new_step(name) for name in steps],
         "waiting_for": [],
         "owner": owner,
+        "scheduled_for": scheduled_for,
+        "priority": priority,
     }
 
 

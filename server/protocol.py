@@ -6,6 +6,7 @@ Pure functions, no I/O: bytes and strings in, dataclasses and strings out.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
 MAX_LIST_LIMIT = 500
 MAX_SEQ = 2**63 - 1  # the largest seq a database column holds (and so the largest `after`)
 DEFAULT_LIST_LIMIT = 50
+MAX_DELAY = 10 * 366 * 24 * 3600  # seconds: a start may be put off by up to about ten years
 
 MessageId = str | int | None
 
@@ -93,6 +95,22 @@ class Forbidden(RuncastError):
 
 
 @dataclass(frozen=True, slots=True)
+class StartOptions:
+    """When and in which order a run may start (8.2): `delay` seconds from when the server
+    takes the start, or at `start_at` (epoch seconds); higher `priority` first."""
+
+    delay: float | None = None
+    start_at: float | None = None
+    priority: int = 0
+
+    def scheduled_for(self, now: float) -> str | None:
+        """The wire time the run may start at, or None: at once."""
+        if self.start_at is not None:
+            return utc_iso(self.start_at)
+        return utc_iso(now + self.delay) if self.delay is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class Start:
     id: MessageId
     workflow: str
@@ -100,6 +118,7 @@ class Start:
     run_id: str | None = None
     subscribe: bool = True
     batch: bool = False
+    options: StartOptions = StartOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,10 +316,36 @@ def parse_start(obj: dict[str, Any]) -> tuple[str, Any, str | None]:
     return workflow, obj.get("input"), _run_id(obj, required=False)
 
 
+def parse_start_options(obj: dict[str, Any]) -> StartOptions:
+    """`delay` or `start_at`, and `priority`, of a `start` (and of `POST /api/runs`)."""
+    delay, start_at = obj.get("delay"), obj.get("start_at")
+    if delay is not None and start_at is not None:
+        raise BadRequest("give 'delay' or 'start_at', not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
+            raise BadRequest(f"field 'delay' must be a number of seconds from 0 to {MAX_DELAY}")
+        delay = float(delay)
+    if start_at is not None:
+        start_at = _epoch(start_at)
+    return StartOptions(delay, start_at, _int(obj, "priority", 0, low=-100, high=100))
+
+
+def _epoch(value: Any) -> float:
+    """An ISO 8601 time (UTC when it names no offset) as epoch seconds."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or not math.isfinite(epoch := when.replace(tzinfo=when.tzinfo or UTC).timestamp()):
+        raise BadRequest("field 'start_at' must be an ISO 8601 time, e.g. 2026-12-24T18:00:00Z")
+    return epoch
+
+
 def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
     match kind:
         case "start":
-            return Start(mid, *parse_start(obj), _bool(obj, "subscribe", True), _bool(obj, "batch", False))
+            flags = _bool(obj, "subscribe", True), _bool(obj, "batch", False)
+            return Start(mid, *parse_start(obj), *flags, parse_start_options(obj))
         case "subscribe":
             run_id = _run_id(obj)
             assert run_id is not None

@@ -88,6 +88,8 @@ export class RunView {
       status: null, // unknown until the snapshot or the first event
       workflow: '',
       createdAt: null,
+      scheduledFor: null, // when a delayed run may start (8.2)
+      priority: 0,
       startedAt: null,
       finishedAt: null,
       input: undefined,
@@ -167,11 +169,14 @@ export class RunView {
     const m = this.model;
     m.workflow = run.workflow;
     m.createdAt = run.created_at;
+    m.scheduledFor = run.scheduled_for ?? null;
+    m.priority = run.priority ?? 0;
     m.input = run.input;
     if (m.status === null) m.status = run.status === 'pending' ? 'pending' : 'loading';
     run.steps?.forEach((s, index) => this.step(s.name, index));
     if (m.run === null && run.steps) {
-      m.run = newRun(run.run_id, run.workflow, run.input, run.steps.map((s) => s.name), run.created_at);
+      const names = run.steps.map((s) => s.name);
+      m.run = newRun(run.run_id, run.workflow, run.input, names, run.created_at, run.owner, run.scheduled_for, run.priority);
       for (const e of m.early) fold(m.run, e);
       m.early = [];
       this.follow();
@@ -438,6 +443,10 @@ export class RunView {
     this.root.dataset.seq = String(m.lastSeq);
     document.getElementById('run-workflow').textContent = m.workflow;
     document.getElementById('run-created').textContent = formatTime(m.createdAt);
+    document.getElementById('run-scheduled-for').textContent = formatTime(m.scheduledFor);
+    show(document.getElementById('run-scheduled'), m.scheduledFor !== null);
+    document.getElementById('run-priority-value').textContent = String(m.priority);
+    show(document.getElementById('run-priority'), m.priority !== 0);
     document.getElementById('run-seq').textContent = String(m.lastSeq);
     document.getElementById('run-duration').textContent = formatDuration(elapsed(m.startedAt, m.finishedAt));
     if (this.renderedInput !== m.input) {

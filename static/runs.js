@@ -373,7 +373,10 @@ export class RunsView {
     const step = typeof run.current_step === 'string' ? run.current_step : '';
     const label = [step, progress ? `${progress.done}/${progress.total} steps` : ''].filter(Boolean).join(' · ');
     if (run.status === 'pending') {
-      replaceChildren(row.step, el('span', { class: 'hint' }, 'queued'));
+      const later = run.scheduled_for && Date.parse(run.scheduled_for) > Date.now();
+      const text = later ? `scheduled for ${formatTime(run.scheduled_for)}` : 'queued';
+      const priority = run.priority ? ` · priority ${run.priority}` : '';
+      replaceChildren(row.step, el('span', { class: 'hint' }, text + priority));
       return;
     }
     if (FINISHED.has(run.status) && run.status !== 'completed') {

@@ -41,6 +41,8 @@ def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra:
         "steps": [],
         "waiting_for": [],
         "owner": None,
+        "scheduled_for": None,
+        "priority": 0,
     }
     row.update(extra)
     return row

@@ -364,6 +364,8 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
         "steps",
         "waiting_for",
         "owner",
+        "scheduled_for",
+        "priority",
     }
     no_steps = await store.get_run("r", steps=False)
     assert no_steps is not None and "steps" not in no_steps

@@ -84,6 +84,11 @@ class Cluster:
         if self._maybe_pending:
             self._wake.set()
 
+    def fall_due(self) -> None:
+        """A delayed run falls due now: look for runs to take (others poll each beat)."""
+        self._maybe_pending = True
+        self._wake.set()
+
     def _heard(self, message: dict[str, Any]) -> None:
         run_id, by = message.get("cancel"), message.get("by")
         if isinstance(run_id, str):

@@ -37,6 +37,7 @@ from .cluster import Cluster
 from .context import History, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
 from .runs import ActiveRun, align_steps, new_run, new_run_id, record, step_history, the_same
+from .slots import Slots, seconds_until
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
@@ -59,7 +60,7 @@ class Engine(Answering):
         for wf in workflows:
             self.register(wf)
         self.max_running = max_running
-        self._slots = asyncio.Semaphore(max_running)
+        self._slots = Slots(max_running)
         self._threads = StepThreads(settings.step_threads)
         self._active: dict[str, ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
@@ -103,10 +104,16 @@ class Engine(Answering):
     # ---- starting --------------------------------------------------------------------
 
     async def start(
-        self, name: str, input: Any = None, run_id: str | None = None, owner: str | None = None
+        self,
+        name: str,
+        input: Any = None,
+        run_id: str | None = None,
+        owner: str | None = None,
+        scheduled_for: str | None = None,
+        priority: int = 0,
     ) -> tuple[dict[str, Any], bool]:
         """Create a run (started by `owner`, a sub) and start it in the background once it
-        is stored.
+        is stored, and due (`scheduled_for`), in `priority` order.
 
         Returns (snapshot, existing): with a caller-given run_id that already names the
         same workflow and input of the same owner, the existing run and True, and nothing
@@ -123,7 +130,7 @@ class Engine(Answering):
         steps = workflow.steps_for(workflow.checked_input(input))
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
-            row = new_run(new_run_id(), workflow, input, steps, owner)
+            row = new_run(new_run_id(), workflow, input, steps, owner, scheduled_for, priority)
             await self._create(workflow, row)
             return dict(row), False
         if not RUN_ID_PATTERN.fullmatch(run_id):
@@ -136,7 +143,7 @@ class Engine(Answering):
             existing = await self.store.get_run(run_id)
             if existing is not None:
                 return the_same(existing, name, input, owner), True
-            row = new_run(run_id, workflow, input, steps, owner)
+            row = new_run(run_id, workflow, input, steps, owner, scheduled_for, priority)
             try:
                 await self._create(workflow, row, launch=False)
             except RunExists:  # started through another node at the same moment: the database chose that one
@@ -155,7 +162,10 @@ class Engine(Answering):
         """Store a new run; in a cluster this node owns it only if it has a free slot (else
         it waits `pending` for whichever node has one)."""
         run_id = row["run_id"]
-        if self.cluster is not None and self.cluster.free_slots_now() > 0:
+        later = seconds_until(row.get("scheduled_for"))
+        if self.cluster is not None and later > 0:  # claimed when due (by this node, or another)
+            asyncio.get_running_loop().call_later(later, self.cluster.fall_due)
+        elif self.cluster is not None and self.cluster.free_slots_now() > 0:
             # Counted at once: starts that overlap while this one is stored must not take the same slot.
             self.cluster.coordination.take_new(run_id)
             self._taking.add(run_id)
@@ -262,7 +272,10 @@ class Engine(Answering):
         try:
             if run.cancel_requested:  # cancelled before its task ever ran
                 raise asyncio.CancelledError
-            async with self._slots:
+            row = run.row
+            if (later := seconds_until(row.get("scheduled_for"))) > 0:
+                await asyncio.sleep(later)  # pending until due, holding no slot
+            async with self._slots.held(row.get("priority") or 0, f"{row['created_at']} {row['run_id']}"):
                 await self._run_steps(run)
         except asyncio.CancelledError as exc:
             if run.lost:

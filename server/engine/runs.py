@@ -34,9 +34,16 @@ def new_run_id() -> str:
 
 
 def new_run(
-    run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node], owner: str | None = None
+    run_id: str,
+    workflow: Workflow,
+    input: Any,
+    steps: Sequence[Node],
+    owner: str | None = None,
+    scheduled_for: str | None = None,
+    priority: int = 0,
 ) -> dict[str, Any]:
-    return fold.new_run(run_id, workflow.name, input, [path for path, _ in walk(steps)], utc_now(), owner)
+    paths = [path for path, _ in walk(steps)]
+    return fold.new_run(run_id, workflow.name, input, paths, utc_now(), owner, scheduled_for, priority)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import utc_now
 from .base import RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, Batch, row_to_run
 from .pg_listen import CONTROL_CHANNEL, Listener, payload
 
@@ -90,14 +91,16 @@ class PostgresCluster:
     async def claim(
         self, limit: int, takeover_seconds: float | None, workflows: list[str]
     ) -> list[tuple[dict[str, Any], bool]]:
-        """Take up to `limit` runs of these workflows that no live node owns, oldest first:
-        (snapshot, taken over from another node). With `takeover_seconds` None, only runs
+        """Take up to `limit` due runs of these workflows that no live node owns, highest
+        priority then oldest first: (snapshot, taken over from another node). With `takeover_seconds` None, only runs
         that have no owner at all."""
         if limit <= 0:
             return []
-        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) ORDER BY n LIMIT $1 FOR UPDATE SKIP LOCKED"
+        # Due runs only (a delayed one waits for its time), highest priority first, then oldest.
+        due = "(scheduled_for IS NULL OR scheduled_for <= $5)"
+        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) AND {due} ORDER BY priority DESC, n LIMIT $1"
         seconds = float(takeover_seconds) if takeover_seconds is not None else None
-        return await self._take(chosen, limit, seconds, self.node_id, workflows)
+        return await self._take(f"{chosen} FOR UPDATE SKIP LOCKED", limit, seconds, self.node_id, workflows, utc_now())
 
     async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
         """Take one run if no live node owns it (to cancel it here), else None."""

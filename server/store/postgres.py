@@ -101,6 +101,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN started_by TEXT, ADD COLUMN cancel_by TEXT;
     CREATE INDEX runs_by_owner ON runs (started_by, n);
     """,
+    # 5: time and order (8.2): when a delayed run may start (claims take due runs only),
+    # and its priority (claims take the highest first).
+    """
+    ALTER TABLE runs ADD COLUMN scheduled_for TEXT, ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
@@ -114,8 +119,9 @@ UPSERT_RUN = (
 )
 # A new run is inserted, never upserted: an id the table has already is skipped (and not
 # returned), so that the database alone decides which of two starts of one id creates it.
-# WRITE_COLUMNS (RUN_COLUMNS, wake_at), then owner (the node) and epoch
-_NEW_RUN_TYPES = ("text",) * 9 + ("bigint", "text", "text", "text", "float8", "text", "bigint")
+# WRITE_COLUMNS (RUN_COLUMNS, wake_at), then owner (the node) and epoch; text but these:
+_NOT_TEXT = {"last_seq": "bigint", "priority": "integer", "wake_at": "float8"}
+_NEW_RUN_TYPES = (*(_NOT_TEXT.get(c, "text") for c in WRITE_COLUMNS), "text", "bigint")
 INSERT_NEW_RUNS = (
     f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) SELECT * FROM unnest("
     + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_NEW_RUN_TYPES, start=1))

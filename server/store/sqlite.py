@@ -83,6 +83,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN started_by TEXT;
     CREATE INDEX runs_by_owner ON runs (started_by, n);
     """,
+    # 5: time and order (8.2): when a delayed run may start, and its priority.
+    """
+    ALTER TABLE runs ADD COLUMN scheduled_for TEXT;
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 UPSERT_RUN = (

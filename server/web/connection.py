@@ -322,7 +322,9 @@ class Connection:
                 self._check_rate()
                 if message.subscribe:
                     self._check_room(message.run_id)
-                run, existing = await commands.start(caller, message.workflow, message.input, message.run_id)
+                run, existing = await commands.start(
+                    caller, message.workflow, message.input, message.run_id, message.options
+                )
                 await self.send(reply("started", message.id, run=run, existing=existing))
                 if message.subscribe:
                     self._follow(run, 0, message.batch)

@@ -23,6 +23,7 @@ from ..protocol import (
     parse_list_runs_filters,
     parse_mint_token,
     parse_start,
+    parse_start_options,
 )
 from ..settings import Limits
 from ..workflow import FINISHED
@@ -204,12 +205,14 @@ class HttpApi:
         return {"workflows": self.commands.list_workflows(_caller(request))}
 
     async def start_run(self, request: Request) -> Any:
-        workflow, input, run_id = parse_start(await _json_object(request, "a 'workflow'"))
+        body = await _json_object(request, "a 'workflow'")
+        workflow, input, run_id = parse_start(body)
+        options = parse_start_options(body)
         caller = _caller(request)
         key = self.quotas.key(caller.identity.sub)
         if key is not None:  # an identity's starts count over every door (without a sub, HTTP has no limit)
             check_start_rate(self.quotas.starts(key))
-        run, existing = await self.commands.start(caller, workflow, input, run_id)
+        run, existing = await self.commands.start(caller, workflow, input, run_id, options)
         return {**run, "existing": existing}
 
     async def list_runs(self, request: Request) -> Any:

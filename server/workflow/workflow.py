@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from ..protocol import InvalidInput
+from ..protocol import InvalidInput, StartOptions, parse_start_options
 from .composition import Node
 from .run import RunOutput
 from .schema import checker
@@ -15,7 +16,9 @@ class RunDatabase(Protocol):
     """Where a workflow used straight from Python keeps its runs (e.g. `SqliteDb`): the
     small interface through which `arun` and `get_run` reach the runtime."""
 
-    async def start_run(self, workflow: Workflow, input: Any, run_id: str | None) -> dict[str, Any]: ...
+    async def start_run(
+        self, workflow: Workflow, input: Any, run_id: str | None, options: StartOptions = ...
+    ) -> dict[str, Any]: ...
     async def wait_run(self, workflow: Workflow, run_id: str) -> dict[str, Any]: ...
     async def respond_run(self, workflow: Workflow, run_id: str, request_id: str, value: Any) -> dict[str, Any]: ...
     def get_run(self, run_id: str) -> RunOutput | None: ...
@@ -102,11 +105,24 @@ class Workflow:
             raise RuntimeError(f"workflow {self.name!r} has no db: pass db=SqliteDb(db_file=...)")
         return self.db
 
-    async def arun(self, input: Any = None, *, background: bool = False, run_id: str | None = None) -> RunOutput:
+    async def arun(
+        self,
+        input: Any = None,
+        *,
+        background: bool = False,
+        run_id: str | None = None,
+        delay: float | None = None,
+        start_at: str | datetime | None = None,
+        priority: int = 0,
+    ) -> RunOutput:
         """Start a run. With background=True return at once (run_id, status); otherwise
-        wait for the run to finish and return it."""
+        wait for the run to finish and return it. `delay` (seconds) or `start_at` (a
+        datetime, or an ISO 8601 string) put its start off; among due pending runs, higher
+        `priority` (-100..100) starts first."""
         db = self._db()
-        snapshot = await db.start_run(self, input, run_id)
+        when = start_at.isoformat() if isinstance(start_at, datetime) else start_at
+        options = parse_start_options({"delay": delay, "start_at": when, "priority": priority})
+        snapshot = await db.start_run(self, input, run_id, options)
         if not background:
             snapshot = await db.wait_run(self, snapshot["run_id"])
         return RunOutput.from_snapshot(snapshot)

@@ -1,0 +1,121 @@
+"""Contract 8.2, starting later and in order: `delay` / `start_at` and `priority` on `start`,
+HTTP and `arun`, on both databases; a delayed run survives kill -9 and starts no earlier."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from .harness import BACKENDS, Client, ServerProcess, http
+
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+
+def _epoch(wire_time: str) -> float:
+    return datetime.fromisoformat(wire_time).timestamp()
+
+
+@both_backends
+async def test_a_delayed_run_waits_says_when_and_survives_a_kill(new_server: Callable[..., ServerProcess]) -> None:
+    server = new_server("--takeover-seconds", "1").start()
+    try:
+        c = await Client.connect(server.url)
+        asked_at = time.time()
+        reply = await c.request({"type": "start", "workflow": "echo", "input": 1, "delay": 2.5, "subscribe": False})
+        run = reply["run"]
+        assert run["status"] == "pending" and run["priority"] == 0
+        assert abs(_epoch(run["scheduled_for"]) - (asked_at + 2.5)) < 0.5
+        await asyncio.sleep(0.5)
+        polled = (await c.request({"type": "poll", "run_id": run["run_id"]}))["run"]
+        assert polled["status"] == "pending" and polled["last_seq"] == 0  # not started, nothing stored
+        await c.close()
+        server.kill()  # kill -9 while it waits: the start is stored, and so is when
+        server.start()
+        c = await Client.connect(server.url)
+        await c.request({"type": "subscribe", "run_id": run["run_id"]})
+        done = await c.wait(lambda m: m.get("event") == "run_completed", timeout=15)
+        final = (await c.request({"type": "poll", "run_id": run["run_id"]}))["run"]
+        assert final["status"] == "completed" and final["scheduled_for"] == run["scheduled_for"]
+        started = [m for m in c.inbox if m.get("event") == "run_started"]
+        assert len(started) == 1 and started[0]["seq"] == 1 and done["seq"] > 1
+        assert _epoch(final["started_at"]) >= _epoch(run["scheduled_for"])  # no earlier
+        assert _epoch(final["started_at"]) < _epoch(run["scheduled_for"]) + 3  # and not much later
+    finally:
+        server.stop()
+
+
+@both_backends
+async def test_due_pending_runs_start_highest_priority_first(new_server: Callable[..., ServerProcess]) -> None:
+    server = new_server("--max-running", "1").start()
+    try:
+        c = await Client.connect(server.url)
+        blocker = await c.request({"type": "start", "workflow": "sleep", "input": {"seconds": 1.5}, "subscribe": False})
+        ids = {}
+        for priority in (-5, 0, 10, 0):  # created in this order; the two 0s keep theirs
+            reply = await c.request(
+                {"type": "start", "workflow": "echo", "input": priority, "priority": priority, "subscribe": False}
+            )
+            assert reply["run"]["status"] == "pending" and reply["run"]["priority"] == priority
+            ids.setdefault(priority, []).append(reply["run"]["run_id"])
+        order = [ids[10][0], ids[0][0], ids[0][1], ids[-5][0]]
+        finals = []
+        for run_id in [blocker["run"]["run_id"], *order]:
+            await c.request({"type": "subscribe", "run_id": run_id})
+            await c.wait(lambda m, r=run_id: m.get("run_id") == r and m.get("event") == "run_completed", timeout=20)
+            finals.append((await c.request({"type": "poll", "run_id": run_id}))["run"])
+        starts = [run["started_at"] for run in finals]
+        assert starts == sorted(starts), finals
+    finally:
+        server.stop()
+
+
+async def test_when_and_order_are_checked_the_same_over_websocket_and_http(server: ServerProcess) -> None:
+    c = await Client.connect(server.url)
+    bad = [
+        ({"delay": -1}, "field 'delay' must be a number of seconds"),
+        ({"delay": "soon"}, "field 'delay' must be a number of seconds"),
+        ({"delay": 1, "start_at": "2030-01-01T00:00:00Z"}, "give 'delay' or 'start_at', not both"),
+        ({"start_at": "tomorrow"}, "field 'start_at' must be an ISO 8601 time"),
+        ({"priority": 101}, "field 'priority' must be from -100 to 100"),
+        ({"priority": 1.5}, "field 'priority' must be an integer"),
+    ]
+    for fields, message in bad:
+        reply = await c.request({"type": "start", "workflow": "echo", **fields})
+        assert reply["type"] == "error" and reply["code"] == "bad_request", reply
+        assert reply["message"].startswith(message), reply
+        status, body = await asyncio.to_thread(
+            http, "POST", server.http_url + "/api/runs", {"workflow": "echo", **fields}
+        )
+        assert status == 400 and body["error"] == {"code": "bad_request", "message": reply["message"]}
+    # A start_at in the past starts at once; an offset is taken into account.
+    past = (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    reply = await c.request({"type": "start", "workflow": "echo", "input": 1, "start_at": past})
+    assert _epoch(reply["run"]["scheduled_for"]) == pytest.approx(_epoch(past), abs=0.001)
+    await c.wait(lambda m: m.get("event") == "run_completed", timeout=5)
+    status, body = await asyncio.to_thread(
+        http, "POST", server.http_url + "/api/runs", {"workflow": "echo", "delay": 30, "priority": -3}
+    )
+    assert status == 202 and body["status"] == "pending" and body["priority"] == -3 and body["scheduled_for"]
+
+
+async def test_arun_takes_delay_start_at_and_priority(tmp_path: Path) -> None:
+    from server import SqliteDb, Step, Workflow
+
+    wf = Workflow("w", [Step("s", lambda step_input: step_input.input)], db=SqliteDb(db_file=str(tmp_path / "a.db")))
+    began = time.time()
+    later = await wf.arun(1, background=True, delay=0.8, priority=7)
+    assert later.status == "pending"
+    at = await wf.arun(2, background=True, start_at=datetime.now(UTC) + timedelta(seconds=0.8))
+    with pytest.raises(Exception, match="priority"):
+        await wf.arun(3, background=True, priority=500)
+    for run in (later, at):
+        while (now := wf.get_run(run.run_id)) is None or now.status != "completed":
+            await asyncio.sleep(0.05)
+    assert time.time() - began >= 0.8
+    assert wf.db is not None
+    await wf.db.close()

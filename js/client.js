@@ -480,6 +480,7 @@ export class RuncastClient {
       await this.connection();
       this.subscribe(runId);
       for (;;) {
+        if (signal?.aborted) return; // at once, even with events still queued
         const event = feed.inbox.size > 0 ? feed.inbox.take() : await feed.inbox.next();
         if (event === END) return;
         feed.consumed();

@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--delay", type=float, default=None, help="start no earlier than this many seconds from now")
     p.add_argument("--start-at", default=None, help="start no earlier than this ISO 8601 time (UTC unless it says)")
     p.add_argument("--priority", type=int, default=None, help="-100..100: among waiting runs, higher starts first")
+    p.add_argument("--concurrency-key", default=None, help="at most the workflow's limit of runs with this key at once")
     p.add_argument("--cancel-on-interrupt", action="store_true", help="Ctrl-C cancels the run instead of detaching")
     p.add_argument("--no-input", action="store_true", help=NO_INPUT_HELP)
     p = command("watch", "watch a run from a seq on")
@@ -212,6 +213,7 @@ async def _command(args: argparse.Namespace, view: View) -> int:
         match args.command:
             case "run":
                 later = {"delay": args.delay, "start_at": args.start_at, "priority": args.priority}
+                later["concurrency_key"] = args.concurrency_key
                 started = await client.start(args.workflow, read_input(args.input), run_id=args.run_id, **later)
                 view.started(started)
                 return await _watch(client, started, 0, view, args)

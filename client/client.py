@@ -387,10 +387,12 @@ class Client:
         delay: float | None = None,
         start_at: str | None = None,
         priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> dict[str, Any]:
         """Start a run; returns its snapshot. A client-made run_id keeps retries idempotent.
         `delay` (seconds) or `start_at` (ISO 8601) put its start off; among due pending
-        runs, higher `priority` (-100..100) starts first."""
+        runs, higher `priority` (-100..100) starts first; `concurrency_key` overrides the
+        workflow's key."""
         message = {
             "type": "start",
             "workflow": workflow,
@@ -398,7 +400,7 @@ class Client:
             "run_id": run_id or new_run_id(),
             "subscribe": subscribe,
         }
-        later = {"delay": delay, "start_at": start_at, "priority": priority}
+        later = {"delay": delay, "start_at": start_at, "priority": priority, "concurrency_key": concurrency_key}
         message.update({key: value for key, value in later.items() if value is not None})
         return dict((await self.request(message))["run"])
 

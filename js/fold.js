@@ -11,7 +11,7 @@ export function newStep(name) {
 }
 
 /** A run as it is created (before any event): pending, every step pending. */
-export function newRun(runId, workflow, input, steps, createdAt, owner = null, scheduledFor = null, priority = 0) {
+export function newRun(runId, workflow, input, steps, createdAt, owner = null, order = {}) {
   return {
     run_id: runId,
     workflow,
@@ -26,8 +26,10 @@ export function newRun(runId, workflow, input, steps, createdAt, owner = null, s
     steps: steps.map(newStep),
     waiting_for: [],
     owner,
-    scheduled_for: scheduledFor,
-    priority,
+    scheduled_for: order.scheduled_for ?? null,
+    priority: order.priority ?? 0,
+    concurrency_key: order.concurrency_key ?? null,
+    concurrency_limit: order.concurrency_limit ?? null,
   };
 }
 

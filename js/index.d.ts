@@ -48,6 +48,9 @@ export interface Run {
   scheduled_for: string | null;
   /** Among due pending runs, higher starts first (-100..100, default 0). */
   priority: number;
+  /** At most `concurrency_limit` runs with this key run at once; null: no key. */
+  concurrency_key: string | null;
+  concurrency_limit: number | null;
   /** The fields replaced by a `{truncated, bytes, full}` marker (too big for one frame). */
   truncated?: string[];
   /** In list entries and runs-feed frames: the step running now (the deepest), or null. */
@@ -160,8 +163,8 @@ export function newRun(
   steps: string[],
   createdAt: string | null,
   owner?: string | null,
-  scheduledFor?: string | null,
-  priority?: number,
+  /** Its scheduled_for, priority, concurrency_key and concurrency_limit (default: none). */
+  order?: Partial<Pick<Run, 'scheduled_for' | 'priority' | 'concurrency_key' | 'concurrency_limit'>>,
 ): Run;
 /** Apply one event to a run's snapshot, in place; returns it. */
 export function fold(run: Run, event: RunEvent): Run;

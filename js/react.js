@@ -29,8 +29,7 @@ export function useRun(client, runId) {
           steps,
           snapshot.created_at,
           snapshot.owner,
-          snapshot.scheduled_for ?? null,
-          snapshot.priority ?? 0,
+          snapshot, // its scheduled_for, priority, concurrency_key and concurrency_limit
         );
         const events = [];
         for await (const event of client.events(runId, { signal: controller.signal })) {

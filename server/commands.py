@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bounds import bounded_run, check_depth
+from .engine.runs import Order
 from .identities import ANYONE, Authenticator, Identity
 from .jsontext import json_bytes
 from .protocol import ErrorCode, Forbidden, InvalidInput, RuncastError, RunNotFound, StartOptions, utc_iso
@@ -62,10 +63,8 @@ class Commands:
         if not who.may_start(workflow):
             raise Forbidden(f"this token may not start workflow {workflow!r}")
         self._check_value("input", input)
-        when = options.scheduled_for(time.time())
-        run, existing = await self.runtime.engine.start(
-            workflow, input, run_id, owner=who.sub, scheduled_for=when, priority=options.priority
-        )
+        order = Order(options.scheduled_for(time.time()), options.priority, options.concurrency_key)
+        run, existing = await self.runtime.engine.start(workflow, input, run_id, owner=who.sub, order=order)
         return bounded_run(run), existing
 
     async def get_run(self, caller: Caller, run_id: str) -> Snapshot:

@@ -42,12 +42,16 @@ def new_run(
     steps: Iterable[str],
     created_at: str | None,
     owner: str | None = None,
+    *,
     scheduled_for: str | None = None,
     priority: int = 0,
+    concurrency_key: str | None = None,
+    concurrency_limit: int | None = None,
 ) -> Run:
     """A run as it is created (before any event): pending, every step pending; `owner` is
     the sub of the identity that started it; it may not start before `scheduled_for` (a
-    wire time; None: at once), and starts before runs of lower `priority`."""
+    wire time; None: at once), starts before runs of lower `priority`, and not while
+    `concurrency_limit` runs with its `concurrency_key` run."""
     return {
         "run_id": run_id,
         "workflow": workflow,
@@ -64,6 +68,8 @@ def new_run(
         "owner": owner,
         "scheduled_for": scheduled_for,
         "priority": priority,
+        "concurrency_key": concurrency_key,
+        "concurrency_limit": concurrency_limit,
     }
 
 

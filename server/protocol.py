@@ -25,6 +25,7 @@ MAX_LIST_LIMIT = 500
 MAX_SEQ = 2**63 - 1  # the largest seq a database column holds (and so the largest `after`)
 DEFAULT_LIST_LIMIT = 50
 MAX_DELAY = 10 * 366 * 24 * 3600  # seconds: a start may be put off by up to about ten years
+MAX_KEY = 200  # characters of a concurrency key
 
 MessageId = str | int | None
 
@@ -102,6 +103,7 @@ class StartOptions:
     delay: float | None = None
     start_at: float | None = None
     priority: int = 0
+    concurrency_key: str | None = None  # over the workflow's own
 
     def scheduled_for(self, now: float) -> str | None:
         """The wire time the run may start at, or None: at once."""
@@ -317,7 +319,8 @@ def parse_start(obj: dict[str, Any]) -> tuple[str, Any, str | None]:
 
 
 def parse_start_options(obj: dict[str, Any]) -> StartOptions:
-    """`delay` or `start_at`, and `priority`, of a `start` (and of `POST /api/runs`)."""
+    """`delay` or `start_at`, `priority` and `concurrency_key` of a `start` (and of `POST
+    /api/runs`)."""
     delay, start_at = obj.get("delay"), obj.get("start_at")
     if delay is not None and start_at is not None:
         raise BadRequest("give 'delay' or 'start_at', not both")
@@ -327,7 +330,10 @@ def parse_start_options(obj: dict[str, Any]) -> StartOptions:
         delay = float(delay)
     if start_at is not None:
         start_at = _epoch(start_at)
-    return StartOptions(delay, start_at, _int(obj, "priority", 0, low=-100, high=100))
+    key = _string(obj, "concurrency_key", required=False)
+    if key is not None and len(key) > MAX_KEY:
+        raise BadRequest(f"field 'concurrency_key' must be at most {MAX_KEY} characters")
+    return StartOptions(delay, start_at, _int(obj, "priority", 0, low=-100, high=100), key)
 
 
 def _epoch(value: Any) -> float:

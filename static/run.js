@@ -176,7 +176,7 @@ export class RunView {
     run.steps?.forEach((s, index) => this.step(s.name, index));
     if (m.run === null && run.steps) {
       const names = run.steps.map((s) => s.name);
-      m.run = newRun(run.run_id, run.workflow, run.input, names, run.created_at, run.owner, run.scheduled_for, run.priority);
+      m.run = newRun(run.run_id, run.workflow, run.input, names, run.created_at, run.owner, run);
       for (const e of m.early) fold(m.run, e);
       m.early = [];
       this.follow();

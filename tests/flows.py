@@ -164,3 +164,12 @@ confirm = Workflow(
 confirm_or_cancel = Workflow(
     "confirm_or_cancel", [Step("deploy", _text("deployed"), requires_confirmation=True, on_reject="cancel")]
 )
+
+
+async def _hold(step_input: StepInput) -> object:
+    await asyncio.sleep(float(step_input.input.get("seconds", 0.4)))
+    return step_input.input.get("customer")
+
+
+# Contract 8.2's concurrency keys: one run per customer at a time.
+keyed = Workflow("keyed", [Step("work", _hold)], concurrency_key="customer", concurrency_limit=1)

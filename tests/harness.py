@@ -43,6 +43,8 @@ def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra:
         "owner": None,
         "scheduled_for": None,
         "priority": 0,
+        "concurrency_key": None,
+        "concurrency_limit": None,
     }
     row.update(extra)
     return row

@@ -366,6 +366,8 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
         "owner",
         "scheduled_for",
         "priority",
+        "concurrency_key",
+        "concurrency_limit",
     }
     no_steps = await store.get_run("r", steps=False)
     assert no_steps is not None and "steps" not in no_steps

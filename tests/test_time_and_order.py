@@ -4,10 +4,12 @@ HTTP and `arun`, on both databases; a delayed run survives kill -9 and starts no
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +121,62 @@ async def test_arun_takes_delay_start_at_and_priority(tmp_path: Path) -> None:
     assert time.time() - began >= 0.8
     assert wf.db is not None
     await wf.db.close()
+
+
+FLOWS = str(Path(__file__).with_name("flows.py"))
+
+
+def _overlaps(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Pairs of runs whose [started_at, finished_at] overlap."""
+    spans = sorted((_epoch(r["started_at"]), _epoch(r["finished_at"]), r["run_id"]) for r in runs)
+    return [(a[2], b[2]) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+
+
+async def _finals(c: Client, run_ids: list[str]) -> list[dict[str, Any]]:
+    finals = []
+    for run_id in run_ids:
+        await c.request({"type": "subscribe", "run_id": run_id})
+        await c.wait(lambda m, r=run_id: m.get("run_id") == r and m.get("event") == "run_completed", timeout=30)
+        finals.append((await c.request({"type": "poll", "run_id": run_id}))["run"])
+    return finals
+
+
+@both_backends
+async def test_one_run_per_concurrency_key_at_a_time_and_other_keys_go_on(
+    new_server: Callable[..., ServerProcess],
+) -> None:
+    server = new_server("--workflows", FLOWS).start()
+    try:
+        c = await Client.connect(server.url)
+        a, b = [], []
+        for customer in ("a", "a", "b", "a"):
+            reply = await c.request({"type": "start", "workflow": "keyed", "input": {"customer": customer}})
+            assert reply["run"]["concurrency_key"] == customer and reply["run"]["concurrency_limit"] == 1
+            (a if customer == "a" else b).append(reply["run"]["run_id"])
+        given = {"type": "start", "workflow": "keyed", "input": {"customer": "c"}, "concurrency_key": "a"}
+        a.append((await c.request(given))["run"]["run_id"])  # a key given on start wins over the input's
+        runs_a, runs_b = await _finals(c, a), await _finals(c, b)
+        assert _overlaps(runs_a) == [], runs_a
+        starts_a = sorted(_epoch(r["started_at"]) for r in runs_a)
+        assert _epoch(runs_b[0]["started_at"]) < starts_a[1]  # b did not wait behind a's runs
+        assert runs_a[-1]["concurrency_key"] == "a"
+    finally:
+        server.stop()
+
+
+async def test_a_key_is_held_across_a_cluster(postgres: Any, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    nodes = [ServerProcess.node(url, tmp_path, name, "--workflows", FLOWS).start() for name in ("n1", "n2")]
+    try:
+        clients = [await Client.connect(node.url) for node in nodes]
+        ids = []
+        for i in range(6):  # through both nodes, one key
+            reply = await clients[i % 2].request(
+                {"type": "start", "workflow": "keyed", "input": {"customer": "x", "seconds": 0.3}}
+            )
+            ids.append(reply["run"]["run_id"])
+        runs = await _finals(clients[0], ids)
+        assert _overlaps(runs) == [], runs
+    finally:
+        for node in nodes:
+            node.stop()

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from ..bounds import clip_error
@@ -36,8 +37,8 @@ from .asks import AnswerChecks, Deadlines, RunLocks
 from .cluster import Cluster
 from .context import History, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
-from .runs import ActiveRun, align_steps, new_run, new_run_id, record, step_history, the_same
-from .slots import Slots, seconds_until
+from .runs import AT_ONCE, ActiveRun, Order, align_steps, new_run, new_run_id, record, step_history, the_same
+from .slots import Turns, seconds_until
 from .threads import StepThreads
 
 log = logging.getLogger("runcast.engine")
@@ -60,7 +61,7 @@ class Engine(Answering):
         for wf in workflows:
             self.register(wf)
         self.max_running = max_running
-        self._slots = Slots(max_running)
+        self._turns = Turns(max_running)
         self._threads = StepThreads(settings.step_threads)
         self._active: dict[str, ActiveRun] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
@@ -109,15 +110,12 @@ class Engine(Answering):
         input: Any = None,
         run_id: str | None = None,
         owner: str | None = None,
-        scheduled_for: str | None = None,
-        priority: int = 0,
+        order: Order = AT_ONCE,
     ) -> tuple[dict[str, Any], bool]:
         """Create a run (started by `owner`, a sub) and start it in the background once it
-        is stored, and due (`scheduled_for`), in `priority` order.
-
-        Returns (snapshot, existing): with a caller-given run_id that already names the
-        same workflow and input of the same owner, the existing run and True, and nothing
-        is started.
+        is stored, and due, in priority order, when its concurrency key (`order`'s, or the
+        workflow's) has room. Returns (snapshot, existing): with a caller-given run_id that
+        names the same workflow and input of the same owner, that run and True (no start).
         """
         if self._stopping:
             raise RuntimeError("the engine is shutting down")
@@ -127,10 +125,13 @@ class Engine(Answering):
         if workflow is None:
             known = ", ".join(sorted(self.workflows)) or "none"
             raise UnknownWorkflow(f"no workflow named {name!r}; known workflows: {known}")
-        steps = workflow.steps_for(workflow.checked_input(input))
+        checked = workflow.checked_input(input)
+        steps = workflow.steps_for(checked)
+        key = order.concurrency_key if order.concurrency_key is not None else workflow.key_for(checked)
+        order = replace(order, concurrency_key=key, concurrency_limit=workflow.concurrency_limit if key else None)
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
-            row = new_run(new_run_id(), workflow, input, steps, owner, scheduled_for, priority)
+            row = new_run(new_run_id(), workflow, input, steps, owner, order)
             await self._create(workflow, row)
             return dict(row), False
         if not RUN_ID_PATTERN.fullmatch(run_id):
@@ -143,7 +144,7 @@ class Engine(Answering):
             existing = await self.store.get_run(run_id)
             if existing is not None:
                 return the_same(existing, name, input, owner), True
-            row = new_run(run_id, workflow, input, steps, owner, scheduled_for, priority)
+            row = new_run(run_id, workflow, input, steps, owner, order)
             try:
                 await self._create(workflow, row, launch=False)
             except RunExists:  # started through another node at the same moment: the database chose that one
@@ -165,6 +166,8 @@ class Engine(Answering):
         later = seconds_until(row.get("scheduled_for"))
         if self.cluster is not None and later > 0:  # claimed when due (by this node, or another)
             asyncio.get_running_loop().call_later(later, self.cluster.fall_due)
+        elif self.cluster is not None and row.get("concurrency_key") is not None:
+            self.cluster.fall_due()  # claimed like a delayed run: keys are counted by the claims
         elif self.cluster is not None and self.cluster.free_slots_now() > 0:
             # Counted at once: starts that overlap while this one is stored must not take the same slot.
             self.cluster.coordination.take_new(run_id)
@@ -272,10 +275,7 @@ class Engine(Answering):
         try:
             if run.cancel_requested:  # cancelled before its task ever ran
                 raise asyncio.CancelledError
-            row = run.row
-            if (later := seconds_until(row.get("scheduled_for"))) > 0:
-                await asyncio.sleep(later)  # pending until due, holding no slot
-            async with self._slots.held(row.get("priority") or 0, f"{row['created_at']} {row['run_id']}"):
+            async with self._turns.taken(run.row):  # due, its key has room, a slot is free
                 await self._run_steps(run)
         except asyncio.CancelledError as exc:
             if run.lost:

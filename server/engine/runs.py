@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -33,17 +33,24 @@ def new_run_id() -> str:
     return f"{ms:012x}{_id_clock['n']:04x}{os.urandom(3).hex()}"
 
 
+@dataclass(frozen=True, slots=True)
+class Order:
+    """When and in which order a run may start (contract 8.2)."""
+
+    scheduled_for: str | None = None  # not before (a wire time); None: at once
+    priority: int = 0  # among due pending runs, higher first
+    concurrency_key: str | None = None  # at most `concurrency_limit` running with one key
+    concurrency_limit: int | None = None
+
+
+AT_ONCE = Order()  # no delay, priority 0, no key
+
+
 def new_run(
-    run_id: str,
-    workflow: Workflow,
-    input: Any,
-    steps: Sequence[Node],
-    owner: str | None = None,
-    scheduled_for: str | None = None,
-    priority: int = 0,
+    run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node], owner: str | None = None, order: Order = AT_ONCE
 ) -> dict[str, Any]:
     paths = [path for path, _ in walk(steps)]
-    return fold.new_run(run_id, workflow.name, input, paths, utc_now(), owner, scheduled_for, priority)
+    return fold.new_run(run_id, workflow.name, input, paths, utc_now(), owner, **asdict(order))
 
 
 @dataclass

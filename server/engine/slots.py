@@ -1,7 +1,9 @@
 """Who runs next: at most `--max-running` runs at once, and the waiting ones in order.
 
-A run takes a slot once it is due (its `scheduled_for` has passed); while none is free, the
-waiting runs get them highest `priority` first, then oldest (contract 8.2).
+A run takes a slot once it is due (its `scheduled_for` has passed), and once its concurrency
+key has room (at most the key's limit running); while none is free, the waiting runs get
+them highest `priority` first, then oldest (contract 8.2). A run waiting for its key holds
+no slot, so runs with other keys are not held back.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 
 class Slots:
     """Up to `limit` holders at once; waiters are served highest priority, then oldest."""
 
     def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.free = limit
         self._waiting: list[tuple[int, str, int, asyncio.Future[None]]] = []
         self._arrival = itertools.count()  # ties (same priority and age) in arrival order
@@ -46,6 +50,11 @@ class Slots:
                 self._give_back()
             raise  # (a cancelled waiter is skipped when it comes up)
 
+    @property
+    def idle(self) -> bool:
+        """Nobody holds a slot nor waits for one."""
+        return not self._waiting and self.free == self.limit
+
     def _give_back(self) -> None:
         while self._waiting:
             given = heapq.heappop(self._waiting)[-1]
@@ -53,6 +62,45 @@ class Slots:
                 given.set_result(None)
                 return
         self.free += 1
+
+
+class KeySlots:
+    """At most each key's limit of holders at once, per concurrency key; a run with no key
+    passes straight through. Waiters of one key go highest priority, then oldest."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Slots] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, key: str | None, limit: int | None, priority: int, age: str) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        slots = self._keys.setdefault(key, Slots(limit or 1))
+        try:
+            async with slots.held(priority, age):
+                yield
+        finally:
+            if slots.idle and self._keys.get(key) is slots:
+                del self._keys[key]  # nobody holds or waits: forget the key
+
+
+class Turns:
+    """Whose turn it is: a run waits until it is due, then for room in its key, then for a
+    slot; holding nothing while it waits for the first two."""
+
+    def __init__(self, max_running: int) -> None:
+        self.slots = Slots(max_running)
+        self.keys = KeySlots()
+
+    @contextlib.asynccontextmanager
+    async def taken(self, row: dict[str, Any]) -> AsyncIterator[None]:
+        if (later := seconds_until(row.get("scheduled_for"))) > 0:
+            await asyncio.sleep(later)
+        priority, age = row.get("priority") or 0, f"{row['created_at']} {row['run_id']}"
+        key, limit = row.get("concurrency_key"), row.get("concurrency_limit")
+        async with self.keys.held(key, limit, priority, age), self.slots.held(priority, age):
+            yield
 
 
 def seconds_until(wire_time: str | None) -> float:

@@ -36,6 +36,8 @@ RUN_COLUMNS = (
     "started_by",  # the snapshot's `owner`: the sub of the identity that started the run
     "scheduled_for",  # (8.2) when a delayed run may start; NULL: at once
     "priority",  # (8.2) among due pending runs, higher starts first
+    "concurrency_key",  # (8.2) at most concurrency_limit runs with one key running at once
+    "concurrency_limit",
 )
 # Columns whose snapshot key differs (PostgreSQL's `owner` column is the node running a run).
 SNAPSHOT_KEY = {"started_by": "owner"}
@@ -197,17 +199,16 @@ def list_columns(steps_summary: str, size: str) -> str:
         f"CASE WHEN {size.format(c)} <= {LIST_VALUE_CAP} THEN {c} END, {size.format(c)}" for c in _CAPPED
     )
     times = "created_at, started_at, finished_at"
-    rest = "last_seq, {steps_summary}, waiting_for, started_by, scheduled_for, priority"
-    return f"n, run_id, workflow, status, {capped}, {times}, {rest.format(steps_summary=steps_summary)}"
+    order = "scheduled_for, priority, concurrency_key, concurrency_limit"
+    rest = f"last_seq, {steps_summary}, waiting_for, started_by, {order}"
+    return f"n, run_id, workflow, status, {capped}, {times}, {rest}"
 
 
 def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
     """(cursor, run without steps) from a row of `list_columns`: a value too long to list
     is `{"truncated": true, "bytes": N, "full": ...}`, named in the run's `truncated`."""
     n, run_id, workflow, status, *capped = row[: 4 + 2 * len(_CAPPED)]
-    created_at, started_at, finished_at, last_seq, steps, waiting_for, owner, scheduled_for, priority = row[
-        4 + 2 * len(_CAPPED) :
-    ]
+    created_at, started_at, finished_at, last_seq, steps, waiting_for, owner, *order = row[4 + 2 * len(_CAPPED) :]
     run: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "status": status}
     truncated = []
     for name, value, size in zip(_CAPPED, capped[0::2], capped[1::2], strict=True):
@@ -217,7 +218,7 @@ def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
         else:
             run[name] = orjson.loads(value) if value is not None else None
     run.update(created_at=created_at, started_at=started_at, finished_at=finished_at, last_seq=last_seq, owner=owner)
-    run.update(scheduled_for=scheduled_for, priority=priority)
+    run.update(zip(("scheduled_for", "priority", "concurrency_key", "concurrency_limit"), order, strict=True))
     run["waiting_for"] = orjson.loads(waiting_for) if waiting_for else []
     run.update(run_progress(orjson.loads(steps) if steps else []))
     if truncated:

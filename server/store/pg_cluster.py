@@ -20,6 +20,22 @@ _UNHELD = """(
     )"""
 # Runs a node may take: pending or running, and unheld.
 _ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
+# What a claim takes ($1 how many, $4 the workflows, $5 now): due runs (a delayed one waits for
+# its time), highest priority first, then oldest; of a concurrency key, only as many as its
+# limit leaves beside the runs of that key live nodes hold (pending or running: a waiting
+# run does not count). Claims take the CLAIM_LOCK, so these counts hold until they commit.
+_CLAIM = f"""SELECT r.n, r.owner FROM runs r JOIN (
+        SELECT n, concurrency_key, concurrency_limit,
+            row_number() OVER (PARTITION BY concurrency_key ORDER BY priority DESC, n) AS place
+        FROM runs
+        WHERE {_ORPHANED} AND workflow = ANY($4::text[]) AND (scheduled_for IS NULL OR scheduled_for <= $5)
+    ) c ON c.n = r.n
+    WHERE c.concurrency_key IS NULL OR c.place + (
+        SELECT count(*) FROM runs k WHERE k.concurrency_key = c.concurrency_key
+            AND k.status IN ({UNFINISHED_SQL}) AND NOT {_UNHELD}
+    ) <= coalesce(c.concurrency_limit, 1)
+    ORDER BY r.priority DESC, r.n LIMIT $1 FOR UPDATE OF r SKIP LOCKED"""
+CLAIM_LOCK = 0x72756E63  # "runc": the advisory lock every claim holds while it decides
 # A waiting run a node may take to answer, cancel or expire it: unheld too.
 _FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"
 
@@ -92,29 +108,33 @@ class PostgresCluster:
         self, limit: int, takeover_seconds: float | None, workflows: list[str]
     ) -> list[tuple[dict[str, Any], bool]]:
         """Take up to `limit` due runs of these workflows that no live node owns, highest
-        priority then oldest first: (snapshot, taken over from another node). With `takeover_seconds` None, only runs
-        that have no owner at all."""
+        priority then oldest first, and of each concurrency key only as many as it has room
+        for: (snapshot, taken over from another node). With `takeover_seconds` None, only
+        runs that have no owner at all."""
         if limit <= 0:
             return []
-        # Due runs only (a delayed one waits for its time), highest priority first, then oldest.
-        due = "(scheduled_for IS NULL OR scheduled_for <= $5)"
-        chosen = f"{_ORPHANED} AND workflow = ANY($4::text[]) AND {due} ORDER BY priority DESC, n LIMIT $1"
         seconds = float(takeover_seconds) if takeover_seconds is not None else None
-        return await self._take(f"{chosen} FOR UPDATE SKIP LOCKED", limit, seconds, self.node_id, workflows, utc_now())
+        return await self._take(_CLAIM, limit, seconds, self.node_id, workflows, utc_now(), serial=True)
 
     async def claim_run(self, run_id: str, takeover_seconds: float) -> tuple[dict[str, Any], bool] | None:
         """Take one run if no live node owns it (to cancel it here), else None."""
         taken = await self._take(
-            f"run_id = $1 AND {_ORPHANED} FOR UPDATE", run_id, float(takeover_seconds), self.node_id
+            f"SELECT n, owner FROM runs WHERE run_id = $1 AND {_ORPHANED} FOR UPDATE",
+            run_id,
+            float(takeover_seconds),
+            self.node_id,
         )
         return taken[0] if taken else None
 
-    async def _take(self, chosen: str, *params: Any) -> list[tuple[dict[str, Any], bool]]:
-        """Own the runs `chosen` selects ($3 is this node), one epoch up: (snapshot, taken
-        over from another node) for each."""
+    async def _take(self, chosen: str, *params: Any, serial: bool = False) -> list[tuple[dict[str, Any], bool]]:
+        """Own the runs `chosen` (a SELECT of n, owner) selects ($3 is this node), one epoch
+        up: (snapshot, taken over from another node) for each. `serial`: one such take at a
+        time in the whole cluster, so that two nodes never both see a key's last room."""
         async with self._conn() as conn, conn.transaction():
+            if serial:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             rows = await conn.fetch(
-                f"""WITH chosen AS (SELECT n, owner FROM runs WHERE {chosen})
+                f"""WITH chosen AS ({chosen})
                     UPDATE runs SET owner = $3, epoch = runs.epoch + 1 FROM chosen WHERE runs.n = chosen.n
                     RETURNING {", ".join("runs." + c for c in RUN_COLUMNS)}, runs.epoch, chosen.owner""",
                 *params,
@@ -129,7 +149,8 @@ class PostgresCluster:
     async def claim_waiting(self, run_id: str, takeover_seconds: float) -> dict[str, Any] | None:
         """Take a waiting run that nobody holds (to record an answer, a cancel or a timeout
         here), one epoch up; None if it is not waiting or another node holds it now."""
-        taken = await self._take(f"run_id = $1 AND {_FREE_WAITING} FOR UPDATE", run_id, takeover_seconds, self.node_id)
+        chosen = f"SELECT n, owner FROM runs WHERE run_id = $1 AND {_FREE_WAITING} FOR UPDATE"
+        taken = await self._take(chosen, run_id, takeover_seconds, self.node_id)
         return taken[0][0] if taken else None
 
     async def release(self, run_id: str) -> None:

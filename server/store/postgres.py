@@ -106,6 +106,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN scheduled_for TEXT, ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: concurrency keys (8.2): claims count the runs each key has held by live nodes.
+    """
+    ALTER TABLE runs ADD COLUMN concurrency_key TEXT, ADD COLUMN concurrency_limit INTEGER;
+    CREATE INDEX runs_by_key ON runs (concurrency_key) WHERE concurrency_key IS NOT NULL;
+    """,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
@@ -120,7 +125,7 @@ UPSERT_RUN = (
 # A new run is inserted, never upserted: an id the table has already is skipped (and not
 # returned), so that the database alone decides which of two starts of one id creates it.
 # WRITE_COLUMNS (RUN_COLUMNS, wake_at), then owner (the node) and epoch; text but these:
-_NOT_TEXT = {"last_seq": "bigint", "priority": "integer", "wake_at": "float8"}
+_NOT_TEXT = {"last_seq": "bigint", "priority": "integer", "concurrency_limit": "integer", "wake_at": "float8"}
 _NEW_RUN_TYPES = (*(_NOT_TEXT.get(c, "text") for c in WRITE_COLUMNS), "text", "bigint")
 INSERT_NEW_RUNS = (
     f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) SELECT * FROM unnest("

@@ -88,6 +88,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN scheduled_for TEXT;
     ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: concurrency keys (8.2): at most concurrency_limit runs with one key running at once.
+    """
+    ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE runs ADD COLUMN concurrency_limit INTEGER;
+    """,
 ]
 
 UPSERT_RUN = (

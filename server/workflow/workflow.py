@@ -28,6 +28,7 @@ class RunDatabase(Protocol):
 
 InputCheck = Callable[[Any], Any]
 OnCrash = Literal["resume", "fail"]
+KeyOf = str | Callable[[Any], str | None]  # an input field's name, or a function of the input
 
 
 class Workflow:
@@ -38,7 +39,9 @@ class Workflow:
     filled in; `list_workflows` shows it. `validate_input`, if given instead, takes the
     run's input and returns it with defaults filled in, or raises `InvalidInput`.
     `on_crash` says what a restart does with a run that a crash interrupted: "resume" it
-    from the first unfinished step, or "fail" it.
+    from the first unfinished step, or "fail" it. `concurrency_key` (the name of a top-level
+    input field, or a function of the input) gives runs a key: at most `concurrency_limit`
+    (default 1) runs with one key run at once; the others wait, pending.
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class Workflow:
         validate_input: InputCheck | None = None,
         input_schema: dict[str, Any] | None = None,
         on_crash: OnCrash = "resume",
+        concurrency_key: KeyOf | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         if not name:
             raise ValueError("a workflow needs a name")
@@ -68,9 +73,24 @@ class Workflow:
             validate_input = checker(input_schema)
         self.validate_input = validate_input
         self.on_crash: OnCrash = on_crash
+        if concurrency_limit is not None and concurrency_limit < 1:
+            raise ValueError("concurrency_limit must be 1 or more")
+        self.concurrency_key = concurrency_key
+        self.concurrency_limit = concurrency_limit or 1
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, steps={[s.name for s in self.steps]})"
+
+    def key_for(self, input: Any) -> str | None:
+        """A run's concurrency key from its (checked) input: the named field's value (an
+        input without it has none), or what the key function returns."""
+        if callable(self.concurrency_key):
+            key = self.concurrency_key(input)
+        elif self.concurrency_key is not None and isinstance(input, dict):
+            key = input.get(self.concurrency_key)
+        else:
+            key = None
+        return None if key is None else str(key)
 
     def steps_for(self, input: Any) -> list[Node]:
         """The steps a run with this (checked) input goes through; fixed unless overridden."""
@@ -114,14 +134,16 @@ class Workflow:
         delay: float | None = None,
         start_at: str | datetime | None = None,
         priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> RunOutput:
         """Start a run. With background=True return at once (run_id, status); otherwise
         wait for the run to finish and return it. `delay` (seconds) or `start_at` (a
         datetime, or an ISO 8601 string) put its start off; among due pending runs, higher
-        `priority` (-100..100) starts first."""
+        `priority` (-100..100) starts first; `concurrency_key` overrides the workflow's."""
         db = self._db()
         when = start_at.isoformat() if isinstance(start_at, datetime) else start_at
-        options = parse_start_options({"delay": delay, "start_at": when, "priority": priority})
+        fields = {"delay": delay, "start_at": when, "priority": priority, "concurrency_key": concurrency_key}
+        options = parse_start_options(fields)
         snapshot = await db.start_run(self, input, run_id, options)
         if not background:
             snapshot = await db.wait_run(self, snapshot["run_id"])

@@ -128,7 +128,7 @@ class Engine(Answering):
         checked = workflow.checked_input(input)
         steps = workflow.steps_for(checked)
         key = order.concurrency_key if order.concurrency_key is not None else workflow.key_for(checked)
-        order = replace(order, concurrency_key=key, concurrency_limit=workflow.concurrency_limit if key else None)
+        order = replace(order, concurrency_key=key, concurrency_limit=workflow.concurrency_limit if key is not None else None)
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
             row = new_run(new_run_id(), workflow, input, steps, owner, order)

@@ -127,8 +127,9 @@ class Engine(Answering):
             raise UnknownWorkflow(f"no workflow named {name!r}; known workflows: {known}")
         checked = workflow.checked_input(input)
         steps = workflow.steps_for(checked)
-        key = order.concurrency_key if order.concurrency_key is not None else workflow.key_for(checked)
-        order = replace(order, concurrency_key=key, concurrency_limit=workflow.concurrency_limit if key is not None else None)
+        key = workflow.key_for(checked) if order.concurrency_key is None else order.concurrency_key
+        if key is not None:  # the workflow's limit holds for a key given on start too
+            order = replace(order, concurrency_key=key, concurrency_limit=workflow.concurrency_limit)
         input = to_json_value(input)
         if run_id is None:  # a fresh id of ours: nothing to look up
             row = new_run(new_run_id(), workflow, input, steps, owner, order)

@@ -180,3 +180,23 @@ async def test_a_key_is_held_across_a_cluster(postgres: Any, tmp_path: Path) -> 
     finally:
         for node in nodes:
             node.stop()
+
+
+async def test_a_key_stays_held_while_its_node_dies_and_is_taken_over(postgres: Any, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    flags = ("--workflows", FLOWS, "--takeover-seconds", "1")
+    nodes = [ServerProcess.node(url, tmp_path, name, *flags).start() for name in ("n1", "n2")]
+    try:
+        first = await Client.connect(nodes[0].url)
+        held = await first.request({"type": "start", "workflow": "keyed", "input": {"customer": "y", "seconds": 2}})
+        await first.request({"type": "subscribe", "run_id": held["run"]["run_id"]})
+        await first.wait(lambda m: m.get("event") == "step_started", timeout=10)
+        second = await Client.connect(nodes[1].url)
+        later = {"type": "start", "workflow": "keyed", "input": {"customer": "y", "seconds": 0.2}}
+        waiting = await second.request(later)
+        nodes[0].kill()  # kill -9 while it holds the key: the key stays taken until its run ends elsewhere
+        runs = await _finals(second, [held["run"]["run_id"], waiting["run"]["run_id"]])
+        assert _epoch(runs[1]["started_at"]) >= _epoch(runs[0]["finished_at"]), runs
+    finally:
+        for node in nodes:
+            node.stop()

@@ -169,6 +169,7 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str, **kw: Any) -> Client:
+        kw.setdefault("close_timeout", 1)  # a gone server's socket closes at once, not after 10 s
         ws = await websockets.connect(url, max_size=None, open_timeout=10, ping_interval=None, **kw)
         client = cls(ws)
         OPEN_CLIENTS.append(client)

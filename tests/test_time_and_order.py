@@ -28,10 +28,10 @@ async def test_a_delayed_run_waits_says_when_and_survives_a_kill(new_server: Cal
     try:
         c = await Client.connect(server.url)
         asked_at = time.time()
-        reply = await c.request({"type": "start", "workflow": "echo", "input": 1, "delay": 2.5, "subscribe": False})
+        reply = await c.request({"type": "start", "workflow": "echo", "input": 1, "delay": 1.5, "subscribe": False})
         run = reply["run"]
         assert run["status"] == "pending" and run["priority"] == 0
-        assert abs(_epoch(run["scheduled_for"]) - (asked_at + 2.5)) < 0.5
+        assert abs(_epoch(run["scheduled_for"]) - (asked_at + 1.5)) < 0.5
         await asyncio.sleep(0.5)
         polled = (await c.request({"type": "poll", "run_id": run["run_id"]}))["run"]
         assert polled["status"] == "pending" and polled["last_seq"] == 0  # not started, nothing stored
@@ -56,7 +56,7 @@ async def test_due_pending_runs_start_highest_priority_first(new_server: Callabl
     server = new_server("--max-running", "1").start()
     try:
         c = await Client.connect(server.url)
-        blocker = await c.request({"type": "start", "workflow": "sleep", "input": {"seconds": 1.5}, "subscribe": False})
+        blocker = await c.request({"type": "start", "workflow": "sleep", "input": {"seconds": 0.8}, "subscribe": False})
         ids = {}
         for priority in (-5, 0, 10, 0):  # created in this order; the two 0s keep theirs
             reply = await c.request(

@@ -84,6 +84,15 @@ class Cluster:
         if self._maybe_pending:
             self._wake.set()
 
+    def freed(self, key: str | None) -> None:
+        """A run of this node ended: a slot is free, and room in its concurrency key, which a
+        run waiting on any node may take (a keyed run is always claimed)."""
+        if key is not None:
+            self.nudge_others()
+            self.fall_due()
+        else:
+            self.wake()
+
     def fall_due(self) -> None:
         """A delayed run falls due now: look for runs to take (others poll each beat)."""
         self._maybe_pending = True

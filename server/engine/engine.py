@@ -295,12 +295,12 @@ class Engine(Answering):
             self._active.pop(run_id, None)
             if not run.done.done():
                 run.done.set_result(None)
-            self._forget(run_id)
+            self._forget(run_id, run.row.get("concurrency_key"))
 
-    def _forget(self, run_id: str) -> None:
+    def _forget(self, run_id: str, key: str | None = None) -> None:
         if self.cluster is not None and not self._stopping:
             self.cluster.coordination.forget(run_id)
-            self.cluster.wake()  # a slot is free: take the next waiting run
+            self.cluster.freed(key)  # a slot is free (and a key's room): take the next waiting run
 
     async def _fail_inside(self, run: ActiveRun, exc: BaseException) -> None:
         log.error("run %s failed outside its steps", run.row["run_id"], exc_info=exc)

@@ -95,8 +95,8 @@ class Turns:
 
     @contextlib.asynccontextmanager
     async def taken(self, row: dict[str, Any]) -> AsyncIterator[None]:
-        if (later := seconds_until(row.get("scheduled_for"))) > 0:
-            await asyncio.sleep(later)
+        while (later := seconds_until(row.get("scheduled_for"))) > 0:
+            await asyncio.sleep(later)  # (the loop's timers may fire a clock tick early)
         priority, age = row.get("priority") or 0, f"{row['created_at']} {row['run_id']}"
         key, limit = row.get("concurrency_key"), row.get("concurrency_limit")
         async with self.keys.held(key, limit, priority, age), self.slots.held(priority, age):

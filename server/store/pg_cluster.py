@@ -24,17 +24,20 @@ _ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
 # its time), highest priority first, then oldest; of a concurrency key, only as many as its
 # limit leaves beside the runs of that key live nodes hold (pending or running: a waiting
 # run does not count). Claims take the CLAIM_LOCK, so these counts hold until they commit.
-_CLAIM = f"""SELECT r.n, r.owner FROM runs r JOIN (
-        SELECT n, concurrency_key, concurrency_limit,
-            row_number() OVER (PARTITION BY concurrency_key ORDER BY priority DESC, n) AS place
-        FROM runs
-        WHERE {_ORPHANED} AND workflow = ANY($4::text[]) AND (scheduled_for IS NULL OR scheduled_for <= $5)
-    ) c ON c.n = r.n
-    WHERE c.concurrency_key IS NULL OR c.place + (
-        SELECT count(*) FROM runs k WHERE k.concurrency_key = c.concurrency_key
-            AND k.status IN ({UNFINISHED_SQL}) AND NOT {_UNHELD}
-    ) <= coalesce(c.concurrency_limit, 1)
-    ORDER BY r.priority DESC, r.n LIMIT $1 FOR UPDATE OF r SKIP LOCKED"""
+# The keyed part reads only keyed runs (a partial index), so runs without keys cost as before.
+_DUE = f"{_ORPHANED} AND workflow = ANY($4::text[]) AND (scheduled_for IS NULL OR scheduled_for <= $5)"
+_CLAIM = f"""SELECT n, owner FROM runs WHERE {_DUE} AND (concurrency_key IS NULL OR n IN (
+        SELECT c.n FROM (
+            SELECT n, concurrency_key, concurrency_limit,
+                row_number() OVER (PARTITION BY concurrency_key ORDER BY priority DESC, n) AS place
+            FROM runs WHERE concurrency_key IS NOT NULL AND {_DUE}
+        ) c
+        WHERE c.place + (
+            SELECT count(*) FROM runs k WHERE k.concurrency_key = c.concurrency_key
+                AND k.status IN ({UNFINISHED_SQL}) AND NOT {_UNHELD}
+        ) <= coalesce(c.concurrency_limit, 1)
+    ))
+    ORDER BY priority DESC, n LIMIT $1 FOR UPDATE SKIP LOCKED"""
 CLAIM_LOCK = 0x72756E63  # "runc": the advisory lock every claim holds while it decides
 # A waiting run a node may take to answer, cancel or expire it: unheld too.
 _FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"

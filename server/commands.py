@@ -25,7 +25,7 @@ from .runtime import Runtime
 from .store import RunFilter, StoredEvent
 
 Snapshot = dict[str, Any]
-AT_ONCE = StartOptions()  # a start with no delay and priority 0
+START_NOW = StartOptions()  # a start with no delay, priority 0 and no key
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Commands:
         workflow: str,
         input: Any = None,
         run_id: str | None = None,
-        options: StartOptions = AT_ONCE,
+        options: StartOptions = START_NOW,
     ) -> tuple[Snapshot, bool]:
         """`start`: (the run's snapshot, whether it existed already: an idempotent start).
         `options` say when it may start and in which order (contract 8.2)."""

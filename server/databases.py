@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from .commands import AT_ONCE, Caller, Commands
+from .commands import START_NOW, Caller, Commands
 from .engine import Engine
 from .protocol import StartOptions
 from .runtime import Runtime
@@ -80,7 +80,7 @@ class Database:
         return self._commands
 
     async def start_run(
-        self, workflow: Workflow, input: Any, run_id: str | None, options: StartOptions = AT_ONCE
+        self, workflow: Workflow, input: Any, run_id: str | None, options: StartOptions = START_NOW
     ) -> dict[str, Any]:
         """Start a run of `workflow` on this database (opened on first use)."""
         commands = await self.commands_for(workflow)

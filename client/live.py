@@ -18,11 +18,12 @@ from rich.text import Text
 
 from server.fold import fold, new_run, new_step
 
-from .view import View
+from .view import View, until_text
 
 STATE_STYLE = {
     "running": "yellow",
     "waiting": "bold magenta",
+    "sleeping": "blue",
     "completed": "green",
     "failed": "red",
     "skipped": "dim",
@@ -145,6 +146,10 @@ class LiveView(View):
             case "input_received":
                 ask = entry.setdefault("asks", {}).setdefault(str(data.get("request_id")), {"prompt": ""})
                 ask.update(open=False, value=data.get("value"))
+            case "sleep_started":
+                entry["sleep"] = data.get("until")
+            case "sleep_ended":
+                entry.pop("sleep", None)
             case "step_completed":
                 entry.update(end=ts, completed=True)
             case "step_skipped":
@@ -208,6 +213,9 @@ class LiveView(View):
             f"  {self.workflow}  ",
             (self.status, STATE_STYLE.get(self.status, "")),
         )
+        wake_at = (self.run or {}).get("wake_at")
+        if self.status == "sleeping" and wake_at:
+            head.append(f" until {until_text(wake_at)}", style="blue")
         table = Table.grid(padding=(0, 2))
         for name, entry in self.steps.items():
             state = entry["state"]
@@ -232,6 +240,9 @@ class LiveView(View):
                 table.add_row(*self._call_row(call))
             for ask in entry.get("asks", {}).values():
                 table.add_row(*self._ask_row(ask))
+            if entry.get("sleep"):
+                until = Text(f"until {until_text(entry['sleep'])}", style="blue")
+                table.add_row(Text("  ⏾ sleep", style="blue"), Text("sleeping", style="blue"), "", "", until)
         parts: list[RenderableType] = [head, table]
         for step, text in self.text.items():
             if text:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
@@ -43,6 +45,10 @@ def describe(event: dict[str, Any]) -> str | None:
             return f"  {step} is waiting for input: {data.get('prompt')}"
         case "input_received":
             return f"  {step} got its input: {_cut(_json(data.get('value')))}"
+        case "sleep_started":
+            return f"  {step} is sleeping until {until_text(data.get('until'))}"
+        case "sleep_ended":
+            return f"  {step} woke up"
         case "run_resumed":
             return f"run resumed after a {data.get('reason')} from step {data.get('from_step')}"
         case "run_completed":
@@ -52,6 +58,25 @@ def describe(event: dict[str, Any]) -> str | None:
         case "run_cancelled":
             return "cancelled"
     return f"{kind}: {_cut(_json(data))}"
+
+
+def until_text(until: Any, now: float | None = None) -> str:
+    """A wire time a sleep ends at, with how long until then: `2026-12-10T09:00:00.000Z (in 2d 3h)`."""
+    if not isinstance(until, str):
+        return "?"
+    try:
+        left = datetime.fromisoformat(until).timestamp() - (time.time() if now is None else now)
+    except ValueError:
+        return until
+    if left <= 0:
+        return f"{until} (due now)"
+    parts: list[str] = []
+    rest = int(left)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return f"{until} (in {' '.join(parts[:2])})"
 
 
 def prompt_of(request: dict[str, Any], limit: int = 200) -> str:
@@ -210,6 +235,8 @@ def _when(run: dict[str, Any]) -> str:
     said = ""
     if run.get("status") == "pending" and run.get("scheduled_for"):
         said += f", scheduled for {run['scheduled_for']}"
+    if run.get("status") == "sleeping" and run.get("wake_at"):
+        said += f", sleeping until {until_text(run['wake_at'])}"
     if run.get("priority"):
         said += f", priority {run['priority']}"
     return said

@@ -3,7 +3,8 @@
 // the dashboard (which imports it from /js/) fold with it. tests/test_fold.py checks that both
 // folds agree after every event of the same recorded runs. Pure: no DOM, no clock.
 
-const LIVE_STEP = new Set(['running', 'waiting']);
+const LIVE_STEP = new Set(['running', 'waiting', 'sleeping']);
+const HELD_STEP = new Set(['waiting', 'sleeping']); // suspended until the run goes on
 
 /** A step as a run is created with it: pending, never tried. */
 export function newStep(name) {
@@ -25,6 +26,7 @@ export function newRun(runId, workflow, input, steps, createdAt, owner = null, o
     last_seq: 0,
     steps: steps.map(newStep),
     waiting_for: [],
+    wake_at: null,
     owner,
     scheduled_for: order.scheduled_for ?? null,
     priority: order.priority ?? 0,
@@ -37,10 +39,11 @@ function ended(status, { output = false, error = false } = {}) {
   return (run, data, ts) => {
     const why = error ? (data.error ?? null) : null;
     for (const step of run.steps) {
+      delete step.wake_at;
       if (LIVE_STEP.has(step.status)) Object.assign(step, { status: 'failed', error: why || status, finished_at: ts });
       else if (step.status === 'pending') step.status = 'skipped';
     }
-    Object.assign(run, { status, finished_at: ts, waiting_for: [] });
+    Object.assign(run, { status, finished_at: ts, waiting_for: [], wake_at: null });
     run.output = output ? (data.output ?? null) : null;
     run.error = why;
   };
@@ -53,6 +56,22 @@ const RUN_RULES = {
   run_failed: ended('failed', { error: true }),
   run_cancelled: ended('cancelled'),
 };
+
+/**
+ * A suspended run's status once one of its asks or sleeps opens or closes: `waiting` while
+ * anything it asked is open, else `sleeping` (with `wake_at`, the earliest time a step
+ * sleeps until) while any step sleeps; once neither, it goes on, and so do its held steps.
+ */
+function settle(run) {
+  const sleeps = run.steps.map((s) => s.wake_at).filter((t) => t !== undefined && t !== null);
+  run.wake_at = null;
+  if ((run.waiting_for ?? []).length > 0) run.status = 'waiting';
+  else if (sleeps.length > 0) Object.assign(run, { status: 'sleeping', wake_at: sleeps.reduce((a, b) => (b < a ? b : a)) });
+  else {
+    run.status = 'running';
+    for (const s of run.steps) if (HELD_STEP.has(s.status)) s.status = 'running';
+  }
+}
 
 const inside = (run, path) => run.steps.filter((s) => s.name.startsWith(`${path}/`));
 
@@ -96,16 +115,21 @@ export function fold(run, event) {
     }
     case 'input_requested':
       step.status = 'waiting';
-      run.status = 'waiting';
       run.waiting_for = [...(run.waiting_for ?? [])];
       if (!run.waiting_for.some((w) => w.request_id === data.request_id)) run.waiting_for.push({ ...data, step: path });
+      settle(run);
       break;
     case 'input_received':
       run.waiting_for = (run.waiting_for ?? []).filter((w) => w.request_id !== data.request_id);
-      if (run.waiting_for.length === 0) {
-        run.status = 'running';
-        for (const s of run.steps) if (s.status === 'waiting') s.status = 'running';
-      }
+      settle(run);
+      break;
+    case 'sleep_started':
+      Object.assign(step, { status: 'sleeping', wake_at: data.until ?? null });
+      settle(run);
+      break;
+    case 'sleep_ended':
+      delete step.wake_at;
+      settle(run);
       break;
     default:
       break; // step_output, progress of a step, tool calls, and what this page does not know

@@ -2,7 +2,7 @@
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-export type RunStatus = 'pending' | 'running' | 'waiting' | 'completed' | 'failed' | 'cancelled' | (string & {});
+export type RunStatus = 'pending' | 'running' | 'waiting' | 'sleeping' | 'completed' | 'failed' | 'cancelled' | (string & {});
 
 export interface Step {
   name: string;
@@ -12,6 +12,8 @@ export interface Step {
   attempts: number;
   started_at: string | null;
   finished_at: string | null;
+  /** While the step sleeps (8.1): until when. */
+  wake_at?: string;
 }
 
 export interface InputRequest {
@@ -51,6 +53,8 @@ export interface Run {
   /** At most `concurrency_limit` runs with this key run at once; null: no key. */
   concurrency_key: string | null;
   concurrency_limit: number | null;
+  /** While the run sleeps (8.1): the earliest time one of its steps sleeps until; else null. */
+  wake_at: string | null;
   /** The fields replaced by a `{truncated, bytes, full}` marker (too big for one frame). */
   truncated?: string[];
   /** In list entries and runs-feed frames: the step running now (the deepest), or null. */

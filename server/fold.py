@@ -19,7 +19,8 @@ from .vocabulary import CURRENT_STEP_STATUSES, Event, RunStatus, StepStatus
 Run = dict[str, Any]  # a snapshot, as `poll` answers it
 Step = dict[str, Any]  # one entry of its `steps`
 
-_LIVE_STEP = (StepStatus.RUNNING.value, StepStatus.WAITING.value)
+_LIVE_STEP = (StepStatus.RUNNING.value, StepStatus.WAITING.value, StepStatus.SLEEPING.value)
+_HELD_STEP = (StepStatus.WAITING.value, StepStatus.SLEEPING.value)  # suspended until the run goes on
 
 
 def new_step(name: str) -> Step:
@@ -65,6 +66,7 @@ def new_run(
         "last_seq": 0,
         "steps": [new_step(name) for name in steps],
         "waiting_for": [],
+        "wake_at": None,
         "owner": owner,
         "scheduled_for": scheduled_for,
         "priority": priority,
@@ -106,6 +108,12 @@ def fold(run: Run, event: Mapping[str, Any]) -> Run:
         _requested(run, step, path, data)
     elif name == Event.INPUT_RECEIVED:
         _received(run, data)
+    elif name == Event.SLEEP_STARTED:
+        step.update(status=StepStatus.SLEEPING.value, wake_at=data.get("until"))
+        _settle(run)
+    elif name == Event.SLEEP_ENDED:
+        step.pop("wake_at", None)
+        _settle(run)
     return run
 
 
@@ -131,11 +139,12 @@ def _ended(status: RunStatus, *, output: bool = False, error: bool = False) -> A
     def rule(run: Run, data: Mapping[str, Any], ts: str | None) -> None:
         why = data.get("error") if error else None
         for step in run["steps"]:
+            step.pop("wake_at", None)
             if step["status"] in _LIVE_STEP:
                 step.update(status=StepStatus.FAILED.value, error=why or status.value, finished_at=ts)
             elif step["status"] == StepStatus.PENDING:
                 step["status"] = StepStatus.SKIPPED.value
-        run.update(status=status.value, finished_at=ts, waiting_for=[])
+        run.update(status=status.value, finished_at=ts, waiting_for=[], wake_at=None)
         run["output"] = data.get("output") if output else None
         run["error"] = why
 
@@ -180,22 +189,34 @@ def _next_iteration(run: Run, step: Step, data: Mapping[str, Any]) -> None:
 
 def _requested(run: Run, step: Step, path: str | None, data: Mapping[str, Any]) -> None:
     step["status"] = StepStatus.WAITING.value
-    run["status"] = RunStatus.WAITING.value
     waiting = run["waiting_for"] = list(run.get("waiting_for") or [])
     if all(w.get("request_id") != data.get("request_id") for w in waiting):
         waiting.append({**data, "step": path})
+    _settle(run)
 
 
 def _received(run: Run, data: Mapping[str, Any]) -> None:
     request_id = data.get("request_id")
-    waiting = [w for w in run.get("waiting_for") or [] if w.get("request_id") != request_id]
-    run["waiting_for"] = waiting
-    if waiting:
-        return
-    run["status"] = RunStatus.RUNNING.value
-    for step in run["steps"]:
-        if step["status"] == StepStatus.WAITING:
-            step["status"] = StepStatus.RUNNING.value
+    run["waiting_for"] = [w for w in run.get("waiting_for") or [] if w.get("request_id") != request_id]
+    _settle(run)
+
+
+def _settle(run: Run) -> None:
+    """A suspended run's status once one of its asks or sleeps opens or closes: `waiting`
+    while anything it asked is open, else `sleeping` (with `wake_at`, the earliest time a
+    step sleeps until) while any step sleeps; once neither, it goes on (`running`) and so
+    do its held steps. A run goes on only when all its branches may."""
+    sleeps = [st["wake_at"] for st in run["steps"] if st.get("wake_at") is not None]
+    run["wake_at"] = None
+    if run.get("waiting_for"):
+        run["status"] = RunStatus.WAITING.value
+    elif sleeps:
+        run.update(status=RunStatus.SLEEPING.value, wake_at=min(sleeps))
+    else:
+        run["status"] = RunStatus.RUNNING.value
+        for step in run["steps"]:
+            if step["status"] in _HELD_STEP:
+                step["status"] = StepStatus.RUNNING.value
 
 
 # ---- a run in brief --------------------------------------------------------------------

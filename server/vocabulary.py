@@ -11,6 +11,7 @@ class RunStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"  # a step asked for input and has not had it; the run holds no worker
+    SLEEPING = "sleeping"  # (8.1) every suspended branch sleeps until a time; no worker either
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -20,6 +21,7 @@ class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
+    SLEEPING = "sleeping"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -29,7 +31,9 @@ RUN_STATUSES = tuple(s.value for s in RunStatus)
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 FINISHED_STATUSES = tuple(s.value for s in RunStatus if s in FINISHED)
 UNFINISHED_STATUSES = (RunStatus.PENDING.value, RunStatus.RUNNING.value)  # what a node runs, or takes over
-CURRENT_STEP_STATUSES = (StepStatus.RUNNING.value, StepStatus.WAITING.value)  # where a run is now
+SUSPENDED = frozenset({RunStatus.WAITING, RunStatus.SLEEPING})  # no task: an answer, a time or a cancel goes on
+SUSPENDED_STATUSES = (RunStatus.WAITING.value, RunStatus.SLEEPING.value)
+CURRENT_STEP_STATUSES = (StepStatus.RUNNING.value, StepStatus.WAITING.value, StepStatus.SLEEPING.value)
 
 
 class Event(StrEnum):
@@ -51,6 +55,8 @@ class Event(StrEnum):
     TOOL_CALL_FAILED = "tool_call_failed"
     INPUT_REQUESTED = "input_requested"
     INPUT_RECEIVED = "input_received"
+    SLEEP_STARTED = "sleep_started"  # (8.1) `until`: a step sleeps until then, holding nothing
+    SLEEP_ENDED = "sleep_ended"  # (8.1) that time has come
 
 
 TERMINAL_EVENT = {  # the one event that ends a run of each finished status

@@ -21,7 +21,7 @@ const TOOL_CALL_STATUS = {
 };
 const CALL_TEXT = 120; // characters of a call's arguments, and of its result or error, shown
 const OTHER_SHOWN = 500; // unknown events shown per step (and for the run); the rest are counted
-const LIVE = new Set(['running', 'waiting', 'pending']);
+const LIVE = new Set(['running', 'waiting', 'sleeping', 'pending']);
 
 /** A value on one line, as JSON unless a string, cut to `limit` characters. */
 function short(value, limit = CALL_TEXT) {
@@ -75,7 +75,7 @@ export class RunView {
       this.model.runDirty = true;
       this.model.barsDirty = true;
       for (const step of this.model.steps.values()) {
-        if (step.status === 'running' || step.status === 'waiting') this.model.dirty.add(step);
+        if (['running', 'waiting', 'sleeping'].includes(step.status)) this.model.dirty.add(step);
       }
       this.schedule();
     }, 1000);
@@ -89,6 +89,7 @@ export class RunView {
       workflow: '',
       createdAt: null,
       scheduledFor: null, // when a delayed run may start (8.2)
+      wakeAt: null, // while the run sleeps (8.1): when it wakes
       priority: 0,
       startedAt: null,
       finishedAt: null,
@@ -284,6 +285,19 @@ export class RunView {
           }
           break;
         }
+        case 'sleep_started': {
+          // A sleep is a bar of its own kind, drawn over its step's attempt until it ends.
+          const bar = e.step ? m.openBars.get(e.step) : undefined;
+          if (bar) bar.waits.push({ start: ts, end: null, kind: 'sleep', until: data.until });
+          m.barsDirty = true;
+          break;
+        }
+        case 'sleep_ended': {
+          const bar = e.step ? m.openBars.get(e.step) : undefined;
+          for (const sleep of bar?.waits ?? []) if (sleep.kind === 'sleep') sleep.end ??= ts;
+          m.barsDirty = true;
+          break;
+        }
         case 'step_completed':
           Object.assign(this.step(e.step), { output: data.output, finishedAt: e.ts });
           this.endBar(e.step, ts, 'completed');
@@ -445,6 +459,9 @@ export class RunView {
     document.getElementById('run-created').textContent = formatTime(m.createdAt);
     document.getElementById('run-scheduled-for').textContent = formatTime(m.scheduledFor);
     show(document.getElementById('run-scheduled'), m.scheduledFor !== null);
+    const wakeAt = m.run?.status === 'sleeping' ? m.run.wake_at : null;
+    document.getElementById('run-wake-at').textContent = formatTime(wakeAt);
+    show(document.getElementById('run-sleeping'), wakeAt !== null && wakeAt !== undefined);
     document.getElementById('run-priority-value').textContent = String(m.priority);
     show(document.getElementById('run-priority'), m.priority !== 0);
     document.getElementById('run-seq').textContent = String(m.lastSeq);

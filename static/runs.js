@@ -15,7 +15,7 @@ const PAGE_SIZE = 50;
 const RECENT = 500; // runs listed for the counts
 const MAX_LIVE_ROWS = 200; // new runs added to the first page before "show newest" is offered
 const MAX_KNOWN = 5000; // snapshots kept for merging; the oldest unused go first
-const COUNTED = ['waiting', 'running', 'pending', 'completed', 'failed', 'cancelled'];
+const COUNTED = ['waiting', 'running', 'sleeping', 'pending', 'completed', 'failed', 'cancelled'];
 const COUNT_LABEL = { waiting: 'waiting for input' };
 
 /**
@@ -377,6 +377,11 @@ export class RunsView {
       const text = later ? `scheduled for ${formatTime(run.scheduled_for)}` : 'queued';
       const priority = run.priority ? ` · priority ${run.priority}` : '';
       replaceChildren(row.step, el('span', { class: 'hint' }, text + priority));
+      return;
+    }
+    if (run.status === 'sleeping' && run.wake_at) {
+      const where = step ? `${step} · ` : '';
+      replaceChildren(row.step, el('span', { class: 'hint' }, `${where}sleeping until ${formatTime(run.wake_at)}`));
       return;
     }
     if (FINISHED.has(run.status) && run.status !== 'completed') {

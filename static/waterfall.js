@@ -13,19 +13,24 @@ const TICKS = 4; // intervals on the axis: 0, ¼, ½, ¾ and the end
 /**
  * One attempt of a step, as run.js records it.
  * @typedef {{step: string, attempt: number, start: number, end: number|null, status: string,
- *            waits: {start: number, end: number|null}[], node?: HTMLElement}} Attempt
+ *            waits: {start: number, end: number|null, kind?: 'sleep', until?: string}[],
+ *            node?: HTMLElement}} Attempt
  */
 
 /** A bar's description, for its tooltip and for screen readers. */
 export function describe(bar, origin, now) {
   const end = bar.end ?? now;
-  const waited = bar.waits.reduce((sum, w) => sum + Math.max(0, (w.end ?? now) - w.start), 0);
+  const spent = (kind) =>
+    bar.waits.filter((w) => (w.kind ?? 'ask') === kind).reduce((sum, w) => sum + Math.max(0, (w.end ?? now) - w.start), 0);
+  const waited = spent('ask');
+  const slept = spent('sleep');
   const parts = [
     `${bar.step}, attempt ${bar.attempt}: ${bar.status}`,
     formatDuration(end - bar.start) || '0 ms',
     `from ${formatDuration(bar.start - origin) || '0 ms'}`,
   ];
   if (waited > 0) parts.push(`waited ${formatDuration(waited)} for input`);
+  if (slept > 0) parts.push(`slept ${formatDuration(slept)}`);
   return parts.join(', ');
 }
 
@@ -72,13 +77,21 @@ export class Waterfall {
       bar.node.setAttribute('aria-label', text);
       bar.node.title = text;
       bar.waits.forEach((wait, i) => {
+        const sleep = wait.kind === 'sleep';
         if (!bar.waitNodes[i]) {
-          bar.waitNodes[i] = el('span', { class: 'wf-wait', 'aria-hidden': 'true' });
+          bar.waitNodes[i] = sleep
+            ? el('span', { class: 'wf-sleep', role: 'img' })
+            : el('span', { class: 'wf-wait', 'aria-hidden': 'true' });
           row.track.append(bar.waitNodes[i]);
         }
-        bar.waitNodes[i].style.left = at(wait.start);
-        bar.waitNodes[i].style.width = width(wait.start, wait.end ?? now);
-        bar.waitNodes[i].title = `${bar.step} waited for input: ${formatDuration((wait.end ?? now) - wait.start) || '0 ms'}`;
+        const node = bar.waitNodes[i];
+        node.style.left = at(wait.start);
+        node.style.width = width(wait.start, wait.end ?? now);
+        const long = formatDuration((wait.end ?? now) - wait.start) || '0 ms';
+        node.title = sleep
+          ? `${bar.step} ${wait.end === null ? 'sleeps' : 'slept'} ${long}, until ${wait.until}`
+          : `${bar.step} waited for input: ${long}`;
+        if (sleep) node.setAttribute('aria-label', node.title);
       });
     }
     for (const [step, total] of totals) this.rowByStep.get(step).total.textContent = formatDuration(total) || '0 ms';

@@ -1,6 +1,7 @@
 """Workflows that tests load into a real server with --workflows."""
 
 import asyncio
+import time
 
 from server import Step, StepInput, Workflow
 
@@ -173,3 +174,30 @@ async def _hold(step_input: StepInput) -> object:
 
 # Contract 8.2's concurrency keys: one run per customer at a time.
 keyed = Workflow("keyed", [Step("work", _hold)], concurrency_key="customer", concurrency_limit=1)
+
+
+# Contract 8.1's durable sleep: `nap` sleeps `seconds` (twice with `twice`) in an async
+# step, `doze` in a plain function step, `naps` in two parallel branches; each counts the
+# times its step began, so a test sees that a finished sleep is not slept again.
+async def _nap(step_input: StepInput, ctx: StepContext) -> dict:
+    seconds = float(step_input.input.get("seconds", 1))
+    await ctx.sleep(seconds)
+    if step_input.input.get("twice"):
+        await ctx.sleep_until(time.time() + seconds)
+    return {"slept": seconds}
+
+
+def _doze(step_input: StepInput, ctx: StepContext) -> str:
+    ctx.sleep(float(step_input.input.get("seconds", 1)))
+    return "rested"
+
+
+nap = Workflow("nap", [Step("nap", _nap), Step("after", lambda si: si.previous_step_content)])
+doze = Workflow("doze", [Step("doze", _doze)])
+naps = Workflow(
+    "naps",
+    [
+        Parallel(Step("short", _nap), Step("asks", _asker("Awake?")), name="both"),
+        Step("after", lambda si: si.previous_step_content),
+    ],
+)

@@ -45,6 +45,7 @@ def run_row(run_id: str, workflow: str = "wf", status: str = "pending", **extra:
         "priority": 0,
         "concurrency_key": None,
         "concurrency_limit": None,
+        "wake_at": None,
     }
     row.update(extra)
     return row

@@ -87,3 +87,13 @@ def test_app_backend_hands_the_browser_a_token_for_one_run(tmp_path: Path) -> No
             "POST", server.http_url + "/api/runs", {"workflow": "echo"}, {"Authorization": f"Bearer {out['token']}"}
         )
         assert status == 403  # it can watch and answer that run, and nothing more
+
+
+def test_follow_up_sleeps_durably_and_sends_once(tmp_path: Path) -> None:
+    out = run_example("follow_up.py", tmp_path, "--in", "1")
+    lines = out.splitlines()
+    assert "welcome sent to ada@example.com; sleeping until 20" in lines[0]
+    assert lines[-1] == "completed: follow-up sent to ada@example.com"
+    with contextlib.closing(sqlite3.connect(tmp_path / "tmp" / "examples.db")) as db:
+        events = [e for (e,) in db.execute("SELECT event FROM events ORDER BY seq")]
+    assert events.count("sleep_started") == events.count("sleep_ended") == 1

@@ -29,7 +29,10 @@ from server.store.sqlite import SqliteStore
 CASES = Path(__file__).with_name("fold_cases.json")
 FOLD_JS = Path(__file__).parent.parent / "js" / "fold.js"
 Tree = Any  # ("step", behaviour) | (group kind, [trees], choice)
-BEHAVIOURS = ("ok", "progress", "flaky", "fail", "fail_skipped", "ask", "confirm_yes", "confirm_no", "confirm_cancel")
+BEHAVIOURS = (
+    *("ok", "progress", "flaky", "fail", "fail_skipped", "ask", "sleep"),
+    *("confirm_yes", "confirm_no", "confirm_cancel"),
+)
 
 
 def trees() -> st.SearchStrategy[Tree]:
@@ -74,6 +77,8 @@ def _step(behaviour: str, name: str, attempts: dict[str, int]) -> Step:
             raise RuntimeError("always fails")
         if behaviour == "ask":
             return await ctx.ask(f"{name}?", {"type": "string"})
+        if behaviour == "sleep":
+            await ctx.sleep(0.02)
         return name
 
     confirm = behaviour.startswith("confirm")
@@ -90,7 +95,8 @@ def _step(behaviour: str, name: str, attempts: dict[str, int]) -> Step:
 
 async def run_and_answer(engine: Engine, name: str, behaviours: dict[str, str], cancel_asks: bool) -> str:
     """Start a run, answer what it asks (confirmations as `behaviours` say; with
-    `cancel_asks`, cancel it at its first question instead), and return its id once it ended."""
+    `cancel_asks`, cancel it at its first question instead), and return its id once it
+    ended (its sleeps end by themselves)."""
     snapshot, _ = await engine.start(name)
     run_id = snapshot["run_id"]
     async with asyncio.timeout(20):
@@ -230,6 +236,7 @@ def test_the_kept_cases_fold_to_their_snapshots() -> None:
     assert len(cases) >= 10
     kinds = {e["event"] for case in cases for e in case["events"]}
     assert {"step_skipped", "input_requested", "input_received", "run_cancelled", "run_failed"} <= kinds
+    assert {"sleep_started", "sleep_ended"} <= kinds
     for case in cases:
         check(case)
 
@@ -316,6 +323,32 @@ def test_each_rule_of_the_fold() -> None:
     assert (run["status"], run["finished_at"], run["waiting_for"], run["error"]) == ("cancelled", "t15", [], None)
     fold_all(run, [ev("something_new", "c", 16, x=1)])  # unknown events change nothing but last_seq
     assert run["last_seq"] == 16 and run["status"] == "cancelled"
+
+
+def test_sleeps_of_a_run() -> None:
+    run = new_run("r", "w", None, ["p", "p/a", "p/b", "c"], "t0")
+    fold_all(run, [ev("run_started", seq=1), ev("step_started", "p", 2), ev("step_started", "p/a", 3)])
+    fold_all(run, [ev("step_started", "p/b", 4), ev("sleep_started", "p/a", 5, until="T2")])
+    assert (run["status"], run["wake_at"], run["steps"][1]["status"], run["steps"][1]["wake_at"]) == (
+        "sleeping",
+        "T2",
+        "sleeping",
+        "T2",
+    )
+    fold_all(run, [ev("sleep_started", "p/b", 6, until="T1")])
+    assert run["wake_at"] == "T1"  # the earliest
+    ask = {"request_id": "q", "prompt": "?", "schema": None}
+    fold_all(run, [ev("input_requested", "c", 7, **ask)])
+    assert (run["status"], run["wake_at"]) == ("waiting", None)  # a branch asks: waiting
+    fold_all(run, [ev("sleep_ended", "p/b", 8), ev("input_received", "c", 9, request_id="q", value=1)])
+    assert (run["status"], run["wake_at"], "wake_at" in run["steps"][2]) == ("sleeping", "T2", False)
+    assert run["steps"][2]["status"] == "sleeping"  # held until the run goes on
+    fold_all(run, [ev("sleep_ended", "p/a", 10)])
+    assert (run["status"], run["wake_at"]) == ("running", None)
+    assert [s["status"] for s in run["steps"]] == ["running"] * 4
+    fold_all(run, [ev("sleep_started", "c", 11, until="T3"), ev("run_cancelled", seq=12)])
+    assert (run["status"], run["wake_at"], run["steps"][3]["status"]) == ("cancelled", None, "failed")
+    assert "wake_at" not in run["steps"][3]
 
 
 def test_ends_of_a_run() -> None:

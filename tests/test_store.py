@@ -368,6 +368,7 @@ async def test_get_run_decodes_json_columns(store: SqliteStore) -> None:
         "priority",
         "concurrency_key",
         "concurrency_limit",
+        "wake_at",
     }
     no_steps = await store.get_run("r", steps=False)
     assert no_steps is not None and "steps" not in no_steps

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -15,15 +16,18 @@ from ..bounds import EventTooLarge, check_event_size
 from ..jsontext import to_json_value
 from ..protocol import Conflict, ErrorCode, InvalidInput, RuncastError, RunNotFound
 from ..store import RunStore
+from ..store.base import wake_at
+from ..vocabulary import SUSPENDED
 from ..workflow import RunStatus, Workflow
-from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request
+from .asks import AnswerChecks, Deadlines, RunLocks, expired, not_waiting, open_request, slept_enough
 from .cluster import Cluster
-from .context import Request
+from .context import Request, Sleep
 from .runs import ActiveRun, copy_run, record
 
 log = logging.getLogger("runcast.engine")
 
 T = TypeVar("T")
+Still = Callable[[dict[str, Any]], bool]  # is what an event would close still open in this run?
 
 HOLD_SLACK_SECONDS = 5.0  # past the takeover time, how long to wait for a waiting run another node holds
 
@@ -53,25 +57,33 @@ class Answering:
         ) -> None: ...
         async def _end_unresumable(self, row: dict[str, Any], error: str) -> None: ...
 
-    async def _suspend(self, run: ActiveRun, requests: list[Request]) -> None:
-        """The run has nothing left to do but wait for answers: store its requests (each
-        `input_requested` with the state so far, the first making the run `waiting`) and
-        end its task; it holds no slot and no thread, and in a cluster no owner."""
+    async def _suspend(self, run: ActiveRun, requests: list[Request | Sleep]) -> None:
+        """The run has nothing left to do but wait for answers or times: store its requests
+        and sleeps (each `input_requested` or `sleep_started` with the state so far, which
+        makes the run `waiting` or `sleeping`) and end its task; it holds no slot and no
+        thread, and in a cluster no owner."""
         row = run.row
         run_id = row["run_id"]
         now = time.time()
         committed: asyncio.Future[int] | None = None
         for request in requests:
+            await self.store.backlog()
+            if isinstance(request, Sleep):
+                if not request.stored:
+                    committed = record(self.store, row, "sleep_started", request.step, {"until": request.until})
+                continue
             if request.timeout is not None and request.expires_at is None:
                 request.expires_at = now + request.timeout
-            await self.store.backlog()
             committed = record(self.store, row, "input_requested", request.step, request.data())
-        assert committed is not None, "a run waits only for what a step asked"
+        assert committed is not None, "a run waits only for what a step asked, or a sleep it began"
         await committed
         self.store.release(run_id)
-        waiting = row["waiting_for"]
-        log.info("run_id=%s workflow=%s status=waiting requests=%d", run_id, row["workflow"], len(waiting))
-        if any(w.get("expires_at") is not None for w in waiting):
+        log.info(
+            "run_id=%s workflow=%s status=%s requests=%d wake_at=%s",
+            *(run_id, row["workflow"], row["status"], len(row["waiting_for"]), row.get("wake_at")),
+        )
+        if wake_at(row) is not None and not self._stopping:
+            self._deadlines.start()  # (an engine used without recover() has not started it)
             self._deadlines.wake()
 
     async def respond(self, run_id: str, request_id: str, value: Any, by: str | None = None) -> dict[str, Any]:
@@ -116,7 +128,7 @@ class Answering:
     async def _settled(self, run_id: str) -> None:
         """If this node's run is storing its requests right now, wait until it has."""
         run = self._active.get(run_id)
-        if run is not None and run.row["status"] == RunStatus.WAITING:
+        if run is not None and run.row["status"] in SUSPENDED:
             await asyncio.shield(run.done)
 
     async def _waiting_run(self, run_id: str) -> dict[str, Any]:
@@ -129,36 +141,48 @@ class Answering:
     async def _record_answer(
         self, snapshot: dict[str, Any], request_id: str, data: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Store `input_received` with the run's new state (the request no longer open; with
-        none left, the run `running` again) and go on with the run here if it may. None if,
-        in a cluster, another node closed the request first."""
+        """Store `input_received` (the request no longer open) and go on with the run here
+        if it may; None if, in a cluster, another node closed the request first."""
+        request = open_request(snapshot, request_id)
+        assert request is not None
+        still = lambda row: open_request(row, request_id) is not None  # noqa: E731
+        answered = await self._close(snapshot, "input_received", request["step"], data, still)
+        if answered is not None:
+            how = " (timed out)" if data.get("timed_out") else ""
+            log.info("run_id=%s request %s answered%s", answered["run_id"], request_id, how)
+        return answered
+
+    async def _close(
+        self, snapshot: dict[str, Any], event: str, step: str, data: dict[str, Any], still: Still
+    ) -> dict[str, Any] | None:
+        """Store `event`, which closes one request or sleep of a suspended run (while
+        `still(run)` says it is open), with the run's new state (with nothing else open,
+        `running` again), and go on with the run here if it may. None if, in a cluster,
+        another node closed it first."""
         run_id = snapshot["run_id"]
         if self.cluster is not None:
-            held = await self._claim_waiting(run_id, lambda row: open_request(row, request_id) is not None)
+            held = await self._claim_waiting(run_id, still)
             if held is None:
                 return None
             snapshot = held
         state = snapshot
-        request = open_request(state, request_id)
-        assert request is not None
         try:
             await self.store.backlog()
-            seq = await record(self.store, state, "input_received", request["step"], data)
+            seq = await record(self.store, state, event, step, data)
         except BaseException:
             if self.cluster is not None:
                 with contextlib.suppress(Exception):
                     await self.cluster.coordination.release(run_id)
             raise
         state["last_seq"] = seq
-        answered = copy_run(state)
-        log.info("run_id=%s request %s answered%s", run_id, request_id, " (timed out)" if data.get("timed_out") else "")
-        if state["status"] == RunStatus.WAITING:
+        closed = copy_run(state)
+        if state["status"] in SUSPENDED:
             self.store.release(run_id)
             if self.cluster is not None:
                 self.cluster.coordination.forget(run_id)  # that write let go of it (see PostgresBackend)
         else:
             await self._go_on(state)
-        return answered
+        return closed
 
     async def _go_on(self, row: dict[str, Any]) -> None:
         """Continue a run that has had all its answers (this node holds it)."""
@@ -195,18 +219,18 @@ class Answering:
                 await coordination.release(run_id)
                 return None
             snapshot = await self.store.get_run(run_id)
-            if snapshot is None or snapshot["status"] != RunStatus.WAITING or not still(snapshot):
+            if snapshot is None or snapshot["status"] not in SUSPENDED or not still(snapshot):
                 return None
             if loop.time() > deadline:
                 raise RuncastError(f"run {run_id!r} is busy on another node; try again", ErrorCode.OVERLOADED)
             await asyncio.sleep(0.05)
 
     async def _cancel_waiting(self, run_id: str, by: str | None) -> dict[str, Any] | None:
-        """End a waiting run cancelled, here and now; None if it is no longer waiting (it
-        went on meanwhile: cancel it as a running run)."""
+        """End a waiting or sleeping run cancelled, here and now; None if it is no longer
+        suspended (it went on meanwhile: cancel it as a running run)."""
         async with self._held.hold(run_id):
             row = await self._waiting_run(run_id)
-            if row["status"] != RunStatus.WAITING:
+            if row["status"] not in SUSPENDED:
                 return None
             if self.cluster is not None:
                 held = await self._claim_waiting(run_id, lambda _row: True)
@@ -217,20 +241,26 @@ class Answering:
             return copy_run(row)
 
     async def _expire(self, run_id: str) -> None:
-        """Close the expired requests of one waiting run (each as if answered)."""
+        """Close what is due in one suspended run: its expired requests (each as if
+        answered) and its ended sleeps (each with `sleep_ended`)."""
         async with self._held.hold(run_id):
             snapshot: dict[str, Any] | None = await self._waiting_run(run_id)
-            while snapshot is not None and snapshot["status"] == RunStatus.WAITING:
+            while snapshot is not None and snapshot["status"] in SUSPENDED:
                 now = time.time()
                 request = next((w for w in snapshot["waiting_for"] if expired(w, now)), None)
-                if request is None:
+                if request is not None:
+                    data = {"request_id": request["request_id"], "value": request.get("default"), "by": None}
+                    snapshot = await self._record_answer(snapshot, request["request_id"], {**data, "timed_out": True})
+                    continue
+                step = next((st for st in snapshot["steps"] if slept_enough(st, now)), None)
+                if step is None:
                     return
-                data = {
-                    "request_id": request["request_id"],
-                    "value": request.get("default"),
-                    "by": None,
-                    "timed_out": True,
-                }
-                snapshot = await self._record_answer(snapshot, request["request_id"], data)
-                if snapshot is None:
-                    return
+                path, until = step["name"], step["wake_at"]
+                snapshot = await self._close(snapshot, "sleep_ended", path, {}, functools.partial(sleeps, path, until))
+                if snapshot is not None:
+                    log.info("run_id=%s step %s woke (it slept until %s)", run_id, path, until)
+
+
+def sleeps(path: str, until: str, run: dict[str, Any]) -> bool:
+    """True while step `path` of `run` still sleeps until `until`."""
+    return any(st["name"] == path and st.get("wake_at") == until for st in run["steps"])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
+from ..protocol import utc_iso
 from ..workflow.schema import compile_schema
 
 _SCALARS = (int, float, bool, type(None))
@@ -30,12 +33,13 @@ UNSET: Any = _Unset()  # no default given to `ask`
 
 
 class Suspended(BaseException):
-    """Raised by `ask` when its answer is not there yet: it unwinds the step (its thread is
-    freed, its coroutine ends), which then waits, neither done nor failed. A BaseException,
-    so that a step's `except Exception` does not swallow it."""
+    """Raised by `ask` when its answer is not there yet (and by `sleep` before its time):
+    it unwinds the step (its thread is freed, its coroutine ends), which then waits,
+    neither done nor failed. A BaseException, so that a step's `except Exception` does not
+    swallow it."""
 
-    def __init__(self, request: Request | None = None) -> None:
-        super().__init__("waiting for input")
+    def __init__(self, request: Request | Sleep | None = None) -> None:
+        super().__init__("waiting for input" if not isinstance(request, Sleep) else "sleeping")
         self.request = request
 
 
@@ -85,6 +89,15 @@ class Request:
         )
 
 
+@dataclass
+class Sleep:
+    """One sleep of a step: what `sleep_started` stores (`until`, a wire time)."""
+
+    step: str
+    until: str
+    stored: bool = False  # started before (a `sleep_started` holds it)
+
+
 def new_request_id() -> str:
     """A unique id that sorts by creation time."""
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
@@ -104,11 +117,42 @@ def answered_asks(history: History) -> tuple[list[dict[str, Any]], dict[str, dic
     return list(asked.values()), answers
 
 
+def slept(history: History) -> list[tuple[str, bool]]:
+    """The step's sleeps of this try, in order: (until, ended). A retry sleeps again."""
+    start = max((i + 1 for i, (event, _) in enumerate(history) if event == "step_failed"), default=0)
+    sleeps: list[tuple[str, bool]] = []
+    for event, data in history[start:]:
+        if event == "sleep_started":
+            sleeps.append((data.get("until", ""), False))
+        elif event == "sleep_ended" and sleeps:
+            sleeps[-1] = (sleeps[-1][0], True)
+    return sleeps
+
+
+def until_of(when: float | datetime | str) -> float:
+    """`sleep_until`'s argument as epoch seconds: a datetime (naive is UTC), an ISO time, or
+    epoch seconds; ValueError if it is none of those."""
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            raise ValueError(f"sleep_until({when!r}): not an ISO time such as 2026-12-24T09:00:00Z") from None
+    if isinstance(when, datetime):
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    if isinstance(when, int | float) and not isinstance(when, bool) and math.isfinite(when):
+        return float(when)
+    raise ValueError(f"sleep_until({when!r}): give a datetime, an ISO time or epoch seconds")
+
+
 def answer_of(asked: dict[str, Any], received: dict[str, Any]) -> Any:
     """The value an answered ask returns; AskTimeout if it timed out with no default."""
     if received.get("timed_out") and "default" not in asked:
         raise AskTimeout(f"no answer came within {asked.get('timeout') or 0:g} s")
     return received.get("value")
+
+
+async def _done() -> None:
+    """An awaitable that is done at once (`await ctx.sleep(0)`)."""
 
 
 def _small(fields: dict[str, Any]) -> bool:
@@ -154,6 +198,7 @@ class StepContext:
         self._history: History | None = None if earlier is not None else []
         self._asked = 0  # asks made so far in this execution of the step
         self._asks: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None  # answered_asks, once
+        self._slept = 0  # sleeps made so far in this execution of the step
 
     @property
     def cancelled(self) -> bool:
@@ -246,6 +291,42 @@ class StepContext:
                 return answer_of(request, received)
             raise Suspended(Request.from_data(request, self.step))  # asked before, still open
         raise Suspended(Request(new_request_id(), prompt, schema, self.step, timeout, default))
+
+    def sleep(self, seconds: float) -> Any:
+        """Sleep `seconds` durably: await it in an async step; in a plain function step it
+        blocks and returns. The step stops here holding no thread and no --max-running
+        slot (the run is `sleeping`), whatever restarts happen, and runs again from its
+        start once the time has come, when each sleep it had finished returns at once (as
+        answered asks do: keep side effects after the sleeps). A sleep of 0 s or less
+        returns at once and records nothing."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+            raise ValueError(f"sleep({seconds!r}): give a number of seconds")
+        if seconds <= 0:
+            return _done() if threading.get_ident() == self._loop_thread else None
+        return self.sleep_until(time.time() + seconds)
+
+    def sleep_until(self, when: float | datetime | str) -> Any:
+        """`sleep` until a time: a datetime (naive is UTC), an ISO time or epoch seconds. A
+        time already past still counts as a sleep (recorded, ended at once), so that the
+        step's sleeps are the same, in number and order, each time it runs."""
+        until = until_of(when)
+        if threading.get_ident() == self._loop_thread:
+            return self._sleep_async(until)
+        return self._sleep(self.history_sync(), until)
+
+    async def _sleep_async(self, until: float) -> None:
+        self._sleep(await self.history(), until)
+
+    def _sleep(self, history: History, until: float) -> None:
+        """The k-th sleep of this execution is the k-th stored sleep of this try."""
+        sleeps = slept(history)
+        k, self._slept = self._slept, self._slept + 1
+        if k < len(sleeps):
+            stored_until, ended = sleeps[k]
+            if ended:
+                return
+            raise Suspended(Sleep(self.step, stored_until, stored=True))
+        raise Suspended(Sleep(self.step, utc_iso(until)))
 
     async def _confirm(self, prompt: str) -> bool:
         """The answer to the step's confirmation question (asked once per run of the step,

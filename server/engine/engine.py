@@ -30,7 +30,7 @@ from ..protocol import (
 )
 from ..settings import Settings
 from ..store import RunExists, RunLost, RunStore
-from ..vocabulary import TERMINAL_EVENT
+from ..vocabulary import SUSPENDED, TERMINAL_EVENT
 from ..workflow import FINISHED, Node, RunStatus, Step, StepStatus, Workflow, walk
 from .answering import Answering
 from .asks import AnswerChecks, Deadlines, RunLocks
@@ -418,7 +418,7 @@ class Engine(Answering):
                 raise RunNotFound(f"no run with id {run_id!r}")
             if snapshot["status"] in FINISHED:
                 raise Conflict(f"run {run_id!r} has already {snapshot['status']}; nothing to cancel")
-            if run is None and snapshot["status"] == RunStatus.WAITING:
+            if run is None and snapshot["status"] in SUSPENDED:
                 cancelled = await self._to_the_end(self._cancel_waiting(run_id, by))
                 return cancelled if cancelled is not None else await self.cancel(run_id, by)
             if run is None and self.cluster is not None:
@@ -460,7 +460,7 @@ class Engine(Answering):
             snapshot = await self.store.get_run(run_id)
             if snapshot is None:
                 raise RunNotFound(f"no run with id {run_id!r}")
-            if snapshot["status"] in FINISHED or (self.cluster is None and snapshot["status"] != RunStatus.WAITING):
+            if snapshot["status"] in FINISHED or (self.cluster is None and snapshot["status"] not in SUSPENDED):
                 return snapshot
             await asyncio.sleep(0.1)  # run by another node (or waiting for a free one, or for answers)
 

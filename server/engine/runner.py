@@ -4,9 +4,9 @@ runs its children as its kind says. Completed steps are not run again after a re
 Every change of a step's state is an event, recorded through `record`, which folds it
 into the run's state (fold.py) and stores both; the run's own events are the engine's.
 
-A step whose `ctx.ask` has no answer yet stops (`Suspended`): it is `waiting`, its
-request is kept in `requests`, a Parallel's other branches go on, and the run then stops
-too, for the engine to store the requests. Run again after the answers (`continued`),
+A step whose `ctx.ask` has no answer yet, or whose `ctx.sleep` has not ended, stops
+(`Suspended`): its request or sleep is kept in `requests`, a Parallel's other branches go
+on, and the run then stops too, for the engine to store them. Run again after the answers (`continued`),
 the steps left running are the same try going on.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
 from ..vocabulary import CURRENT_STEP_STATUSES, StepStatus
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps
-from .context import AskTimeout, History, Request, StepContext, Suspended
+from .context import AskTimeout, History, Request, Sleep, StepContext, Suspended
 from .threads import Raised, StepThreads
 
 Record = Callable[[str, str | None, Any], Awaitable[Any]]
@@ -104,7 +104,7 @@ class StepRunner:
         # The run goes on after its answers came: a step (or group) left running is the same
         # try going on, with no new step_started.
         self._continued = continued
-        self.requests: list[Request] = []  # what the steps that stopped to wait asked
+        self.requests: list[Request | Sleep] = []  # what the steps that stopped asked for, or sleep until
         self.run_id = run_id
         self.input = input
         self.plan = plan
@@ -180,7 +180,7 @@ class StepRunner:
                         raise Rejected(path)
                     return Outcome(previous, ran=False)
                 content, stop, error = await self._attempt(step, previous, context)
-            except Suspended as suspended:  # the step is `waiting` once its input_requested is stored
+            except Suspended as suspended:  # the step waits (or sleeps) once that is stored
                 assert suspended.request is not None
                 self.requests.append(suspended.request)
                 raise Suspended() from None

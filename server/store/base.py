@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -13,12 +14,12 @@ import orjson
 from ..bounds import truncated_marker
 from ..fold import run_progress
 from ..jsontext import dumps
-from ..vocabulary import FINISHED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, RunStatus, sql_list
+from ..vocabulary import FINISHED_STATUSES, SUSPENDED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, sql_list
 
 # Statuses in SQL, from the vocabulary (the migrations keep the literals they were written with).
 FINISHED_SQL = sql_list(FINISHED_STATUSES)  # 'completed', 'failed', 'cancelled'
 UNFINISHED_SQL = sql_list(UNFINISHED_STATUSES)  # 'pending', 'running'
-WAITING_SQL = sql_list((RunStatus.WAITING.value,))  # 'waiting'
+SUSPENDED_SQL = sql_list(SUSPENDED_STATUSES)  # 'waiting', 'sleeping'
 
 RUN_COLUMNS = (
     "run_id",
@@ -38,12 +39,13 @@ RUN_COLUMNS = (
     "priority",  # (8.2) among due pending runs, higher starts first
     "concurrency_key",  # (8.2) at most concurrency_limit runs with one key running at once
     "concurrency_limit",
+    "sleeps_until",  # (8.1) the snapshot's `wake_at`: while a run sleeps, when it wakes
 )
 # Columns whose snapshot key differs (PostgreSQL's `owner` column is the node running a run).
-SNAPSHOT_KEY = {"started_by": "owner"}
+SNAPSHOT_KEY = {"started_by": "owner", "sleeps_until": "wake_at"}
 JSON_COLUMNS = ("input", "output", "error", "steps", "waiting_for")
-# What a write stores: the snapshot's columns, then when the run's earliest open request
-# expires (epoch seconds; NULL when nothing asked has a timeout), for the expiry check.
+# What a write stores: the snapshot's columns, then when a suspended run must be looked at
+# (epoch seconds: its earliest request expiry or sleep end; NULL if none), for the watch.
 WRITE_COLUMNS = (*RUN_COLUMNS, "wake_at")
 _LISTS = ("steps", "waiting_for")  # JSON columns that are never null
 
@@ -179,11 +181,17 @@ def run_params(state: dict[str, Any], last_seq: int) -> tuple[Any, ...]:
 
 
 def wake_at(state: dict[str, Any]) -> float | None:
-    """When the earliest open request of a waiting run expires (epoch seconds), or None."""
-    if state.get("status") != "waiting":
+    """When a suspended run must be looked at (epoch seconds): the earliest expiry of its
+    open requests or end of its steps' sleeps; None if it has neither (or is not suspended)."""
+    if state.get("status") not in SUSPENDED_STATUSES:
         return None
     times = [r["expires_at"] for r in state.get("waiting_for") or () if r.get("expires_at") is not None]
+    times += [_epoch(st["wake_at"]) for st in state.get("steps") or () if st.get("wake_at")]
     return min(times) if times else None
+
+
+def _epoch(wire_time: str) -> float:
+    return datetime.fromisoformat(wire_time).timestamp()
 
 
 LIST_VALUE_CAP = 8192  # input, output and error longer than this (bytes of JSON) are left out of list_runs
@@ -199,9 +207,12 @@ def list_columns(steps_summary: str, size: str) -> str:
         f"CASE WHEN {size.format(c)} <= {LIST_VALUE_CAP} THEN {c} END, {size.format(c)}" for c in _CAPPED
     )
     times = "created_at, started_at, finished_at"
-    order = "scheduled_for, priority, concurrency_key, concurrency_limit"
+    order = "scheduled_for, priority, concurrency_key, concurrency_limit, sleeps_until"
     rest = f"last_seq, {steps_summary}, waiting_for, started_by, {order}"
     return f"n, run_id, workflow, status, {capped}, {times}, {rest}"
+
+
+_ORDER_KEYS = ("scheduled_for", "priority", "concurrency_key", "concurrency_limit", "wake_at")
 
 
 def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
@@ -218,7 +229,7 @@ def listed_run(row: Any) -> tuple[str, dict[str, Any]]:
         else:
             run[name] = orjson.loads(value) if value is not None else None
     run.update(created_at=created_at, started_at=started_at, finished_at=finished_at, last_seq=last_seq, owner=owner)
-    run.update(zip(("scheduled_for", "priority", "concurrency_key", "concurrency_limit"), order, strict=True))
+    run.update(zip(_ORDER_KEYS, order, strict=True))
     run["waiting_for"] = orjson.loads(waiting_for) if waiting_for else []
     run.update(run_progress(orjson.loads(steps) if steps else []))
     if truncated:

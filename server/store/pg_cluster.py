@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import utc_now
-from .base import RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, Batch, row_to_run
+from .base import RUN_COLUMNS, SUSPENDED_SQL, UNFINISHED_SQL, Batch, row_to_run
 from .pg_listen import CONTROL_CHANNEL, Listener, payload
 
 # Nobody holds the run, or the node that holds it has gone silent ($2 the takeover seconds;
@@ -40,7 +40,7 @@ _CLAIM = f"""SELECT n, owner FROM runs WHERE {_DUE} AND (concurrency_key IS NULL
     ORDER BY priority DESC, n LIMIT $1 FOR UPDATE SKIP LOCKED"""
 CLAIM_LOCK = 0x72756E63  # "runc": the advisory lock every claim holds while it decides
 # A waiting run a node may take to answer, cancel or expire it: unheld too.
-_FREE_WAITING = f"status = {WAITING_SQL} AND {_UNHELD}"
+_FREE_WAITING = f"status IN ({SUSPENDED_SQL}) AND {_UNHELD}"
 
 Connect = Callable[[], Any]  # an async context manager giving a pooled connection
 
@@ -65,7 +65,7 @@ class PostgresCluster:
         """Come (back): runs left by this node id's previous life are free to claim now."""
         async with self._conn() as conn:
             await conn.execute(
-                f"UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ({UNFINISHED_SQL}, {WAITING_SQL})",
+                f"UPDATE runs SET owner = NULL WHERE owner = $1 AND status IN ({UNFINISHED_SQL}, {SUSPENDED_SQL})",
                 self.node_id,
             )
         await self.heartbeat()

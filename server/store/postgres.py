@@ -24,7 +24,7 @@ import asyncpg
 from . import sql
 from .base import (
     RUN_COLUMNS,
-    WAITING_SQL,
+    SUSPENDED_SQL,
     WRITE_COLUMNS,
     Batch,
     Coordination,
@@ -110,6 +110,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN concurrency_key TEXT, ADD COLUMN concurrency_limit INTEGER;
     CREATE INDEX runs_by_key ON runs (concurrency_key) WHERE concurrency_key IS NOT NULL;
+    """,  # 7: durable sleep (8.1): when a sleeping run wakes, as its snapshot says it (wake_at).
+    """
+    ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
     """,
 ]
 
@@ -120,7 +123,7 @@ UPSERT_RUN = (
     + ") ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in WRITE_COLUMNS if c not in ("run_id", "created_at"))
     # The write that makes a run wait lets go of it, in the same transaction (see _fence).
-    + f", owner = CASE WHEN excluded.status = {WAITING_SQL} THEN NULL ELSE runs.owner END"
+    + f", owner = CASE WHEN excluded.status IN ({SUSPENDED_SQL}) THEN NULL ELSE runs.owner END"
 )
 # A new run is inserted, never upserted: an id the table has already is skipped (and not
 # returned), so that the database alone decides which of two starts of one id creates it.

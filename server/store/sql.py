@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import FINISHED_SQL, RUN_COLUMNS, UNFINISHED_SQL, WAITING_SQL, RunFilter, list_columns, parse_cursor
+from .base import FINISHED_SQL, RUN_COLUMNS, SUSPENDED_SQL, UNFINISHED_SQL, RunFilter, list_columns, parse_cursor
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = {0}"
 READ_EVENTS = "SELECT seq, event, frame FROM events WHERE run_id = {0} AND seq > {1} ORDER BY seq LIMIT {2}"
 UNFINISHED_RUNS = SELECT_RUN + f" WHERE status IN ({UNFINISHED_SQL}) ORDER BY n"
 DUE_WAITS = (
-    f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status = {WAITING_SQL}"
+    f"SELECT run_id, wake_at FROM runs WHERE wake_at IS NOT NULL AND status IN ({SUSPENDED_SQL})"
     " AND workflow {in0} ORDER BY wake_at LIMIT {1}"
 )
 PRUNABLE = (

@@ -92,6 +92,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
     ALTER TABLE runs ADD COLUMN concurrency_limit INTEGER;
+    """,  # 7: durable sleep (8.1): when a sleeping run wakes, as its snapshot says it (wake_at).
+    """
+    ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
     """,
 ]
 

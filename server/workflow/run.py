@@ -26,6 +26,8 @@ class RunOutput:
     last_seq: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
     waiting_for: list[dict[str, Any]] = field(default_factory=list)
+    wake_at: str | None = None  # while the run sleeps: when it wakes (8.1)
+    scheduled_for: str | None = None  # a delayed run: when it may start (8.2)
 
     @classmethod
     def from_snapshot(cls, run: dict[str, Any]) -> RunOutput:
@@ -42,6 +44,8 @@ class RunOutput:
             last_seq=run.get("last_seq", 0),
             steps=run.get("steps") or [],
             waiting_for=run.get("waiting_for") or [],
+            wake_at=run.get("wake_at"),
+            scheduled_for=run.get("scheduled_for"),
         )
 
     def has_completed(self) -> bool:

@@ -4,7 +4,7 @@
 
 Configured as runcast's server is (uvicorn with the same sans-I/O WebSocket protocol class,
 no permessage-deflate, 1 MiB frames, pings every 20 s), and sending frames encoded by the
-same function (server.protocol.event_frame), so that what differs is only what runcast adds:
+same function (server.wire.event_frame), so that what differs is only what runcast adds:
 the store, the engine, the broker and the per-connection queues.
 
 - `/push/{n}`: on any message, send the n + 4 frames runcast sends for `count` n, as fast as
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows import schedule, wait_for_go
 
-from server.protocol import event_frame, utc_now
 from server.web.serving import WebSocketProtocol
+from server.wire import event_frame, utc_now
 
 RUN_ID = "019a0b1c2d3e0000a1b2c3"  # the length of a server-made id
 

@@ -237,10 +237,10 @@ async def one_runcast_engine(db: str, runs: int) -> dict[str, Any]:
 def one_naive(db: str, runs: int) -> dict[str, Any]:
     """The fallback baseline: stdlib sqlite3, runcast's schema, WAL, synchronous=NORMAL, and one
     committed transaction per write (the run row, then each of the 8 events with the run row)."""
-    from server.protocol import event_frame, utc_now
     from server.store.base import run_params as _run_params
     from server.store.sqlite import MIGRATIONS
     from server.store.sqlite import UPSERT_RUN as _UPSERT_RUN
+    from server.wire import event_frame, utc_now
 
     sample = [("run_started", None), ("step_started", "s1"), ("step_completed", "s1"), ("step_started", "s2")]
     sample += [("step_completed", "s2"), ("step_started", "s3"), ("step_completed", "s3"), ("run_completed", None)]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         UnknownWorkflow,
     )
     from .runtime import Runtime
+    from .schedules import Schedule
     from .settings import Limits, Settings
     from .workflow import (
         Condition,
@@ -74,6 +75,7 @@ _WHERE = {
     ),
     **dict.fromkeys(("PostgresDb", "SqliteDb"), "databases"),
     "Runtime": "runtime",
+    "Schedule": "schedules",
     **dict.fromkeys(("Limits", "Settings"), "settings"),
     **dict.fromkeys(
         ("Condition", "Loop", "Parallel", "Router", "RunOutput", "RunStatus", "Step", "StepInput", "StepOutput"),
@@ -120,6 +122,7 @@ __all__ = [
     "RunStatus",
     "RuncastError",
     "Runtime",
+    "Schedule",
     "Settings",
     "SqliteDb",
     "Step",

@@ -20,9 +20,23 @@ from .bounds import bounded_run, check_depth
 from .engine.runs import Order
 from .identities import ANYONE, Authenticator, Identity
 from .jsontext import json_bytes
-from .protocol import ErrorCode, Forbidden, InvalidInput, RuncastError, RunNotFound, StartOptions, utc_iso
+from .protocol import (
+    BadRequest,
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidInput,
+    RuncastError,
+    RunNotFound,
+    ScheduleNotFound,
+    StartOptions,
+    UnknownWorkflow,
+)
 from .runtime import Runtime
+from .schedules import Schedule, ScheduleError
 from .store import RunFilter, StoredEvent
+from .store.schedules import row_schedule
+from .wire import utc_iso
 
 Snapshot = dict[str, Any]
 START_NOW = StartOptions()  # a start with no delay, priority 0 and no key
@@ -127,6 +141,59 @@ class Commands:
         if owner is not None and owner != who.sub:
             return RunFilter(workflow, status, owner, frozenset())  # another's runs: none
         return RunFilter(workflow, status, who.sub)
+
+    # ---- schedules (8.3) -------------------------------------------------------------------
+
+    async def create_schedule(self, caller: Caller, fields: dict[str, Any]) -> dict[str, Any]:
+        """`create_schedule`: store it and let it tick; its runs are the caller's."""
+        who = caller.identity
+        who.require("start")
+        if who.runs is not None:
+            raise Forbidden("this token reaches only the runs it names: it cannot make schedules")
+        if not who.may_start(fields["workflow"]):
+            raise Forbidden(f"this token may not start workflow {fields['workflow']!r}")
+        try:
+            schedule = Schedule(**fields, source="api", owner=who.sub)
+        except ScheduleError as exc:
+            raise BadRequest(str(exc)) from None
+        workflow = self.runtime.engine.workflows.get(schedule.workflow)
+        if workflow is None:
+            known = ", ".join(sorted(self.runtime.engine.workflows)) or "none"
+            raise UnknownWorkflow(f"no workflow named {schedule.workflow!r}; known workflows: {known}")
+        self._check_value("input", schedule.input)
+        workflow.checked_input(schedule.input)  # an input that does not fit fails now, not at each tick
+        row = await self.runtime.scheduler.create(schedule)
+        return row_schedule(row).describe(time.time(), row.last_run_id)
+
+    async def list_schedules(self, caller: Caller) -> list[dict[str, Any]]:
+        """`list_schedules`: those in code, and those made over the wire that the caller
+        reaches (an admin: all), of the workflows it may start; by name."""
+        who = caller.identity
+        who.require("read")
+        stored = await self.runtime.scheduler.stored()
+        in_code = {s.name: s for s in self.runtime.scheduler.in_code()}
+        now, shown = time.time(), []
+        for name in sorted(set(stored) | set(in_code)):
+            row = stored.get(name)
+            schedule = in_code.get(name) or (row_schedule(row) if row is not None and row.source == "api" else None)
+            if schedule is None or not who.may_start(schedule.workflow):
+                continue
+            if schedule.source == "api" and not who.admin and (who.runs is not None or schedule.owner != who.sub):
+                continue
+            shown.append(schedule.describe(now, row.last_run_id if row is not None else None))
+        return shown
+
+    async def delete_schedule(self, caller: Caller, name: str) -> dict[str, Any]:
+        """`delete_schedule`: one made over the wire (by the caller, unless an admin)."""
+        who = caller.identity
+        who.require("start")
+        if any(s.name == name for s in self.runtime.scheduler.in_code()):
+            raise Conflict(f"schedule {name!r} is defined in code; remove it there")
+        row = (await self.runtime.scheduler.stored()).get(name)
+        if row is None or row.source != "api" or not (who.admin or (who.runs is None and row.owner == who.sub)):
+            raise ScheduleNotFound(f"no schedule named {name!r}")
+        await self.runtime.scheduler.delete(name)
+        return row_schedule(row).describe(time.time(), row.last_run_id)
 
     # ---- tokens ------------------------------------------------------------------------
 

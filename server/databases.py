@@ -55,6 +55,7 @@ class Database:
             engine = self._runtime.engine
             if engine.workflows.get(workflow.name) is not workflow:
                 engine.register(workflow)
+                self._runtime.scheduler.changed()
                 await engine.recover(only={workflow.name})
         return engine
 

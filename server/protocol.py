@@ -15,10 +15,9 @@ from typing import Any
 
 import orjson
 
-from .jsontext import dumps
 from .vocabulary import RUN_STATUSES
+from .wire import MessageId, utc_iso
 
-PROTOCOL_VERSION = 1
 VERSION = "0.1.0"  # the server's, in `welcome` and the package
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
 MAX_LIST_LIMIT = 500
@@ -26,8 +25,6 @@ MAX_SEQ = 2**63 - 1  # the largest seq a database column holds (and so the large
 DEFAULT_LIST_LIMIT = 50
 MAX_DELAY = 10 * 366 * 24 * 3600  # seconds: a start may be put off by up to about ten years
 MAX_KEY = 200  # characters of a concurrency key
-
-MessageId = str | int | None
 
 
 class ErrorCode(StrEnum):
@@ -40,6 +37,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     UNKNOWN_WORKFLOW = "unknown_workflow"
     RUN_NOT_FOUND = "run_not_found"
+    SCHEDULE_NOT_FOUND = "schedule_not_found"  # (8.3)
     CONFLICT = "conflict"
     INVALID_INPUT = "invalid_input"
     RATE_LIMITED = "rate_limited"
@@ -70,6 +68,10 @@ class UnknownWorkflow(RuncastError):
 
 class RunNotFound(RuncastError):
     code = ErrorCode.RUN_NOT_FOUND
+
+
+class ScheduleNotFound(RuncastError):
+    code = ErrorCode.SCHEDULE_NOT_FOUND
 
 
 class Conflict(RuncastError):
@@ -158,6 +160,25 @@ class Respond:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateSchedule:
+    """(8.3) `fields`: name, workflow, input, cron, every, timezone, catchup (types checked)."""
+
+    id: MessageId
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSchedule:
+    id: MessageId
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListSchedules:
+    id: MessageId
+
+
+@dataclass(frozen=True, slots=True)
 class ListWorkflows:
     id: MessageId
 
@@ -215,6 +236,9 @@ ClientMessage = (
     | Cancel
     | Respond
     | ListWorkflows
+    | CreateSchedule
+    | DeleteSchedule
+    | ListSchedules
     | ListRuns
     | SubscribeRuns
     | UnsubscribeRuns
@@ -311,6 +335,21 @@ def parse_answer(obj: dict[str, Any]) -> tuple[str, Any]:
     return request_id, obj["value"]
 
 
+def parse_schedule(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `create_schedule` (and of `POST /api/schedules`), their types checked;
+    what they mean is checked by `Schedule`."""
+    fields: dict[str, Any] = {"name": _string(obj, "name"), "workflow": _string(obj, "workflow")}
+    fields["input"] = obj.get("input")
+    fields["cron"] = _string(obj, "cron", required=False)
+    every = obj.get("every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)):
+        raise BadRequest("field 'every' must be a number of seconds")
+    fields["every"] = every
+    fields["timezone"] = _string(obj, "timezone", required=False) or "UTC"
+    fields["catchup"] = _string(obj, "catchup", required=False) or "latest"
+    return fields
+
+
 def parse_start(obj: dict[str, Any]) -> tuple[str, Any, str | None]:
     """(workflow, input, run_id) of a `start` (also the body of `POST /api/runs`)."""
     workflow = _string(obj, "workflow")
@@ -368,6 +407,14 @@ def _build(kind: str, obj: dict[str, Any], mid: MessageId) -> ClientMessage:
             return Respond(mid, run_id, *parse_answer(obj))
         case "list_workflows":
             return ListWorkflows(mid)
+        case "create_schedule":
+            return CreateSchedule(mid, parse_schedule(obj))
+        case "delete_schedule":
+            name = _string(obj, "name")
+            assert name is not None
+            return DeleteSchedule(mid, name)
+        case "list_schedules":
+            return ListSchedules(mid)
         case "list_runs":
             return ListRuns(mid, *parse_list_runs_filters(obj))
         case "subscribe_runs":
@@ -439,62 +486,3 @@ def parse_client_frame(frame: str | bytes | None) -> ClientMessage | ParseError:
         return _build(kind, obj, mid)
     except RuncastError as exc:
         return ParseError(exc.code, exc.message, mid)
-
-
-# ---- server frames -----------------------------------------------------------------
-
-
-def reply(kind: str, mid: MessageId, **fields: Any) -> str:
-    """A reply frame; it carries the id of the message it answers."""
-    body: dict[str, Any] = {"type": kind}
-    if mid is not None:
-        body["id"] = mid
-    body.update(fields)
-    return dumps(body)
-
-
-def error_frame(code: ErrorCode | str, message: str, mid: MessageId = None, *, retry_after: float | None = None) -> str:
-    body: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
-    if mid is not None:
-        body["id"] = mid
-    if retry_after is not None:
-        body["retry_after"] = round(retry_after, 3)
-    return dumps(body)
-
-
-def welcome_frame(version: str) -> str:
-    return dumps({"type": "welcome", "protocol": PROTOCOL_VERSION, "server": f"runcast/{version}"})
-
-
-def utc_now() -> str:
-    """ISO 8601 UTC with milliseconds, as every time on the wire."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def utc_iso(epoch: float) -> str:
-    """Epoch seconds as a wire time (ISO 8601 UTC, milliseconds)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_frame(run_id: str, seq: int, event: str, step: str | None, ts: str, data: Any) -> str:
-    return dumps(
-        {
-            "type": "event",
-            "run_id": run_id,
-            "seq": seq,
-            "event": event,
-            "step": step,
-            "ts": ts,
-            "data": data,
-        }
-    )
-
-
-def run_changed_frame(run: dict[str, Any]) -> str:
-    """A change of a run for the runs feed: its snapshot without steps, plus current_step."""
-    return dumps({"type": "run_changed", "run": run})
-
-
-def events_frame(run_id: str, frames: list[str]) -> str:
-    """Several consecutive events of one run in one frame (`"batch": true` subscriptions)."""
-    return '{"type":"events","run_id":' + dumps(run_id) + ',"events":[' + ",".join(frames) + "]}"

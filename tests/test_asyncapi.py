@@ -48,6 +48,9 @@ async def every_kind_of_frame(server: ServerProcess) -> list[dict[str, Any]]:
         await c.request({"type": "unsubscribe", "run_id": sleeper["run_id"]})
         await c.request({"type": "unsubscribe_runs"})
         await c.request({"type": "mint_token", "sub": "alice", "scope": "read", "ttl": 60})
+        await c.request({"type": "create_schedule", "name": "yearly", "workflow": "echo", "cron": "0 0 1 1 *"})
+        await c.request({"type": "list_schedules"})
+        await c.request({"type": "delete_schedule", "name": "yearly"})
         await c.request({"type": "no_such_type"})
         for _ in range(12):  # --starts-per-second 5: the burst meets rate_limited
             await c.request({"type": "start", "workflow": "echo", "input": 1, "subscribe": False})

@@ -18,7 +18,7 @@ def _sent_message_types() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "server").rglob("*.py"):
         found |= set(re.findall(r'reply\(\s*"(\w+)"', path.read_text()))
-    frames = (ROOT / "server" / "protocol.py").read_text()  # where frames are built by hand
+    frames = (ROOT / "server" / "wire.py").read_text()  # where frames are built by hand
     found |= set(re.findall(r'"type":\s*"(\w+)"', frames))
     return found
 

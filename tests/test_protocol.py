@@ -26,14 +26,9 @@ from server.protocol import (
     Start,
     Subscribe,
     Unsubscribe,
-    error_frame,
-    event_frame,
-    events_frame,
     parse_client_frame,
-    reply,
-    utc_now,
-    welcome_frame,
 )
+from server.wire import error_frame, event_frame, events_frame, reply, utc_now, welcome_frame
 
 
 def parse(obj: Any) -> Any:
@@ -414,6 +409,7 @@ def test_every_error_code_value() -> None:
         "unauthorized",
         "unknown_workflow",
         "run_not_found",
+        "schedule_not_found",
         "conflict",
         "invalid_input",
         "rate_limited",

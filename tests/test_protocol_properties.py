@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.protocol import ClientMessage, ErrorCode, ParseError, Ping, Start, error_frame, parse_client_frame
+from server.protocol import ClientMessage, ErrorCode, ParseError, Ping, Start, parse_client_frame
+from server.wire import error_frame
 
 # Integers within 64 bits: past them the server's JSON parser (orjson) reads a number as a
 # float, as most JSON parsers do (docs/protocol.md).

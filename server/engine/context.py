@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, check_event_size
-from ..protocol import utc_iso
+from ..wire import utc_iso
 from ..workflow.schema import compile_schema
 
 _SCALARS = (int, float, bool, type(None))

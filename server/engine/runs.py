@@ -14,8 +14,9 @@ import orjson
 
 from .. import fold
 from ..jsontext import canonical_json
-from ..protocol import Conflict, utc_now
+from ..protocol import Conflict
 from ..store import RunStore
+from ..wire import utc_now
 from ..workflow import Node, Workflow, walk
 from .context import History, StepContext
 

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, KeysView, Sequence
 
 from ..bounds import MAX_REPLY_BYTES
-from ..protocol import events_frame
 from ..store import RunStore, StoredEvent
+from ..wire import events_frame
 from .frames import Frame, Framed, WriteNow
 
 log = logging.getLogger("runcast.broker")

@@ -27,10 +27,10 @@ from typing import Any
 
 from ..bounds import MAX_REPLY_BYTES, bounded_run
 from ..fold import run_progress
-from ..protocol import run_changed_frame
 from ..store import RunStore
 from ..store.base import Batch, RunFilter
 from ..vocabulary import FINISHED_STATUSES
+from ..wire import run_changed_frame
 from .frames import WriteNow
 
 log = logging.getLogger("runcast.runs_feed")

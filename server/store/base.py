@@ -15,6 +15,7 @@ from ..bounds import truncated_marker
 from ..fold import run_progress
 from ..jsontext import dumps
 from ..vocabulary import FINISHED_STATUSES, SUSPENDED_STATUSES, TERMINAL_EVENTS, UNFINISHED_STATUSES, sql_list
+from .schedules import ScheduleRow
 
 # Statuses in SQL, from the vocabulary (the migrations keep the literals they were written with).
 FINISHED_SQL = sql_list(FINISHED_STATUSES)  # 'completed', 'failed', 'cancelled'
@@ -137,13 +138,14 @@ class Batch:
     seqs: dict[str, int] = field(default_factory=dict)  # the last seq of each run in this batch
     futures: list[tuple[asyncio.Future[int], int]] = field(default_factory=list)
     prunes: list[tuple[str, int, asyncio.Future[int] | None]] = field(default_factory=list)
+    sql: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)  # other writes: (sql.py template, params)
     created: set[str] = field(default_factory=set)  # runs this batch creates
     existed: set[str] = field(default_factory=set)  # of those, the ones the database already had: not written
     lost: set[str] = field(default_factory=set)  # runs the backend found owned by another node: not written
 
     @property
     def empty(self) -> bool:
-        return not (self.events or self.runs or self.prunes)
+        return not (self.events or self.runs or self.prunes or self.sql)
 
     def drop(self, run_ids: set[str]) -> None:
         """Take every write of these runs out of the batch (another node owns them, or they
@@ -313,6 +315,8 @@ class Backend(Protocol):
         at most `limit` (a server expires only what it could continue)."""
         ...
 
+    async def list_schedules(self) -> list[ScheduleRow]: ...
+
 
 class RunStore(Protocol):
     """What the engine and the endpoints need from storage."""
@@ -355,5 +359,7 @@ class RunStore(Protocol):
     ) -> tuple[list[dict[str, Any]], str | None]: ...
     async def unfinished_runs(self) -> list[dict[str, Any]]: ...
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]: ...
+    async def write_sql(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None: ...
+    async def list_schedules(self) -> list[ScheduleRow]: ...
     def release(self, run_id: str) -> None: ...
     def committed_head(self, run_id: str) -> int | None: ...

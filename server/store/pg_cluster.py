@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import utc_now
+from ..wire import utc_now
 from .base import RUN_COLUMNS, SUSPENDED_SQL, UNFINISHED_SQL, Batch, row_to_run
 from .pg_listen import CONTROL_CHANNEL, Listener, payload
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from . import sql
+from . import schedules, sql
 from .base import (
     RUN_COLUMNS,
     SUSPENDED_SQL,
@@ -113,7 +113,8 @@ MIGRATIONS: list[str] = [
     """,  # 7: durable sleep (8.1): when a sleeping run wakes, as its snapshot says it (wake_at).
     """
     ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
-    """,
+    """,  # 8: schedules (8.3): those created over the wire, and what each one last did.
+    schedules.POSTGRES_TABLE,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
@@ -265,6 +266,8 @@ class PostgresBackend:
                     [s for s, _ in seq_only],
                 )
             pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
+            for template, params in batch.sql:
+                await conn.execute(POSTGRES.sql(template), *params)
             if batch.seqs or batch.runs:
                 await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
         return pruned
@@ -335,6 +338,10 @@ class PostgresBackend:
         async with self._conn() as conn:
             rows = await conn.fetch(POSTGRES.sql(sql.UNFINISHED_RUNS))
         return [row_to_run(tuple(row)) for row in rows]
+
+    async def list_schedules(self) -> list[schedules.ScheduleRow]:
+        async with self._conn() as conn:
+            return [schedules.read_row(tuple(row)) for row in await conn.fetch(schedules.SELECT)]
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         async with self._conn() as conn:

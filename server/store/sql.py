@@ -21,7 +21,7 @@ class Dialect:
     def sql(self, template: str, *counts: int) -> str:
         """`template` with `{0}`, `{1}`... as this dialect's parameters (a list parameter
         counts as one: give its length in `counts`, in order, for `{in0}`, `{in1}`...)."""
-        marks = [self.param(i) for i in range(1, 10)]
+        marks = [self.param(i) for i in range(1, 33)]
         lists = {f"in{i}": self.any_of(i + 1, n) for i, n in enumerate(counts)}
         return template.format(*marks, **lists)
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 import aiosqlite
 
 from ..waiting import cancelled
-from . import sql
+from . import schedules, sql
 from .base import (
     WRITE_COLUMNS,
     Batch,
@@ -95,7 +95,8 @@ MIGRATIONS: list[str] = [
     """,  # 7: durable sleep (8.1): when a sleeping run wakes, as its snapshot says it (wake_at).
     """
     ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
-    """,
+    """,  # 8: schedules (8.3): those created over the wire, and what each one last did.
+    schedules.SQLITE_TABLE,
 ]
 
 UPSERT_RUN = (
@@ -140,6 +141,8 @@ def write_transaction(db: sqlite3.Connection, batch: Batch) -> list[int]:
             db.executemany("UPDATE runs SET last_seq = ? WHERE run_id = ?", seq_only)
         for finished_before, limit, _ in batch.prunes:
             pruned.append(_prune(db, finished_before, limit))
+        for template, params in batch.sql:
+            db.execute(SQLITE.sql(template), params)
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -340,6 +343,10 @@ class SqliteBackend:
         assert self._reader is not None
         rows = await self._reader.execute_fetchall(SQLITE.sql(sql.UNFINISHED_RUNS))
         return [row_to_run(tuple(row)) for row in rows]
+
+    async def list_schedules(self) -> list[schedules.ScheduleRow]:
+        assert self._reader is not None
+        return [schedules.read_row(tuple(row)) for row in await self._reader.execute_fetchall(schedules.SELECT)]
 
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         assert self._reader is not None

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..bounds import page_of_runs
-from ..protocol import event_frame, utc_now
 from ..vocabulary import TERMINAL_EVENTS
+from ..wire import event_frame, utc_now
 from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunFilter, RunLost, StoredEvent
+from .schedules import ScheduleRow
 
 log = logging.getLogger("runcast.store")
 
@@ -49,6 +50,7 @@ class _Op:
     future: asyncio.Future[int] | None = None
     prune: tuple[str, int] | None = None  # (finished before, at most this many runs)
     ts: str | None = None  # the event's time, when its state was folded with it (else the batch's)
+    sql: list[tuple[str, tuple[Any, ...]]] | None = None  # other writes (schedules): sql.py templates, params
 
 
 class Store:
@@ -217,6 +219,13 @@ class Store:
         self._push(_Op("", None, future=future, prune=(finished_before, limit)))
         return await future
 
+    async def write_sql(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Other writes (each a template of store/sql.py or store/schedules.py and its
+        parameters), in the writer's next transaction; returns once committed."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._push(_Op("", None, future=future, sql=writes))
+        await future
+
     def _push(self, op: _Op) -> None:
         if self._task is None or self._closing:
             raise RuntimeError("the store is not open")
@@ -365,6 +374,11 @@ class Store:
             if op.prune is not None:
                 batch.prunes.append((*op.prune, op.future))
                 continue
+            if op.sql is not None:
+                batch.sql.extend(op.sql)
+                if op.future is not None:
+                    batch.futures.append((op.future, 0))
+                continue
             if op.event is None:
                 if op.state is not None and op.run_id in batch.created:  # one batch, two starts of one id
                     if op.future is not None:
@@ -429,6 +443,10 @@ class Store:
     async def due_waits(self, workflows: list[str], limit: int) -> list[tuple[str, float]]:
         """(run_id, wake_at) of these workflows' waiting runs with a timeout, soonest first."""
         return await self.backend.due_waits(workflows, limit)
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule (those created over the wire, and what each one in code last did)."""
+        return await self.backend.list_schedules()
 
     def release(self, run_id: str) -> None:
         """This process stops writing a run for now (it waits): forget its last seq, so that

@@ -20,8 +20,11 @@ from ..protocol import (
     Auth,
     Cancel,
     ClientMessage,
+    CreateSchedule,
+    DeleteSchedule,
     ErrorCode,
     ListRuns,
+    ListSchedules,
     ListWorkflows,
     MessageId,
     MintToken,
@@ -35,13 +38,11 @@ from ..protocol import (
     SubscribeRuns,
     Unsubscribe,
     UnsubscribeRuns,
-    error_frame,
     parse_client_frame,
-    reply,
-    welcome_frame,
 )
 from ..settings import Limits
 from ..vocabulary import CloseCode
+from ..wire import error_frame, reply, welcome_frame
 from ..workflow import FINISHED
 from .auth import bearer
 from .framing import framed
@@ -373,8 +374,19 @@ class Connection:
                 await self.send(reply("runs_unsubscribed", message.id))
             case MintToken():
                 await self.send(reply("token", message.id, **commands.mint_token(caller, message.fields)))
+            case CreateSchedule() | DeleteSchedule() | ListSchedules():
+                await self.send(await self._schedules(message, caller))
             case Ping():
                 await self.send(reply("pong", message.id))
+
+    async def _schedules(self, message: CreateSchedule | DeleteSchedule | ListSchedules, caller: Caller) -> str:
+        """The reply to a message about schedules (8.3)."""
+        if isinstance(message, CreateSchedule):
+            return reply("schedule", message.id, schedule=await self.commands.create_schedule(caller, message.fields))
+        if isinstance(message, DeleteSchedule):
+            deleted = await self.commands.delete_schedule(caller, message.name)
+            return reply("schedule_deleted", message.id, schedule=deleted)
+        return reply("schedules", message.id, schedules=await self.commands.list_schedules(caller))
 
     def _check_rate(self) -> None:
         check_start_rate(self._starts)

@@ -22,6 +22,7 @@ from ..protocol import (
     parse_answer,
     parse_list_runs_filters,
     parse_mint_token,
+    parse_schedule,
     parse_start,
     parse_start_options,
 )
@@ -45,6 +46,7 @@ HTTP_STATUS = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.UNKNOWN_WORKFLOW: 404,
     ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.SCHEDULE_NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.INVALID_INPUT: 422,
     ErrorCode.RATE_LIMITED: 429,
@@ -164,6 +166,9 @@ class HttpApi:
             Route("/api/runs/{run_id}/cancel", guarded(answer(self.cancel_run, 202)), methods=["POST"]),
             Route("/api/runs/{run_id}/respond", guarded(answer(self.respond_run)), methods=["POST"]),
             Route("/api/tokens", guarded(answer(self.mint_token, 201)), methods=["POST"]),
+            Route("/api/schedules", guarded(answer(self.list_schedules)), methods=["GET"]),
+            Route("/api/schedules", guarded(answer(self.create_schedule, 201)), methods=["POST"]),
+            Route("/api/schedules/{name}", guarded(answer(self.delete_schedule)), methods=["DELETE"]),
             Route("/metrics", guarded(self.metrics_endpoint)),
         ]
 
@@ -268,6 +273,16 @@ class HttpApi:
     async def respond_run(self, request: Request) -> Any:
         request_id, value = parse_answer(await _json_object(request, "'request_id' and 'value'"))
         return await self.commands.respond(_caller(request), request.path_params["run_id"], request_id, value)
+
+    async def list_schedules(self, request: Request) -> Any:
+        return {"schedules": await self.commands.list_schedules(_caller(request))}
+
+    async def create_schedule(self, request: Request) -> Any:
+        fields = parse_schedule(await _json_object(request, "'name', 'workflow' and 'cron' or 'every'"))
+        return await self.commands.create_schedule(_caller(request), fields)
+
+    async def delete_schedule(self, request: Request) -> Any:
+        return await self.commands.delete_schedule(_caller(request), request.path_params["name"])
 
     async def mint_token(self, request: Request) -> Any:
         return self.commands.mint_token(_caller(request), parse_mint_token(await _json_object(request, "token fields")))

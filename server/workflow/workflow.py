@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from ..protocol import InvalidInput, StartOptions, parse_start_options
+from ..schedules import Schedule
 from .composition import Node
 from .run import RunOutput
 from .schema import checker
@@ -41,7 +42,8 @@ class Workflow:
     `on_crash` says what a restart does with a run that a crash interrupted: "resume" it
     from the first unfinished step, or "fail" it. `concurrency_key` (the name of a top-level
     input field, or a function of the input) gives runs a key: at most `concurrency_limit`
-    (default 1) runs with one key run at once; the others wait, pending.
+    (default 1) runs with one key run at once; the others wait, pending. `schedules` start
+    runs on a clock (`Schedule("nightly", cron="0 3 * * *")`), wherever the workflow is served.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Workflow:
         on_crash: OnCrash = "resume",
         concurrency_key: KeyOf | None = None,
         concurrency_limit: int | None = None,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         if not name:
             raise ValueError("a workflow needs a name")
@@ -77,6 +80,9 @@ class Workflow:
             raise ValueError("concurrency_limit must be 1 or more")
         self.concurrency_key = concurrency_key
         self.concurrency_limit = concurrency_limit or 1
+        self.schedules = [s.for_workflow(name) for s in schedules]
+        if len({s.name for s in self.schedules}) != len(self.schedules):
+            raise ValueError(f"workflow {name!r} has two schedules with the same name")
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, steps={[s.name for s in self.steps]})"

@@ -99,6 +99,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--watch", action="store_true", help="then print one line per change of a run, until Ctrl-C")
     command("workflows", "list the workflows the server knows")
+    p = command("schedules", "list the schedules (or, with --create or --delete, make or remove one)")
+    p.add_argument("--create", metavar="NAME", default=None, help="make a schedule with this name")
+    p.add_argument("--workflow", default=None, help="with --create: the workflow it starts")
+    p.add_argument("--cron", default=None, help="with --create: a cron expression, e.g. '0 3 * * *'")
+    p.add_argument("--every", type=float, default=None, help="with --create: every this many seconds")
+    p.add_argument("--input", default=None, help="with --create: JSON input of its runs, or @file.json")
+    p.add_argument("--timezone", default=None, help="with --create: of the cron expression (default UTC)")
+    p.add_argument("--catchup", choices=["latest", "skip", "all"], default=None, help="ticks missed while down")
+    p.add_argument("--delete", metavar="NAME", default=None, help="remove the schedule with this name")
     p = command("cancel", "cancel a run")
     p.add_argument("run_id")
     args = parser.parse_args(argv)
@@ -231,9 +240,32 @@ async def _command(args: argparse.Namespace, view: View) -> int:
                 view.runs(await _runs(client, args))
             case "workflows":
                 view.workflows(await client.list_workflows())
+            case "schedules":
+                await _schedules(client, args, view)
             case "cancel":
                 view.snapshot(await client.cancel(args.run_id))
     return EXIT_OK
+
+
+async def _schedules(client: Client, args: argparse.Namespace, view: View) -> None:
+    """`schedules`: list them, or make (--create) or remove (--delete) one, and show it."""
+    if args.create is not None:
+        if args.workflow is None:
+            raise UsageError("--create needs --workflow, and --cron or --every")
+        made = await client.create_schedule(
+            args.create,
+            args.workflow,
+            read_input(args.input),
+            cron=args.cron,
+            every=args.every,
+            timezone=args.timezone,
+            catchup=args.catchup,
+        )
+        view.schedules([made])
+    elif args.delete is not None:
+        view.schedules([await client.delete_schedule(args.delete)])
+    else:
+        view.schedules(await client.list_schedules())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -526,5 +526,29 @@ class Client:
         reply = await self.request(message)
         return list(reply["runs"]), reply.get("next")
 
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        return list((await self.request({"type": "list_schedules"}))["schedules"])
+
+    async def create_schedule(
+        self,
+        name: str,
+        workflow: str,
+        input: Any = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        catchup: str | None = None,
+    ) -> dict[str, Any]:
+        """Start `workflow` on a clock: `cron` (in `timezone`, default UTC) or `every` seconds."""
+        message: dict[str, Any] = {"type": "create_schedule", "name": name, "workflow": workflow, "input": input}
+        for key, value in (("cron", cron), ("every", every), ("timezone", timezone), ("catchup", catchup)):
+            if value is not None:
+                message[key] = value
+        return dict((await self.request(message))["schedule"])
+
+    async def delete_schedule(self, name: str) -> dict[str, Any]:
+        return dict((await self.request({"type": "delete_schedule", "name": name}))["schedule"])
+
     async def ping(self) -> None:
         await self.request({"type": "ping"})

@@ -116,6 +116,7 @@ class View:
     def runs(self, runs: list[dict[str, Any]]) -> None: ...
     def run_changed(self, run: dict[str, Any]) -> None: ...
     def workflows(self, workflows: list[dict[str, Any]]) -> None: ...
+    def schedules(self, schedules: list[dict[str, Any]]) -> None: ...
     def answered(self, request_id: str, run: dict[str, Any]) -> None: ...
 
     def note(self, text: str) -> None:
@@ -160,6 +161,10 @@ class JsonView(View):
     def workflows(self, workflows: list[dict[str, Any]]) -> None:
         for workflow in workflows:
             self._line(workflow)
+
+    def schedules(self, schedules: list[dict[str, Any]]) -> None:
+        for schedule in schedules:
+            self._line(schedule)
 
 
 class TextView(View):
@@ -228,6 +233,15 @@ class TextView(View):
             self._print(f"{wf['name']:<12} {' -> '.join(wf['steps'])}")
             if wf.get("description"):
                 self._print(f"             {wf['description']}")
+
+    def schedules(self, schedules: list[dict[str, Any]]) -> None:
+        if not schedules:
+            self._print("no schedules (make one with: schedules --create NAME --workflow W --cron '0 3 * * *')")
+        for s in schedules:
+            when = f"cron {s['cron']} ({s['timezone']})" if s.get("cron") else f"every {s.get('every')}s"
+            self._print(f"{s['name']:<16} {s['workflow']:<12} {when:<28} next {until_text(s.get('next_at'))}")
+            last = s.get("last_run_id") or "none yet"
+            self._print(f"{'':<16} {s.get('source')}, catchup {s.get('catchup')}, last run {last}")
 
 
 def _when(run: dict[str, Any]) -> str:

@@ -453,6 +453,20 @@ export class RuncastClient {
     return (await this.request({ type: 'respond', run_id: runId, request_id: requestId, value })).run;
   }
 
+  /** The schedules (8.3): those in code, and those made over the wire that the caller reaches. */
+  async listSchedules() {
+    return (await this.request({ type: 'list_schedules' })).schedules;
+  }
+
+  /** Start a workflow on a clock: `{name, workflow, input?, cron | every, timezone?, catchup?}`. */
+  async createSchedule(schedule) {
+    return (await this.request({ ...schedule, type: 'create_schedule' })).schedule;
+  }
+
+  async deleteSchedule(name) {
+    return (await this.request({ type: 'delete_schedule', name })).schedule;
+  }
+
   async listWorkflows() {
     return (await this.request({ type: 'list_workflows' })).workflows;
   }

@@ -83,6 +83,36 @@ export interface Workflow {
   input_schema?: Json;
 }
 
+/** A workflow started on a clock (8.3). */
+export interface Schedule {
+  name: string;
+  workflow: string;
+  input: Json;
+  /** A cron expression in `timezone`; null for an `every` schedule. */
+  cron: string | null;
+  /** Whole seconds; null for a cron schedule. */
+  every: number | null;
+  timezone: string;
+  catchup: 'latest' | 'skip' | 'all';
+  /** The next tick (a wire time). */
+  next_at: string;
+  /** The run of the last tick started (`sched:<name>:<tick>`), or null. */
+  last_run_id: string | null;
+  source: 'code' | 'api';
+  /** The sub of who made it over the wire; its runs are theirs. */
+  owner?: string | null;
+}
+
+export interface NewSchedule {
+  name: string;
+  workflow: string;
+  input?: Json;
+  cron?: string;
+  every?: number;
+  timezone?: string;
+  catchup?: 'latest' | 'skip' | 'all';
+}
+
 export interface RunFilters {
   workflow?: string;
   status?: string;
@@ -143,6 +173,9 @@ export class RuncastClient {
   cancel(runId: string): Promise<Run>;
   respond(runId: string, requestId: string, value: Json): Promise<Run>;
   listWorkflows(): Promise<Workflow[]>;
+  listSchedules(): Promise<Schedule[]>;
+  createSchedule(schedule: NewSchedule): Promise<Schedule>;
+  deleteSchedule(name: string): Promise<Schedule>;
   listRuns(filters?: RunFilters & { limit?: number; before?: string }): Promise<{ runs: Run[]; next: string | null }>;
   /** The matching runs that exist, then every change (a run only when its last_seq grew). */
   watchRuns(filters?: RunFilters, options?: { signal?: AbortSignal }): AsyncGenerator<Run, void, undefined>;

@@ -3,12 +3,14 @@
 //
 //   #/               runs table          (runs.js)
 //   #/workflows      workflows and the start form (workflows.js)
+//   #/schedules      schedules and the form that makes one (schedules.js)
 //   #/runs/<run_id>  one run, live       (run.js)
 
 import { RuncastClient } from '/js/client.js';
 import { show } from './dom.js';
 import { RunView } from './run.js';
 import { RunsView } from './runs.js';
+import { SchedulesView } from './schedules.js';
 import { forgetToken, keepToken, signedInAs, socketUrl, storedToken, takeTokenFromAddress } from './session.js';
 import { WorkflowsView } from './workflows.js';
 
@@ -89,8 +91,12 @@ const workflowsView = new WorkflowsView({
   onStarted: (run) => {
     location.hash = `#/runs/${encodeURIComponent(run.run_id)}`;
   },
-  onWorkflows: (workflows) => runsView.setWorkflows(workflows),
+  onWorkflows: (workflows) => {
+    runsView.setWorkflows(workflows);
+    schedulesView.setWorkflows(workflows);
+  },
 });
+const schedulesView = new SchedulesView({ client, announce });
 
 authForm.addEventListener('submit', (e) => {
   e.preventDefault();
@@ -105,6 +111,7 @@ authForm.addEventListener('submit', (e) => {
 const views = {
   runs: document.getElementById('view-runs'),
   workflows: document.getElementById('view-workflows'),
+  schedules: document.getElementById('view-schedules'),
   run: document.getElementById('view-run'),
 };
 
@@ -121,7 +128,8 @@ function decoded(text) {
 function route(focus) {
   const hash = location.hash || '#/';
   const match = hash.match(/^#\/runs\/(.+)$/);
-  const name = match ? 'run' : hash === '#/workflows' ? 'workflows' : 'runs';
+  const pages = { '#/workflows': 'workflows', '#/schedules': 'schedules' };
+  const name = match ? 'run' : (pages[hash] ?? 'runs');
   for (const [key, view] of Object.entries(views)) show(view, key === name);
   for (const link of document.querySelectorAll('[data-nav]')) {
     if (link.dataset.nav === name) link.setAttribute('aria-current', 'page');
@@ -133,9 +141,11 @@ function route(focus) {
     document.title = `Run ${runId} · runcast`;
   } else {
     runView.close();
-    document.title = name === 'workflows' ? 'Start a run · runcast' : 'Runs · runcast';
+    const titles = { workflows: 'Start a run', schedules: 'Schedules', runs: 'Runs' };
+    document.title = `${titles[name]} · runcast`;
   }
   runsView.setVisible(name === 'runs');
+  schedulesView.setVisible(name === 'schedules');
   if (name === 'runs') runsView.load();
   // After a navigation, move focus to the new view's heading, as a page load would.
   if (focus) views[name].querySelector('h1')?.focus();

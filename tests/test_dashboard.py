@@ -331,3 +331,65 @@ def test_the_dashboard_shows_when_a_delayed_run_starts_and_its_priority(tmp_path
     finally:
         page.goto("about:blank")  # leave before the server goes
         server.stop()
+
+
+def test_a_sleeping_run_shows_when_it_wakes_and_draws_its_sleep(tmp_path: Path, page: Page) -> None:
+    flows = Path(__file__).with_name("flows.py")
+    server = ServerProcess(tmp_path / "nap.db", "--workflows", str(flows)).start()
+    try:
+        status, run = http("POST", server.http_url + "/api/runs", {"workflow": "nap", "input": {"seconds": 120}})
+        assert status == 202
+        page.goto(f"{server.http_url}/#/runs/{run['run_id']}")
+        expect(page.locator("#run-status")).to_have_text("sleeping")
+        expect(page.locator("#run-sleeping")).to_be_visible()
+        expect(page.locator("#run-wake-at")).not_to_be_empty()
+        sleep_bar = page.locator("#waterfall .wf-sleep")
+        expect(sleep_bar).to_have_count(1)
+        expect(sleep_bar).to_have_attribute("aria-label", re.compile(r"^nap sleeps .*, until 20\d\d-"))
+        expect(page.locator('#timeline .step[data-step="nap"]')).to_have_attribute("data-status", "sleeping")
+        page.goto(server.http_url + "/#/")
+        row = page.locator(f'#runs-body tr[data-run-id="{run["run_id"]}"]')
+        expect(row).to_contain_text("sleeping until")
+        page.get_by_role("button", name=re.compile("sleeping")).click()  # the count filters by status
+        expect(page.locator("#runs-body tr")).to_have_count(1)
+        screenshot(page, "sleeping-run.png")
+    finally:
+        page.goto("about:blank")
+        server.stop()
+
+
+def test_the_schedules_page_lists_makes_and_deletes(tmp_path: Path, page: Page) -> None:
+    flows = Path(__file__).with_name("schedule_flows.py")
+    server = ServerProcess(tmp_path / "sched.db", "--workflows", str(flows)).start()
+    try:
+        page.goto(server.http_url + "/#/schedules")
+        expect(page).to_have_title("Schedules · runcast")
+        rows = page.locator("#schedule-rows tr")
+        expect(rows).to_have_count(2)  # the two in code
+        nightly = page.locator('#schedule-rows tr[data-schedule="nightly"]')
+        expect(nightly).to_contain_text("cron 0 3 * * * (Europe/Paris)")
+        expect(nightly).to_contain_text("in code")
+        expect(page.locator('#schedule-rows tr[data-schedule="each-second"] .last a')).to_have_text(
+            re.compile(r"^sched:each-second:\d{8}T\d{6}Z$"), timeout=10_000
+        )
+        page.fill("#schedule-name", "hourly-echo")
+        page.select_option("#schedule-workflow", "echo")
+        page.fill("#schedule-cron", "not a cron")
+        page.click("#schedule-create")
+        expect(page.locator("#schedule-error")).to_contain_text("is not a cron expression")
+        page.fill("#schedule-cron", "0 * * * *")
+        page.fill("#schedule-input", '{"hello": "world"}')
+        page.click("#schedule-create")
+        made = page.locator('#schedule-rows tr[data-schedule="hourly-echo"]')
+        expect(made).to_contain_text("cron 0 * * * * (UTC)")
+        expect(page.locator("#schedule-error")).to_be_hidden()
+        status, listed = http("GET", server.http_url + "/api/schedules")
+        mine = next(s for s in listed["schedules"] if s["name"] == "hourly-echo")
+        assert status == 200 and mine["input"] == {"hello": "world"} and mine["source"] == "api"
+        screenshot(page, "schedules.png")
+        page.get_by_role("button", name="Delete schedule hourly-echo").click()
+        expect(made).to_have_count(0)
+        expect(rows).to_have_count(2)
+    finally:
+        page.goto("about:blank")
+        server.stop()

@@ -75,6 +75,7 @@ const agree = [
   ['InputRequest', schemas.InputRequest.properties],
   ['RunEvent', schemas.Event.properties],
   ['Workflow', schemas.Workflow.properties],
+  ['Schedule', schemas.Schedule.properties],
 ];
 for (const [name, properties] of agree) {
   const want = Object.keys(properties).sort();

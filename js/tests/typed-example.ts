@@ -1,5 +1,5 @@
 // Type-checked by tests/test_js.py (tsc --noEmit --strict): the declarations describe the API.
-import { RuncastClient, RuncastError, fold, newRun, type Run, type RunEvent } from '../index.js';
+import { RuncastClient, RuncastError, fold, newRun, type Run, type RunEvent, type Schedule } from '../index.js';
 import { useRun, useRuns } from '../react.js';
 
 export async function follow(url: string): Promise<number[]> {
@@ -18,6 +18,9 @@ export async function follow(url: string): Promise<number[]> {
     if (error instanceof RuncastError) console.log(error.code);
   }
   const { runs, next } = await client.listRuns({ workflow: 'count', limit: 10 });
+  const nightly: Schedule = await client.createSchedule({ name: 'nightly', workflow: 'count', cron: '0 3 * * *' });
+  const schedules: Schedule[] = await client.listSchedules();
+  console.log(nightly.next_at, schedules.length, (await client.deleteSchedule('nightly')).last_run_id);
   const page = new RuncastClient('ws://127.0.0.1:8000/ws', {
     onState: (state, { delayMs, message }) => console.log(state, delayMs, message),
     onAuthNeeded: (message: string) => console.log(message),

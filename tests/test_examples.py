@@ -97,3 +97,18 @@ def test_follow_up_sleeps_durably_and_sends_once(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "tmp" / "examples.db")) as db:
         events = [e for (e,) in db.execute("SELECT event FROM events ORDER BY seq")]
     assert events.count("sleep_started") == events.count("sleep_ended") == 1
+
+
+def test_nightly_batch_runs_each_customer_once_a_tick(tmp_path: Path) -> None:
+    out = run_example("nightly_batch.py", tmp_path, "--every", "1", "--for", "2.2")
+    lines = out.splitlines()
+    assert lines[-1].endswith("runs for 3 customers")
+    runs = [line.split() for line in lines[:-1]]
+    ticks: dict[str, set[str]] = {}
+    for run_id, status, *output in runs:
+        _, schedule, tick = run_id.split(":")
+        ticks.setdefault(tick, set()).add(schedule)
+        assert status == "completed" and " ".join(output) == f"invoiced {schedule.removeprefix('invoices-')}"
+    assert len(ticks) >= 2 and all(
+        names == {"invoices-acme", "invoices-globex", "invoices-initech"} for names in ticks.values()
+    )

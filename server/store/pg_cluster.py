@@ -24,20 +24,25 @@ _ORPHANED = f"status IN ({UNFINISHED_SQL}) AND {_UNHELD}"
 # its time), highest priority first, then oldest; of a concurrency key, only as many as its
 # limit leaves beside the runs of that key live nodes hold (pending or running: a waiting
 # run does not count). Claims take the CLAIM_LOCK, so these counts hold until they commit.
-# The keyed part reads only keyed runs (a partial index), so runs without keys cost as before.
+# It walks the claim order's index (runs_claim_order) and stops after a few times $1 runs
+# whose key has room; a key's room is counted from the runs held (runs_held_by_key), and
+# ranked among those few, so its cost grows with $1, with the held runs of the keys it
+# meets, and with the due runs it walks past because their key is full, not with the runs
+# pending. A run behind a full key never holds back another key's.
 _DUE = f"{_ORPHANED} AND workflow = ANY($4::text[]) AND (scheduled_for IS NULL OR scheduled_for <= $5)"
-_CLAIM = f"""SELECT n, owner FROM runs WHERE {_DUE} AND (concurrency_key IS NULL OR n IN (
-        SELECT c.n FROM (
-            SELECT n, concurrency_key, concurrency_limit,
-                row_number() OVER (PARTITION BY concurrency_key ORDER BY priority DESC, n) AS place
-            FROM runs WHERE concurrency_key IS NOT NULL AND {_DUE}
-        ) c
-        WHERE c.place + (
-            SELECT count(*) FROM runs k WHERE k.concurrency_key = c.concurrency_key
-                AND k.status IN ({UNFINISHED_SQL}) AND NOT {_UNHELD}
-        ) <= coalesce(c.concurrency_limit, 1)
-    ))
-    ORDER BY priority DESC, n LIMIT $1 FOR UPDATE SKIP LOCKED"""
+_HELD = f"""(SELECT count(*) FROM runs k WHERE k.concurrency_key = r.concurrency_key
+        AND k.status IN ({UNFINISHED_SQL}) AND k.owner IS NOT NULL AND NOT {_UNHELD.replace("owner", "k.owner")})"""
+_CLAIM = f"""SELECT n, owner FROM (
+        SELECT n, owner, priority, concurrency_key IS NULL
+            OR held + row_number() OVER (PARTITION BY concurrency_key ORDER BY priority DESC, n)
+                <= coalesce(concurrency_limit, 1) AS room
+        FROM (
+            SELECT n, owner, priority, concurrency_key, concurrency_limit,
+                CASE WHEN concurrency_key IS NULL THEN 0 ELSE {_HELD} END AS held
+            FROM runs r WHERE {_DUE} AND (concurrency_key IS NULL OR {_HELD} < coalesce(concurrency_limit, 1))
+            ORDER BY priority DESC, n LIMIT $1 * 4 FOR UPDATE SKIP LOCKED
+        ) candidates
+    ) ranked WHERE room ORDER BY priority DESC, n LIMIT $1"""
 CLAIM_LOCK = 0x72756E63  # "runc": the advisory lock every claim holds while it decides
 # A waiting run a node may take to answer, cancel or expire it: unheld too.
 _FREE_WAITING = f"status IN ({SUSPENDED_SQL}) AND {_UNHELD}"

@@ -115,6 +115,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
     """,  # 8: schedules (8.3): those created over the wire, and what each one last did.
     schedules.POSTGRES_TABLE,
+    # 9: claims walk the claim order (priority, then age) and count each key's held runs
+    # from indexes, whatever the number of runs pending (bench/claims.py).
+    """
+    CREATE INDEX runs_claim_order ON runs (priority DESC, n) WHERE status IN ('pending', 'running');
+    CREATE INDEX runs_held_by_key ON runs (concurrency_key)
+        WHERE concurrency_key IS NOT NULL AND owner IS NOT NULL AND status IN ('pending', 'running');
+    """,
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)

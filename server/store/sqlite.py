@@ -97,6 +97,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN sleeps_until TEXT;
     """,  # 8: schedules (8.3): those created over the wire, and what each one last did.
     schedules.SQLITE_TABLE,
+    # 9: nothing: PostgreSQL's claim indexes (one server on SQLite claims nothing).
+    "SELECT 1;",
 ]
 
 UPSERT_RUN = (

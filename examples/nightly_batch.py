@@ -58,8 +58,10 @@ async def main() -> None:
     runtime = Runtime("tmp/nightly.db", [batch(args.every)])
     await runtime.open()
     await asyncio.sleep(args.seconds)
-    await asyncio.sleep(0.5)  # the last tick's runs finish
-    runs, _ = await runtime.store.list_runs(RunFilter(workflow="nightly_invoices"), 500, None)
+    await runtime.scheduler.stop()  # no more ticks; let the last ones finish
+    which = RunFilter(workflow="nightly_invoices")
+    runs, _ = await runtime.store.list_runs(which, 500, None)
+    runs = list(await asyncio.gather(*(runtime.engine.wait(r["run_id"]) for r in runs)))
     await runtime.close()
     for run in sorted(runs, key=lambda r: r["run_id"]):
         print(f"{run['run_id']:<40} {run['status']:<10} {run['output']}")

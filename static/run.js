@@ -91,6 +91,7 @@ export class RunView {
       scheduledFor: null, // when a delayed run may start (8.2)
       wakeAt: null, // while the run sleeps (8.1): when it wakes
       priority: 0,
+      concurrencyKey: null, // at most its limit of runs with this key run at once (8.2)
       startedAt: null,
       finishedAt: null,
       input: undefined,
@@ -172,6 +173,7 @@ export class RunView {
     m.createdAt = run.created_at;
     m.scheduledFor = run.scheduled_for ?? null;
     m.priority = run.priority ?? 0;
+    m.concurrencyKey = run.concurrency_key ?? null;
     m.input = run.input;
     if (m.status === null) m.status = run.status === 'pending' ? 'pending' : 'loading';
     run.steps?.forEach((s, index) => this.step(s.name, index));
@@ -464,6 +466,8 @@ export class RunView {
     show(document.getElementById('run-sleeping'), wakeAt !== null && wakeAt !== undefined);
     document.getElementById('run-priority-value').textContent = String(m.priority);
     show(document.getElementById('run-priority'), m.priority !== 0);
+    document.getElementById('run-key-value').textContent = m.concurrencyKey ?? '';
+    show(document.getElementById('run-key'), m.concurrencyKey !== null);
     document.getElementById('run-seq').textContent = String(m.lastSeq);
     document.getElementById('run-duration').textContent = formatDuration(elapsed(m.startedAt, m.finishedAt));
     if (this.renderedInput !== m.input) {

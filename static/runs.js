@@ -376,7 +376,8 @@ export class RunsView {
       const later = run.scheduled_for && Date.parse(run.scheduled_for) > Date.now();
       const text = later ? `scheduled for ${formatTime(run.scheduled_for)}` : 'queued';
       const priority = run.priority ? ` · priority ${run.priority}` : '';
-      replaceChildren(row.step, el('span', { class: 'hint' }, text + priority));
+      const key = run.concurrency_key ? ` · key ${run.concurrency_key}` : '';
+      replaceChildren(row.step, el('span', { class: 'hint' }, text + priority + key));
       return;
     }
     if (run.status === 'sleeping' && run.wake_at) {

@@ -316,7 +316,7 @@ def test_a_coordinating_team_shows_each_member_s_text_under_the_leader_s_call(tm
 def test_the_dashboard_shows_when_a_delayed_run_starts_and_its_priority(tmp_path: Path, page: Page) -> None:
     server = ServerProcess(tmp_path / "later.db").start()
     try:
-        body = {"workflow": "echo", "input": 1, "delay": 120, "priority": 5}
+        body = {"workflow": "echo", "input": 1, "delay": 120, "priority": 5, "concurrency_key": "acme"}
         status, run = http("POST", server.http_url + "/api/runs", body)
         assert status == 202
         page.goto(f"{server.http_url}/#/runs/{run['run_id']}")
@@ -324,10 +324,11 @@ def test_the_dashboard_shows_when_a_delayed_run_starts_and_its_priority(tmp_path
         expect(page.locator("#run-scheduled")).to_be_visible()
         expect(page.locator("#run-scheduled-for")).not_to_be_empty()
         expect(page.locator("#run-priority-value")).to_have_text("5")
+        expect(page.locator("#run-key-value")).to_have_text("acme")
         page.goto(server.http_url + "/#/")
         row = page.locator(f'#runs-body tr[data-run-id="{run["run_id"]}"]')
         expect(row).to_contain_text("scheduled for")
-        expect(row).to_contain_text("priority 5")
+        expect(row).to_contain_text("priority 5 · key acme")
     finally:
         page.goto("about:blank")  # leave before the server goes
         server.stop()

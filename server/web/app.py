@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from ..settings import Limits, Settings
 from ..vocabulary import CloseCode
 from ..workflow import Workflow
+from .agentos import agentos_endpoint
 from .connection import Connection
 from .http import JSON, BodyLimit, HeaderLimit, HttpApi
 from .limits import Quotas
@@ -130,6 +131,7 @@ def create_app(
 
     routes: list[Any] = [
         WebSocketRoute("/ws", sockets.endpoint),
+        WebSocketRoute("/workflows/ws", agentos_endpoint(commands, quotas)),  # Agno's AgentOS protocol (10)
         Route("/healthz", health(runtime)),
         *api.routes(),
         Mount("/js", StaticFiles(directory=JS_DIR), name="js"),

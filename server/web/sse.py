@@ -30,8 +30,8 @@ def sse_message(frame: str) -> str:
     return f"id: {event['seq']}\nevent: {event['event']}\ndata: {frame}\n\n"
 
 
-class _Waiting:
-    """Chunks of frames for the stream, bounded in bytes: `put` waits while it is full."""
+class FrameQueue:
+    """Chunks of frames for a stream, bounded in bytes: `put` waits while it is full."""
 
     def __init__(self) -> None:
         self._chunks: deque[list[str] | None] = deque()  # None: the end
@@ -65,7 +65,7 @@ class _Waiting:
 
 async def event_stream(broker: Broker, run_id: str, after: int) -> AsyncIterator[str]:
     """Every event with seq > after, then live ones; ends after the terminal event."""
-    waiting = _Waiting()
+    waiting = FrameQueue()
     sub = Subscription(broker, run_id, after, waiting.put)
     broker.subscribe(sub, lambda _sub: waiting.end())
     try:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         Team,
         Tool,
         Toolkit,
+        current_tool_call,
         default_model,
         tool,
     )
@@ -65,6 +66,7 @@ _WHERE = {
         ("Agent", "ModelError", "OfflineModel", "OfflineToolModel", "OpenAIChat", "Team", "Tool", "Toolkit"), "agents"
     ),
     "default_model": "agents",
+    "current_tool_call": "agents",
     "tool": "agents",
     "pprint_run_response": "display",
     "mint_token": "identities",
@@ -137,6 +139,7 @@ __all__ = [
     "UnknownWorkflow",
     "Workflow",
     "__version__",
+    "current_tool_call",
     "default_model",
     "mint_token",
     "pprint_run_response",

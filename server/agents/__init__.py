@@ -4,7 +4,7 @@ from .agent import Agent, AgentError
 from .models import Message, Model, ModelError, OpenAIChat, ToolCall, ToolModel
 from .offline import OfflineModel, OfflineToolModel, default_model
 from .team import Team, TeamMode
-from .tools import Tool, Toolkit, tool
+from .tools import Tool, ToolCallInfo, Toolkit, current_tool_call, tool
 
 __all__ = [
     "Agent",
@@ -19,8 +19,10 @@ __all__ = [
     "TeamMode",
     "Tool",
     "ToolCall",
+    "ToolCallInfo",
     "ToolModel",
     "Toolkit",
+    "current_tool_call",
     "default_model",
     "tool",
 ]

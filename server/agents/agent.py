@@ -25,6 +25,7 @@ again. Teams (team.py) are built on the same loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,8 +35,18 @@ from ..bounds import EventTooLarge, clip_error
 from ..workflow import StepInput
 from .models import Message, Model, ToolCall, ToolModel, closing
 from .offline import default_model
-from .replay import INTERRUPTED, Past, PastCall, PastRound, conversation, rebuild, told_error, told_result
-from .tools import Tool, ToolCallFailed, as_tools
+from .replay import (
+    INTERRUPTED,
+    UNKNOWN_OUTCOME,
+    Past,
+    PastCall,
+    PastRound,
+    conversation,
+    rebuild,
+    told_error,
+    told_result,
+)
+from .tools import Tool, ToolCallFailed, ToolCallInfo, as_tools
 
 if TYPE_CHECKING:
     from ..engine.context import History, StepContext, ToolEvent
@@ -149,7 +160,7 @@ class Agent:
         past = past or Past()
         for cut in past.cut:  # a round stored only in part: its turn is asked again below
             for c in cut.calls:
-                _interrupted(c, scope, cut.number)
+                _interrupted(c, scope, cut.number, self._has_side_effects(c.call.name))
         for past_round in past.rounds:
             messages += await self._finish(past_round, scope)
         number = past.next_round  # the round the next turn would be
@@ -179,39 +190,74 @@ class Agent:
             for call in calls:
                 data = {"call_id": call.id, "tool": call.name, "args": _args(call), "round_calls": len(calls)}
                 scope.report("tool_call_started", data, number)
-            results = await asyncio.gather(*(self._call(call, scope, number, [call.id]) for call in calls))
+            if scope.ctx is not None and any(self._has_side_effects(c.name) for c in calls):
+                await scope.ctx.stored()  # a call with side effects starts on record: never made blindly
+            results = await asyncio.gather(
+                *(self._call(call, scope, number, [call.id], i) for i, call in enumerate(calls))
+            )
             messages += [
                 {"role": "tool", "tool_call_id": c.id, "content": r} for c, r in zip(calls, results, strict=True)
             ]
             number += 1
 
     async def _finish(self, done: PastRound, scope: Scope) -> list[Message]:
-        """The messages of a round an earlier try had asked, its cut-off calls made again."""
-        again = [c for c in done.calls if c.told is None]
-        for c in again:
-            _interrupted(c, scope, done.number)
-        tries = [ToolCall(c.next_id(), c.call.name, c.call.arguments) for c in again]
-        for c, t in zip(again, tries, strict=True):
+        """The messages of a round an earlier try had asked, its cut-off calls made again
+        (one with side effects only as its tool's `on_unknown` says)."""
+        again: list[tuple[int, PastCall]] = []
+        for i, c in enumerate(done.calls):
+            if c.told is None:
+                _interrupted(c, scope, done.number, self._has_side_effects(c.call.name))
+                c.told = await self._unknown(c, scope)  # None: to be made again
+                if c.told is None:
+                    again.append((i, c))
+        tries = [ToolCall(c.next_id(), c.call.name, c.call.arguments) for _, c in again]
+        for (_, c), t in zip(again, tries, strict=True):
             data = {"call_id": t.id, "tool": t.name, "args": _args(t), "retry_of": c.call.id}
             scope.report("tool_call_started", data, done.number)
             c.ids.append(t.id)
-        runs = [self._call(t, scope, done.number, c.ids) for c, t in zip(again, tries, strict=True)]
+        if scope.ctx is not None and any(self._has_side_effects(t.name) for t in tries):
+            await scope.ctx.stored()
+        runs = [self._call(t, scope, done.number, c.ids, i) for (i, c), t in zip(again, tries, strict=True)]
         results = await asyncio.gather(*runs)
-        for c, told in zip(again, results, strict=True):
+        for (_, c), told in zip(again, results, strict=True):
             c.told = told
         calls = [c.call.message() for c in done.calls]
         assistant = {"role": "assistant", "content": done.text or None, "tool_calls": calls}
         return [assistant, *({"role": "tool", "tool_call_id": c.call.id, "content": c.told} for c in done.calls)]
 
-    async def _call(self, call: ToolCall, scope: Scope, number: int, tries: list[str]) -> str:
-        """Run one call and report how it ended; return what the model is told. `tries` are
-        the call_ids this call of the model's was made under, this one last."""
+    def _has_side_effects(self, name: str) -> bool:
+        found = self.tools.get(name)
+        return found is not None and found.side_effects
+
+    async def _unknown(self, cut: PastCall, scope: Scope) -> str | None:
+        """What the model is told of a call with side effects that a crash cut off, as its
+        tool's `on_unknown` says; None: make it again (with the same idempotency key)."""
+        found = self.tools.get(cut.call.name)
+        if found is None or not found.side_effects or found.on_unknown == "retry":
+            return None
+        if found.on_unknown == "ask" and scope.ctx is not None:
+            prompt = (
+                f"A call of {cut.call.name}({cut.call.arguments}) was cut off by a crash before its end was "
+                "recorded. Did it happen? (yes: it is not made again; no: it is made again)"
+            )
+            if not await scope.ctx.ask(prompt, {"type": "boolean"}):
+                return None
+            return told_error(
+                f"{cut.call.name} was cut off by a crash; a person says it did happen: do not make it again"
+            )
+        return told_error(UNKNOWN_OUTCOME)
+
+    async def _call(self, call: ToolCall, scope: Scope, number: int, tries: list[str], index: int) -> str:
+        """Run one call (the `index`-th of round `number`) and report how it ended; return
+        what the model is told. `tries` are the call_ids this call of the model's was made
+        under, this one last."""
         found = self.tools.get(call.name)
         try:
             if found is None:
                 raise ToolCallFailed(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
             context = ToolCallContext(scope, call.id, tuple(tries)) if found.takes_context else None
-            result = await found.run(call.arguments, context)
+            info = ToolCallInfo(scope.key(number, index), call.id, call.name, *scope.where())
+            result = await found.run(call.arguments, context, info)
             scope.report("tool_call_completed", {"call_id": call.id, "tool": call.name, "result": result}, number)
         except (ToolCallFailed, EventTooLarge) as exc:
             error = clip_error(str(exc))
@@ -241,6 +287,19 @@ class Scope:
 
     def named(self, agent: str) -> Scope:
         return Scope(self.ctx, self.history, agent, self.parent_call_id)
+
+    def where(self) -> tuple[str | None, str | None]:
+        """(run_id, step path), outside the engine (None, None)."""
+        return (self.ctx.run_id, self.ctx.step) if self.ctx is not None else (None, None)
+
+    def key(self, number: int, index: int) -> str:
+        """The idempotency key of the `index`-th call of round `number` of this agent's
+        conversation: the same each time that call of the model's is made, whatever crash,
+        takeover or retry came between (a call is known by where it is, not by its id,
+        which a model asked again may change)."""
+        run_id, path = self.where()
+        parts = (run_id or "", path or "", self.agent, self.parent_call_id or "", str(number), str(index))
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def report(self, event: ToolEvent, data: dict[str, Any], number: int, *, under: str | None = None) -> None:
         """Send a tool event of round `number`, named by who made it (`under`: the leader's
@@ -285,11 +344,13 @@ def _unique(call: ToolCall, used: set[str], number: int) -> ToolCall:
     return call if call_id == call.id else ToolCall(call_id, call.name, call.arguments)
 
 
-def _interrupted(call: PastCall, scope: Scope, number: int) -> None:
+def _interrupted(call: PastCall, scope: Scope, number: int, side_effects: bool = False) -> None:
     """End a call cut off by an interruption (if its last try had not ended), under the
-    same leader's call as its start."""
+    same leader's call as its start; one with side effects has an unknown `outcome`."""
     if call.open:
         data = {"call_id": call.ids[-1], "tool": call.call.name, "error": INTERRUPTED}
+        if side_effects:
+            data["outcome"] = "unknown"
         scope.report("tool_call_failed", data, number, under=call.parent_call_id)
         call.open = False
 

@@ -30,6 +30,10 @@ from ..jsontext import dumps
 from .models import ToolCall
 
 INTERRUPTED = "interrupted"  # the error of a tool call cut off by a crash or takeover
+UNKNOWN_OUTCOME = (  # what the model is told of a call with side effects cut off (on_unknown="fail")
+    "this call was cut off by a crash: it may or may not have happened, and it is not made again; "
+    "do not assume either, and tell the user"
+)
 TOOL_EVENTS = frozenset({"tool_call_started", "tool_call_completed", "tool_call_failed"})
 
 Entry = tuple[str, dict[str, Any]]  # (event, data), as StepContext.history() gives them

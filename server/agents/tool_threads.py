@@ -13,6 +13,7 @@ asyncio's default executor, so that tools that hang cannot starve anything else.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections import deque
 from collections.abc import Callable
@@ -51,7 +52,8 @@ class ToolThreads:
                 "no new call is started until some end: fix or time-limit the tool that blocks"
             )
         await self._take_thread()
-        future = self._threads.run(functools.partial(fn, *args, **kwargs))
+        # In the caller's context: a tool reads `current_tool_call()` there too.
+        future = self._threads.run(functools.partial(contextvars.copy_context().run, fn, *args, **kwargs))
         try:
             done, _ = await asyncio.wait({future}, timeout=timeout)
             if not done:

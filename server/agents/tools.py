@@ -26,6 +26,7 @@ every call has a timeout, and its arguments are checked against the schema befor
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import inspect
 import json
@@ -48,6 +49,34 @@ _SECTIONS = ("args:", "arguments:", "parameters:", "params:")
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
+OnUnknown = Literal["ask", "fail", "retry"]
+ON_UNKNOWN = ("ask", "fail", "retry")
+
+
+@dataclass(frozen=True)
+class ToolCallInfo:
+    """The call a tool is in, as `current_tool_call()` gives it to the tool: `idempotency_key`
+    is the same each time this call of the model's is made (after a crash, a takeover, a
+    retry of the step, a model asked again): pass it to an API that takes one."""
+
+    idempotency_key: str
+    call_id: str
+    tool: str
+    run_id: str | None
+    step: str | None
+
+
+_CURRENT: contextvars.ContextVar[ToolCallInfo | None] = contextvars.ContextVar("runcast_tool_call", default=None)
+
+
+def current_tool_call() -> ToolCallInfo:
+    """The call the running tool is in (in an async tool, or in a plain one's thread)."""
+    call = _CURRENT.get()
+    if call is None:
+        raise RuntimeError("current_tool_call() is for a tool that an agent is calling")
+    return call
+
+
 class ToolCallFailed(Exception):
     """A tool call could not give a result; its message is what the model is told."""
 
@@ -58,7 +87,13 @@ class Tool:
     and a per-call `timeout` in seconds. Calling the Tool calls the function.
 
     With `takes_context`, the function is given the agent's context of the call first, then
-    the model's arguments (a team's member tools learn so which call they work on)."""
+    the model's arguments (a team's member tools learn so which call they work on).
+
+    `side_effects=True` says a call does something that must not happen twice (a payment, an
+    email): one cut off by a crash is never made again blindly, its outcome being unknown;
+    `on_unknown` says what then: "ask" a person whether it happened (the run waits), "fail"
+    (the model is told the outcome is unknown), or "retry" (made again, with the same
+    idempotency key, for an API that takes one). See docs/python.md, "Tools with side effects"."""
 
     fn: Callable[..., Any]
     name: str
@@ -66,6 +101,8 @@ class Tool:
     parameters: dict[str, Any]
     timeout: float = DEFAULT_TOOL_TIMEOUT
     takes_context: bool = False
+    side_effects: bool = False
+    on_unknown: OnUnknown = "ask"
     _check: Callable[[Any], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +110,8 @@ class Tool:
             raise ValueError(f"tool name {self.name!r}: use 1 to 64 letters, digits, '_' or '-'")
         if self.timeout <= 0:
             raise ValueError(f"tool {self.name!r}: timeout must be > 0")
+        if self.on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"tool {self.name!r}: on_unknown must be one of {', '.join(ON_UNKNOWN)}")
         self._check = compile_schema(self.parameters)
 
     @classmethod
@@ -83,6 +122,8 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float = DEFAULT_TOOL_TIMEOUT,
+        side_effects: bool = False,
+        on_unknown: OnUnknown = "ask",
     ) -> Tool:
         """A Tool described by `fn`'s signature, type hints and docstring."""
         summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
@@ -92,6 +133,8 @@ class Tool:
             summary if description is None else description,
             parameters_schema(fn, arg_docs),
             timeout,
+            side_effects=side_effects,
+            on_unknown=on_unknown,
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -102,7 +145,7 @@ class Tool:
         function = {"name": self.name, "description": self.description, "parameters": self.parameters}
         return {"type": "function", "function": function}
 
-    async def run(self, arguments: str, context: Any = None) -> Any:
+    async def run(self, arguments: str, context: Any = None, call: ToolCallInfo | None = None) -> Any:
         """Parse `arguments` (the model's JSON text), check them, call the function within
         the timeout (given `context` first when it `takes_context`), and return its result
         as JSON; raise ToolCallFailed saying why not."""
@@ -119,6 +162,7 @@ class Tool:
         except InvalidInput as exc:
             raise ToolCallFailed(f"invalid arguments: {exc}") from None
         first = (context,) if self.takes_context else ()
+        token = _CURRENT.set(call)
         try:
             if inspect.iscoroutinefunction(self.fn):
                 result = await asyncio.wait_for(self.fn(*first, **args), self.timeout)
@@ -130,6 +174,8 @@ class Tool:
             raise ToolCallFailed(str(exc)) from None
         except Exception as exc:
             raise ToolCallFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            _CURRENT.reset(token)
         return to_json_value(result)
 
 
@@ -137,7 +183,12 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float = DEFAULT_TOOL_TIMEOUT
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float = DEFAULT_TOOL_TIMEOUT,
+    side_effects: bool = False,
+    on_unknown: OnUnknown = "ask",
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -146,12 +197,16 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float = DEFAULT_TOOL_TIMEOUT,
+    side_effects: bool = False,
+    on_unknown: OnUnknown = "ask",
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a function a Tool, as `@tool` or `@tool(name=..., description=..., timeout=...)`;
-    what is not given comes from the function."""
+    """Make a function a Tool, as `@tool` or `@tool(name=..., description=..., timeout=...,
+    side_effects=True, on_unknown="ask")`; what is not given comes from the function."""
 
     def make(f: Callable[..., Any]) -> Tool:
-        return Tool.from_function(f, name=name, description=description, timeout=timeout)
+        return Tool.from_function(
+            f, name=name, description=description, timeout=timeout, side_effects=side_effects, on_unknown=on_unknown
+        )
 
     return make(fn) if fn is not None else make
 

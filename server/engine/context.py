@@ -182,6 +182,7 @@ class StepContext:
         threaded: bool = True,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         earlier: Callable[[], Coroutine[Any, Any, History]] | None = None,
+        flush: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.max_event_bytes = max_event_bytes
@@ -189,6 +190,7 @@ class StepContext:
         self.attempt = attempt
         self._emit = emit
         self._backlog = backlog
+        self._flush = flush
         self._loop = loop
         self._loop_thread = threading.get_ident()
         # Thread steps get their Event now (two threads must not race to make it); others
@@ -345,6 +347,12 @@ class StepContext:
             raise Suspended(Request.from_data(asked, self.step))
         schema = {"type": "boolean"}
         raise Suspended(Request(new_request_id(), prompt, schema, self.step, confirmation=True))
+
+    async def stored(self) -> None:
+        """Wait until every event this step has sent so far is stored (an agent does, before
+        a call with side effects: a crash then leaves its start on record)."""
+        if self._flush is not None:
+            await self._flush()
 
     async def drain(self) -> None:
         """Wait while the store is far behind. An async step that emits events in a tight

@@ -347,7 +347,7 @@ class Engine(Answering):
             record=record,
             emit=functools.partial(self._emit_from_step, run),
             stream_delta=stream_delta,
-            backlog=self.store.backlog,
+            store=self.store,
             threads=self._threads,
             contexts=run.contexts,
             max_event_bytes=self.max_event_bytes,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
+from ..store import RunStore
 from ..vocabulary import CURRENT_STEP_STATUSES, StepStatus
 from ..workflow import Condition, Group, Loop, Node, Parallel, Router, Step, StepInput, StepOutput, Steps
 from .context import AskTimeout, History, Request, Sleep, StepContext, Suspended
@@ -92,7 +93,7 @@ class StepRunner:
         record: Record,
         emit: Callable[[str, str, dict[str, Any]], None],
         stream_delta: Callable[[str, str], Awaitable[Any]],
-        backlog: Callable[[], Coroutine[Any, Any, None]],
+        store: RunStore,
         threads: StepThreads,
         contexts: set[StepContext],
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -117,7 +118,7 @@ class StepRunner:
         self._record = record
         self._emit = emit
         self._stream_delta = stream_delta
-        self._backlog = backlog
+        self._store = store
         self._threads = threads
         self._contexts = contexts
 
@@ -166,11 +167,12 @@ class StepRunner:
                 st["attempts"],
                 functools.partial(self._emit, path),
                 asyncio.get_running_loop(),
-                self._backlog,
+                self._store.backlog,
                 # the context is used from a thread only by a generator step or one that takes it
                 threaded=step.kind == "sync_gen" or (step.kind == "sync" and step.wants_context),
                 max_event_bytes=self.max_event_bytes,
                 earlier=None if fresh or self._earlier is None else functools.partial(self._earlier, path),
+                flush=self._store.flush,
             )
             self._contexts.add(context)
             try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from . import tracing
 from .agents.agno import agno_workflows
 from .agents.tool_threads import configure_tool_threads
 from .examples import BUILT_IN
@@ -85,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-running", type=int, default=DEFAULTS.max_running, help="runs executing at once; more wait pending"
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces over OTLP (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set; "
+        "the OTEL_* variables configure it; needs the otel extra)",
     )
     parser.add_argument(
         "--tool-threads",
@@ -211,8 +218,17 @@ def main(argv: list[str] | None = None) -> int:
             "unless --host says otherwise",
             args.host,
         )
+    if tracing.wanted(args.otel):
+        try:
+            tracing.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            return 2
     app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, auth=auth)  # built-ins always
-    return serve(app, args, settings)
+    try:
+        return serve(app, args, settings)
+    finally:
+        tracing.stop()  # what is left goes out
 
 
 def authenticator(args: argparse.Namespace) -> Authenticator:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..bounds import EventTooLarge, clip_error
 from ..workflow import StepInput
 from .models import Message, Model, ToolCall, ToolModel, closing
@@ -168,13 +169,22 @@ class Agent:
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
-            async with closing(model.turn(messages, specs)) as items:
-                async for item in items:
-                    if isinstance(item, ToolCall):
-                        calls.append(_unique(item, used, number))
-                    else:
-                        text.append(item)
-                        yield item
+            turn = tracing.open_span(f"model {getattr(model, 'id', type(model).__name__)}", {"runcast.round": number})
+            try:
+                async with closing(model.turn(messages, specs)) as items:
+                    async for item in items:
+                        if isinstance(item, ToolCall):
+                            calls.append(_unique(item, used, number))
+                        else:
+                            text.append(item)
+                            yield item
+            except Exception as exc:
+                tracing.close_span(turn, exc)
+                raise
+            except BaseException:  # closed early (a cancel): the span ends all the same
+                tracing.close_span(turn)
+                raise
+            tracing.close_span(turn)
             if not calls:
                 return
             if number > self.max_tool_rounds:
@@ -252,17 +262,20 @@ class Agent:
         what the model is told. `tries` are the call_ids this call of the model's was made
         under, this one last."""
         found = self.tools.get(call.name)
-        try:
-            if found is None:
-                raise ToolCallFailed(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
-            context = ToolCallContext(scope, call.id, tuple(tries)) if found.takes_context else None
-            info = ToolCallInfo(scope.key(number, index), call.id, call.name, *scope.where())
-            result = await found.run(call.arguments, context, info)
-            scope.report("tool_call_completed", {"call_id": call.id, "tool": call.name, "result": result}, number)
-        except (ToolCallFailed, EventTooLarge) as exc:
-            error = clip_error(str(exc))
-            scope.report("tool_call_failed", {"call_id": call.id, "tool": call.name, "error": error}, number)
-            return told_error(error)
+        attributes = {"runcast.tool": call.name, "runcast.call_id": call.id}
+        with tracing.span(f"tool {call.name}", attributes) as span:
+            try:
+                if found is None:
+                    raise ToolCallFailed(f"unknown tool {call.name!r}; the tools are {', '.join(self.tools)}")
+                context = ToolCallContext(scope, call.id, tuple(tries)) if found.takes_context else None
+                info = ToolCallInfo(scope.key(number, index), call.id, call.name, *scope.where())
+                result = await found.run(call.arguments, context, info)
+                scope.report("tool_call_completed", {"call_id": call.id, "tool": call.name, "result": result}, number)
+            except (ToolCallFailed, EventTooLarge) as exc:
+                error = clip_error(str(exc))
+                scope.report("tool_call_failed", {"call_id": call.id, "tool": call.name, "error": error}, number)
+                tracing.mark_failed(span, error)
+                return told_error(error)
         return told_result(result)
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import tracing
 from ..bounds import EventTooLarge, check_event_size
 from ..jsontext import to_json_value
 from ..protocol import Conflict, ErrorCode, InvalidInput, RuncastError, RunNotFound
@@ -68,6 +69,9 @@ class Answering:
         committed: asyncio.Future[int] | None = None
         for request in requests:
             await self.store.backlog()
+            kind = "sleep" if isinstance(request, Sleep) else "ask"
+            with tracing.span(f"{kind} {request.step}", {"runcast.step": request.step}):
+                pass  # (a mark in the trace: the run waits from here, holding nothing)
             if isinstance(request, Sleep):
                 if not request.stored:
                     committed = record(self.store, row, "sleep_started", request.step, {"until": request.until})

@@ -37,7 +37,7 @@ from .asks import AnswerChecks, Deadlines, RunLocks
 from .cluster import Cluster
 from .context import History, Suspended
 from .runner import Rejected, StepFailure, StepRunner, error_text, is_cancel
-from .runs import AT_ONCE, ActiveRun, Order, align_steps, new_run, new_run_id, record, step_history, the_same
+from .runs import AT_ONCE, ActiveRun, Order, align_steps, new_run, new_run_id, record, run_trace, step_history, the_same
 from .slots import Turns, seconds_until
 from .threads import StepThreads
 
@@ -324,16 +324,14 @@ class Engine(Answering):
         plan = workflow.steps_for(checked)
         nodes = list(walk(plan))
         steps = row["steps"] = align_steps([path for path, _ in nodes], row["steps"])
+        traced = await run_trace(self.store, row["run_id"], workflow.name, fresh=not (run.continued or run.resumed))
         if run.continued:
             pass  # its last input_received (stored with this state) marks where it goes on
         elif run.resumed:
             data = {"reason": run.reason, "from_step": _first_unfinished(nodes, steps)}
             await self._record(run, "run_resumed", None, data)
         else:
-            await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"]})
-
-        async def record(event: str, step: str | None, data: Any) -> None:
-            await self._record(run, event, step, data)
+            await self._record(run, "run_started", None, {"workflow": workflow.name, "input": row["input"], **traced})
 
         async def stream_delta(step: str, delta: str) -> None:
             await self.store.backlog()
@@ -344,7 +342,7 @@ class Engine(Answering):
             input=checked,
             plan=plan,
             states=steps,
-            record=record,
+            record=functools.partial(self._record, run),
             emit=functools.partial(self._emit_from_step, run),
             stream_delta=stream_delta,
             store=self.store,

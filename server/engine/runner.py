@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import tracing
 from ..bounds import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, check_event_size, clip_error, json_value_within
 from ..store import RunStore
 from ..vocabulary import CURRENT_STEP_STATUSES, StepStatus
@@ -181,7 +182,7 @@ class StepRunner:
                     if step.on_reject == "cancel":
                         raise Rejected(path)
                     return Outcome(previous, ran=False)
-                content, stop, error = await self._attempt(step, previous, context)
+                content, stop, error = await self._traced_attempt(step, path, previous, context)
             except Suspended as suspended:  # the step waits (or sleeps) once that is stored
                 assert suspended.request is not None
                 self.requests.append(suspended.request)
@@ -200,6 +201,17 @@ class StepRunner:
                 await self._skipped(path, "failed")
                 return Outcome(previous, ran=False)
             raise StepFailure(path, error)
+
+    async def _traced_attempt(
+        self, step: Step, path: str, previous: Any, context: StepContext
+    ) -> tuple[Any, bool, str | None]:
+        """`_attempt` within its span (`step <path>`), when tracing is on."""
+        attributes = {"runcast.step": path, "runcast.attempt": context.attempt}
+        with tracing.span(f"step {path}", attributes, errors=False) as span:
+            content, stop, error = await self._attempt(step, previous, context)
+            if error is not None:
+                tracing.mark_failed(span, error)
+            return content, stop, error
 
     async def _attempt(self, step: Step, previous: Any, context: StepContext) -> tuple[Any, bool, str | None]:
         """One try of a step: (its output as JSON, stop, None), or (None, False, why it

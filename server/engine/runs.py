@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .. import fold
+from .. import fold, tracing
 from ..jsontext import canonical_json
 from ..protocol import Conflict
 from ..store import RunStore
@@ -121,3 +121,19 @@ async def step_history(store: RunStore, run_id: str, path: str) -> History:
                 found.append((event.event, frame.get("data") or {}))
         after = page[-1].seq
     return found
+
+
+async def run_trace(store: RunStore, run_id: str, workflow: str, *, fresh: bool) -> dict[str, Any]:
+    """With tracing on, put the run's task in the run's trace: a fresh run's new one (its
+    `traceparent` returned as `run_started`'s `trace` field), or, for a run going on, the one
+    its `run_started` stored. {} when tracing is off (and then nothing is read)."""
+    if not tracing.on():
+        return {}
+    if fresh:
+        traceparent = tracing.begin_run(run_id, workflow)
+        tracing.enter_run(traceparent, run_id)
+        return {"trace": traceparent} if traceparent else {}
+    first = await store.read_events(run_id, 0, 1)
+    if first and first[0].event == "run_started":
+        tracing.enter_run((orjson.loads(first[0].frame).get("data") or {}).get("trace"), run_id)
+    return {}

@@ -31,6 +31,7 @@ from statistics import quantiles
 from typing import Any
 
 import orjson
+from common import ROOT  # noqa: F401 - puts this checkout first on sys.path
 
 from server import Runtime, Schedule, Settings, Step, StepContext, StepInput, Workflow
 

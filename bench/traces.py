@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from statistics import median
 
+from common import ROOT  # noqa: F401 - puts this checkout first on sys.path
+
 
 def receiver() -> str:
     class Handler(BaseHTTPRequestHandler):

@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-running", type=int, default=DEFAULTS.max_running, help="runs executing at once; more wait pending"
     )
     parser.add_argument(
+        "--trace-url",
+        default=None,
+        metavar="TEMPLATE",
+        help="the dashboard links each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
+    )
+    parser.add_argument(
         "--otel",
         action="store_true",
         help="export OpenTelemetry traces over OTLP (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set; "

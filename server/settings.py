@@ -42,4 +42,5 @@ class Settings:
     max_hung_tools: int = DEFAULT_MAX_HUNG  # timed-out tool calls still in their threads
     takeover_seconds: float = 10.0  # in a cluster: silence before other nodes take a node's runs
     retention_days: float = 7.0  # finished runs older than this are deleted (0: kept)
+    trace_url: str | None = None  # the dashboard links a run to {trace_id} in this template
     limits: Limits = field(default_factory=Limits)

@@ -151,6 +151,12 @@ function route(focus) {
   if (focus) views[name].querySelector('h1')?.focus();
 }
 
+// What the server's flags tell the page: a link from each run to its trace (--trace-url).
+fetch('/dashboard.json')
+  .then((response) => (response.ok ? response.json() : {}))
+  .then((config) => runView.setTraceUrl(config.trace_url))
+  .catch(() => {});
+
 window.addEventListener('hashchange', () => route(true));
 route(false);
 client.connect();

@@ -89,6 +89,7 @@ export class RunView {
       workflow: '',
       createdAt: null,
       scheduledFor: null, // when a delayed run may start (8.2)
+      trace: null, // its trace context (run_started's `trace`), when the server traces
       wakeAt: null, // while the run sleeps (8.1): when it wakes
       priority: 0,
       concurrencyKey: null, // at most its limit of runs with this key run at once (8.2)
@@ -201,6 +202,8 @@ export class RunView {
       switch (e.event) {
         case 'run_started':
           m.startedAt = e.ts;
+          m.trace = typeof data.trace === 'string' ? data.trace : null; // a W3C traceparent, when traced
+          m.runDirty = true;
           break;
         case 'run_resumed':
           m.resumed = data.from_step ?? null;
@@ -360,6 +363,22 @@ export class RunView {
     });
   }
 
+  /** The server's --trace-url template ({trace_id} in it), from /dashboard.json. */
+  setTraceUrl(template) {
+    this.traceUrl = typeof template === 'string' && template.includes('{trace_id}') ? template : null;
+    this.model.runDirty = true;
+    this.schedule();
+  }
+
+  /** A link to the run's trace: when the server has a --trace-url and the run was traced. */
+  paintTrace() {
+    const link = document.getElementById('run-trace');
+    const traceId = this.model.trace?.split('-')[1];
+    const shown = Boolean(this.traceUrl && traceId && /^[0-9a-f]{32}$/.test(traceId));
+    if (shown) link.href = this.traceUrl.replace('{trace_id}', traceId);
+    show(link, shown);
+  }
+
   /** The open questions a step asked. */
   asksOf(path) {
     return [...this.model.asks.values()].filter((ask) => ask.step === path);
@@ -461,6 +480,7 @@ export class RunView {
     document.getElementById('run-created').textContent = formatTime(m.createdAt);
     document.getElementById('run-scheduled-for').textContent = formatTime(m.scheduledFor);
     show(document.getElementById('run-scheduled'), m.scheduledFor !== null);
+    this.paintTrace();
     const wakeAt = m.run?.status === 'sleeping' ? m.run.wake_at : null;
     document.getElementById('run-wake-at').textContent = formatTime(wakeAt);
     show(document.getElementById('run-sleeping'), wakeAt !== null && wakeAt !== undefined);

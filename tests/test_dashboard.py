@@ -394,3 +394,27 @@ def test_the_schedules_page_lists_makes_and_deletes(tmp_path: Path, page: Page) 
     finally:
         page.goto("about:blank")
         server.stop()
+
+
+def test_a_traced_run_links_to_its_trace(tmp_path: Path, page: Page, monkeypatch: pytest.MonkeyPatch) -> None:
+    from .test_traces import Receiver
+
+    receiver = Receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    template = "http://jaeger.example:16686/trace/{trace_id}"
+    server = ServerProcess(tmp_path / "traced.db", "--otel", "--trace-url", template).start()
+    try:
+        status, run = http("POST", server.http_url + "/api/runs", {"workflow": "echo", "input": 1})
+        assert status == 202
+        page.goto(f"{server.http_url}/#/runs/{run['run_id']}")
+        expect(page.locator("#run-status")).to_have_text("completed")
+        link = page.locator("#run-trace")
+        expect(link).to_be_visible()
+        expect(link).to_have_attribute("href", re.compile(r"^http://jaeger\.example:16686/trace/[0-9a-f]{32}$"))
+        trace_id = link.get_attribute("href").rsplit("/", 1)[1]
+        spans = [s for s in receiver.spans if s["attrs"].get("runcast.run_id") == run["run_id"]]
+        assert spans == [] or {s["trace"] for s in spans} == {trace_id}  # the link is the run's trace
+    finally:
+        page.goto("about:blank")
+        server.stop()
+        receiver.close()

@@ -76,6 +76,16 @@ class Sockets:
             await conn.close(code)
 
 
+def dashboard_config(settings: Settings) -> Any:
+    """`/dashboard.json`: what the dashboard needs to know of the server's flags (nothing
+    secret): the trace link's template (--trace-url), or null."""
+
+    async def config(request: Request) -> Response:
+        return JSON({"trace_url": settings.trace_url})
+
+    return config
+
+
 def health(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     """GET /healthz: 200 once the server accepts work; 503 while starting, or while the store
     cannot commit (the reason is given)."""
@@ -133,6 +143,7 @@ def create_app(
         WebSocketRoute("/ws", sockets.endpoint),
         WebSocketRoute("/workflows/ws", agentos_endpoint(commands, quotas)),  # Agno's AgentOS protocol (10)
         Route("/healthz", health(runtime)),
+        Route("/dashboard.json", dashboard_config(settings)),
         *api.routes(),
         Mount("/js", StaticFiles(directory=JS_DIR), name="js"),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),

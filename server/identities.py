@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -160,6 +159,8 @@ class Authenticator:
         return self._verify(token)
 
     def _verify(self, token: str) -> Identity:
+        import jwt  # (PyJWT: imported when a signed token is first checked; a server without starts faster)
+
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
             key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
@@ -252,4 +253,6 @@ def mint_token(
         claims["runs"] = list(runs)
     if workflows is not None:
         claims["workflows"] = list(workflows)
+    import jwt
+
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -27,9 +27,10 @@ import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-import httpx
+if TYPE_CHECKING:  # imported when a model is first called: a server with no model calls starts faster
+    import httpx
 
 log = logging.getLogger("runcast.models")
 
@@ -166,6 +167,8 @@ class OpenAIChat:
             headers["Authorization"] = f"Bearer {self._api_key}"
         # A client per call: an httpx client belongs to one event loop, and a step may run on
         # any; the costly part, the TLS context, is made once and shared.
+        import httpx
+
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), verify=_tls_context()) as client:
             attempt = 0
             while True:
@@ -297,6 +300,8 @@ def _completion_tool_calls(payload: Any) -> list[Any]:
 def _tls_context() -> ssl.SSLContext:
     """httpx's default verification (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), built once:
     loading the certificates takes tens of milliseconds, too long to pay on every call."""
+    import httpx
+
     return httpx.create_ssl_context()
 
 

@@ -160,8 +160,9 @@ async def test_tokens_pings_questions_answers_and_errors(tmp_path: Path) -> None
 
 
 async def test_the_agentos_door_keeps_runcast_s_rules(tmp_path: Path) -> None:
-    """Origins are checked, and --starts-per-second holds, as on /ws."""
-    server = ServerProcess(tmp_path / "rules.db", "--workflows", FLOWS, "--starts-per-second", "2").start()
+    """Origins are checked, and --starts-per-second and --max-connections hold, as on /ws."""
+    flags = ("--workflows", FLOWS, "--starts-per-second", "2", "--max-connections", "2")
+    server = ServerProcess(tmp_path / "rules.db", *flags).start()
     try:
         with pytest.raises(websockets.InvalidStatus) as refused:
             await websockets.connect(agentos_url(server), origin=websockets.Origin("https://elsewhere.example"))

@@ -11,6 +11,7 @@ may do what is the same as on `/ws`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..commands import Caller, Commands
 from ..identities import ANYONE
 from ..live import Subscription
 from ..protocol import RuncastError, StartOptions
+from ..vocabulary import CloseCode
 from ..workflow import FINISHED
 from .limits import Quotas, check_start_rate
 from .sse import FrameQueue
@@ -43,6 +45,13 @@ class AgentOsSocket:
         self.caller: Caller | None = None if commands.auth.enabled else Caller("ws", ANYONE)
         self._sending = asyncio.Lock()
         self._follows: dict[str, asyncio.Task[None]] = {}
+
+    async def close(self, code: int) -> None:
+        """Close the socket (a stop: 1001), ending what it follows."""
+        for task in self._follows.values():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.ws.close(code)
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self._sending:
@@ -233,11 +242,22 @@ class AgentOsSocket:
             sub.stop()
 
 
-def agentos_endpoint(commands: Commands, quotas: Quotas) -> Any:
+def agentos_endpoint(commands: Commands, quotas: Quotas, open_sockets: set[Any], room: Any) -> Any:
+    """The endpoint; its sockets are kept in `open_sockets` (closed with /ws's at a stop) and
+    admitted while `room()` (--max-connections, counted with /ws's)."""
+
     async def endpoint(websocket: WebSocket) -> None:
+        if not room():
+            await websocket.accept()
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
+            return
+        socket = AgentOsSocket(commands, websocket, quotas)
+        open_sockets.add(socket)
         try:
-            await AgentOsSocket(commands, websocket, quotas).serve()
+            await socket.serve()
         except Exception:  # one connection's bug must not reach uvicorn's loop
             log.exception("a /workflows/ws connection failed")
+        finally:
+            open_sockets.discard(socket)
 
     return endpoint

@@ -45,13 +45,14 @@ class Sockets:
         self.limits = limits
         self.quotas = quotas
         self.connections: set[Connection] = set()
+        self.agno: set[Any] = set()  # the /workflows/ws sockets (web/agentos.py), counted with these
         self.on_error: Callable[[str], None] | None = None  # counts the errors sent (metrics)
 
     async def endpoint(self, websocket: WebSocket) -> None:
         # Until it signs in, a socket counts against its address's share (when tokens are on).
         address = websocket.client.host if websocket.client else "?"
         key = f"address:{address}" if self.commands.auth.enabled else None
-        if len(self.connections) >= self.limits.max_connections or not self.quotas.enter(key):
+        if not self.room() or not self.quotas.enter(key):
             await websocket.accept()
             await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many connections; try again later")
             return
@@ -63,6 +64,10 @@ class Sockets:
             self.connections.discard(conn)
             self.quotas.leave(conn.key)
 
+    def room(self) -> bool:
+        """Room for one more socket, of either endpoint, under --max-connections."""
+        return len(self.connections) + len(self.agno) < self.limits.max_connections
+
     async def close_stuck_readers(self) -> None:
         """Forever: close (1008) each socket whose client has read nothing for --stuck-seconds."""
         loop = asyncio.get_running_loop()
@@ -72,6 +77,7 @@ class Sockets:
             await asyncio.gather(*(c.close_stuck() for c in self.connections if c.stuck(now)))
 
     async def close_all(self, code: int) -> None:
+        await asyncio.gather(*(socket.close(code) for socket in list(self.agno)))
         for conn in list(self.connections):
             await conn.close(code)
 
@@ -141,7 +147,9 @@ def create_app(
 
     routes: list[Any] = [
         WebSocketRoute("/ws", sockets.endpoint),
-        WebSocketRoute("/workflows/ws", agentos_endpoint(commands, quotas)),  # Agno's AgentOS protocol (10)
+        WebSocketRoute(
+            "/workflows/ws", agentos_endpoint(commands, quotas, sockets.agno, sockets.room)
+        ),  # Agno's AgentOS protocol (10)
         Route("/healthz", health(runtime)),
         Route("/dashboard.json", dashboard_config(settings)),
         *api.routes(),

@@ -87,18 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-running", type=int, default=DEFAULTS.max_running, help="runs executing at once; more wait pending"
     )
-    parser.add_argument(
-        "--trace-url",
-        default=None,
-        metavar="TEMPLATE",
-        help="the dashboard links each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
-    )
-    parser.add_argument(
-        "--otel",
-        action="store_true",
-        help="export OpenTelemetry traces over OTLP (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set; "
-        "the OTEL_* variables configure it; needs the otel extra)",
-    )
+    _tracing_flags(parser)
     parser.add_argument(
         "--tool-threads",
         type=int,
@@ -279,6 +268,21 @@ def _wrong_settings(args: argparse.Namespace) -> str | None:
     if args.tool_threads < 1 or args.max_hung_tools < 0:
         return "--tool-threads must be at least 1 and --max-hung-tools at least 0"
     return wrong_sources(args.allow_origin, args.allow_host)
+
+
+def _tracing_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trace-url",
+        default=None,
+        metavar="TEMPLATE",
+        help="the dashboard links each run to its trace: a URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces over OTLP (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set; "
+        "the OTEL_* variables configure it; needs the otel extra)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

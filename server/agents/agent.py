@@ -169,22 +169,13 @@ class Agent:
         while True:
             text: list[str] = []
             calls: list[ToolCall] = []
-            turn = tracing.open_span(f"model {getattr(model, 'id', type(model).__name__)}", {"runcast.round": number})
-            try:
-                async with closing(model.turn(messages, specs)) as items:
-                    async for item in items:
-                        if isinstance(item, ToolCall):
-                            calls.append(_unique(item, used, number))
-                        else:
-                            text.append(item)
-                            yield item
-            except Exception as exc:
-                tracing.close_span(turn, exc)
-                raise
-            except BaseException:  # closed early (a cancel): the span ends all the same
-                tracing.close_span(turn)
-                raise
-            tracing.close_span(turn)
+            async with closing(_traced_turn(model, messages, specs, number)) as items:
+                async for item in items:
+                    if isinstance(item, ToolCall):
+                        calls.append(_unique(item, used, number))
+                    else:
+                        text.append(item)
+                        yield item
             if not calls:
                 return
             if number > self.max_tool_rounds:
@@ -344,6 +335,25 @@ class ToolCallContext:
     scope: Scope
     call_id: str
     tries: tuple[str, ...]
+
+
+async def _traced_turn(
+    model: ToolModel, messages: list[Message], specs: list[dict[str, Any]], number: int
+) -> AsyncIterator[str | ToolCall]:
+    """The model's turn (its text deltas, then its calls), within a `model <id>` span when
+    tracing is on (a span not made current: it lives across this generator's yields)."""
+    turn = tracing.open_span(f"model {getattr(model, 'id', type(model).__name__)}", {"runcast.round": number})
+    try:
+        async with closing(model.turn(messages, specs)) as items:
+            async for item in items:
+                yield item
+    except Exception as exc:
+        tracing.close_span(turn, exc)
+        raise
+    except BaseException:  # closed early (a cancel): the span ends all the same
+        tracing.close_span(turn)
+        raise
+    tracing.close_span(turn)
 
 
 def _unique(call: ToolCall, used: set[str], number: int) -> ToolCall:

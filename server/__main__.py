@@ -21,6 +21,7 @@ from .agents.agno import agno_workflows
 from .agents.tool_threads import configure_tool_threads
 from .examples import BUILT_IN
 from .identities import DEFAULT_TTL, Authenticator, mint_token
+from .redaction import redact
 from .settings import Limits, Settings
 from .store import StoreError, backend_for
 from .web import create_app, redact_uvicorn_logs, serving_classes
@@ -208,11 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if auth.enabled:
         log.info("authentication on: clients must present a token%s", " (signed tokens too)" if auth.signed else "")
     else:
-        log.warning(
-            "no --token nor --auth-secret: the server is open to anyone who can reach %s; it binds to 127.0.0.1 "
-            "unless --host says otherwise",
-            args.host,
+        reach = (
+            "this machine only (127.0.0.1)" if args.host in LOOPBACK else f"every machine that can reach {args.host}"
         )
+        log.warning("no --token nor --auth-secret: the server is open to %s; see docs/security.md", reach)
     if tracing.wanted(args.otel):
         try:
             tracing.start()
@@ -270,6 +270,9 @@ def _wrong_settings(args: argparse.Namespace) -> str | None:
     return wrong_sources(args.allow_origin, args.allow_host)
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def _tracing_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace-url",
@@ -314,7 +317,7 @@ def serve(app: Any, args: argparse.Namespace, settings: Settings) -> int:
     )
     redact_uvicorn_logs()  # tokens in query strings must not reach the logs
     server = server_class(config)
-    log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, args.db)
+    log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, redact(args.db))
     server.run()  # on uvloop when it is installed (uvicorn's loop="auto"), else asyncio
     if not server.started:
         return 1

@@ -4,6 +4,7 @@ interface, and the interface the engine and the endpoints use (`RunStore`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,14 @@ JSON_COLUMNS = ("input", "output", "error", "steps", "waiting_for")
 # (epoch seconds: its earliest request expiry or sleep end; NULL if none), for the watch.
 WRITE_COLUMNS = (*RUN_COLUMNS, "wake_at")
 _LISTS = ("steps", "waiting_for")  # JSON columns that are never null
+
+
+def log_migrated(where: str, was: int, now: int) -> None:
+    """One line for a store made or brought up to date (none when it was up to date)."""
+    if was == 0:
+        logging.getLogger("runcast.store").info("store %s created (schema version %d)", where, now)
+    elif was < now:
+        logging.getLogger("runcast.store").info("store %s migrated from schema version %d to %d", where, was, now)
 
 
 class StoreError(RuntimeError):

@@ -32,6 +32,7 @@ from .base import (
     StoredEvent,
     StoreError,
     listed_run,
+    log_migrated,
     row_to_run,
     run_params,
 )
@@ -221,7 +222,7 @@ class PostgresBackend:
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 await conn.execute(script)
                 await conn.execute("INSERT INTO runcast_schema (version) VALUES ($1)", number)
-                log.info("store %s migrated to schema version %d", self.where, number)
+            log_migrated(self.where, version, len(MIGRATIONS))
 
     async def close(self) -> None:
         await self.listener.stop()

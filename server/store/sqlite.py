@@ -28,6 +28,7 @@ from .base import (
     StoredEvent,
     StoreError,
     listed_run,
+    log_migrated,
     row_to_run,
     run_params,
 )
@@ -225,7 +226,7 @@ class SqliteBackend:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
-            log.info("store %s migrated to schema version %d", self.path, number)
+        log_migrated(self.path, version, len(MIGRATIONS))
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         assert self._thread is not None, "the store is not open"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 from typing import Any, cast
 
@@ -15,6 +14,7 @@ from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
+from ..redaction import redact
 from ..vocabulary import CloseCode
 
 # ASGI scope extension: a "websocket.send" may carry "texts", and {"write_now": fn} writes
@@ -35,7 +35,6 @@ PLAIN_PROTOCOL = "websockets-sansio"  # uvicorn's stock protocol: plain ASGI, no
 # (`/ws?token=...`) and, at debug, every request header.
 UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-_QUERY_VALUE = re.compile(r"([?&][^=&#\s\"]*=)[^&#\s\"]*")
 
 DRAIN_SECONDS = 1.0  # a stop waits this long for closing sockets to take what is buffered
 # A client's bytes are parsed this many at a time, other clients' turns in between: a flood
@@ -226,11 +225,6 @@ class Server(uvicorn.Server):
             if value is not None:
                 return value
         return None
-
-
-def redact(text: str) -> str:
-    """`text` with every query string's values replaced by `***`."""
-    return _QUERY_VALUE.sub(r"\1***", text)
 
 
 class RedactSecrets(logging.Filter):

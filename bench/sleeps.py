@@ -26,6 +26,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
@@ -108,8 +109,6 @@ def sleep_lateness(path: str) -> list[float]:
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(text).timestamp()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Scheduler:
         self.every = every
         self.entries: dict[str, Entry] = {}  # name -> what ticks here
         self._changed = asyncio.Event()
+        self._stale = True  # the table must be read before the next tick
         self._task: asyncio.Task[None] | None = None
         self._stored_code: set[tuple[Any, ...]] = set()
 
@@ -69,6 +71,7 @@ class Scheduler:
 
     def changed(self) -> None:
         """Read the schedules again now (one was created or deleted, a workflow registered)."""
+        self._stale = True
         self._changed.set()
 
     async def stop(self) -> None:
@@ -104,13 +107,20 @@ class Scheduler:
     # ---- ticking ---------------------------------------------------------------------------
 
     async def _watch(self) -> None:
+        loaded = -math.inf  # when the table was last read (monotonic)
         while True:
             try:
                 await self._store_code()
-                await self._load()
+                # The table is read again only when something changed here, or every `every`
+                # seconds (a cluster's other nodes): a tick needs only what is in memory.
+                if self._stale or time.monotonic() - loaded >= self.every:
+                    self._stale = False
+                    loaded = time.monotonic()
+                    await self._load()
                 delay = await self.tick(time.time())
             except Exception as exc:  # the store is away: try again in a while
                 log.warning("schedules: %s; trying again in 1 s", exc)
+                self._stale = True
                 delay = 1.0
             await wait_set(self._changed, max(0.0, min(delay, self.every)))
             self._changed.clear()

@@ -224,13 +224,7 @@ class AgentOsSocket:
         sub = Subscription(broker, run_id, after, queue.put)
         broker.subscribe(sub, lambda _sub: queue.end())
         try:
-            while True:
-                try:
-                    chunk = await queue.get(STUCK_SECONDS * 100)
-                except TimeoutError:
-                    continue
-                if chunk is None:
-                    return
+            while (chunk := await queue.get(None)) is not None:
                 for frame in chunk:
                     event = orjson.loads(frame)
                     await asyncio.wait_for(self.send(to_agentos(event, workflow, session)), STUCK_SECONDS)

@@ -51,8 +51,8 @@ class FrameQueue:
         self._chunks.append(None)
         self._changed.set()
 
-    async def get(self, timeout: float) -> list[str] | None:
-        """The next chunk (None at the end); TimeoutError if none came in `timeout`."""
+    async def get(self, timeout: float | None) -> list[str] | None:
+        """The next chunk (None at the end); TimeoutError if none came in `timeout` (None: no limit)."""
         while not self._chunks:
             self._changed.clear()
             await asyncio.wait_for(self._changed.wait(), timeout)

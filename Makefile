@@ -1,8 +1,14 @@
 # The two commands: `make run` serves on http://127.0.0.1:8000, `make test` runs every check.
+# `make run PORT=9000 HOST=0.0.0.0 DB=./data/other.db ARGS="--token s3cret"` changes where and how.
 PYTHON ?= python3
+PORT   ?= 8000
+HOST   ?= 127.0.0.1
+DB     ?= ./data/runcast.db
+ARGS   ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 SMOKE  := ../shared/smoke.py
 
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /usr/bin/chromium)
@@ -15,10 +21,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# `make run` needs the server alone, not the test tools (Playwright, mypy, Agno, ...).
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python -m server --host 127.0.0.1 --port 8000 --db ./data/runcast.db
+run: $(RUN_STAMP)
+	$(BIN)/python -m server --host '$(HOST)' --port '$(PORT)' --db '$(DB)' $(ARGS)
 
 CODE := $(wildcard server client tests bench examples)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
+import shutil
 import sys
 from typing import Any
 
@@ -30,13 +32,29 @@ class UsageError(Exception):
 
 
 def program() -> str:
-    """How the user called us, for the commands we suggest."""
-    return "runcast" if os.path.basename(sys.argv[0]) == "runcast" else "python -m client"
+    """How the user called us, for the commands we suggest (and --help's usage line): as
+    they can type it again in the same shell, where the venv may not be active."""
+    if os.path.basename(sys.argv[0]) == "runcast":
+        script = os.path.abspath(sys.argv[0])
+        return "runcast" if shutil.which("runcast") == script else _shown_path(script)
+    python = shutil.which("python")
+    same = python is not None and os.path.abspath(python) == os.path.abspath(sys.executable)
+    return f"{'python' if same else _shown_path(sys.executable)} -m client"
+
+
+def _shown_path(path: str) -> str:
+    """`path` relative to the current folder when it is inside it (`.venv/bin/python`),
+    quoted for a shell."""
+    relative = os.path.relpath(path)
+    return shlex.quote(relative if not relative.startswith("..") else path)
 
 
 def urls(text: str) -> list[str]:
     """One --url value: a URL, or several separated by commas."""
-    return list(split_urls(text))
+    try:
+        return list(split_urls(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -63,7 +81,7 @@ NO_INPUT_HELP = "do not ask at the terminal when the run waits for input; print 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m client", description="Start, watch and inspect runcast runs.")
+    parser = argparse.ArgumentParser(prog=program(), description="Start, watch and inspect runcast runs.")
     _common(parser, True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -10,14 +10,35 @@ the node that just failed is tried last in the round.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 Urls = str | Iterable[str]  # one URL, "ws://a/ws,ws://b/ws", or a list of either
 
 
+WS_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
+def ws_url(text: str) -> str:
+    """The WebSocket URL of a server address as people paste it: the dashboard's
+    `http(s)://host:port` becomes `ws(s)://host:port/ws`, a bare `host:port` is `ws://`,
+    a URL with no path gets runcast's `/ws`, and a fragment (`#/runs/...`) is dropped.
+    ValueError for what cannot be a server's address."""
+    text = text.strip()
+    parts = urlsplit(text if "://" in text else f"ws://{text}")
+    scheme = WS_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise ValueError(
+            f"{text!r} is not a server address; give ws://HOST:PORT/ws or the dashboard's http://HOST:PORT"
+        )
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
 def split_urls(urls: Urls) -> tuple[str, ...]:
-    """Every URL in `urls`, in order, once each; a string may hold several, comma separated."""
+    """Every URL in `urls`, in order, once each, as WebSocket URLs (see `ws_url`); a string
+    may hold several, comma separated."""
     parts = [urls] if isinstance(urls, str) else list(urls)
-    found = (url.strip() for part in parts for url in part.split(","))
+    found = (ws_url(url) for part in parts for url in part.split(",") if url.strip())
     unique = tuple(dict.fromkeys(url for url in found if url))
     if not unique:
         raise ValueError("no server URL given")

@@ -24,7 +24,7 @@ from .identities import DEFAULT_TTL, Authenticator, mint_token
 from .redaction import redact
 from .settings import Limits, Settings
 from .store import StoreError, backend_for
-from .web import create_app, redact_uvicorn_logs, serving_classes
+from .web import cannot_listen, create_app, redact_uvicorn_logs, serving_classes
 from .web.origins import wrong_sources
 from .workflow import Workflow
 
@@ -53,6 +53,8 @@ def load_workflows(spec: str) -> list[Workflow]:
         except ImportError as exc:
             raise SystemExit(f"--workflows {spec}: {exc}") from exc
     found = [value for value in vars(module).values() if isinstance(value, Workflow)]
+    for workflow in found:
+        log.info("workflow %r served, its steps: %s", workflow.name, ", ".join(repr(s.name) for s in workflow.steps))
     try:
         found += agno_workflows(vars(module).values())
     except ValueError as exc:
@@ -188,10 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workflows = [wf for spec in args.workflows for wf in load_workflows(spec)]
+    # Say what stops a start plainly now, before anything is made, not from inside uvicorn's startup.
+    refused = cannot_listen(args.host, args.port)
+    if refused:
+        log.error("%s", refused)
+        return 1
     try:
-        backend_for(
-            args.db, args.node_id
-        ).preflight()  # say so plainly now, rather than from inside the server's startup
+        backend = backend_for(args.db, args.node_id)
+        backend.preflight()
     except StoreError as exc:
         log.error("%s", exc)
         return 1
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     app = create_app(args.db, [*BUILT_IN, *workflows], settings=settings, auth=auth)  # built-ins always
     try:
-        return serve(app, args, settings)
+        return serve(app, args, settings, backend.url)
     finally:
         tracing.stop()  # what is left goes out
 
@@ -299,7 +305,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**given(Settings), limits=Limits(**given(Limits)))
 
 
-def serve(app: Any, args: argparse.Namespace, settings: Settings) -> int:
+def serve(app: Any, args: argparse.Namespace, settings: Settings, store: str) -> int:
     """Run uvicorn with runcast's adjustments until stopped; the exit code."""
     protocol, server_class = serving_classes(app, plain=os.environ.get("RUNCAST_PLAIN_ASGI") == "1")
     config = uvicorn.Config(
@@ -317,7 +323,7 @@ def serve(app: Any, args: argparse.Namespace, settings: Settings) -> int:
     )
     redact_uvicorn_logs()  # tokens in query strings must not reach the logs
     server = server_class(config)
-    log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, redact(args.db))
+    log.info("runcast serving http://%s:%d (store %s)", args.host, args.port, redact(store))
     server.run()  # on uvloop when it is installed (uvicorn's loop="auto"), else asyncio
     if not server.started:
         return 1

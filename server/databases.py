@@ -19,6 +19,7 @@ from .protocol import StartOptions
 from .runtime import Runtime
 from .settings import Settings
 from .store.sqlite import read_run_sync
+from .store.urls import parse_db_url
 from .workflow import RunOutput, Workflow
 
 PYTHON = Caller("python")  # who asks through the Python API: the process itself, no token
@@ -124,9 +125,15 @@ class Database:
 class SqliteDb(Database):
     """The runs in one SQLite file."""
 
-    def __init__(self, db_file: str = "tmp/runcast.db", **_options: Any) -> None:
+    def __init__(self, db_file: str | None = None, db_url: str | None = None, **_options: Any) -> None:
+        # The file, or a URL as SQLAlchemy writes it (sqlite:///relative.db, sqlite:////abs.db).
         # Other options (e.g. session_table) are accepted so that code written for other
         # frameworks runs unchanged; runcast keeps its own tables.
+        if db_file is None and db_url is not None:
+            kind, db_file = parse_db_url(db_url)
+            if kind != "sqlite":
+                raise ValueError(f"SqliteDb(db_url={db_url!r}) is not an SQLite URL; for PostgreSQL use PostgresDb")
+        db_file = db_file or "tmp/runcast.db"
         super().__init__(db_file)
         self.db_file = db_file
 

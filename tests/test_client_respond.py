@@ -416,7 +416,7 @@ def test_run_without_a_terminal_prints_the_respond_command(server: ServerProcess
         run_id = json.loads(watcher.stdout.readline())["run_id"]
         assert f"run {run_id} is waiting for input (step approve: Publish this?); answer with: " in hint
         command = shlex.split(hint.split("answer with: ", 1)[1])
-        assert command[:5] == ["python", "-m", "client", "respond", run_id]
+        assert command[1:5] == ["-m", "client", "respond", run_id]  # python as invoked (tests/test_first_hour.py)
         done = subprocess.run(
             [sys.executable, *command[1:], "--url", server.url], cwd=ROOT, capture_output=True, text=True, timeout=30
         )

@@ -4,12 +4,20 @@ says who can reach the server as it was started."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import websockets
+
+from client.servers import ws_url
 from server.redaction import redact
+from server.store import StoreError
+from server.store.urls import parse_db_url
 
 from .harness import ROOT, ServerProcess, free_port
 
@@ -53,3 +61,146 @@ def test_a_dsn_s_password_is_not_logged(postgres: Any, tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode != 0 and "TOPSECRET" not in done.stdout + done.stderr
+
+
+# ---- addresses as people type them (item 2) ----------------------------------------------
+
+
+def test_server_addresses_are_read_as_people_paste_them() -> None:
+    assert ws_url("http://127.0.0.1:8000") == "ws://127.0.0.1:8000/ws"  # the dashboard's address
+    assert ws_url("https://runs.example.com/") == "wss://runs.example.com/ws"
+    assert ws_url("http://127.0.0.1:8000/#/runs/r1") == "ws://127.0.0.1:8000/ws"  # a run's page
+    assert ws_url("localhost:8000") == "ws://localhost:8000/ws"
+    assert ws_url("ws://h:1/ws?token=t") == "ws://h:1/ws?token=t"
+    assert ws_url("wss://h/proxy/ws") == "wss://h/proxy/ws"  # a path is the user's
+    for wrong in ("ftp://h/ws", "http://", "ws:///ws"):
+        with pytest.raises(ValueError, match="not a server address"):
+            ws_url(wrong)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+async def test_a_wrong_path_is_not_found_and_the_dashboard_s_address_works(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "x.db") as server:
+        for pasted in (server.http_url, server.http_url + "/", f"127.0.0.1:{server.port}"):
+            done = cli("workflows", "--json", "--url", pasted)
+            assert done.returncode == 0 and '"name":"echo"' in done.stdout, (pasted, done.stderr)
+        done = cli("workflows", "--url", f"ws://127.0.0.1:{server.port}/dash")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "HTTP 404: no WebSocket endpoint there; check the URL (it ends in /ws)" in done.stderr, done.stderr
+        assert "token" not in done.stderr
+        with pytest.raises(websockets.InvalidStatus) as refused:  # what a program hears
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/api/runs"):
+                pass
+        assert refused.value.response.status_code == 404
+        assert b"no WebSocket endpoint at /api/runs; runcast's is /ws" in refused.value.response.body
+        done = cli("workflows", "--url", "ftp://127.0.0.1/ws")
+        assert done.returncode == 2 and "'ftp://127.0.0.1/ws' is not a server address" in done.stderr
+
+
+# ---- database URLs as people type them (item 3) ------------------------------------------
+
+
+def test_database_urls_are_read_as_sqlalchemy_and_agno_read_them() -> None:
+    assert parse_db_url("runs.db") == ("sqlite", "runs.db")
+    assert parse_db_url("/tmp/a#b?.db") == ("sqlite", "/tmp/a#b?.db")  # a path is a path
+    assert parse_db_url("sqlite:///data/x.db") == ("sqlite", "data/x.db")  # relative, as SQLAlchemy
+    assert parse_db_url("sqlite:////var/x.db") == ("sqlite", "/var/x.db")  # absolute: four slashes
+    assert parse_db_url("sqlite+aiosqlite:///tmp/agno.db") == ("sqlite", "tmp/agno.db")
+    assert parse_db_url("sqlite:///my%20runs.db") == ("sqlite", "my runs.db")
+    assert parse_db_url("postgresql+psycopg://ai:ai@h:5532/ai") == ("postgresql", "postgresql://ai:ai@h:5532/ai")
+    assert parse_db_url("postgres://u@h/d") == ("postgresql", "postgres://u@h/d")
+    assert parse_db_url("mysql://u@h/d") == ("mysql", "mysql://u@h/d")  # refused by backend_for, by name
+    refused = [
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite:///x.db?mode=ro", "no options"),
+    ]
+    for wrong, says in refused:
+        with pytest.raises(StoreError, match=says):
+            parse_db_url(wrong)
+
+
+def test_a_server_opens_the_file_the_url_names_and_no_other(tmp_path: Path) -> None:
+    absolute = tmp_path / "abs" / "runs.db"
+    with ServerProcess(f"sqlite:///{absolute}", log_path=tmp_path / "abs.log") as server:
+        assert absolute.exists()
+        assert f"(store {absolute})" in server.tail()  # said as the absolute path it is
+    hashed = tmp_path / "a#b.db"
+    with ServerProcess(hashed):
+        pass
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names >= {"a#b.db", "a#b.db.lock"} and not names & {"a", "a.lock"}, names  # not cut at the '#'
+
+
+# ---- ports and flags through make (item 4) -----------------------------------------------
+
+
+def test_make_run_takes_port_host_db_and_args_and_installs_no_test_tools() -> None:
+    done = subprocess.run(
+        ["make", "-n", "-B", "run", "PORT=9001", "HOST=0.0.0.0", "DB=./data/other.db", "ARGS=--token s3cret"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "-m server --host '0.0.0.0' --port '9001' --db './data/other.db' --token s3cret" in done.stdout
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    assert installs and all(line.endswith("-e .") for line in installs), installs  # not '.[test]'
+
+
+def test_a_port_in_use_is_said_first_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "server", "--port", str(port), "--db", str(tmp_path / "x.db")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr  # one line, exit 1 like every start failure
+    assert f"port {port} is in use on 127.0.0.1" in lines[0] and f"--port {port + 1}" in lines[0], lines
+    assert not list(tmp_path.iterdir())  # said before anything was made
+
+
+# ---- commands that work where they are suggested (item 5) --------------------------------
+
+
+def outside_the_venv() -> dict[str, str]:
+    """The environment of a shell where the venv is not active (its bin/ not on PATH)."""
+    venv_bin = os.path.dirname(sys.executable)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.abspath(p) != venv_bin]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return env | {"PATH": os.pathsep.join(path)}
+
+
+def test_suggested_commands_run_as_printed_outside_the_venv(tmp_path: Path) -> None:
+    """The hints and --help say the command as invoked; and the start lists the workflows
+    of --workflows, runcast's as well as Agno's (item 10)."""
+    env = outside_the_venv()
+    invoked = os.path.relpath(sys.executable, ROOT)
+    usage = cli("--help", env=env).stdout
+    assert usage.startswith(f"usage: {invoked} -m client "), usage[:200]
+    with ServerProcess(tmp_path / "x.db", "--workflows", "examples/approval.py") as server:
+        assert "workflow 'approval' served, its steps: 'draft', 'review', 'decide'" in server.tail()
+        cmd = [sys.executable, "-m", "client", "run", "approval", "--no-input", "--url", server.url]
+        with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+            assert run.stderr is not None
+            hint = run.stderr.readline()
+            assert "answer with: " in hint, hint
+            command = hint.split("answer with: ", 1)[1].strip()
+            assert command.startswith(f"{invoked} -m client respond "), command
+            answered = subprocess.run(
+                f"{command} --url {server.url}", shell=True, cwd=ROOT, env=env, capture_output=True, text=True
+            )
+            assert answered.returncode == 0, answered.stderr
+            assert run.wait(30) == 0

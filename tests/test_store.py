@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -524,9 +525,9 @@ async def test_closed_store_refuses_writes(db_path: str) -> None:
 def test_open_store_urls(tmp_path: Path) -> None:
     plain = str(tmp_path / "a.db")
     assert open_store(plain).url == plain
-    assert open_store(f"sqlite://{plain}").url == plain  # sqlite:/// + absolute path
-    assert open_store("sqlite:///data/x.db").url == "/data/x.db"
-    assert open_store("relative/x.db").url == "relative/x.db"
+    assert open_store(f"sqlite:///{plain}").url == plain  # sqlite:/// + absolute path: four slashes
+    assert open_store("sqlite:///data/x.db").url == os.path.abspath("data/x.db")  # relative, as SQLAlchemy
+    assert open_store("relative/x.db").url == os.path.abspath("relative/x.db")
     assert isinstance(open_store(plain).backend, SqliteBackend)
     for url in ("mysql://h/db", "redis://h"):
         with pytest.raises(StoreError, match="unsupported"):
@@ -535,7 +536,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
 async def test_open_store_sqlite_url_opens_that_file(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "x.db"
-    s = open_store(f"sqlite://{path}")
+    s = open_store(f"sqlite:///{path}")
     await s.open()
     try:
         await s.create_run(run_row("r"))

@@ -374,10 +374,12 @@ async def test_sigterm_with_the_disk_full_exits_promptly_and_runs_resume(tmp_pat
             server.stop()
 
 
-def test_a_new_database_on_a_full_disk_is_refused_plainly(tmp_path: Path) -> None:
+def test_a_new_database_on_a_full_disk_is_refused_plainly_and_leaves_nothing(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "4m") as disk:
         fill(disk / "filler")
         assert_refused(disk / "new.db", "No space left on device; free some space on its disk")
+        assert_refused(disk / "made" / "for" / "it.db", "free some space on its disk")
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no .db, .lock, -wal nor folder left
 
 
 async def test_a_server_started_on_a_full_disk_serves_degraded_and_recovers(tmp_path: Path) -> None:

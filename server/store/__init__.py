@@ -18,31 +18,31 @@ from .base import (
     StoreError,
     StoreLocked,
 )
+from .urls import parse_db_url
 from .writer import Store
 
-# scheme -> (module, class): a new database is one module and one line here.
+# kind -> (module, class): a new database is one module and one line here (and its URL
+# form in urls.py).
 BACKENDS = {
     "sqlite": ("server.store.sqlite", "SqliteBackend"),
     "postgresql": ("server.store.postgres", "PostgresBackend"),
-    "postgres": ("server.store.postgres", "PostgresBackend"),
 }
 
 
 def backend_for(url: str, node_id: str | None = None) -> Backend:
-    """The backend named by a `--db` value: a file path, or `scheme://...`; `node_id`
+    """The backend named by a `--db` value (a file path, or a URL: see urls.py); `node_id`
     names this process among the nodes of a shared database."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "sqlite", url
-    if scheme not in BACKENDS:
-        known = ", ".join(f"{s}://" for s in BACKENDS)
-        raise StoreError(f"--db {url}: unsupported scheme '{scheme}://'; use a file path or one of {known}")
-    module, name = BACKENDS[scheme]
+    kind, target = parse_db_url(url)
+    if kind not in BACKENDS:
+        raise StoreError(
+            f"--db {url}: unsupported scheme '{kind}://'; use a file path, sqlite:///PATH or postgresql://..."
+        )
+    module, name = BACKENDS[kind]
     try:
-        kind = getattr(importlib.import_module(module), name)
+        backend_class = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        raise StoreError(f"--db {scheme}:// needs {exc.name}: pip install 'runcast[postgres]'") from None
-    backend: Backend = kind(rest) if scheme == "sqlite" else kind(url, node_id)
+        raise StoreError(f"--db {kind}:// needs {exc.name}: pip install 'runcast[postgres]'") from None
+    backend: Backend = backend_class(target) if kind == "sqlite" else backend_class(target, node_id)
     return backend
 
 

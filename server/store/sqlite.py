@@ -167,7 +167,7 @@ class SqliteBackend:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.url = path
+        self.url = os.path.abspath(path)  # what it is said to be in logs: wherever it was started from
         self.coordination: Coordination | None = None  # one process per file: no cluster
         self._writer: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None

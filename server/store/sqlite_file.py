@@ -10,6 +10,7 @@ import fcntl
 import os
 import sqlite3
 from typing import IO
+from urllib.parse import quote
 
 from .base import StoreError, StoreLocked
 
@@ -68,7 +69,8 @@ def _read_identity(path: str, *, immutable: bool) -> tuple[int, int, set[str]]:
     # database of another application gets no -wal/-shm files from us.
     mode = "ro&immutable=1" if immutable else "ro"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=5)
+        # Quoted: in a URI, `#`, `?` and `//` would mean something else than the file's name.
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode={mode}", uri=True, timeout=5)
         try:
             application_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -111,21 +113,54 @@ def take_lock(path: str) -> IO[str]:
 
 def ensure_usable(path: str, schema_version: int) -> None:
     """Raise StoreError (naming the file and what to do) unless this process can open
-    the database at `path`: before the server starts, so that it fails fast and plainly."""
-    parent = os.path.dirname(os.path.abspath(path))
+    the database at `path`: before the server starts, so that it fails fast and plainly.
+    A refused start leaves nothing behind: what this made (files, folders) is removed."""
+    made = _not_there([path, *(path + end for end in ("-wal", "-shm", ".lock"))], _folders_of(path))
     try:
-        os.makedirs(parent, exist_ok=True)
+        _make_folder(path)
+        check_file(path, schema_version)
+        try:
+            lock = take_lock(path + ".lock")
+        except OSError as exc:
+            raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; {_os_advice(exc)}") from None
+        try:
+            _try_open(path)
+        finally:
+            lock.close()
+    except BaseException:
+        _remove(made)
+        raise
+
+
+def _folders_of(path: str) -> list[str]:
+    """The folders above `path`, nearest first."""
+    folders, folder = [], os.path.dirname(os.path.abspath(path))
+    while folder != os.path.dirname(folder):
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders
+
+
+def _not_there(files: list[str], folders: list[str]) -> list[str]:
+    """Those of `files` and `folders` that do not exist yet, files first, folders nearest first."""
+    return [name for name in [*files, *folders] if not os.path.lexists(name)]
+
+
+def _remove(names: list[str]) -> None:
+    """Remove what a refused start made (files, then empty folders), as far as it can."""
+    for name in names:
+        with contextlib.suppress(OSError):
+            if os.path.isdir(name):
+                os.rmdir(name)
+            else:
+                os.unlink(name)
+
+
+def _make_folder(path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the folder of {path}: {exc.strerror}; choose another --db") from None
-    check_file(path, schema_version)
-    try:
-        lock = take_lock(path + ".lock")
-    except OSError as exc:
-        raise StoreError(f"cannot lock {path}.lock: {exc.strerror}; {_os_advice(exc)}") from None
-    try:
-        _try_open(path)
-    finally:
-        lock.close()
 
 
 def _try_open(path: str) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..bounds import page_of_runs
+from ..redaction import redact
 from ..vocabulary import TERMINAL_EVENTS
 from ..wire import event_frame, utc_now
 from .base import Backend, Batch, BatchStats, Coordination, RunExists, RunFilter, RunLost, StoredEvent
@@ -74,7 +75,8 @@ class Store:
 
     @property
     def url(self) -> str:
-        return self.backend.url
+        """Where the store is, for logs and messages: with no password (redacted)."""
+        return redact(self.backend.url)
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
         """Call `listener` with each committed batch of events, in seq order per run."""

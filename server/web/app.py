@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -29,6 +29,7 @@ from .http import JSON, BodyLimit, HeaderLimit, HttpApi
 from .limits import Quotas
 from .metrics import Metrics
 from .origins import Origins, Sources
+from .serving import answers_cleanly
 
 log = logging.getLogger("runcast.app")
 
@@ -107,6 +108,15 @@ def health(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     return healthz
 
 
+async def no_socket_here(websocket: WebSocket) -> None:
+    """A WebSocket handshake to a path with no endpoint: 404, saying where the endpoint is."""
+    if not answers_cleanly(websocket.scope):
+        await websocket.close(CloseCode.POLICY_VIOLATION)  # before accept: uvicorn's stock protocol answers 403
+        return
+    message = f"no WebSocket endpoint at {websocket.url.path}; runcast's is /ws (AgentOS clients: /workflows/ws)"
+    await websocket.send_denial_response(PlainTextResponse(message + "\n", 404))
+
+
 def create_app(
     db: str = "./data/runcast.db",
     workflows: Iterable[Workflow] = (),
@@ -150,6 +160,7 @@ def create_app(
         WebSocketRoute(
             "/workflows/ws", agentos_endpoint(commands, quotas, sockets.agno, sockets.room)
         ),  # Agno's AgentOS protocol (10)
+        WebSocketRoute("/{path:path}", no_socket_here),  # not a 403, which reads as a refused token
         Route("/healthz", health(runtime)),
         Route("/dashboard.json", dashboard_config(settings)),
         *api.routes(),

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..protocol import ErrorCode, RuncastError
 from ..settings import Settings
 from .http import error_response
-from .serving import SEND_MANY
+from .serving import answers_cleanly
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -217,15 +217,7 @@ class Origins:
         if reason is None:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket" and not _answers_cleanly(scope):
+        if scope["type"] == "websocket" and not answers_cleanly(scope):
             await send({"type": "websocket.close", "code": 1008})  # before accept: uvicorn answers 403, no body
             return
         await error_response(RuncastError(reason, ErrorCode.FORBIDDEN))(scope, receive, send)
-
-
-def _answers_cleanly(scope: Scope) -> bool:
-    """Whether a /ws handshake may be refused with a whole HTTP response: the server offers the
-    "websocket.http.response" extension and is runcast's protocol (serving.py, which sends
-    SEND_MANY), not uvicorn's stock one, which logs an error after each."""
-    extensions = scope.get("extensions") or {}
-    return "websocket.http.response" in extensions and SEND_MANY in extensions

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from typing import Any, cast
 
 import uvicorn
+from starlette.types import Scope
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -250,6 +252,14 @@ def redact_uvicorn_logs() -> None:
             logger.addFilter(RedactSecrets())
 
 
+def answers_cleanly(scope: Scope) -> bool:
+    """Whether a /ws handshake may be refused with a whole HTTP response: the server offers the
+    "websocket.http.response" extension and is runcast's protocol (this module's, which sends
+    SEND_MANY), not uvicorn's stock one, which logs an error after each."""
+    extensions = scope.get("extensions") or {}
+    return "websocket.http.response" in extensions and SEND_MANY in extensions
+
+
 def missing_hooks(app: Any) -> list[str]:
     """The attributes of uvicorn's classes that WebSocketProtocol and Server use and this
     uvicorn lacks (probed on throwaway instances)."""
@@ -276,3 +286,26 @@ def serving_classes(app: Any, plain: bool = False) -> tuple[Any, type[uvicorn.Se
     server = uvicorn.Server if any(m.startswith(("Server.", "constructors")) for m in missing) else Server
     log.warning("serving WebSockets on uvicorn's stock protocol, plain ASGI without %s: %s", SEND_MANY, reason)
     return PLAIN_PROTOCOL, server
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why this process cannot listen on host:port (in use, not this machine's address, ...),
+    said with what to do, or None if it can: checked before anything else is done."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"--host {host}: {exc.strerror}; give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} is in use on {host} (another runcast?); stop what uses it, "
+                    f"or choose another port: --port {port + 1} (make run PORT={port + 1})"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror}; choose another --host or --port"
+    return None

@@ -164,6 +164,12 @@ async def _watch(client: Client, run: dict[str, Any], after: int, view: View, ar
     status = "running"
     last = after
     prompter = Prompter(client, run_id, view, Terminal() if interactive(args) else None, program())
+
+    def connection(state: str) -> None:
+        view.connection(state)
+        prompter.connection(state)
+
+    client.on_state = connection
     view.follow(run)
     prompter.begin(run, after)
     try:

@@ -17,6 +17,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from server.redaction import redact
 from server.vocabulary import FINISHED_STATUSES
 
 from .errors import (
@@ -141,7 +142,7 @@ class Client:
             except ConnectionFailed as exc:
                 if isinstance(exc, HandshakeFailed) and not exc.retryable:
                     raise  # a wrong token or a wrong URL on one node is the user's to fix, not to skip
-                log.debug("runcast server %s failed: %s", url, exc)
+                log.debug("runcast server %s failed: %s", redact(url), exc)
                 errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
@@ -169,7 +170,7 @@ class Client:
             raise
         self._ws = ws
         self.servers.use(url)
-        log.info("connected to %s", url)
+        log.info("connected to %s", redact(url))
         self._connection += 1
         self._connected.set()
         if self.on_state:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.redaction import redact
+
 
 class RuncastClientError(Exception):
     """Root of every error this client raises."""
 
 
 class ConnectionFailed(RuncastClientError):
-    """The server could not be reached (and reconnecting is off or gave up)."""
+    """The server could not be reached (and reconnecting is off or gave up). Its message
+    names the server's URL without secrets (a `?token=` in it is redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class HandshakeFailed(ConnectionFailed):

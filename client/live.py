@@ -1,9 +1,11 @@
 """The live terminal view of `run` and `watch`: steps with state and duration, progress
 bars, the tool calls of agent steps, the streamed text, and the final output, redrawn as
-events arrive (rich)."""
+events arrive and on a clock, so that running steps' times move and a silence shows (rich)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -18,7 +20,7 @@ from rich.text import Text
 
 from server.fold import fold, new_run, new_step
 
-from .view import View, until_text
+from .view import RECONNECTING, View, until_text
 
 STATE_STYLE = {
     "running": "yellow",
@@ -32,6 +34,8 @@ STATE_STYLE = {
 TEXT_TAIL = 2000  # characters of streamed text kept on screen
 CALL_TEXT = 60  # characters of a tool call's arguments, and of its result or error, shown
 CALL_STATE = {"tool_call_started": "running", "tool_call_completed": "completed", "tool_call_failed": "failed"}
+REDRAWS_PER_SECOND = 4  # the clock: running steps' times and the silence below move with it
+QUIET_SECONDS = 10  # a running run with no event for this long says so (a long step, or a stalled server)
 
 
 def _short(value: Any, limit: int = CALL_TEXT) -> str:
@@ -65,15 +69,34 @@ class LiveView(View):
         self.notice = ""
         self._live: Live | None = None
         self._held = False  # a question is being asked below the last frame: no redrawing
+        self._heard = time.monotonic()  # when the last event (or connection change) came
+        self._lost_at: float | None = None  # when the connection was lost, while it is
+        self._clock: asyncio.Task[None] | None = None
 
     def _start_live(self) -> None:
         if self._live is None and not self._held:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=12, transient=False)
-            self._live.start()
+            # Drawn afresh at each tick of the clock, on the event loop (rich's own refresh
+            # thread would read the steps while events change them).
+            self._live = Live(get_renderable=self._render, console=self.console, auto_refresh=False)
+            self._live.start(refresh=True)
+            with contextlib.suppress(RuntimeError):  # no loop (a view drawn from plain code): no clock
+                self._clock = self._clock or asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1 / REDRAWS_PER_SECOND)
+            self._redraw()
+
+    def _redraw(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         if self._live is not None:
-            self._live.update(self._render(), refresh=True)
+            self._live.refresh()
             self._live.stop()
             self._live = None
 
@@ -106,9 +129,9 @@ class LiveView(View):
             self.run["steps"].append(new_step(step))
         if event.get("seq", 0) > self.run["last_seq"]:
             self._take_states(fold(self.run, event))
+        self._heard = time.monotonic()
         self._start_live()
-        if self._live is not None:
-            self._live.update(self._render())
+        self._redraw()
 
     def _take_states(self, run: dict[str, Any]) -> None:
         """The run's and its shown steps' states, as the server's rules (server/fold.py) make them."""
@@ -168,13 +191,9 @@ class LiveView(View):
                 self.result = Panel(Text("the run was cancelled"), border_style="yellow")
 
     def connection(self, state: str) -> None:
-        self.notice = (
-            "connection lost: reconnecting, events will continue where they left off"
-            if state == ("reconnecting")
-            else ""
-        )
-        if self._live is not None:
-            self._live.update(self._render())
+        self._heard = time.monotonic()
+        self._lost_at = self._heard if state == "reconnecting" else None
+        self._redraw()
 
     def note(self, text: str) -> None:
         self.close()
@@ -249,6 +268,14 @@ class LiveView(View):
                 parts.append(Panel(Text(text), title=step, border_style="blue"))
         if self.result is not None:
             parts.append(self.result)
-        if self.notice:
-            parts.append(Text(self.notice, style="bold yellow"))
+        parts.extend(Text(line, style="bold yellow") for line in (self.notice, self._connection_line()) if line)
         return Group(*parts)
+
+    def _connection_line(self) -> str:
+        """What the screen says of the connection: lost for how long, or silent for how long."""
+        now = time.monotonic()
+        if self._lost_at is not None:
+            return f"{RECONNECTING} (lost {now - self._lost_at:.0f}s ago)"
+        if self.status == "running" and now - self._heard >= QUIET_SECONDS:
+            return f"no event for {now - self._heard:.0f}s (a long step, or a server that stalled)"
+        return ""

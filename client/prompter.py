@@ -24,7 +24,7 @@ from .errors import Conflict, InvalidInput, RunNotFound, ServerError
 from .feeds import TERMINAL_EVENTS
 from .questions import MISSING, EndOfInput, ask, example
 from .terminal import Terminal
-from .view import View, describe, prompt_of
+from .view import RECONNECTED, RECONNECTING, View, describe, prompt_of
 
 SEND_PATIENCE = 10.0  # seconds an answer sent just before the run ended may take to be acknowledged
 Request = dict[str, Any]  # request_id, prompt, schema, step: as in a snapshot's waiting_for
@@ -90,6 +90,12 @@ class Prompter:
         ]
         if after >= self._known_until:
             self._catch_up()
+
+    def connection(self, state: str) -> None:
+        """While a question is on the screen, say there that the connection dropped, and when
+        it is back (the view below the question is not redrawn meanwhile)."""
+        if self.asking and self.terminal is not None:
+            self.terminal.interject(RECONNECTING if state == "reconnecting" else RECONNECTED)
 
     def event(self, event: dict[str, Any]) -> None:
         """Called with each event, after the view has shown it."""

@@ -9,6 +9,10 @@ from typing import Any, TextIO
 
 import orjson
 
+# What every view says when the connection drops (and the client reconnects by itself).
+RECONNECTING = "connection lost: reconnecting; the events will continue where they left off"
+RECONNECTED = "connected again"
+
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -133,7 +137,7 @@ class View:
 
     def connection(self, state: str) -> None:
         if state == "reconnecting":
-            self.note("connection lost; reconnecting (events will continue where they left off)...")
+            self.note(RECONNECTING)
 
 
 class JsonView(View):

@@ -5,9 +5,11 @@ says who can reach the server as it was started."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from server.store import StoreError
 from server.store.urls import parse_db_url
 
 from .harness import ROOT, ServerProcess, free_port
+from .screen import Terminal
 
 
 def test_one_redaction_hides_passwords_and_query_values() -> None:
@@ -204,3 +207,44 @@ def test_suggested_commands_run_as_printed_outside_the_venv(tmp_path: Path) -> N
             )
             assert answered.returncode == 0, answered.stderr
             assert run.wait(30) == 0
+
+
+def test_the_client_says_which_server_failed_without_its_token() -> None:
+    done = cli("workflows", "--url", f"ws://127.0.0.1:{free_port()}/ws?token=TOPSECRET")
+    assert done.returncode == 2 and "cannot connect to ws://127.0.0.1:" in done.stderr, done.stderr
+    assert "/ws?token=***" in done.stderr and "TOPSECRET" not in done.stderr
+
+
+# ---- the live view keeps time (item 6) ---------------------------------------------------
+
+
+def test_the_live_view_keeps_time_and_says_when_it_heard_nothing(tmp_path: Path) -> None:
+    with (
+        ServerProcess(tmp_path / "x.db") as server,
+        Terminal(server, "run", "sleep", "--input", '{"seconds": 11}') as screen,
+    ):
+        screen.expect("running")
+        time.sleep(3)
+        screen.expect("no event for 10s (a long step, or a server that stalled)", timeout=15)
+        shown = [float(t) for t in re.findall(r"running\s+(\d+\.\d)s", screen.text)]
+        assert shown and max(shown) >= 9.0, shown  # the step's time moved with no event
+        assert screen.wait() == 0
+
+
+def test_a_server_lost_while_a_question_is_open_is_said_below_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "x.db", "--workflows", "examples/approval.py").start()
+    try:
+        with Terminal(server, "run", "approval") as screen:
+            screen.expect("review asks: Publish this draft?")
+            screen.expect("[y/n]")
+            server.kill()
+            screen.expect("connection lost: reconnecting; the events will continue where they left off")
+            server.restart()
+            screen.expect("connected again")
+            screen.type("y")
+            screen.expect("note (Note) [optional, Enter skips]")
+            screen.type("")
+            screen.expect("sent; the run is")
+            assert screen.wait() == 0
+    finally:
+        server.stop()

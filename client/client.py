@@ -447,7 +447,9 @@ class Client:
         follower = RunsFollower(workflow, status)
         self._runs_followers.append(follower)
         try:
-            await self._watch_runs([follower] if current else [])
+            # Without `current`, what is there now is known, not yielded: after a reconnect, the
+            # relist then yields only what changed since the iterator began.
+            await self._watch_runs([follower], yield_listed=current)
             while True:
                 yield await follower.get()
         finally:
@@ -458,15 +460,16 @@ class Client:
                 else:
                     await self._send({"type": "unsubscribe_runs"})
 
-    async def _watch_runs(self, relist: list[RunsFollower]) -> None:
+    async def _watch_runs(self, relist: list[RunsFollower], *, yield_listed: bool = True) -> None:
         """Subscribe this connection's runs feed with the iterators' filters, then list runs
-        for those in `relist`."""
+        for those in `relist`: to yield what they missed, or (not `yield_listed`) to know."""
         try:
             await self.request({"type": "subscribe_runs", **feed_filters(self._runs_followers)})
             for follower in relist:
                 runs, _ = await self.list_runs(*follower.filters, limit=RELIST_LIMIT)
+                take = follower.offer if yield_listed else follower.know
                 for run in reversed(runs):  # oldest first, as changes come
-                    follower.offer(run)
+                    take(run)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # e.g. bad_request for a status the server does not know

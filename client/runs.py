@@ -53,6 +53,13 @@ class RunsFollower:
         self.waiting[run_id] = run
         self._wake.set()
 
+    def know(self, run: Run) -> None:
+        """Take a run's state as already known, without yielding it: what was there before
+        the iterator began, so that a relist after a reconnect yields only what changed."""
+        run_id, last_seq = str(run["run_id"]), int(run.get("last_seq") or 0)
+        if last_seq > self.seen.get(run_id, (-1, None))[0]:
+            self.seen[run_id] = (last_seq, run.get("status"))
+
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc

@@ -4,6 +4,8 @@ says who can reach the server as it was started."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import socket
@@ -16,7 +18,9 @@ from typing import Any
 import pytest
 import websockets
 
+from client import Client
 from client.servers import ws_url
+from client.view import RECONNECTING
 from server.redaction import redact
 from server.store import StoreError
 from server.store.urls import parse_db_url
@@ -246,5 +250,37 @@ def test_a_server_lost_while_a_question_is_open_is_said_below_it(tmp_path: Path)
             screen.type("")
             screen.expect("sent; the run is")
             assert screen.wait() == 0
+    finally:
+        server.stop()
+
+
+# ---- runs --watch after a reconnect (item 7) ---------------------------------------------
+
+
+async def test_runs_watch_after_a_reconnect_prints_only_what_changed_since_it_began(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "x.db").start()
+    try:
+        async with Client(server.url) as c:
+            before = [e async for e in c.run("echo", {"old": True})][-1]["run_id"]  # ended before the watch
+        cmd = [sys.executable, "-m", "client", "runs", "--watch", "--json", "--url", server.url]
+        watch = await asyncio.create_subprocess_exec(
+            *cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert watch.stdout is not None and watch.stderr is not None
+        try:
+            await asyncio.sleep(1.5)  # subscribed (it prints nothing: nothing changed)
+            server.kill()
+            assert (await asyncio.wait_for(watch.stderr.readline(), 20)).decode().strip() == RECONNECTING
+            server.restart()
+            async with Client(server.url) as c:
+                after = [e async for e in c.run("echo", {"new": True})][-1]["run_id"]
+            lines = []
+            while not lines or lines[-1]["status"] != "completed":
+                lines.append(json.loads(await asyncio.wait_for(watch.stdout.readline(), 20)))
+            assert {line["run_id"] for line in lines} == {after}, lines  # not `before` again
+        finally:
+            watch.terminate()
+            await watch.wait()
+        assert before != after
     finally:
         server.stop()

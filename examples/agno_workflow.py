@@ -1,7 +1,6 @@
 """The background-workflow example from Agno's docs, as Agno code, served by runcast.
 
-Serve it (it needs `pip install 'runcast[agno]'`, and an OpenAI key or any
-OpenAI-compatible server in OPENAI_BASE_URL, which the openai library reads):
+Serve it (it needs `pip install 'runcast[agno]'`):
 
     python -m server --workflows examples/agno_workflow.py
 
@@ -10,13 +9,19 @@ Agno step is a runcast step, its model text streamed, its tool calls seen, and a
 interrupted by a crash goes on from the step it was in. Run it without runcast, as
 the docs do, with `python examples/agno_workflow.py`.
 
-Three changes from the docs: the workflow is defined at the module's top level (where
-`--workflows` looks for it) instead of inside main(); the team's model is named like its
-agents' (Agno's default for a team is OpenAI's Responses API, which the tests' stand-in
-server does not speak); and the tools are local stand-ins with the same shape (marked
-LOCAL STAND-IN below): the docs give the agents HackerNewsTools and a web search, which
-reach the network; these return fixed stories and results. Set RUNCAST_POLL_SECONDS to
-poll faster than every 5 s.
+With no key it runs offline. With OPENAI_API_KEY set (or OPENAI_BASE_URL, for any
+OpenAI-compatible server; the openai library reads both) the agents ask the real model;
+without either, they ask runcast's offline stand-in (server/agents/offline_openai.py),
+answered in this process: it calls every tool it is offered once (the team leader
+delegates to each member), then writes a short answer naming what the tools returned.
+
+Four changes from the docs: the model (`chat_model` below: offline without a key); the
+workflow is defined at the module's top level (where `--workflows` looks for it) instead
+of inside main(); the team's model is named like its agents' (Agno's default for a team
+is OpenAI's Responses API, which the offline model does not speak); and the tools are
+local stand-ins with the same shape (marked LOCAL STAND-IN below): the docs give the
+agents HackerNewsTools and a web search, which reach the network; these return fixed
+stories and results. Set RUNCAST_POLL_SECONDS to poll faster than every 5 s.
 """
 
 import asyncio
@@ -32,7 +37,16 @@ from agno.utils.pprint import pprint_run_response
 from agno.workflow.step import Step
 from agno.workflow.workflow import Workflow
 
+from server.agents.offline_openai import offline_http_client
+
 POLL_SECONDS = float(os.environ.get("RUNCAST_POLL_SECONDS", "5"))
+
+
+def chat_model(id: str) -> OpenAIChat:
+    """OpenAIChat, as in the docs; without OPENAI_API_KEY or OPENAI_BASE_URL, answered offline."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        return OpenAIChat(id=id)
+    return OpenAIChat(id=id, api_key="offline", http_client=offline_http_client())
 
 
 # LOCAL STAND-IN for Agno's HackerNewsTools: the same tool, fixed stories, no network.
@@ -77,13 +91,13 @@ class WebSearchTools(Toolkit):
 # Define agents
 hackernews_agent = Agent(
     name="Hackernews Agent",
-    model=OpenAIChat(id="gpt-5-mini"),
+    model=chat_model("gpt-5-mini"),
     tools=[HackerNewsTools()],
     role="Extract key insights and content from Hackernews posts",
 )
 web_agent = Agent(
     name="Web Agent",
-    model=OpenAIChat(id="gpt-5-mini"),
+    model=chat_model("gpt-5-mini"),
     tools=[WebSearchTools()],
     role="Search the web for the latest news and trends",
 )
@@ -91,14 +105,14 @@ web_agent = Agent(
 # Define research team for complex analysis
 research_team = Team(
     name="Research Team",
-    model=OpenAIChat(id="gpt-5-mini"),
+    model=chat_model("gpt-5-mini"),
     members=[hackernews_agent, web_agent],
     instructions="Research tech topics from Hackernews and the web",
 )
 
 content_planner = Agent(
     name="Content Planner",
-    model=OpenAIChat(id="gpt-5-mini"),
+    model=chat_model("gpt-5-mini"),
     instructions=[
         "Plan a content schedule over 4 weeks for the provided topic and research content",
         "Ensure that I have posts for 3 posts per week",

@@ -284,3 +284,20 @@ async def test_runs_watch_after_a_reconnect_prints_only_what_changed_since_it_be
         assert before != after
     finally:
         server.stop()
+
+
+# ---- the Agno example without a key (item 8) ---------------------------------------------
+
+
+async def test_the_agno_example_runs_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with ServerProcess(tmp_path / "x.db", "--workflows", "examples/agno_workflow.py") as server:
+        async with Client(server.url) as c:
+            events = [e async for e in c.run("Content Creation Workflow", "AI trends in 2024")]
+    assert events[-1]["event"] == "run_completed", events[-1]
+    calls = {e["data"]["tool"] for e in events if e["event"] == "tool_call_completed"}
+    assert calls == {"delegate_task_to_member", "get_top_hackernews_stories", "web_search"}, calls
+    text = "".join(e["data"]["delta"] for e in events if e["event"] == "step_output")
+    assert "Offline answer (gpt-5-mini, no model was asked) to: AI trends in 2024" in text
+    assert "- a tool said: " in text  # the leader's answer names what its members returned

@@ -40,8 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy server client bench
 
+# Two processes, each taking whole test files (their module-scoped servers are started once).
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 smoke: $(STAMP)
 	@if [ -f $(SMOKE) ]; then $(BIN)/python $(SMOKE); else echo "no $(SMOKE): contract smoke skipped"; fi

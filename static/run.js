@@ -124,6 +124,7 @@ export class RunView {
     this.otherList.replaceChildren();
     show(document.getElementById('run-other'), false);
     document.getElementById('run-input').textContent = '';
+    delete this.root.dataset.missing;
     this.setMessage(null);
   }
 
@@ -144,7 +145,12 @@ export class RunView {
       for await (const event of events) this.apply([event]);
     } catch (err) {
       if (signal.aborted) return;
-      this.setMessage(err.code === 'run_not_found' ? `There is no run with id ${runId}.` : err.message);
+      if (err.code === 'run_not_found') {
+        this.root.dataset.missing = ''; // nothing of a run to show: no badge, no empty sections
+        this.setMessage(`There is no run with id ${runId}. Check the link, or find the run in the list of runs.`);
+      } else {
+        this.setMessage(err.message);
+      }
     }
   }
 
@@ -539,6 +545,14 @@ export class RunView {
     this.waterfall.render(m.bars, origin, Math.max(end, ...m.bars.map((b) => b.end ?? end)), now);
   }
 
+  /** The time a step took, all its attempts together, as the timeline shows it (null before its bars). */
+  timeSpent(step) {
+    const bars = this.model.bars.filter((bar) => bar.step === step.name);
+    if (bars.length === 0) return null;
+    const now = this.now();
+    return bars.reduce((sum, bar) => sum + Math.max(0, (bar.end ?? now) - bar.start), 0);
+  }
+
   renderStep(step) {
     if (!step.node) this.buildStep(step);
     const n = step.node;
@@ -546,7 +560,7 @@ export class RunView {
     n.status.textContent = step.status;
     n.status.className = `status status-${step.status}`;
     n.attempt.textContent = step.attempt > 1 ? `attempt ${step.attempt}` : '';
-    n.duration.textContent = formatDuration(elapsed(step.startedAt, step.finishedAt));
+    n.duration.textContent = formatDuration(this.timeSpent(step) ?? elapsed(step.startedAt, step.finishedAt));
 
     show(n.progressBox, step.progress !== null);
     if (step.progress !== null) {

@@ -299,7 +299,9 @@ export class RunsView {
     const counts = Object.fromEntries(COUNTED.map((status) => [status, 0]));
     for (const run of this.recent.values()) counts[run.status] = (counts[run.status] ?? 0) + 1;
     const workflow = this.workflowFilter.value;
-    this.countsScope.textContent = `Of the ${this.recent.size} most recent runs${workflow ? ` of ${workflow}` : ''}:`;
+    const n = this.recent.size;
+    const recent = n === 1 ? 'Of the most recent run' : `Of the ${n} most recent runs`;
+    this.countsScope.textContent = `${recent}${workflow ? ` of ${workflow}` : ''}:`;
     const statuses = [...COUNTED, ...Object.keys(counts).filter((s) => !COUNTED.includes(s))];
     const current = this.statusFilter.value;
     const buttons = statuses.map((status) =>

@@ -8,7 +8,19 @@
 import { el } from './dom.js';
 import { formatDuration } from './format.js';
 
-const TICKS = 4; // intervals on the axis: 0, ¼, ½, ¾ and the end
+const TICKS = 4; // at most this many intervals on the axis
+const S = 1000;
+const MIN = 60 * S;
+const H = 60 * MIN;
+// Round tick steps, in ms: the axis reads 0, 2.0 s, 4.0 s (not 0 ms 0 ms 1 ms 1 ms 1 ms).
+const STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, S, 2 * S, 5 * S, 10 * S, 15 * S, 30 * S,
+  MIN, 2 * MIN, 5 * MIN, 10 * MIN, 15 * MIN, 30 * MIN, H, 2 * H, 3 * H, 6 * H, 12 * H, 24 * H];
+
+/** The times (ms from the start) the axis of a `span` ms long timeline is marked at. */
+export function ticks(span) {
+  const step = STEPS.find((s) => s * TICKS >= span) ?? Math.ceil(span / TICKS / (24 * H)) * 24 * H;
+  return Array.from({ length: Math.floor(span / step) + 1 }, (_, i) => i * step);
+}
 
 /**
  * One attempt of a step, as run.js records it.
@@ -56,9 +68,7 @@ export class Waterfall {
     const width = (from, to) => `${Math.min(100, Math.max(0, ((to - from) / span) * 100)).toFixed(3)}%`;
 
     this.axis.replaceChildren(
-      ...Array.from({ length: TICKS + 1 }, (_, i) =>
-        el('span', { class: 'wf-tick', style: `left: ${(i * 100) / TICKS}%` }, formatDuration((span * i) / TICKS) || '0 ms'),
-      ),
+      ...ticks(span).map((t) => el('span', { class: 'wf-tick', style: `left: ${at(origin + t)}` }, formatDuration(t) || '0 ms')),
     );
     const totals = new Map(); // step path -> ms spent in all its attempts
     for (const bar of bars) {

@@ -15,17 +15,20 @@ CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || echo /
 
 .PHONY: install run test lint unit smoke bench browser postgres node js clean
 
+# PYTHONWARNINGS: without setuptools' banner about editable installs on every first run.
+PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[test]'
 	touch $(STAMP)
 
 # `make run` needs the server alone, not the test tools (Playwright, mypy, Agno, ...).
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP) --upgrade pip
+	$(PIP) -e .
 	touch $(RUN_STAMP)
 
 install: $(STAMP)
@@ -81,7 +84,7 @@ test: lint browser postgres js unit smoke
 
 # bench/cluster.py needs initdb/pg_ctl too (installed by `postgres` when root; skipped without).
 bench: $(STAMP) postgres
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(PIP) -e '.[test,bench]'
 	$(BIN)/python bench/all.py
 
 clean:

@@ -44,6 +44,13 @@ RELIST_LIMIT = 500  # runs listed (one page, newest first) after subscribe_runs 
 FINISHED = frozenset(FINISHED_STATUSES)
 
 
+def _why(exc: BaseException) -> str:
+    """Why a connection could not be made, with what to check."""
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in str(exc):
+        return "nothing is listening there; is the server running, and is this its address?"
+    return str(exc) or type(exc).__name__
+
+
 def new_run_id() -> str:
     """A client-made run id, so that a start retried after a reconnect stays one run."""
     return f"c{time.time_ns() // 1_000_000:012x}{os.urandom(5).hex()}"
@@ -157,7 +164,7 @@ class Client:
         except websockets.InvalidStatus as exc:
             raise refused_at_connect(url, exc.response.status_code) from exc
         except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
-            raise ConnectionFailed(f"cannot connect to {url}: {exc}") from exc
+            raise ConnectionFailed(f"cannot connect to {url}: {_why(exc)}") from exc
         try:
             try:
                 await self._greet(ws, url)

@@ -259,6 +259,7 @@ def cut_off(started: dict[str, Any]) -> dict[str, Any]:
 def test_the_example_is_agno_code_that_runs_under_agno_too(stub: StubOpenAI, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | stub_env(stub)
     env["RUNCAST_POLL_SECONDS"] = "0.2"
+    env["PYTHONPATH"] = str(ROOT)  # the example imports runcast's offline model: this checkout's
     done = subprocess.run(
         [sys.executable, str(EXAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )

@@ -217,6 +217,7 @@ def test_the_client_says_which_server_failed_without_its_token() -> None:
     done = cli("workflows", "--url", f"ws://127.0.0.1:{free_port()}/ws?token=TOPSECRET")
     assert done.returncode == 2 and "cannot connect to ws://127.0.0.1:" in done.stderr, done.stderr
     assert "/ws?token=***" in done.stderr and "TOPSECRET" not in done.stderr
+    assert "nothing is listening there; is the server running, and is this its address?" in done.stderr
 
 
 # ---- the live view keeps time (item 6) ---------------------------------------------------

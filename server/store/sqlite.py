@@ -226,7 +226,7 @@ class SqliteBackend:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
-        log_migrated(self.path, version, len(MIGRATIONS))
+        log_migrated(self.url, version, len(MIGRATIONS))
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         assert self._thread is not None, "the store is not open"

@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--db",
         default="./data/runcast.db",
-        help="SQLite file (or sqlite:///path), or postgresql://user:pass@host:port/dbname for a cluster",
+        help="SQLite file (or sqlite:///relative.db, sqlite:////absolute.db), "
+        "or postgresql://user:pass@host:port/dbname for a cluster",
     )
     parser.add_argument("--node-id", help="this node's name in a cluster (default: host name and pid)")
     parser.add_argument(

@@ -34,7 +34,8 @@ STATE_STYLE = {
 TEXT_TAIL = 2000  # characters of streamed text kept on screen
 CALL_TEXT = 60  # characters of a tool call's arguments, and of its result or error, shown
 CALL_STATE = {"tool_call_started": "running", "tool_call_completed": "completed", "tool_call_failed": "failed"}
-REDRAWS_PER_SECOND = 4  # the clock: running steps' times and the silence below move with it
+REDRAWS_PER_SECOND = 12  # at most: events between two ticks are drawn together
+IDLE_REDRAW_SECONDS = 0.25  # with no event, the clock still redraws (running steps' times, the silence)
 QUIET_SECONDS = 10  # a running run with no event for this long says so (a long step, or a stalled server)
 
 
@@ -72,6 +73,8 @@ class LiveView(View):
         self._heard = time.monotonic()  # when the last event (or connection change) came
         self._lost_at: float | None = None  # when the connection was lost, while it is
         self._clock: asyncio.Task[None] | None = None
+        self._dirty = False  # changed since last drawn
+        self._drawn = 0.0  # when last drawn (monotonic)
 
     def _start_live(self) -> None:
         if self._live is None and not self._held:
@@ -85,11 +88,19 @@ class LiveView(View):
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1 / REDRAWS_PER_SECOND)
+            if self._dirty or time.monotonic() - self._drawn >= IDLE_REDRAW_SECONDS:
+                self._redraw()
+
+    def _changed(self) -> None:
+        """Something to show: drawn at the clock's next tick (at once when there is no clock)."""
+        self._dirty = True
+        if self._clock is None:
             self._redraw()
 
     def _redraw(self) -> None:
         if self._live is not None:
             self._live.refresh()
+            self._dirty, self._drawn = False, time.monotonic()
 
     def close(self) -> None:
         if self._clock is not None:
@@ -131,7 +142,7 @@ class LiveView(View):
             self._take_states(fold(self.run, event))
         self._heard = time.monotonic()
         self._start_live()
-        self._redraw()
+        self._changed()
 
     def _take_states(self, run: dict[str, Any]) -> None:
         """The run's and its shown steps' states, as the server's rules (server/fold.py) make them."""
@@ -193,7 +204,7 @@ class LiveView(View):
     def connection(self, state: str) -> None:
         self._heard = time.monotonic()
         self._lost_at = self._heard if state == "reconnecting" else None
-        self._redraw()
+        self._changed()
 
     def note(self, text: str) -> None:
         self.close()

@@ -58,21 +58,18 @@ def next_call(body: dict[str, Any]) -> dict[str, Any] | None:
         name = str(function.get("name", ""))
         if name == DELEGATE:
             members = [m for m in re.findall(r'<member id="([^"]+)"', system) if m not in delegated]
-            args: dict[str, Any] | None = {"member_id": members[0], "task": _asked(messages)} if members else None
-        else:
+            if members:
+                return _call(name, {"member_id": members[0], "task": _asked(messages)})
+        elif name not in called:
             properties = function.get("parameters", {}).get("properties", {})
-            args = (
-                None
-                if name in called
-                else {k: ARGS_BY_TYPE.get(str(v.get("type")), "x") for k, v in properties.items()}
-            )
-        if args is not None:
-            return {
-                "id": f"call_{uuid.uuid4().hex[:24]}",  # unique, as OpenAI's are
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)},
-            }
+            return _call(name, {k: ARGS_BY_TYPE.get(str(v.get("type")), "x") for k, v in properties.items()})
     return None
+
+
+def _call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A tool call as OpenAI writes one, with an id unique as OpenAI's are."""
+    function = {"name": name, "arguments": json.dumps(args)}
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
 
 
 def _member(function: dict[str, Any]) -> str:

@@ -54,6 +54,14 @@ def _seconds(start: str | None, end: str | None) -> str:
     return f"{max(0.0, finish - begin):.1f}s"
 
 
+def _since(start: str | None) -> str:
+    """When a waiting step began to wait, as a local time of day: right on a frame that stays on
+    screen while its question is asked below it (a duration there would stand still)."""
+    if not start:
+        return ""
+    return "since " + datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+
+
 class LiveView(View):
     """A redrawn screen for people at a terminal."""
 
@@ -262,7 +270,10 @@ class LiveView(View):
             table.add_row(
                 Text(name, style="bold"),
                 Text(state, style=STATE_STYLE.get(state, "")),
-                Text(_seconds(entry["start"], entry["end"]), style="dim"),
+                Text(
+                    _since(entry["start"]) if state == "waiting" else _seconds(entry["start"], entry["end"]),
+                    style="dim",
+                ),
                 Text(attempt, style="yellow"),
                 progress,
             )

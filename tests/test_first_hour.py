@@ -241,6 +241,7 @@ def test_a_server_lost_while_a_question_is_open_is_said_below_it(tmp_path: Path)
     try:
         with Terminal(server, "run", "approval") as screen:
             screen.expect("review asks: Publish this draft?")
+            assert re.search(r"review\s+waiting\s+since \d\d:\d\d:\d\d", screen.text)  # not a frozen 0.0s
             screen.expect("[y/n]")
             server.kill()
             screen.expect("connection lost: reconnecting; the events will continue where they left off")

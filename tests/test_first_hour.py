@@ -21,6 +21,7 @@ import websockets
 from client import Client
 from client.servers import ws_url
 from client.view import RECONNECTING
+from server import SqliteDb, Step, Workflow
 from server.redaction import redact
 from server.store import StoreError
 from server.store.urls import parse_db_url
@@ -303,3 +304,20 @@ async def test_the_agno_example_runs_offline_without_a_key(tmp_path: Path, monke
     text = "".join(e["data"]["delta"] for e in events if e["event"] == "step_output")
     assert "Offline answer (gpt-5-mini, no model was asked) to: AI trends in 2024" in text
     assert "- a tool said: " in text  # the leader's answer names what its members returned
+
+
+async def test_sqlitedb_takes_the_db_url_agno_users_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = SqliteDb(db_url="sqlite:///runs/agno.db")  # three slashes: relative, as in SQLAlchemy
+    hello = Workflow(name="hello", steps=[Step("greet", lambda step_input: f"hi {step_input.input}")], db=db)
+    try:
+        run = await hello.arun(input="ada", background=True)
+        while not run.has_completed():
+            await asyncio.sleep(0.02)
+            run = await hello.aget_run(run.run_id) or run
+        assert run.status == "completed" and run.content == "hi ada"
+    finally:
+        await db.close()
+    assert (tmp_path / "runs" / "agno.db").is_file()
+    with pytest.raises(ValueError, match="for PostgreSQL use PostgresDb"):
+        SqliteDb(db_url="postgresql://u@h/d")

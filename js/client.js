@@ -91,13 +91,27 @@ class Inbox {
   }
 }
 
+/**
+ * A server's WebSocket URL as people paste it: the dashboard's `http(s)://host:port` is
+ * `ws(s)://host:port/ws`, a bare `host:port` is `ws://`, a URL with no path gets `/ws`, and a
+ * fragment (`#/runs/...`) is dropped; any other path is left as it is.
+ */
+function wsUrl(text) {
+  const url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `ws://${text}`);
+  url.protocol = { 'http:': 'ws:', 'https:': 'wss:' }[url.protocol] ?? url.protocol;
+  if (url.pathname === '/' || url.pathname === '') url.pathname = '/ws';
+  url.hash = '';
+  return url.toString();
+}
+
 export class RuncastClient {
   /**
-   * @param {string | string[]} urls `ws://host:port/ws`, or several (a cluster's nodes, tried in order)
+   * @param {string | string[]} urls `ws://host:port/ws` (or the dashboard's `http://host:port`), or
+   *   several (a cluster's nodes, tried in order)
    * @param {import('./index.js').ClientOptions} options
    */
   constructor(urls, options = {}) {
-    this.urls = Array.isArray(urls) ? urls : [urls];
+    this.urls = (Array.isArray(urls) ? urls : [urls]).map(wsUrl);
     this.token = options.token ?? null;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) throw new Error('no WebSocket: pass options.WebSocket (in Node: the `ws` package)');

@@ -47,6 +47,14 @@ test('start, then every event exactly once and in order, ending with the termina
   assert.equal((await client.poll(run.run_id)).status, 'completed');
 });
 
+test('the dashboard\'s address (http://host:port, even with a run\'s fragment) reaches /ws', async () => {
+  const server = await serve();
+  const client = connect(`${server.http}/#/runs/x`);
+  assert.deepEqual(client.urls, [server.url]);
+  assert.equal((await client.start('echo', 7)).workflow, 'echo');
+  assert.deepEqual(connect(['127.0.0.1:1', 'https://h.example/']).urls, ['ws://127.0.0.1:1/ws', 'wss://h.example/ws']);
+});
+
 test('events() resumes where it was across a kill -9 and a restart of the server', async () => {
   const server = await serve();
   const client = connect(server.url, { maxDelayMs: 200 });

@@ -155,11 +155,10 @@ def create_app(
         (they resume at the next start), so no run keeps the stop waiting."""
         await asyncio.gather(sockets.close_all(CloseCode.GOING_AWAY), runtime.engine.shutdown())
 
+    agentos = agentos_endpoint(commands, quotas, sockets.agno, sockets.room)  # Agno's AgentOS protocol (10)
     routes: list[Any] = [
         WebSocketRoute("/ws", sockets.endpoint),
-        WebSocketRoute(
-            "/workflows/ws", agentos_endpoint(commands, quotas, sockets.agno, sockets.room)
-        ),  # Agno's AgentOS protocol (10)
+        WebSocketRoute("/workflows/ws", agentos),
         WebSocketRoute("/{path:path}", no_socket_here),  # not a 403, which reads as a refused token
         Route("/healthz", health(runtime)),
         Route("/dashboard.json", dashboard_config(settings)),

@@ -131,7 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.url = args.url or urls(os.environ.get("RUNCAST_URL") or DEFAULT_URL)
-    except ValueError as exc:
+    except argparse.ArgumentTypeError as exc:
         parser.error(f"RUNCAST_URL: {exc}")
     return args
 

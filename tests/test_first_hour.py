@@ -108,6 +108,10 @@ async def test_a_wrong_path_is_not_found_and_the_dashboard_s_address_works(tmp_p
         assert b"no WebSocket endpoint at /api/runs; runcast's is /ws" in refused.value.response.body
         done = cli("workflows", "--url", "ftp://127.0.0.1/ws")
         assert done.returncode == 2 and "'ftp://127.0.0.1/ws' is not a server address" in done.stderr
+        done = cli("workflows", env={**os.environ, "RUNCAST_URL": "ftp://127.0.0.1/ws"})
+        assert done.returncode == 2 and "RUNCAST_URL: 'ftp://127.0.0.1/ws' is not a server address" in done.stderr
+        done = cli("workflows", "--json", env={**os.environ, "RUNCAST_URL": server.http_url})  # as pasted, too
+        assert done.returncode == 0 and '"name":"echo"' in done.stdout, done.stderr
 
 
 # ---- database URLs as people type them (item 3) ------------------------------------------

@@ -35,23 +35,10 @@ DEFAULTS = Settings()
 def load_workflows(spec: str) -> list[Workflow]:
     """Every Workflow defined at the top level of a module (`pkg.mod`) or file (`flows.py`),
     runcast's own and Agno's (served through server.agents.agno)."""
-    module: ModuleType
-    if spec.endswith(".py") or os.sep in spec:
-        path = Path(spec).resolve()
-        if not path.is_file():
-            raise SystemExit(f"--workflows {spec}: no such file")
-        loader = importlib.util.spec_from_file_location(f"runcast_user_{path.stem}", path)
-        if loader is None or loader.loader is None:
-            raise SystemExit(f"--workflows {spec}: cannot load this file")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[loader.name] = module
-        loader.loader.exec_module(module)
-    else:
-        sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(spec)
-        except ImportError as exc:
-            raise SystemExit(f"--workflows {spec}: {exc}") from exc
+    try:
+        module = _import(spec)
+    except ImportError as exc:
+        raise SystemExit(f"--workflows {spec}: {_missing(spec, exc)}") from None
     found = [value for value in vars(module).values() if isinstance(value, Workflow)]
     for workflow in found:
         log.info("workflow %r served, its steps: %s", workflow.name, ", ".join(repr(s.name) for s in workflow.steps))
@@ -62,6 +49,32 @@ def load_workflows(spec: str) -> list[Workflow]:
     if not found:
         raise SystemExit(f"--workflows {spec}: defines no Workflow at its top level")
     return found
+
+
+def _import(spec: str) -> ModuleType:
+    """The module `spec` names: a file (`path/flows.py`) or a module (`pkg.mod`)."""
+    if not (spec.endswith(".py") or os.sep in spec):
+        sys.path.insert(0, os.getcwd())
+        return importlib.import_module(spec)
+    path = Path(spec).resolve()
+    if not path.is_file():
+        raise SystemExit(f"--workflows {spec}: no such file")
+    loader = importlib.util.spec_from_file_location(f"runcast_user_{path.stem}", path)
+    if loader is None or loader.loader is None:
+        raise SystemExit(f"--workflows {spec}: cannot load this file")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[loader.name] = module
+    loader.loader.exec_module(module)
+    return module
+
+
+def _missing(spec: str, exc: ImportError) -> str:
+    """What an import error of --workflows means, and what to install."""
+    package = (exc.name or "").split(".")[0]
+    if not package or package == spec:
+        return str(exc)
+    install = "-e '.[agno]'" if package == "agno" else package
+    return f"it imports {package!r}, which this Python does not have: {sys.executable} -m pip install {install}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

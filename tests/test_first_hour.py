@@ -325,3 +325,28 @@ async def test_sqlitedb_takes_the_db_url_agno_users_write(tmp_path: Path, monkey
     assert (tmp_path / "runs" / "agno.db").is_file()
     with pytest.raises(ValueError, match="for PostgreSQL use PostgresDb"):
         SqliteDb(db_url="postgresql://u@h/d")
+
+
+def test_a_workflows_file_that_needs_a_missing_package_says_what_to_install(tmp_path: Path) -> None:
+    flows = tmp_path / "flows.py"
+    flows.write_text("import not_installed_anywhere_xyz\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            str(free_port()),
+            "--db",
+            str(tmp_path / "x.db"),
+            "--workflows",
+            str(flows),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "it imports 'not_installed_anywhere_xyz', which this Python does not have" in done.stderr
+    assert f"{sys.executable} -m pip install not_installed_anywhere_xyz" in done.stderr

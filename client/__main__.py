@@ -145,6 +145,8 @@ def read_input(text: str | None, option: str = "--input") -> Any:
             with open(text[1:], "rb") as f:
                 return orjson.loads(f.read())
         return orjson.loads(text)
+    except OSError as exc:
+        raise UsageError(f"{option} {text}: cannot read {text[1:]!r}: {exc.strerror}") from None
     except orjson.JSONDecodeError as exc:
         hint = "; to send text, quote it as JSON, e.g. --value '\"yes\"'" if option == "--value" else ""
         raise UsageError(f"{option} is not valid JSON: {exc}{hint}") from None

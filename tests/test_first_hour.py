@@ -19,6 +19,7 @@ import pytest
 import websockets
 
 from client import Client
+from client.__main__ import UsageError, read_input
 from client.servers import ws_url
 from client.view import RECONNECTING
 from server import SqliteDb, Step, Workflow
@@ -350,3 +351,9 @@ def test_a_workflows_file_that_needs_a_missing_package_says_what_to_install(tmp_
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "it imports 'not_installed_anywhere_xyz', which this Python does not have" in done.stderr
     assert f"{sys.executable} -m pip install not_installed_anywhere_xyz" in done.stderr
+
+
+def test_an_input_file_that_is_not_there_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "input.json"
+    with pytest.raises(UsageError, match=f"--input @{missing}: cannot read '{missing}': No such file or directory"):
+        read_input(f"@{missing}")

@@ -1,6 +1,8 @@
-"""The first hour (issue 26), the parts done so far: what the server prints keeps no
-secret (one redaction), a new database says so in one line, and the no-token warning
-says who can reach the server as it was started."""
+"""The first hour (issue 26): what a new user meets, each rough edge with a test that fails
+without its fix: secrets never shown, addresses and database URLs as people type them,
+make's variables and a port in use, commands as invoked, the live view's clock, runs --watch
+after a reconnect, the Agno example offline, a quieter start. The dashboard's details are
+in test_dashboard_details.py."""
 
 from __future__ import annotations
 

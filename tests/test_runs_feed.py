@@ -318,7 +318,9 @@ async def test_a_feed_on_one_node_sees_a_run_on_another_within_a_second(pg_url: 
 
         await asyncio.gather(feed_on_b(), events_on_a())
         frames = changes(cb, run_id)
-        assert frames[0]["status"] == "pending" and frames[-1]["status"] == "completed"
+        # The start and run_started may be committed in one transaction: then one frame says
+        # the state after both (docs/protocol.md, the runs feed), and "pending" is never seen.
+        assert frames[0]["status"] in ("pending", "running") and frames[-1]["status"] == "completed"
         assert "running" in seen
         assert [f["current_step"] for f in frames if f["current_step"]] == ["s1", "s2"]
         assert [f["last_seq"] for f in frames] == sorted({f["last_seq"] for f in frames})

@@ -81,11 +81,12 @@ export class SchedulesView {
         return el(
           'tr',
           { dataset: { schedule: s.name } },
-          el('td', { class: 'mono' }, s.name),
-          el('td', {}, s.workflow),
-          el('td', { class: 'mono' }, when(s)),
-          el('td', { class: 'next' }, el('time', { datetime: s.next_at }, formatTime(s.next_at))),
-          el('td', { class: 'last' }, last),
+          // data-label: on a phone each row is a card, each cell under its column's name (app.css).
+          el('td', { class: 'mono', dataset: { label: 'Name' } }, s.name),
+          el('td', { dataset: { label: 'Workflow' } }, s.workflow),
+          el('td', { class: 'mono', dataset: { label: 'When' } }, when(s)),
+          el('td', { class: 'next', dataset: { label: 'Next run' } }, el('time', { datetime: s.next_at }, formatTime(s.next_at))),
+          el('td', { class: 'last', dataset: { label: 'Last run' } }, last),
           el('td', {}, remove),
         );
       }),

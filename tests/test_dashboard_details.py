@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .browser import WAIT_MS, WS_REFUSED, Console, post_run, screenshot, wait_finished, wait_status
-from .harness import ServerProcess
+from .harness import ServerProcess, http
 
 SIZES = {"desktop": {"width": 1280, "height": 860}, "phone": {"width": 390, "height": 844}}
 PAGES = {"runs": "#/", "workflows": "#/workflows", "schedules": "#/schedules"}
@@ -67,6 +67,13 @@ def test_every_page_at_two_widths_light_and_dark_empty_and_full(tmp_path: Path, 
                     post_run(server, w, i) for w, i in (("content", {"topic": "AI"}), ("fail", None), ("tools", None))
                 ]
                 running = post_run(server, "chain", {"n": 2, "delay": 30})  # stays running: a live row and page
+                schedule = {
+                    "name": "nightly-report",
+                    "workflow": "content",
+                    "cron": "0 3 * * *",
+                    "timezone": "Europe/Paris",
+                }
+                assert http("POST", server.http_url + "/api/schedules", schedule)[0] == 201
                 for run in done:
                     wait_finished(server, run["run_id"])
                 wait_status(server, running["run_id"], {"running"})
@@ -75,11 +82,11 @@ def test_every_page_at_two_widths_light_and_dark_empty_and_full(tmp_path: Path, 
                     page = looks(size, scheme)
                     for name, route in PAGES.items():
                         look_at(page, server.http_url + "/" + route, f"{name}-{size}-{scheme}-{fill}")
-                        if name == "runs" and fill == "full":  # the table fits too: no column out of sight
-                            cut = page.locator("#runs-table").evaluate(
+                        if name in ("runs", "schedules") and fill == "full":  # its table fits: nothing out of sight
+                            cut = page.locator(f"#{name}-table").evaluate(
                                 "t => t.scrollWidth - t.parentElement.clientWidth"
                             )
-                            assert cut <= 0, f"the runs table is {cut} px wider than the {size}'s screen"
+                            assert cut <= 0, f"the {name} table is {cut} px wider than the {size}'s screen"
                     if fill == "full":
                         for kind, run in (("completed", done[0]), ("running", running)):
                             look_at(page, f"{server.http_url}/#/runs/{run['run_id']}", f"run-{kind}-{size}-{scheme}")

@@ -16,9 +16,11 @@ const H = 60 * MIN;
 const STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, S, 2 * S, 5 * S, 10 * S, 15 * S, 30 * S,
   MIN, 2 * MIN, 5 * MIN, 10 * MIN, 15 * MIN, 30 * MIN, H, 2 * H, 3 * H, 6 * H, 12 * H, 24 * H];
 
-/** The times (ms from the start) the axis of a `span` ms long timeline is marked at. */
-export function ticks(span) {
-  const step = STEPS.find((s) => s * TICKS >= span) ?? Math.ceil(span / TICKS / (24 * H)) * 24 * H;
+const TICK_ROOM = 80; // px an axis label needs: a phone's narrow axis gets fewer of them
+
+/** The times (ms from the start) the axis of a `span` ms long timeline is marked at, in at most `intervals`. */
+export function ticks(span, intervals = TICKS) {
+  const step = STEPS.find((s) => s * intervals >= span) ?? Math.ceil(span / intervals / (24 * H)) * 24 * H;
   return Array.from({ length: Math.floor(span / step) + 1 }, (_, i) => i * step);
 }
 
@@ -68,7 +70,7 @@ export class Waterfall {
     const width = (from, to) => `${Math.min(100, Math.max(0, ((to - from) / span) * 100)).toFixed(3)}%`;
 
     this.axis.replaceChildren(
-      ...ticks(span).map((t) => el('span', { class: 'wf-tick', style: `left: ${at(origin + t)}` }, formatDuration(t) || '0 ms')),
+      ...ticks(span, this.room()).map((t) => el('span', { class: 'wf-tick', style: `left: ${at(origin + t)}` }, formatDuration(t) || '0 ms')),
     );
     const totals = new Map(); // step path -> ms spent in all its attempts
     for (const bar of bars) {
@@ -105,6 +107,12 @@ export class Waterfall {
       });
     }
     for (const [step, total] of totals) this.rowByStep.get(step).total.textContent = formatDuration(total) || '0 ms';
+  }
+
+  /** How many intervals the axis has room to label (all of them while it is not laid out). */
+  room() {
+    const width = this.axis.clientWidth || TICKS * TICK_ROOM;
+    return Math.max(1, Math.min(TICKS, Math.floor(width / TICK_ROOM)));
   }
 
   row(step) {

@@ -91,6 +91,11 @@ def test_every_page_at_two_widths_light_and_dark_empty_and_full(tmp_path: Path, 
                         for kind, run in (("completed", done[0]), ("running", running)):
                             look_at(page, f"{server.http_url}/#/runs/{run['run_id']}", f"run-{kind}-{size}-{scheme}")
                             expect(page.locator("#run-waterfall")).to_be_visible()
+                            gaps = page.locator(".wf-tick").evaluate_all(
+                                "ts => ts.slice(1).map((t, i) => t.getBoundingClientRect().left"
+                                " - ts[i].getBoundingClientRect().right)"
+                            )
+                            assert min(gaps, default=8) >= 8, f"the axis labels run together on the {size}: {gaps}"
                     page.context.close()
 
 

@@ -157,6 +157,45 @@ async def test_events_offered_during_the_first_read_are_delivered(tmp_path: Path
         await store.close()
 
 
+class ReadsFailFor(SqliteStore):
+    """A store whose reads of events fail as a restarting database's do (connection lost)
+    until `failures` of them have failed."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[StoredEvent]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionResetError("connection lost in the middle of the read")
+        return await super().read_events(run_id, after, limit)
+
+
+async def test_a_store_read_that_fails_for_a_while_is_tried_again_not_the_end(tmp_path: Path) -> None:
+    """A subscription whose store read fails while the database restarts goes on once it is
+    back, with every event once; it used to end there, its client told nothing."""
+    store = ReadsFailFor(str(tmp_path / "runs.db"), failures=3)
+    await store.open()
+    try:
+        broker = Broker(store)
+        await store.create_run(run_row("r1", status="running"))
+        for event in ("run_started", "progress", "run_completed"):
+            store.emit("r1", event, None, {})
+        await store.flush()
+        sock = Socket(random.Random(4), ready=1.0)
+        ended: list[Subscription] = []
+        broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
+        for _ in range(300):
+            if ended:
+                break
+            await asyncio.sleep(0.01)
+        assert store.failures == 0 and sock.seqs(batch=False) == [1, 2, 3]
+        assert ended, "the terminal event ends the subscription"
+    finally:
+        await store.close()
+
+
 async def test_a_broken_subscriber_costs_the_others_nothing(store: SqliteStore) -> None:
     broker = Broker(store)
     await store.create_run(run_row("r1", status="running"))

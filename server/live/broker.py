@@ -26,6 +26,7 @@ LIVE_BYTES = 4 * 1024 * 1024  # the same, in bytes of frames, for all the subscr
 SEND_CHUNK = 256  # frames handed to the connection at a time
 REFILL_PAGE = 2000  # events read from the store at a time
 REFILL_BYTES = 1024 * 1024  # a page is cut after this many bytes of frames (one event at least)
+READ_RETRY = (0.1, 2.0)  # seconds before a failed store read is tried again: first, and at most
 
 Send = Callable[[list[str]], Awaitable[None]]  # frames, in order, to one client
 
@@ -182,7 +183,7 @@ class Subscription:
             head = self.broker.store.committed_head(self.run_id)
             if head is not None and head < self.next_seq:  # it has had all that is stored: no read
                 return []
-            events = await self.broker.store.read_events(self.run_id, self.next_seq - 1, REFILL_PAGE)
+            events = await self._read(self.next_seq - 1)
             kept = _within(events, REFILL_BYTES)
             if len(events) == REFILL_PAGE or len(kept) < len(events):
                 self._from_store = True
@@ -201,6 +202,21 @@ class Subscription:
             events.append(event)
             expected += 1
         return events
+
+    async def _read(self, after: int) -> list[StoredEvent]:
+        """A page of stored events after `after`. A read the database cannot serve for now
+        (restarting, connection lost) is tried again, with backoff, until it can: the
+        subscription goes on where it was rather than end with nothing said."""
+        delay, most = READ_RETRY
+        while True:
+            try:
+                return await self.broker.store.read_events(self.run_id, after, REFILL_PAGE)
+            except Exception as exc:
+                if not self.broker.store.transient(exc):
+                    raise
+                log.info("subscription to %s: the store cannot be read now (%s); trying again", self.run_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, most)
 
     def _deliver_now(self, events: list[StoredEvent]) -> bool:
         """Write caught-up live events straight to the socket; False if it cannot take them

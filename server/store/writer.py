@@ -430,6 +430,11 @@ class Store:
         """Committed events with seq > after, in seq order, at most `limit`."""
         return await self.backend.read_events(run_id, after, limit)
 
+    def transient(self, exc: BaseException) -> bool:
+        """True if a failed read or write may succeed later unchanged (a database restarting,
+        a lost connection, a full disk): the caller tries again instead of giving up."""
+        return self.backend.transient(exc)
+
     async def list_runs(
         self, which: RunFilter, limit: int, before: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:

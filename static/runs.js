@@ -388,7 +388,8 @@ export class RunsView {
       return;
     }
     if (FINISHED.has(run.status) && run.status !== 'completed') {
-      replaceChildren(row.step, step ? el('span', { class: 'step-now' }, step) : null);
+      // How far a failed or cancelled run got ("1/2 steps"), and in which step when known.
+      replaceChildren(row.step, label ? el('span', { class: 'step-now' }, label) : null);
       return;
     }
     const bar = el('progress', { 'aria-label': `Progress of run ${run.run_id}` });

@@ -165,6 +165,15 @@ def test_a_resumed_step_takes_as_long_on_its_card_as_on_the_timeline(
         server.stop()
 
 
+def test_a_failed_run_s_row_says_how_far_it_got(server: ServerProcess, page: Page) -> None:
+    failed = post_run(server, "fail", {"message": "kaput"})
+    wait_finished(server, failed["run_id"])
+    page.goto(server.http_url + "/#/")
+    row = page.locator(f'#runs-body tr[data-run-id="{failed["run_id"]}"]')
+    expect(row.locator(".status")).to_have_text("failed")
+    expect(row.locator(".step-cell")).to_have_text("1/2 steps")  # not an empty cell
+
+
 def test_counts_say_one_run_and_badges_keep_a_rim_on_any_row(server: ServerProcess, page: Page) -> None:
     run = post_run(server, "echo", {"x": 1})
     wait_finished(server, run["run_id"])

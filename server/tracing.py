@@ -103,14 +103,8 @@ def span(
     `mark_failed(span, why)`."""
     if _tracer is None:
         return _OFF
-    from opentelemetry import baggage
-
-    run_id = baggage.get_baggage("runcast.run_id")
-    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
-    if run_id is not None:
-        attrs["runcast.run_id"] = str(run_id)
     return _tracer.start_as_current_span(
-        name, attributes=attrs, record_exception=errors, set_status_on_exception=errors
+        name, attributes=_run_attributes(attributes), record_exception=errors, set_status_on_exception=errors
     )
 
 
@@ -119,13 +113,18 @@ def open_span(name: str, attributes: dict[str, Any] | None = None) -> Any:
     it with `close_span`. None when tracing is off."""
     if _tracer is None:
         return None
+    return _tracer.start_span(name, attributes=_run_attributes(attributes))
+
+
+def _run_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """A span's attributes (those set), with the current run's id from the baggage."""
     from opentelemetry import baggage
 
     run_id = baggage.get_baggage("runcast.run_id")
     attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
     if run_id is not None:
         attrs["runcast.run_id"] = str(run_id)
-    return _tracer.start_span(name, attributes=attrs)
+    return attrs
 
 
 def close_span(s: Any, error: BaseException | None = None) -> None:

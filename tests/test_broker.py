@@ -118,6 +118,17 @@ async def test_direct_and_queued_delivery_keep_the_log_exact(store: SqliteStore,
     assert broker.subscription_count == 0
 
 
+async def subscribed_until_ended(broker: Broker, sock: Socket, seconds: float) -> list[Subscription]:
+    """Subscribe `sock` to run r1 from its start; the subscriptions ended within `seconds`."""
+    ended: list[Subscription] = []
+    broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
+    for _ in range(int(seconds * 100)):
+        if ended:
+            break
+        await asyncio.sleep(0.01)
+    return ended
+
+
 class CommitsDuringReads(SqliteStore):
     """A store whose first read of events is overtaken: the whole run commits (and is offered
     to the subscription) while that read is under way, after the read's snapshot was taken."""
@@ -145,12 +156,7 @@ async def test_events_offered_during_the_first_read_are_delivered(tmp_path: Path
         await store.flush()
         store.overtake = [("progress", "r1"), ("run_completed", "r1")]
         sock = Socket(random.Random(1), ready=1.0)
-        ended: list[Subscription] = []
-        broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
-        for _ in range(200):
-            if ended:
-                break
-            await asyncio.sleep(0.01)
+        ended = await subscribed_until_ended(broker, sock, 2.0)
         assert sock.seqs(batch=False) == [1, 2, 3]
         assert ended, "the terminal event ends the subscription"
     finally:
@@ -184,12 +190,7 @@ async def test_a_store_read_that_fails_for_a_while_is_tried_again_not_the_end(tm
             store.emit("r1", event, None, {})
         await store.flush()
         sock = Socket(random.Random(4), ready=1.0)
-        ended: list[Subscription] = []
-        broker.subscribe(Subscription(broker, "r1", 0, sock.send, write_now=sock.write_now), ended.append)
-        for _ in range(300):
-            if ended:
-                break
-            await asyncio.sleep(0.01)
+        ended = await subscribed_until_ended(broker, sock, 3.0)
         assert store.failures == 0 and sock.seqs(batch=False) == [1, 2, 3]
         assert ended, "the terminal event ends the subscription"
     finally:

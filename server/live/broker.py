@@ -214,7 +214,8 @@ class Subscription:
             except Exception as exc:
                 if not self.broker.store.transient(exc):
                     raise
-                log.info("subscription to %s: the store cannot be read now (%s); trying again", self.run_id, exc)
+                if delay == READ_RETRY[0]:  # said once per outage, not at every try
+                    log.info("subscription to %s: the store cannot be read now (%s); trying again", self.run_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, most)
 

@@ -618,3 +618,52 @@ async def test_a_postgres_store_closed_at_any_moment_leaves_no_connection_open(p
         await asyncio.sleep(i * 0.001)
         await s.close()
         gc.collect()
+
+
+async def test_a_postgres_batch_writes_only_what_this_node_may_write_and_tells_only_that(pg_url: str) -> None:
+    """One commit batch (one statement on PostgreSQL, store/pg_batch.py) with a run another
+    node has taken since (lost), a new run whose id the table has (existed) and a run of its
+    own: only the last is written, the other two's callers are told why, and the NOTIFY
+    names only what was written."""
+    import asyncpg
+
+    from server.store import RunExists, RunLost
+    from server.store.pg_listen import EVENTS_CHANNEL
+
+    mine, other = PgStore(pg_url, "t"), PgStore(pg_url, "u")
+    await mine.open()
+    await other.open()
+    told: list[dict[str, Any]] = []
+    listen = await asyncpg.connect(pg_url)
+    try:
+        await mine.create_run(run_row("a", status="running"))
+        await mine.create_run(run_row("c", status="running"))
+        await other.create_run(run_row("b", workflow="theirs"))
+        await listen.add_listener(EVENTS_CHANNEL, lambda *args: told.append(json.loads(args[-1])))
+        await listen.execute("UPDATE runs SET owner = 'u', epoch = 2 WHERE run_id = 'a'")  # taken over
+        batches = mine.stats.batches
+        made = asyncio.ensure_future(mine.create_run(run_row("b")))
+        await asyncio.sleep(0)  # its op is queued: the two below join the same batch
+        lost = mine.append_nowait("a", "progress", None, {}, run_row("a", status="completed"))
+        kept = mine.append_nowait("c", "progress", None, {"n": 1}, run_row("c", status="completed"))
+        assert await kept == 1
+        with pytest.raises(RunLost):
+            await lost
+        with pytest.raises(RunExists):
+            await made
+        assert mine.stats.batches == batches + 1, "the three writes were not one batch: the test proves nothing"
+        rows = {r["run_id"]: dict(r) for r in await listen.fetch("SELECT run_id, workflow, status, last_seq FROM runs")}
+        assert rows["a"]["status"] == "running" and rows["a"]["last_seq"] == 0
+        assert rows["b"]["workflow"] == "theirs"
+        assert rows["c"]["status"] == "completed" and rows["c"]["last_seq"] == 1
+        assert [tuple(r) for r in await listen.fetch("SELECT run_id, seq FROM events")] == [("c", 1)]
+        for _ in range(100):
+            if any(t.get("node") == "t" and "c" in t.get("runs", {}) for t in told):
+                break
+            await asyncio.sleep(0.01)
+        last = [t for t in told if t.get("node") == "t"][-1]
+        assert last["runs"] == {"c": 1} and last["changed"] == ["c"]
+    finally:
+        await listen.close()
+        await other.close()
+        await mine.close()

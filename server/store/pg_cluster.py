@@ -85,25 +85,17 @@ class PostgresCluster:
         epoch = self.owned.get(run_id)
         return (self.node_id if epoch is not None else None), (epoch or 0)
 
-    async def fence(self, conn: Any, batch: Batch) -> set[str]:
-        """Lock the batch's runs (other than new ones) and return those this node no longer
-        owns at its epoch: their writes are dropped."""
+    def fence(self, batch: Batch) -> tuple[list[str], list[int]]:
+        """The runs of a batch (other than new ones) with the epoch this node writes each one
+        at (-1: not its own): the write locks those rows and writes only those it still owns
+        at that epoch (store/pg_batch.py), then tells `lose` of the others."""
         ids = [r for r in {*batch.runs, *batch.seqs} if r not in batch.created]
-        if not ids:
-            return set()
-        epochs = [self.owned.get(r, -1) for r in ids]
-        rows = await conn.fetch(
-            "SELECT r.run_id FROM runs r JOIN unnest($1::text[], $2::bigint[]) AS o(run_id, epoch)"
-            " ON r.run_id = o.run_id AND r.epoch = o.epoch AND r.owner = $3 ORDER BY r.run_id FOR UPDATE OF r",
-            ids,
-            epochs,
-            self.node_id,
-        )
-        lost = set(ids) - {row[0] for row in rows}
+        return ids, [self.owned.get(r, -1) for r in ids]
+
+    def lose(self, lost: set[str]) -> None:
+        """These runs are another node's now: this node writes them no more."""
         for run_id in lost:
             self.owned.pop(run_id, None)
-        batch.lost |= lost
-        return lost
 
     async def heartbeat(self) -> None:
         async with self._conn() as conn:

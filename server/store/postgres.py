@@ -21,11 +21,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from . import schedules, sql
+from . import pg_batch, schedules, sql
 from .base import (
     RUN_COLUMNS,
-    SUSPENDED_SQL,
-    WRITE_COLUMNS,
     Batch,
     Coordination,
     RunFilter,
@@ -126,24 +124,6 @@ MIGRATIONS: list[str] = [
 ]
 
 _COLUMNS = ", ".join(RUN_COLUMNS)
-UPSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) VALUES ("
-    + ", ".join(f"${i}" for i in range(1, len(WRITE_COLUMNS) + 3))
-    + ") ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in WRITE_COLUMNS if c not in ("run_id", "created_at"))
-    # The write that makes a run wait lets go of it, in the same transaction (see _fence).
-    + f", owner = CASE WHEN excluded.status IN ({SUSPENDED_SQL}) THEN NULL ELSE runs.owner END"
-)
-# A new run is inserted, never upserted: an id the table has already is skipped (and not
-# returned), so that the database alone decides which of two starts of one id creates it.
-# WRITE_COLUMNS (RUN_COLUMNS, wake_at), then owner (the node) and epoch; text but these:
-_NOT_TEXT = {"last_seq": "bigint", "priority": "integer", "concurrency_limit": "integer", "wake_at": "float8"}
-_NEW_RUN_TYPES = (*(_NOT_TEXT.get(c, "text") for c in WRITE_COLUMNS), "text", "bigint")
-INSERT_NEW_RUNS = (
-    f"INSERT INTO runs ({', '.join(WRITE_COLUMNS)}, owner, epoch) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_NEW_RUN_TYPES, start=1))
-    + ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
-)
 # Errors a later try may not meet: connection lost, server shutting down or starting,
 # transaction rolled back (serialization, deadlock), out of resources (disk full), I/O.
 _TRANSIENT_CLASSES = ("08", "57", "40", "53", "58")
@@ -253,48 +233,51 @@ class PostgresBackend:
     # ---- the writer's calls ------------------------------------------------------------
 
     async def write(self, batch: Batch) -> list[int]:
-        async with self._conn() as conn, conn.transaction():
-            lost = await self.cluster.fence(conn, batch)
-            if lost:
-                batch.drop(lost)
-            await self._insert_new(conn, batch)
-            rows = [self._run_row(r, state, batch) for r, state in batch.runs.items() if r not in batch.created]
-            if rows:
-                await conn.executemany(UPSERT_RUN, rows)
-            if batch.events:
-                await conn.copy_records_to_table(
-                    "events", records=batch.events, columns=("run_id", "seq", "event", "frame")
-                )
-            seq_only = batch.seq_only()
-            if seq_only:
-                await conn.execute(
-                    "UPDATE runs SET last_seq = u.seq FROM unnest($1::text[], $2::bigint[]) AS u(run_id, seq)"
-                    " WHERE runs.run_id = u.run_id",
-                    [r for _, r in seq_only],
-                    [s for s, _ in seq_only],
-                )
-            pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
-            for template, params in batch.sql:
-                await conn.execute(POSTGRES.sql(template), *params)
-            if batch.seqs or batch.runs:
-                await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
+        async with self._conn() as conn:
+            if not (batch.prunes or batch.sql):
+                await self._write_runs(conn, batch)  # one statement: its own transaction
+                return []
+            async with conn.transaction():
+                await self._write_runs(conn, batch)
+                pruned = [await self._prune(conn, before, limit) for before, limit, _ in batch.prunes]
+                for template, params in batch.sql:
+                    await conn.execute(POSTGRES.sql(template), *params)
         return pruned
+
+    async def _write_runs(self, conn: Any, batch: Batch) -> None:
+        """The batch's runs and events in one statement (pg_batch.py); what it left out (runs
+        another node owns now, new ids the table had) is dropped from the batch."""
+        if not (batch.runs or batch.seqs):
+            return
+        fenced, epochs = self.cluster.fence(batch)
+        new = [r for r in batch.created if r in batch.runs]
+        changed = [r for r in batch.runs if r not in batch.created]
+        seq_only = batch.seq_only()
+        kept, made, told = await conn.fetchrow(
+            pg_batch.WRITE_BATCH,
+            fenced,
+            epochs,
+            self.node_id,
+            *pg_batch.columns([self._run_row(r, batch.runs[r], batch) for r in new]),
+            *pg_batch.columns([self._run_row(r, batch.runs[r], batch) for r in changed]),
+            *([list(c) for c in zip(*batch.events, strict=True)] if batch.events else [[], [], [], []]),
+            [r for _, r in seq_only],
+            [s for s, _ in seq_only],
+            EVENTS_CHANNEL,
+            self._events_payload(batch),
+        )
+        lost = set(fenced) - set(kept)
+        existed = set(new) - set(made)
+        if lost:
+            self.cluster.lose(lost)
+            batch.lost |= lost
+        batch.existed |= existed
+        batch.drop(lost | existed)
+        if not told and (batch.runs or batch.seqs):  # say what was written, without what was left out
+            await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, self._events_payload(batch))
 
     def _run_row(self, run_id: str, state: dict[str, Any], batch: Batch) -> tuple[Any, ...]:
         return (*run_params(state, batch.seqs.get(run_id, 0)), *self.cluster.owner_of(run_id))
-
-    async def _insert_new(self, conn: Any, batch: Batch) -> None:
-        """Insert the batch's new runs, all in one statement; a run id the table has already
-        (made through another node at the same moment: the insert waits for that node's
-        transaction, then skips it) is put in `batch.existed`, and none of its writes are made."""
-        new = [run_id for run_id in batch.created if run_id in batch.runs]
-        if not new:
-            return
-        columns = list(zip(*(self._run_row(run_id, batch.runs[run_id], batch) for run_id in new), strict=True))
-        inserted = {row[0] for row in await conn.fetch(INSERT_NEW_RUNS, *columns)}
-        existed = set(new) - inserted
-        batch.existed |= existed
-        batch.drop(existed)
 
     def _events_payload(self, batch: Batch) -> str:
         """The runs of a commit with their last seqs (new runs at 0) and which of them had

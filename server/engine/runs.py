@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -51,7 +51,18 @@ def new_run(
     run_id: str, workflow: Workflow, input: Any, steps: Sequence[Node], owner: str | None = None, order: Order = AT_ONCE
 ) -> dict[str, Any]:
     paths = [path for path, _ in walk(steps)]
-    return fold.new_run(run_id, workflow.name, input, paths, utc_now(), owner, **asdict(order))
+    return fold.new_run(
+        run_id,
+        workflow.name,
+        input,
+        paths,
+        utc_now(),
+        owner,
+        scheduled_for=order.scheduled_for,
+        priority=order.priority,
+        concurrency_key=order.concurrency_key,
+        concurrency_limit=order.concurrency_limit,
+    )
 
 
 @dataclass

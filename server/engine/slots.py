@@ -9,11 +9,9 @@ no slot, so runs with other keys are not held back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -27,17 +25,9 @@ class Slots:
         self._waiting: list[tuple[int, str, int, asyncio.Future[None]]] = []
         self._arrival = itertools.count()  # ties (same priority and age) in arrival order
 
-    @contextlib.asynccontextmanager
-    async def held(self, priority: int, age: str) -> AsyncIterator[None]:
-        """Hold a slot for the block. `age` orders waiters of one priority (older first):
-        a run's creation time and id."""
-        await self._take(priority, age)
-        try:
-            yield
-        finally:
-            self._give_back()
-
-    async def _take(self, priority: int, age: str) -> None:
+    async def take(self, priority: int, age: str) -> None:
+        """Wait for a slot and hold it (until `give_back`). `age` orders waiters of one
+        priority (older first): a run's creation time and id."""
         if self.free > 0 and not self._waiting:
             self.free -= 1
             return
@@ -47,7 +37,7 @@ class Slots:
             await given
         except asyncio.CancelledError:
             if given.done() and not given.cancelled():  # handed a slot as it was cancelled
-                self._give_back()
+                self.give_back()
             raise  # (a cancelled waiter is skipped when it comes up)
 
     @property
@@ -55,7 +45,7 @@ class Slots:
         """Nobody holds a slot nor waits for one."""
         return not self._waiting and self.free == self.limit
 
-    def _give_back(self) -> None:
+    def give_back(self) -> None:
         while self._waiting:
             given = heapq.heappop(self._waiting)[-1]
             if not given.done():
@@ -71,18 +61,27 @@ class KeySlots:
     def __init__(self) -> None:
         self._keys: dict[str, Slots] = {}
 
-    @contextlib.asynccontextmanager
-    async def held(self, key: str | None, limit: int | None, priority: int, age: str) -> AsyncIterator[None]:
+    async def take(self, key: str | None, limit: int | None, priority: int, age: str) -> None:
+        """Wait for room in the key and hold it (until `give_back`); a run with no key
+        takes nothing."""
         if key is None:
-            yield
             return
         slots = self._keys.setdefault(key, Slots(limit or 1))
         try:
-            async with slots.held(priority, age):
-                yield
-        finally:
-            if slots.idle and self._keys.get(key) is slots:
-                del self._keys[key]  # nobody holds or waits: forget the key
+            await slots.take(priority, age)
+        except BaseException:
+            self._forget_if_idle(key, slots)
+            raise
+
+    def give_back(self, key: str | None) -> None:
+        if key is not None:
+            slots = self._keys[key]
+            slots.give_back()
+            self._forget_if_idle(key, slots)
+
+    def _forget_if_idle(self, key: str, slots: Slots) -> None:
+        if slots.idle and self._keys.get(key) is slots:
+            del self._keys[key]  # nobody holds or waits: forget the key
 
 
 class Turns:
@@ -93,14 +92,39 @@ class Turns:
         self.slots = Slots(max_running)
         self.keys = KeySlots()
 
-    @contextlib.asynccontextmanager
-    async def taken(self, row: dict[str, Any]) -> AsyncIterator[None]:
+    def taken(self, row: dict[str, Any]) -> Turn:
+        """`async with turns.taken(row):` runs the block in the run's turn."""
+        return Turn(self, row)
+
+
+class Turn:
+    """One run's turn, as an async context manager (a class, not a generator: it is taken
+    once per run, on the hot path)."""
+
+    __slots__ = ("key", "row", "turns")
+
+    def __init__(self, turns: Turns, row: dict[str, Any]) -> None:
+        self.turns = turns
+        self.row = row
+        self.key: str | None = None
+
+    async def __aenter__(self) -> None:
+        row = self.row
         while (later := seconds_until(row.get("scheduled_for"))) > 0:
             await asyncio.sleep(later)  # (the loop's timers may fire a clock tick early)
         priority, age = row.get("priority") or 0, f"{row['created_at']} {row['run_id']}"
-        key, limit = row.get("concurrency_key"), row.get("concurrency_limit")
-        async with self.keys.held(key, limit, priority, age), self.slots.held(priority, age):
-            yield
+        key = row.get("concurrency_key")
+        await self.turns.keys.take(key, row.get("concurrency_limit"), priority, age)
+        try:
+            await self.turns.slots.take(priority, age)
+        except BaseException:
+            self.turns.keys.give_back(key)
+            raise
+        self.key = key
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.turns.slots.give_back()
+        self.turns.keys.give_back(self.key)
 
 
 def seconds_until(wire_time: str | None) -> float:

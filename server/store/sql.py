@@ -4,6 +4,7 @@ expressions (a column's size, the steps' summary) each database spells its own w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,14 @@ class Dialect:
     def sql(self, template: str, *counts: int) -> str:
         """`template` with `{0}`, `{1}`... as this dialect's parameters (a list parameter
         counts as one: give its length in `counts`, in order, for `{in0}`, `{in1}`...)."""
-        marks = [self.param(i) for i in range(1, 33)]
-        lists = {f"in{i}": self.any_of(i + 1, n) for i, n in enumerate(counts)}
-        return template.format(*marks, **lists)
+        return _render(self, template, counts)
+
+
+@functools.lru_cache(maxsize=512)  # the same few statements, read on every store call
+def _render(dialect: Dialect, template: str, counts: tuple[int, ...]) -> str:
+    marks = [dialect.param(i) for i in range(1, 33)]
+    lists = {f"in{i}": dialect.any_of(i + 1, n) for i, n in enumerate(counts)}
+    return template.format(*marks, **lists)
 
 
 SQLITE = Dialect(

@@ -355,20 +355,7 @@ class Connection:
                 )
                 await self.send(reply("runs", message.id, runs=page[0], next=page[1]))
             case SubscribeRuns():
-                which = commands.visible(caller, message.workflow, message.status, message.owner)
-                self._unwatch_runs()  # a second subscribe_runs replaces the first
-                await self.send(reply("runs_subscribed", message.id))
-                # After the reply is queued and before the next message is read: a list_runs
-                # sent right after this sees every change the feed does not.
-                self.runs_watch = RunsWatch(
-                    self.runtime.runs_feed,
-                    self.send_many,
-                    self.drained,
-                    which,
-                    on_too_slow=self._too_slow,
-                    write_now=self.write_now,
-                )
-                self.runs_watch.start()
+                await self._watch_runs(message, caller)
             case UnsubscribeRuns():
                 self._unwatch_runs()
                 await self.send(reply("runs_unsubscribed", message.id))
@@ -378,6 +365,23 @@ class Connection:
                 await self.send(await self._schedules(message, caller))
             case Ping():
                 await self.send(reply("pong", message.id))
+
+    async def _watch_runs(self, message: SubscribeRuns, caller: Caller) -> None:
+        """subscribe_runs: the runs feed of what this caller may see (a second one replaces the first)."""
+        which = self.commands.visible(caller, message.workflow, message.status, message.owner)
+        self._unwatch_runs()
+        await self.send(reply("runs_subscribed", message.id))
+        # After the reply is queued and before the next message is read: a list_runs
+        # sent right after this sees every change the feed does not.
+        self.runs_watch = RunsWatch(
+            self.runtime.runs_feed,
+            self.send_many,
+            self.drained,
+            which,
+            on_too_slow=self._too_slow,
+            write_now=self.write_now,
+        )
+        self.runs_watch.start()
 
     async def _schedules(self, message: CreateSchedule | DeleteSchedule | ListSchedules, caller: Caller) -> str:
         """The reply to a message about schedules (8.3)."""

@@ -75,8 +75,9 @@ SELECT ARRAY(SELECT run_id FROM fenced) AS kept, ARRAY(SELECT run_id FROM made) 
     (SELECT count(*) FROM told) = 1 AS told"""
 
 
-def columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows of ROW_TYPES' values as one array per column (empty arrays for no rows)."""
+def columns(rows: list[tuple[Any, ...]], width: int = len(ROW_TYPES)) -> list[list[Any]]:
+    """Rows of `width` values (ROW_TYPES' by default) as one array per column (empty arrays
+    for no rows)."""
     if not rows:
-        return [[] for _ in ROW_TYPES]
+        return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]

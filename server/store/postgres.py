@@ -260,7 +260,7 @@ class PostgresBackend:
             self.node_id,
             *pg_batch.columns([self._run_row(r, batch.runs[r], batch) for r in new]),
             *pg_batch.columns([self._run_row(r, batch.runs[r], batch) for r in changed]),
-            *([list(c) for c in zip(*batch.events, strict=True)] if batch.events else [[], [], [], []]),
+            *pg_batch.columns(batch.events, 4),
             [r for _, r in seq_only],
             [s for s, _ in seq_only],
             EVENTS_CHANNEL,
